@@ -1,0 +1,144 @@
+//! The application: its shared state, the router and its middleware, and serving with graceful shutdown.
+//!
+//! [`build_router`] is pure, so tests drive it in-process; [`serve`] takes a bound listener and a shutdown
+//! signal, so tests bind port 0 and stop the server without sleeping.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request};
+use axum::http::{HeaderName, HeaderValue, StatusCode, header};
+use axum::routing::{get, post};
+use tokio::net::TcpListener;
+use tower_http::set_header::SetResponseHeaderLayer;
+use tower_http::timeout::TimeoutLayer;
+use tower_http::trace::{DefaultOnResponse, TraceLayer};
+use tower_sessions::cookie::SameSite;
+use tower_sessions::{Expiry, MemoryStore, SessionManagerLayer};
+use tracing::Level;
+
+use crate::clock::SharedClock;
+use crate::config::{Config, SecretKey};
+use crate::error::AppError;
+use crate::history::{History, HistoryError};
+use crate::routes;
+use crate::runner::Runner;
+use crate::totp::Verifier;
+
+/// The largest request body accepted; a code form needs a few dozen bytes.
+pub const BODY_LIMIT: usize = 4 * 1024;
+/// How long one request may take before it is answered 408.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Only same-origin scripts and styles, no inline script, no framing.
+const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; script-src 'self'; style-src 'self'; \
+     img-src 'self'; connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
+
+/// Everything a handler needs; cheap to clone.
+#[derive(Clone)]
+pub struct AppState {
+    pub config: Arc<Config>,
+    pub clock: SharedClock,
+    pub verifier: Arc<Verifier>,
+    pub runner: Arc<Runner>,
+}
+
+impl AppState {
+    /// Opens the history (recovering runs a crash left "Deploying") and restores the gate from it.
+    pub fn new(
+        config: Config,
+        secret: &SecretKey,
+        clock: SharedClock,
+    ) -> Result<Self, HistoryError> {
+        let history = Arc::new(History::open(
+            &config.history_file,
+            config.history_retention,
+        )?);
+        let runner = Arc::new(Runner::new(
+            config.script.clone(),
+            Arc::clone(&clock),
+            history,
+        ));
+        let verifier = Arc::new(Verifier::new(secret.bytes().to_vec(), config.totp.clone()));
+        Ok(Self {
+            config: Arc::new(config),
+            clock,
+            verifier,
+            runner,
+        })
+    }
+}
+
+/// The routes and their middleware. Layers listed later wrap those listed earlier, so a request passes
+/// tracing first, then the security headers, the timeout and the session, and reaches the body limit last.
+pub fn build_router(state: AppState) -> Router {
+    let sessions = SessionManagerLayer::new(MemoryStore::default())
+        .with_name("authrun_session")
+        .with_http_only(true)
+        .with_same_site(SameSite::Strict)
+        .with_secure(false)
+        .with_expiry(Expiry::OnInactivity(time::Duration::hours(1)));
+    let router = Router::new()
+        .route("/", get(routes::run::index))
+        .route("/verify", post(routes::run::verify))
+        .route("/get_deploy_status", get(routes::status::deploy_status))
+        .route("/healthz", get(routes::status::health))
+        .route("/static/{name}", get(routes::assets::asset))
+        .fallback(|| async { AppError::NotFound })
+        .with_state(state)
+        .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .layer(sessions)
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            REQUEST_TIMEOUT,
+        ));
+    with_security_headers(router).layer(
+        TraceLayer::new_for_http()
+            .make_span_with(request_span)
+            .on_response(DefaultOnResponse::new().level(Level::INFO)),
+    )
+}
+
+/// The span of a request names the route, never the raw URI (which could carry a code in its query).
+fn request_span(request: &Request) -> tracing::Span {
+    let path = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or("(unmatched)", MatchedPath::as_str);
+    tracing::info_span!("request", method = %request.method(), path)
+}
+
+/// Headers every answer carries; assets set their own `Cache-Control`, everything else is `no-store`.
+fn with_security_headers(router: Router) -> Router {
+    let set = |name: HeaderName, value: &'static str| {
+        SetResponseHeaderLayer::overriding(name, HeaderValue::from_static(value))
+    };
+    router
+        .layer(set(
+            header::CONTENT_SECURITY_POLICY,
+            CONTENT_SECURITY_POLICY,
+        ))
+        .layer(set(header::X_CONTENT_TYPE_OPTIONS, "nosniff"))
+        .layer(set(header::REFERRER_POLICY, "no-referrer"))
+        .layer(set(header::X_FRAME_OPTIONS, "DENY"))
+        .layer(SetResponseHeaderLayer::if_not_present(
+            header::CACHE_CONTROL,
+            HeaderValue::from_static("no-store"),
+        ))
+}
+
+/// Serves until `shutdown` resolves, then stops the running script (if any) and records its status.
+pub async fn serve(
+    listener: TcpListener,
+    state: AppState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let runner = Arc::clone(&state.runner);
+    axum::serve(listener, build_router(state))
+        .with_graceful_shutdown(shutdown)
+        .await?;
+    runner.shutdown().await;
+    Ok(())
+}

@@ -1,0 +1,249 @@
+//! The command line: `serve` (the default), `qr`, `secret`, `check-config` and `example-config`.
+
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::{Parser, Subcommand};
+
+use crate::app::{self, AppState};
+use crate::clock::SystemClock;
+use crate::config::{self, Config, ConfigError, SecretSource};
+use crate::qr;
+use crate::setup::resolve_secret;
+use crate::totp::{Verifier, generate_secret};
+
+/// Exit code for a configuration or usage problem.
+const EXIT_CONFIG: u8 = 2;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "authrun",
+    version,
+    about = "Run one pre-configured script from a browser or curl, after a TOTP code",
+    long_about = "Run one pre-configured script (a deploy, usually) from a browser or curl, but only after \
+                  a valid code from an authenticator app.\n\n\
+                  Quick start: `authrun` serves the example deploy on http://127.0.0.1:5000/ with a \
+                  secret it generates on first start; scan the QR code it prints. Write a config with \
+                  `authrun example-config > authrun.toml` and pass it with --config.",
+    after_help = "Every config key can also be set from the environment as AUTHRUN_<SECTION>_<KEY>; \
+                  the secret as AUTHRUN_SECRET. Logs go to stderr; set RUST_LOG to change their level."
+)]
+pub struct Cli {
+    /// The TOML config file; without one, the built-in defaults are used.
+    #[arg(
+        long,
+        short,
+        global = true,
+        env = "AUTHRUN_CONFIG",
+        value_name = "FILE"
+    )]
+    pub config: Option<PathBuf>,
+
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Serve the page and the API (the default command).
+    Serve {
+        /// Listen on this address instead of the configured one, e.g. 0.0.0.0:5000.
+        #[arg(long, value_name = "ADDR")]
+        bind: Option<String>,
+    },
+    /// Print the otpauth:// URI and its QR code for the authenticator app.
+    Qr {
+        /// Also write the QR code as a PNG image to FILE.
+        #[arg(long, value_name = "FILE")]
+        png: Option<PathBuf>,
+    },
+    /// Print a new random secret (160 bits, base32) for the config or AUTHRUN_SECRET.
+    Secret,
+    /// Check the configuration: exit 0 when it is valid, 2 with the problem when not.
+    CheckConfig,
+    /// Print the example configuration, every key documented.
+    ExampleConfig,
+}
+
+/// Runs the command and returns the process's exit code.
+pub async fn run(cli: Cli) -> ExitCode {
+    let config_file = cli.config.as_deref();
+    match cli.command.unwrap_or(Command::Serve { bind: None }) {
+        Command::Serve { bind } => serve(config_file, bind).await,
+        Command::Qr { png } => show_qr(config_file, png.as_deref()),
+        Command::Secret => {
+            println!("{}", generate_secret());
+            ExitCode::SUCCESS
+        }
+        Command::CheckConfig => check_config(config_file),
+        Command::ExampleConfig => {
+            print!("{}", config::EXAMPLE);
+            ExitCode::SUCCESS
+        }
+    }
+}
+
+fn fail(error: impl std::fmt::Display, code: u8) -> ExitCode {
+    eprintln!("authrun: {error}");
+    ExitCode::from(code)
+}
+
+fn load(file: Option<&Path>, bind: Option<String>) -> Result<Config, ConfigError> {
+    let mut config = Config::from_env(file)?;
+    if let Some(bind) = bind {
+        config.bind = bind.parse().map_err(|_| ConfigError {
+            origin: "command line".into(),
+            key: "--bind".into(),
+            problem: format!("`{bind}` is not an address and port"),
+            fix: "write it as IP:PORT, e.g. 127.0.0.1:5000".into(),
+        })?;
+    }
+    Ok(config)
+}
+
+async fn serve(file: Option<&Path>, bind: Option<String>) -> ExitCode {
+    let config = match load(file, bind) {
+        Ok(config) => config,
+        Err(error) => return fail(error, EXIT_CONFIG),
+    };
+    let (secret, fresh) = match resolve_secret(&config.secret) {
+        Ok(found) => found,
+        Err(error) => return fail(error, EXIT_CONFIG),
+    };
+    let url = format!("http://{}/", config.bind);
+    let verifier = Verifier::new(secret.bytes().to_vec(), config.totp.clone());
+    if fresh {
+        announce_new_secret(&config, &verifier);
+    }
+    let bind = config.bind;
+    let state = match AppState::new(config, &secret, Arc::new(SystemClock)) {
+        Ok(state) => state,
+        Err(error) => return fail(error, EXIT_CONFIG),
+    };
+    let listener = match tokio::net::TcpListener::bind(bind).await {
+        Ok(listener) => listener,
+        Err(error) => {
+            let hint = "choose a free address with --bind or `bind` in the config";
+            return fail(
+                format!("cannot listen on {bind}: {error}\n  fix: {hint}"),
+                1,
+            );
+        }
+    };
+    println!("authrun is serving {url}");
+    tracing::info!(%url, "listening");
+    match app::serve(listener, state, shutdown_signal()).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => fail(format!("the server stopped: {error}"), 1),
+    }
+}
+
+/// Prints the QR code of a secret generated on this start, where only the operator can see it.
+fn announce_new_secret(config: &Config, verifier: &Verifier) {
+    let SecretSource::Generated(path) = &config.secret else {
+        return;
+    };
+    println!(
+        "A new TOTP secret was generated and stored in {}.",
+        path.display()
+    );
+    if std::io::stdout().is_terminal() {
+        println!("Scan this QR code with your authenticator app:\n");
+        match qr::terminal(&verifier.provisioning_uri()) {
+            Ok(art) => println!("{art}"),
+            Err(error) => eprintln!("authrun: {error}"),
+        }
+    } else {
+        // Output that is not a terminal usually ends in a log file: keep the secret out of it.
+        println!("Run `authrun qr` in a terminal to show its QR code.");
+    }
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+async fn shutdown_signal() {
+    let interrupt = async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        () = interrupt => {},
+        () = terminate => {},
+    }
+    tracing::info!("shutting down");
+}
+
+fn show_qr(file: Option<&Path>, png: Option<&Path>) -> ExitCode {
+    let config = match load(file, None) {
+        Ok(config) => config,
+        Err(error) => return fail(error, EXIT_CONFIG),
+    };
+    let (secret, fresh) = match resolve_secret(&config.secret) {
+        Ok(found) => found,
+        Err(error) => return fail(error, EXIT_CONFIG),
+    };
+    if let (true, SecretSource::Generated(path)) = (fresh, &config.secret) {
+        println!(
+            "A new TOTP secret was generated and stored in {}.",
+            path.display()
+        );
+    }
+    let verifier = Verifier::new(secret.bytes().to_vec(), config.totp.clone());
+    let uri = verifier.provisioning_uri();
+    println!("{uri}\n");
+    match qr::terminal(&uri) {
+        Ok(art) => println!("{art}"),
+        Err(error) => return fail(error, 1),
+    }
+    if let Some(path) = png {
+        if let Err(error) = qr::write_png(&uri, path) {
+            return fail(error, 1);
+        }
+        println!("QR code written to {}", path.display());
+    }
+    ExitCode::SUCCESS
+}
+
+fn check_config(file: Option<&Path>) -> ExitCode {
+    let config = match load(file, None) {
+        Ok(config) => config,
+        Err(error) => return fail(error, EXIT_CONFIG),
+    };
+    let origin = file.map_or_else(
+        || "built-in defaults".to_string(),
+        |f| f.display().to_string(),
+    );
+    println!("{origin}: valid");
+    println!("  listens on   {}", config.bind);
+    println!("  runs         {}", config.script.path.display());
+    println!("  cooldown     {} s", config.script.cooldown.as_secs());
+    println!("  history      {}", config.history_file.display());
+    match &config.secret {
+        SecretSource::Configured(_) => println!("  secret       configured"),
+        SecretSource::Generated(path) => println!(
+            "  secret       generated on first start in {}",
+            path.display()
+        ),
+    }
+    ExitCode::SUCCESS
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_command_line_is_consistent() {
+        super::Cli::command().debug_assert();
+    }
+}

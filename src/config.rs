@@ -1,0 +1,650 @@
+//! Configuration: a TOML file (optional), environment overrides, then validation.
+//!
+//! The file is parsed into [`RawConfig`], a plain mirror of `config.example.toml` that rejects unknown keys;
+//! `AUTHRUN_*` environment variables override it key by key; [`Config::load`] then checks every value and
+//! resolves relative paths against the config file's directory (or the working directory when there is no
+//! file). Every error names where the value came from, the key, and the fix.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::totp::{self, MIN_SECRET_BYTES, TotpSettings};
+
+/// The example configuration, with every key documented; `authrun example-config` prints it.
+pub const EXAMPLE: &str = include_str!("../config.example.toml");
+
+/// A configuration value that cannot be used.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{origin}: `{key}`: {problem}\n  fix: {fix}")]
+pub struct ConfigError {
+    /// The file (with line and column when known), the environment variable, or the built-in defaults.
+    pub origin: String,
+    pub key: String,
+    pub problem: String,
+    pub fix: String,
+}
+
+/// The configuration file as written, before validation. Field docs live in `config.example.toml`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawConfig {
+    pub bind: Option<String>,
+    pub state_dir: Option<PathBuf>,
+    pub action: RawAction,
+    pub script: RawScript,
+    pub history: RawHistory,
+    pub totp: RawTotp,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawAction {
+    pub name: Option<String>,
+    pub description: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawScript {
+    pub path: Option<PathBuf>,
+    pub args: Option<Vec<String>>,
+    pub working_dir: Option<PathBuf>,
+    pub log_dir: Option<PathBuf>,
+    pub cooldown_seconds: Option<u64>,
+    pub timeout_seconds: Option<u64>,
+    pub kill_grace_seconds: Option<u64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawHistory {
+    pub file: Option<PathBuf>,
+    pub retention: Option<usize>,
+    pub status_entries: Option<usize>,
+}
+
+#[derive(Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawTotp {
+    pub secret: Option<String>,
+    pub secret_file: Option<PathBuf>,
+    pub digits: Option<u8>,
+    pub period_seconds: Option<u64>,
+    pub skew_steps: Option<u8>,
+    pub issuer: Option<String>,
+    pub account: Option<String>,
+}
+
+impl fmt::Debug for RawTotp {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RawTotp")
+            .field("secret", &self.secret.as_ref().map(|_| "<redacted>"))
+            .field("secret_file", &self.secret_file)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The TOTP key. Its `Debug` never shows it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct SecretKey(Vec<u8>);
+
+impl SecretKey {
+    pub fn bytes(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl fmt::Debug for SecretKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("SecretKey(<redacted>)")
+    }
+}
+
+/// Where the secret comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SecretSource {
+    /// From the config file, `secret_file` or `AUTHRUN_SECRET`.
+    Configured(SecretKey),
+    /// None configured: `serve` and `qr` use (and create on first use) this file in the state directory.
+    Generated(PathBuf),
+}
+
+/// The validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The file it was read from, if any.
+    pub file: Option<PathBuf>,
+    pub bind: SocketAddr,
+    pub state_dir: PathBuf,
+    pub action_name: String,
+    pub action_description: String,
+    pub script: ScriptConfig,
+    pub history_file: PathBuf,
+    pub history_retention: usize,
+    pub status_entries: usize,
+    pub totp: TotpSettings,
+    pub secret: SecretSource,
+}
+
+/// How the one script is run.
+#[derive(Debug, Clone)]
+pub struct ScriptConfig {
+    pub path: PathBuf,
+    pub args: Vec<String>,
+    pub working_dir: PathBuf,
+    pub log_dir: PathBuf,
+    pub cooldown: Duration,
+    pub timeout: Duration,
+    pub kill_grace: Duration,
+}
+
+impl Config {
+    /// Reads `file` (or only the defaults) with overrides from `env`, and validates the result.
+    pub fn load(
+        file: Option<&Path>,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Self, ConfigError> {
+        let (mut raw, origin, base) = match file {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|error| ConfigError {
+                    origin: path.display().to_string(),
+                    key: "(file)".into(),
+                    problem: format!("cannot be read: {error}"),
+                    fix: "check the path given with --config or AUTHRUN_CONFIG".into(),
+                })?;
+                let raw = parse_toml(&text, path)?;
+                let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
+                (raw, path.display().to_string(), base)
+            }
+            None => (
+                RawConfig::default(),
+                "built-in defaults".to_string(),
+                PathBuf::new(),
+            ),
+        };
+        apply_env(&mut raw, env)?;
+        Validator { origin, base }.validate(raw, file)
+    }
+
+    /// Loads with the process environment.
+    pub fn from_env(file: Option<&Path>) -> Result<Self, ConfigError> {
+        Self::load(file, &|name| std::env::var(name).ok())
+    }
+}
+
+/// Parses TOML text, reporting the line and column of an error.
+pub fn parse_toml(text: &str, path: &Path) -> Result<RawConfig, ConfigError> {
+    toml::from_str(text).map_err(|error| {
+        let (line, column) = error
+            .span()
+            .map(|span| line_column(text, span.start))
+            .unwrap_or((1, 1));
+        ConfigError {
+            origin: format!("{}:{line}:{column}", path.display()),
+            key: key_of(error.message()),
+            problem: error.message().trim().to_string(),
+            fix: "correct or remove this key; `authrun example-config` prints every valid key"
+                .into(),
+        }
+    })
+}
+
+/// serde names the offending key in its messages ("unknown field `x`", "missing field `y`").
+fn key_of(message: &str) -> String {
+    message
+        .split('`')
+        .nth(1)
+        .map(str::to_string)
+        .unwrap_or_else(|| "(syntax)".into())
+}
+
+fn line_column(text: &str, offset: usize) -> (usize, usize) {
+    let before = &text[..offset.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+    (line, column)
+}
+
+/// Applies `AUTHRUN_<SECTION>_<KEY>` variables, plus the short `AUTHRUN_SECRET`.
+fn apply_env(raw: &mut RawConfig, env: &dyn Fn(&str) -> Option<String>) -> Result<(), ConfigError> {
+    let text = |name: &str| env(name).filter(|value| !value.is_empty());
+    let path = |name: &str| text(name).map(PathBuf::from);
+    let number = |name: &str| -> Result<Option<u64>, ConfigError> {
+        text(name)
+            .map(|value| {
+                value.trim().parse().map_err(|_| ConfigError {
+                    origin: format!("environment variable {name}"),
+                    key: name.into(),
+                    problem: format!("`{value}` is not a whole number"),
+                    fix: format!(
+                        "set {name} to a whole number of the unit its key names, or unset it"
+                    ),
+                })
+            })
+            .transpose()
+    };
+    set(&mut raw.bind, text("AUTHRUN_BIND"));
+    set(&mut raw.state_dir, path("AUTHRUN_STATE_DIR"));
+    set(&mut raw.action.name, text("AUTHRUN_ACTION_NAME"));
+    set(
+        &mut raw.action.description,
+        text("AUTHRUN_ACTION_DESCRIPTION"),
+    );
+    set(&mut raw.script.path, path("AUTHRUN_SCRIPT_PATH"));
+    set(
+        &mut raw.script.working_dir,
+        path("AUTHRUN_SCRIPT_WORKING_DIR"),
+    );
+    set(&mut raw.script.log_dir, path("AUTHRUN_SCRIPT_LOG_DIR"));
+    set(
+        &mut raw.script.cooldown_seconds,
+        number("AUTHRUN_SCRIPT_COOLDOWN_SECONDS")?,
+    );
+    set(
+        &mut raw.script.timeout_seconds,
+        number("AUTHRUN_SCRIPT_TIMEOUT_SECONDS")?,
+    );
+    set(
+        &mut raw.script.kill_grace_seconds,
+        number("AUTHRUN_SCRIPT_KILL_GRACE_SECONDS")?,
+    );
+    set(&mut raw.history.file, path("AUTHRUN_HISTORY_FILE"));
+    let usize_of = |n: Option<u64>| n.map(|n| usize::try_from(n).unwrap_or(usize::MAX));
+    set(
+        &mut raw.history.retention,
+        usize_of(number("AUTHRUN_HISTORY_RETENTION")?),
+    );
+    set(
+        &mut raw.history.status_entries,
+        usize_of(number("AUTHRUN_HISTORY_STATUS_ENTRIES")?),
+    );
+    let secret = text("AUTHRUN_TOTP_SECRET").or_else(|| text("AUTHRUN_SECRET"));
+    if secret.is_some() {
+        // A secret from the environment replaces whatever the file names.
+        raw.totp.secret_file = None;
+        raw.totp.secret = secret;
+    } else if let Some(file) = path("AUTHRUN_TOTP_SECRET_FILE") {
+        raw.totp.secret = None;
+        raw.totp.secret_file = Some(file);
+    }
+    let small = |n: Option<u64>| n.map(|n| u8::try_from(n).unwrap_or(u8::MAX));
+    set(&mut raw.totp.digits, small(number("AUTHRUN_TOTP_DIGITS")?));
+    set(
+        &mut raw.totp.period_seconds,
+        number("AUTHRUN_TOTP_PERIOD_SECONDS")?,
+    );
+    set(
+        &mut raw.totp.skew_steps,
+        small(number("AUTHRUN_TOTP_SKEW_STEPS")?),
+    );
+    set(&mut raw.totp.issuer, text("AUTHRUN_TOTP_ISSUER"));
+    set(&mut raw.totp.account, text("AUTHRUN_TOTP_ACCOUNT"));
+    Ok(())
+}
+
+/// Overrides `slot` when the environment gave a value.
+fn set<T>(slot: &mut Option<T>, value: Option<T>) {
+    if value.is_some() {
+        *slot = value;
+    }
+}
+
+/// Checks values and builds errors that point at their origin.
+struct Validator {
+    origin: String,
+    base: PathBuf,
+}
+
+impl Validator {
+    fn error(&self, key: &str, problem: impl Into<String>, fix: impl Into<String>) -> ConfigError {
+        ConfigError {
+            origin: self.origin.clone(),
+            key: key.into(),
+            problem: problem.into(),
+            fix: fix.into(),
+        }
+    }
+
+    fn resolve(&self, path: &Path) -> PathBuf {
+        if path.is_absolute() {
+            path.to_path_buf()
+        } else {
+            self.base.join(path)
+        }
+    }
+
+    fn validate(&self, raw: RawConfig, file: Option<&Path>) -> Result<Config, ConfigError> {
+        let bind = self.bind(raw.bind.as_deref().unwrap_or("127.0.0.1:5000"))?;
+        let state_dir = self.resolve(raw.state_dir.as_deref().unwrap_or(Path::new(".authrun")));
+        let script = self.script(raw.script, &state_dir)?;
+        let (history_file, history_retention, status_entries) = self.history(raw.history)?;
+        let (totp, secret) = self.totp(raw.totp, &state_dir)?;
+        Ok(Config {
+            file: file.map(Path::to_path_buf),
+            bind,
+            state_dir,
+            action_name: raw.action.name.unwrap_or_else(|| "Deploy".into()),
+            action_description: raw.action.description.unwrap_or_default(),
+            script,
+            history_file,
+            history_retention,
+            status_entries,
+            totp,
+            secret,
+        })
+    }
+
+    fn bind(&self, text: &str) -> Result<SocketAddr, ConfigError> {
+        text.parse().map_err(|_| {
+            self.error(
+                "bind",
+                format!("`{text}` is not an address and port"),
+                "write it as IP:PORT, e.g. \"127.0.0.1:5000\" (\"0.0.0.0:5000\" listens on every interface)",
+            )
+        })
+    }
+
+    fn script(&self, raw: RawScript, state_dir: &Path) -> Result<ScriptConfig, ConfigError> {
+        let path = self.resolve(
+            raw.path
+                .as_deref()
+                .unwrap_or(Path::new("scripts/example-deploy.sh")),
+        );
+        self.check_executable(&path)?;
+        let working_dir = raw
+            .working_dir
+            .map_or_else(|| self.base.clone(), |dir| self.resolve(&dir));
+        if !working_dir.as_os_str().is_empty() && !working_dir.is_dir() {
+            return Err(self.error(
+                "script.working_dir",
+                format!("{} is not a directory", working_dir.display()),
+                "name an existing directory, or remove the key to use the config file's directory",
+            ));
+        }
+        let timeout = raw.timeout_seconds.unwrap_or(30 * 60);
+        if timeout == 0 {
+            return Err(self.error(
+                "script.timeout_seconds",
+                "a run cannot be given 0 seconds",
+                "set a positive number of seconds (default 1800)",
+            ));
+        }
+        Ok(ScriptConfig {
+            path,
+            args: raw.args.unwrap_or_default(),
+            working_dir,
+            log_dir: raw
+                .log_dir
+                .map_or_else(|| state_dir.join("runs"), |dir| self.resolve(&dir)),
+            cooldown: Duration::from_secs(raw.cooldown_seconds.unwrap_or(180)),
+            timeout: Duration::from_secs(timeout),
+            kill_grace: Duration::from_secs(raw.kill_grace_seconds.unwrap_or(10)),
+        })
+    }
+
+    fn check_executable(&self, path: &Path) -> Result<(), ConfigError> {
+        let shown = path.display();
+        let metadata = std::fs::metadata(path).map_err(|error| {
+            self.error(
+                "script.path",
+                format!("{shown} cannot be used: {error}"),
+                "point it at the script to run (relative paths start at the config file's directory)",
+            )
+        })?;
+        if !metadata.is_file() {
+            return Err(self.error(
+                "script.path",
+                format!("{shown} is not a file"),
+                "point it at the script itself",
+            ));
+        }
+        if metadata.permissions().mode() & 0o111 == 0 {
+            return Err(self.error(
+                "script.path",
+                format!("{shown} is not executable"),
+                format!("run `chmod +x {shown}` and give it a #! line"),
+            ));
+        }
+        Ok(())
+    }
+
+    fn history(&self, raw: RawHistory) -> Result<(PathBuf, usize, usize), ConfigError> {
+        let file = self.resolve(raw.file.as_deref().unwrap_or(Path::new("history.json")));
+        let retention = raw.retention.unwrap_or(1000);
+        if retention == 0 {
+            return Err(self.error(
+                "history.retention",
+                "0 would keep no runs at all",
+                "set how many runs to keep, at least 1 (default 1000)",
+            ));
+        }
+        let entries = raw.status_entries.unwrap_or(100);
+        if entries == 0 {
+            return Err(self.error(
+                "history.status_entries",
+                "0 would answer an empty history",
+                "set how many runs /get_deploy_status returns, at least 1 (default 100)",
+            ));
+        }
+        Ok((file, retention, entries))
+    }
+
+    fn totp(
+        &self,
+        raw: RawTotp,
+        state_dir: &Path,
+    ) -> Result<(TotpSettings, SecretSource), ConfigError> {
+        let digits = raw.digits.unwrap_or(6);
+        if !(6..=8).contains(&digits) {
+            return Err(self.error(
+                "totp.digits",
+                format!("{digits} digits are not supported"),
+                "use 6 (default), 7 or 8",
+            ));
+        }
+        let period = raw.period_seconds.unwrap_or(30);
+        if !(1..=300).contains(&period) {
+            return Err(self.error(
+                "totp.period_seconds",
+                format!("{period} seconds is out of range"),
+                "use 30 (what authenticator apps expect), at most 300",
+            ));
+        }
+        let skew = raw.skew_steps.unwrap_or(1);
+        if skew > 2 {
+            return Err(self.error(
+                "totp.skew_steps",
+                format!("{skew} steps would accept too many codes"),
+                "use 0, 1 (default) or 2",
+            ));
+        }
+        let issuer = self.label(
+            "totp.issuer",
+            raw.issuer.unwrap_or_else(|| "authrun".into()),
+        )?;
+        let account = self.label(
+            "totp.account",
+            raw.account.unwrap_or_else(|| "deploy".into()),
+        )?;
+        let secret = self.secret(raw.secret, raw.secret_file, state_dir)?;
+        let settings = TotpSettings {
+            digits,
+            period,
+            skew,
+            issuer,
+            account,
+        };
+        Ok((settings, secret))
+    }
+
+    fn label(&self, key: &str, value: String) -> Result<String, ConfigError> {
+        if value.trim().is_empty() || value.contains(':') {
+            return Err(self.error(
+                key,
+                format!("`{value}` cannot label a TOTP account"),
+                "use a non-empty name without `:`",
+            ));
+        }
+        Ok(value)
+    }
+
+    fn secret(
+        &self,
+        inline: Option<String>,
+        file: Option<PathBuf>,
+        state_dir: &Path,
+    ) -> Result<SecretSource, ConfigError> {
+        let (text, key) = match (inline, file) {
+            (Some(_), Some(_)) => {
+                return Err(self.error(
+                    "totp.secret",
+                    "both `secret` and `secret_file` are set",
+                    "keep one of them",
+                ));
+            }
+            (Some(text), None) => (text, "totp.secret"),
+            (None, Some(file)) => {
+                let path = self.resolve(&file);
+                let text = std::fs::read_to_string(&path).map_err(|error| {
+                    self.error(
+                        "totp.secret_file",
+                        format!("{} cannot be read: {error}", path.display()),
+                        "point it at a file holding the base32 secret (`authrun secret > FILE`)",
+                    )
+                })?;
+                (text, "totp.secret_file")
+            }
+            (None, None) => return Ok(SecretSource::Generated(state_dir.join("secret"))),
+        };
+        parse_secret(&text)
+            .map(SecretSource::Configured)
+            .map_err(|problem| {
+                self.error(
+                key,
+                problem,
+                "generate one with `authrun secret` (160 bits, base32) and scan the new QR code",
+            )
+            })
+    }
+}
+
+/// Decodes a base32 secret and refuses one shorter than 128 bits. The problem never quotes the secret.
+pub fn parse_secret(text: &str) -> Result<SecretKey, String> {
+    let bytes =
+        totp::decode_secret(text).ok_or("the secret is not base32 (letters A-Z and digits 2-7)")?;
+    if bytes.len() < MIN_SECRET_BYTES {
+        return Err(format!(
+            "the secret is {} bits long; at least {} are required",
+            bytes.len() * 8,
+            MIN_SECRET_BYTES * 8
+        ));
+    }
+    Ok(SecretKey(bytes))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SECRET: &str = "JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP";
+
+    fn no_env(_: &str) -> Option<String> {
+        None
+    }
+
+    fn load_text(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
+        let dir = tempfile::tempdir().unwrap();
+        let script = dir.path().join("deploy.sh");
+        std::fs::write(&script, "#!/bin/sh\n").unwrap();
+        std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let path = dir.path().join("authrun.toml");
+        std::fs::write(&path, text).unwrap();
+        Config::load(Some(&path), env)
+    }
+
+    #[test]
+    fn the_embedded_example_is_valid() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config.example.toml");
+        let config = Config::load(Some(&path), &no_env).unwrap();
+        assert_eq!(config.bind.to_string(), "127.0.0.1:5000");
+        assert_eq!(config.script.cooldown, Duration::from_secs(180));
+        assert_eq!(config.script.timeout, Duration::from_secs(1800));
+        assert_eq!(config.totp.digits, 6);
+    }
+
+    #[test]
+    fn defaults_match_the_original() {
+        let config = load_text("[script]\npath = \"deploy.sh\"\n", &no_env).unwrap();
+        assert_eq!(config.script.cooldown, Duration::from_secs(180));
+        assert_eq!(config.history_retention, 1000);
+        assert!(config.history_file.ends_with("history.json"));
+        assert!(matches!(config.secret, SecretSource::Generated(_)));
+    }
+
+    #[test]
+    fn unknown_keys_are_named_with_their_position() {
+        let error =
+            load_text("[script]\npath = \"deploy.sh\"\ncooldown = 5\n", &no_env).unwrap_err();
+        assert_eq!(error.key, "cooldown");
+        assert!(error.origin.ends_with("authrun.toml:3:1"), "{error}");
+        assert!(error.to_string().contains("example-config"), "{error}");
+    }
+
+    #[test]
+    fn short_secrets_are_refused_without_being_shown() {
+        let error = load_text(
+            "[script]\npath = \"deploy.sh\"\n[totp]\nsecret = \"JBSWY3DPEHPK3PXP\"\n",
+            &no_env,
+        )
+        .unwrap_err();
+        assert_eq!(error.key, "totp.secret");
+        assert!(error.problem.contains("80 bits"), "{error}");
+        assert!(!error.to_string().contains("JBSWY3DPEHPK3PXP"), "{error}");
+    }
+
+    #[test]
+    fn environment_overrides_the_file() {
+        let env = |name: &str| match name {
+            "AUTHRUN_SECRET" => Some(SECRET.to_string()),
+            "AUTHRUN_SCRIPT_COOLDOWN_SECONDS" => Some("5".to_string()),
+            "AUTHRUN_BIND" => Some("127.0.0.1:8080".to_string()),
+            _ => None,
+        };
+        let config = load_text(
+            "bind = \"0.0.0.0:1\"\n[script]\npath = \"deploy.sh\"\n",
+            &env,
+        )
+        .unwrap();
+        assert_eq!(config.bind.to_string(), "127.0.0.1:8080");
+        assert_eq!(config.script.cooldown, Duration::from_secs(5));
+        assert!(matches!(config.secret, SecretSource::Configured(_)));
+    }
+
+    #[test]
+    fn a_bad_environment_value_names_the_variable() {
+        let env =
+            |name: &str| (name == "AUTHRUN_SCRIPT_TIMEOUT_SECONDS").then(|| "soon".to_string());
+        let error = load_text("[script]\npath = \"deploy.sh\"\n", &env).unwrap_err();
+        assert_eq!(
+            error.origin,
+            "environment variable AUTHRUN_SCRIPT_TIMEOUT_SECONDS"
+        );
+    }
+
+    #[test]
+    fn scripts_must_exist_and_be_executable() {
+        let missing = load_text("[script]\npath = \"nope.sh\"\n", &no_env).unwrap_err();
+        assert_eq!(missing.key, "script.path");
+        let dir = tempfile::tempdir().unwrap();
+        let script = dir.path().join("plain.sh");
+        std::fs::write(&script, "#!/bin/sh\n").unwrap();
+        let text = format!("[script]\npath = \"{}\"\n", script.display());
+        let error = load_text(&text, &no_env).unwrap_err();
+        assert!(error.fix.contains("chmod +x"), "{error}");
+    }
+}

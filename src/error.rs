@@ -1,0 +1,123 @@
+//! The errors a request can meet, each with one HTTP status.
+//!
+//! API clients get the original's JSON shape, `{"message", "success": false}`, plus a stable `error` code;
+//! browsers posting the form get the same message as a flash (see `routes::run`). Internal details are
+//! logged where they happen and never shown.
+
+use axum::Json;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+use time::OffsetDateTime;
+
+use crate::history::format_time;
+
+/// The original's answer to a busy backend; kept word for word for old clients.
+pub const BUSY_MESSAGE: &str = "Backend is deploying or cooling down, please wait.";
+/// The original's answer to a wrong code.
+pub const AUTH_FAILED: &str = "Auth failed.";
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AppError {
+    /// 400: the form has no `code` field.
+    #[error("Auth failed: no code was sent.")]
+    MissingCode,
+    /// 400: the body is not a form.
+    #[error("Auth failed: the request body is not a form with a `code` field.")]
+    BadForm,
+    /// 400: the code is not `digits` digits.
+    #[error("Auth failed: the code must be {digits} digits.")]
+    MalformedCode { digits: u8 },
+    /// 401: the code matches no current step.
+    #[error("Auth failed.")]
+    WrongCode,
+    /// 401: the code was accepted before, or an older one was.
+    #[error("Auth failed: that code was already used. Wait for the next one.")]
+    ReplayedCode,
+    /// 409: a run is going.
+    #[error("Backend is deploying or cooling down, please wait. A run has been going since {}.", format_time(*since))]
+    Running { since: OffsetDateTime },
+    /// 429 with `Retry-After`: the last run started less than the cooldown ago.
+    #[error("Backend is deploying or cooling down, please wait. The next run is allowed at {} (in {retry_after} s).", format_time(*until))]
+    CoolingDown {
+        until: OffsetDateTime,
+        retry_after: u64,
+    },
+    /// 413: the body is larger than a form needs.
+    #[error("The request body is too large.")]
+    PayloadTooLarge,
+    /// 404
+    #[error("Not found.")]
+    NotFound,
+    /// 503: authrun is stopping and starts no new run.
+    #[error("authrun is shutting down; no new run can start.")]
+    ShuttingDown,
+    /// 503: the run was admitted but could not be recorded or started; the cause is in the server log.
+    #[error("The run could not be started; the server log says why.")]
+    LaunchFailed,
+}
+
+impl AppError {
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Self::MissingCode | Self::BadForm | Self::MalformedCode { .. } => {
+                StatusCode::BAD_REQUEST
+            }
+            Self::WrongCode | Self::ReplayedCode => StatusCode::UNAUTHORIZED,
+            Self::Running { .. } => StatusCode::CONFLICT,
+            Self::CoolingDown { .. } => StatusCode::TOO_MANY_REQUESTS,
+            Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::NotFound => StatusCode::NOT_FOUND,
+            Self::ShuttingDown | Self::LaunchFailed => StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+
+    /// A stable machine-readable name, the `error` field of the JSON answer.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::MissingCode => "missing_code",
+            Self::BadForm => "bad_form",
+            Self::MalformedCode { .. } => "malformed_code",
+            Self::WrongCode => "wrong_code",
+            Self::ReplayedCode => "replayed_code",
+            Self::Running { .. } => "running",
+            Self::CoolingDown { .. } => "cooling_down",
+            Self::PayloadTooLarge => "payload_too_large",
+            Self::NotFound => "not_found",
+            Self::ShuttingDown => "shutting_down",
+            Self::LaunchFailed => "launch_failed",
+        }
+    }
+
+    /// Seconds to put in `Retry-After`, when the answer has one.
+    pub fn retry_after(&self) -> Option<u64> {
+        match self {
+            Self::CoolingDown { retry_after, .. } => Some(*retry_after),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct ErrorBody<'a> {
+    message: String,
+    success: bool,
+    error: &'a str,
+}
+
+impl IntoResponse for AppError {
+    fn into_response(self) -> Response {
+        let body = ErrorBody {
+            message: self.to_string(),
+            success: false,
+            error: self.code(),
+        };
+        let mut response = (self.status(), Json(body)).into_response();
+        if let Some(seconds) = self.retry_after() {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+        }
+        response
+    }
+}

@@ -1,0 +1,118 @@
+// Keeps the page current without a reload: refreshes the state and the recent runs from
+// /get_deploy_status while a run is going or cooling down, and shows times as "3 minutes ago".
+// The page is complete without it.
+"use strict";
+
+(function () {
+  const stateBox = document.getElementById("state");
+  const table = document.getElementById("runs");
+  if (!stateBox || !table) return;
+  const PAGE_RUNS = 20;
+  let serverOffset = 0; // server time minus local time, in ms
+
+  function relative(iso) {
+    const then = Date.parse(iso);
+    if (Number.isNaN(then)) return "";
+    const seconds = Math.round((Date.now() + serverOffset - then) / 1000);
+    const ahead = seconds < 0;
+    const s = Math.abs(seconds);
+    let text;
+    if (s < 45) text = s + " s";
+    else if (s < 90 * 60) text = Math.round(s / 60) + " min";
+    else if (s < 36 * 3600) text = Math.round(s / 3600) + " h";
+    else text = Math.round(s / 86400) + " days";
+    if (s < 5) return "just now";
+    return ahead ? "in " + text : text + " ago";
+  }
+
+  function duration(ms) {
+    if (ms === undefined || ms === null) return "";
+    const s = Math.floor(ms / 1000);
+    if (s === 0) return ms + " ms";
+    if (s < 60) return s + " s";
+    if (s < 3600) return Math.floor(s / 60) + " min " + (s % 60) + " s";
+    return Math.floor(s / 3600) + " h " + Math.floor((s % 3600) / 60) + " min";
+  }
+
+  const KINDS = {
+    "Deploying": "running", "Deploy succeeded": "succeeded", "Deploy failed": "failed",
+    "Timed out": "timed-out", "Interrupted": "interrupted"
+  };
+  const LABELS = { idle: "Ready", running: "Running", cooling_down: "Cooling down" };
+
+  function cell(row, child) {
+    const td = document.createElement("td");
+    if (typeof child === "string") td.textContent = child; else td.appendChild(child);
+    row.appendChild(td);
+  }
+
+  function renderRuns(history) {
+    const body = table.tBodies[0];
+    const rows = history.slice(-PAGE_RUNS).reverse().map(function (run) {
+      const tr = document.createElement("tr");
+      cell(tr, run.id ? "#" + run.id : "-");
+      const badge = document.createElement("span");
+      badge.className = "badge badge-" + (KINDS[run.status] || "failed");
+      badge.textContent = run.status;
+      cell(tr, badge);
+      const time = document.createElement("time");
+      time.dateTime = run.time;
+      time.title = new Date(run.time).toString();
+      time.textContent = relative(run.time);
+      cell(tr, time);
+      cell(tr, duration(run.duration_ms));
+      return tr;
+    });
+    body.replaceChildren.apply(body, rows);
+    table.hidden = rows.length === 0;
+    const empty = document.getElementById("no-runs");
+    if (empty) empty.hidden = rows.length !== 0;
+  }
+
+  function renderState(status) {
+    stateBox.dataset.state = status.state;
+    stateBox.className = "state state-" + status.state;
+    stateBox.querySelector(".state-label").textContent = LABELS[status.state] || status.state;
+    const detail = stateBox.querySelector(".state-detail");
+    if (status.state === "running") {
+      stateBox.dataset.time = status.running_since;
+      detail.textContent = "Run #" + status.run_id + " started " + relative(status.running_since) + ".";
+    } else if (status.state === "cooling_down") {
+      stateBox.dataset.time = status.next_run_at;
+      detail.textContent = "The next run is allowed " + relative(status.next_run_at) + ".";
+    } else {
+      stateBox.dataset.time = "";
+      detail.textContent = "Enter a code to start a run.";
+    }
+    document.title = (LABELS[status.state] || status.state) + " - " + document.title.split(" - ").slice(1).join(" - ");
+  }
+
+  async function refresh() {
+    try {
+      const response = await fetch("/get_deploy_status", { headers: { Accept: "application/json" } });
+      if (!response.ok) return;
+      const status = await response.json();
+      serverOffset = Date.parse(status.now) - Date.now();
+      renderState(status);
+      renderRuns(status.history);
+    } catch (_) {
+      // Offline for a moment: keep what is shown and try again later.
+    }
+  }
+
+  function tick() {
+    document.querySelectorAll("time[datetime]").forEach(function (el) {
+      el.textContent = relative(el.getAttribute("datetime"));
+    });
+  }
+
+  async function loop() {
+    await refresh();
+    tick();
+    const busy = stateBox.dataset.state !== "idle";
+    setTimeout(loop, busy ? 1000 : 10000);
+  }
+
+  tick();
+  setTimeout(loop, stateBox.dataset.state !== "idle" ? 1000 : 10000);
+})();
