@@ -112,7 +112,6 @@ async fn serve(file: Option<&Path>, bind: Option<String>) -> ExitCode {
         Ok(found) => found,
         Err(error) => return fail(error, EXIT_CONFIG),
     };
-    let url = format!("http://{}/", config.bind);
     let verifier = Verifier::new(secret.bytes().to_vec(), config.totp.clone());
     if fresh {
         announce_new_secret(&config, &verifier);
@@ -131,6 +130,10 @@ async fn serve(file: Option<&Path>, bind: Option<String>) -> ExitCode {
                 1,
             );
         }
+    };
+    let url = match listener.local_addr() {
+        Ok(addr) => format!("http://{addr}/"),
+        Err(_) => format!("http://{bind}/"),
     };
     println!("authrun is serving {url}");
     tracing::info!(%url, "listening");

@@ -1,0 +1,379 @@
+//! `TestApp`: an authrun built in-process on a temp dir, with a real script, a manual clock and one helper
+#![allow(dead_code)] // Each test module uses its own subset of the helpers.
+//! per route, so tests read like what a user does.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use authrun::app::{AppState, build_router};
+use authrun::clock::ManualClock;
+use authrun::config::{Config, SecretSource};
+use authrun::history::RunRecord;
+use authrun::totp::Verifier;
+use axum::Router;
+use axum::body::Body;
+use axum::http::{HeaderMap, Request, StatusCode, header};
+use http_body_util::BodyExt;
+use serde_json::Value;
+use tempfile::TempDir;
+use time::OffsetDateTime;
+use time::macros::datetime;
+use tower::ServiceExt;
+
+/// The secret every test app uses (160 bits, base32).
+pub const SECRET: &str = "JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP";
+/// Where every manual clock starts.
+pub const START: OffsetDateTime = datetime!(2026-11-25 12:00:10 UTC);
+/// A script that succeeds and counts its runs in `runs.txt` in its working directory.
+pub const COUNTING_SCRIPT: &str =
+    "#!/bin/sh\necho \"run $AUTHRUN_RUN_ID\" >> runs.txt\necho hello from the script\n";
+
+/// Builds a [`TestApp`].
+pub struct TestAppBuilder {
+    script: String,
+    config: String,
+    history: Option<String>,
+}
+
+impl TestAppBuilder {
+    /// The script's body, `#!` line included.
+    pub fn script(mut self, body: &str) -> Self {
+        self.script = body.to_string();
+        self
+    }
+
+    /// Extra TOML, appended to the config file (sections `[script]` etc. are written by the builder;
+    /// keys here go to the top level unless they open their own section).
+    pub fn config(mut self, toml: &str) -> Self {
+        self.config.push_str(toml);
+        self.config.push('\n');
+        self
+    }
+
+    /// Seconds of cooldown (default 180).
+    pub fn cooldown(self, seconds: u64) -> Self {
+        self.script_key(&format!("cooldown_seconds = {seconds}"))
+    }
+
+    /// A line added to the `[script]` section.
+    pub fn script_key(mut self, line: &str) -> Self {
+        self.config = self
+            .config
+            .replacen("[script]\n", &format!("[script]\n{line}\n"), 1);
+        self
+    }
+
+    /// The history file's content before start.
+    pub fn history(mut self, json: &str) -> Self {
+        self.history = Some(json.to_string());
+        self
+    }
+
+    pub fn build(self) -> TestApp {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let script = dir.path().join("deploy.sh");
+        std::fs::write(&script, &self.script).expect("write script");
+        std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755))
+            .expect("chmod script");
+        std::fs::write(dir.path().join("authrun.toml"), &self.config).expect("write config");
+        if let Some(history) = &self.history {
+            std::fs::write(dir.path().join("history.json"), history).expect("write history");
+        }
+        let clock = Arc::new(ManualClock::new(START));
+        TestApp::open(dir, clock).expect("the test app starts")
+    }
+}
+
+/// One authrun, in-process, on its own temp dir.
+pub struct TestApp {
+    pub dir: TempDir,
+    pub clock: Arc<ManualClock>,
+    pub state: AppState,
+    pub router: Router,
+    pub verifier: Verifier,
+}
+
+impl TestApp {
+    pub fn builder() -> TestAppBuilder {
+        TestAppBuilder {
+            script: COUNTING_SCRIPT.to_string(),
+            config: format!("[script]\npath = \"deploy.sh\"\n\n[totp]\nsecret = \"{SECRET}\"\n"),
+            history: None,
+        }
+    }
+
+    /// Opens the app on `dir` (config `authrun.toml`), as a start of authrun would.
+    pub fn open(dir: TempDir, clock: Arc<ManualClock>) -> Result<Self, String> {
+        let config = Config::load(Some(&dir.path().join("authrun.toml")), &|_| None)
+            .map_err(|e| e.to_string())?;
+        let SecretSource::Configured(secret) = config.secret.clone() else {
+            return Err("the test config names no secret".into());
+        };
+        let verifier = Verifier::new(secret.bytes().to_vec(), config.totp.clone());
+        let state = AppState::new(config, &secret, clock.clone()).map_err(|e| e.to_string())?;
+        let router = build_router(state.clone());
+        Ok(Self {
+            dir,
+            clock,
+            state,
+            router,
+            verifier,
+        })
+    }
+
+    /// Stops this app (as a crash would: nothing is shut down) and starts a new one on the same files.
+    pub fn restart(self) -> Result<Self, String> {
+        let Self { dir, clock, .. } = self;
+        Self::open(dir, clock)
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    /// The code an authenticator app shows now.
+    pub fn code_now(&self) -> String {
+        self.code_at(self.clock_now())
+    }
+
+    pub fn code_at(&self, time: OffsetDateTime) -> String {
+        self.verifier.code_at(time.unix_timestamp() as u64)
+    }
+
+    pub fn clock_now(&self) -> OffsetDateTime {
+        use authrun::clock::Clock;
+        self.clock.now()
+    }
+
+    pub fn advance(&self, seconds: i64) {
+        self.clock.advance(time::Duration::seconds(seconds));
+    }
+
+    /// `POST /verify` as curl sends it (`code=...`, no Accept header).
+    pub async fn post_verify(&self, code: &str) -> TestResponse {
+        let body = format!("code={}", urlencode(code));
+        self.post_form("/verify", &body, &[]).await
+    }
+
+    /// A URL-encoded POST with extra headers.
+    pub async fn post_form(
+        &self,
+        path: &str,
+        body: &str,
+        headers: &[(&str, &str)],
+    ) -> TestResponse {
+        let mut request =
+            Request::post(path).header(header::CONTENT_TYPE, "application/x-www-form-urlencoded");
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        self.send(request.body(Body::from(body.to_string())).expect("request"))
+            .await
+    }
+
+    /// `POST /verify` as a browser's form post: Accept text/html, with the session cookie if given.
+    pub async fn post_verify_html(&self, code: &str, cookie: Option<&str>) -> TestResponse {
+        let mut headers = vec![("accept", "text/html,application/xhtml+xml,*/*;q=0.8")];
+        if let Some(cookie) = cookie {
+            headers.push(("cookie", cookie));
+        }
+        self.post_form("/verify", &format!("code={}", urlencode(code)), &headers)
+            .await
+    }
+
+    pub async fn get(&self, path: &str) -> TestResponse {
+        self.get_with(path, &[]).await
+    }
+
+    pub async fn get_with(&self, path: &str, headers: &[(&str, &str)]) -> TestResponse {
+        let mut request = Request::get(path);
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        self.send(request.body(Body::empty()).expect("request"))
+            .await
+    }
+
+    pub async fn send(&self, request: Request<Body>) -> TestResponse {
+        let response = self
+            .router
+            .clone()
+            .oneshot(request)
+            .await
+            .expect("the router answers");
+        let status = response.status();
+        let headers = response.headers().clone();
+        let body = response
+            .into_body()
+            .collect()
+            .await
+            .expect("body")
+            .to_bytes()
+            .to_vec();
+        TestResponse {
+            status,
+            headers,
+            body,
+        }
+    }
+
+    /// `GET /get_deploy_status` as JSON.
+    pub async fn status(&self) -> Value {
+        let response = self.get("/get_deploy_status").await;
+        assert_eq!(response.status, StatusCode::OK);
+        response.json()
+    }
+
+    /// Waits (bounded) until run `id` has ended and its final status is recorded.
+    pub async fn wait_for_run(&self, id: u64) -> RunRecord {
+        tokio::time::timeout(Duration::from_secs(20), self.state.runner.wait_finished(id))
+            .await
+            .unwrap_or_else(|_| panic!("run {id} did not end within 20 s"));
+        self.record(id)
+            .unwrap_or_else(|| panic!("run {id} is not in the history"))
+    }
+
+    /// The history's record of run `id`.
+    pub fn record(&self, id: u64) -> Option<RunRecord> {
+        self.state
+            .runner
+            .history()
+            .snapshot()
+            .iter()
+            .find(|r| r.id == Some(id))
+            .cloned()
+    }
+
+    /// How many times the counting script ran.
+    pub fn script_runs(&self) -> usize {
+        std::fs::read_to_string(self.path("runs.txt")).map_or(0, |text| text.lines().count())
+    }
+
+    /// The history file as written on disk.
+    pub fn history_on_disk(&self) -> Value {
+        let text = std::fs::read_to_string(self.path("history.json")).expect("history.json exists");
+        serde_json::from_str(&text).expect("history.json is JSON")
+    }
+
+    /// Serves the app on a real TCP port on 127.0.0.1; the server stops when the guard drops.
+    pub async fn serve_tcp(&self) -> TcpServer {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("local addr");
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let state = self.state.clone();
+        let task = tokio::spawn(async move {
+            let shutdown = async move {
+                let _ = stopped.await;
+            };
+            authrun::app::serve(listener, state, shutdown).await
+        });
+        TcpServer {
+            base: format!("http://{addr}"),
+            stop: Some(stop),
+            task: Some(task),
+        }
+    }
+}
+
+/// A server on a real port; `shutdown` stops it gracefully, dropping it stops it too.
+pub struct TcpServer {
+    pub base: String,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
+}
+
+impl TcpServer {
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    /// Stops accepting, stops a running script, and waits until the final status is written.
+    pub async fn shutdown(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(task) = self.task.take() {
+            tokio::time::timeout(Duration::from_secs(30), task)
+                .await
+                .expect("the server stops within 30 s")
+                .expect("the server task")
+                .expect("serve returns Ok");
+        }
+    }
+}
+
+impl Drop for TcpServer {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+/// An answer, read whole.
+pub struct TestResponse {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: Vec<u8>,
+}
+
+impl TestResponse {
+    pub fn json(&self) -> Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&self.body)))
+    }
+
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+
+    /// The `name=value` part of the session cookie this answer sets.
+    pub fn session_cookie(&self) -> Option<String> {
+        self.headers
+            .get_all(header::SET_COOKIE)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .find(|v| v.starts_with("authrun_session="))
+            .and_then(|v| v.split(';').next())
+            .map(str::to_string)
+    }
+}
+
+/// Asserts a 303 redirect to `location`.
+pub fn assert_redirect_to(response: &TestResponse, location: &str) {
+    assert_eq!(
+        response.status,
+        StatusCode::SEE_OTHER,
+        "{}",
+        response.text()
+    );
+    assert_eq!(response.header("location"), Some(location));
+}
+
+/// Percent-encodes a form value.
+pub fn urlencode(value: &str) -> String {
+    value
+        .bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            b' ' => "+".to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// Writes an executable script at `path`.
+pub fn write_script(path: &Path, body: &str) {
+    std::fs::write(path, body).expect("write script");
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+}
