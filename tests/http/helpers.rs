@@ -1,5 +1,4 @@
 //! `TestApp`: an authrun built in-process on a temp dir, with a real script, a manual clock and one helper
-#![allow(dead_code)] // Each test module uses its own subset of the helpers.
 //! per route, so tests read like what a user does.
 
 use std::os::unix::fs::PermissionsExt;
