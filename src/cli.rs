@@ -232,7 +232,7 @@ fn check_config(file: Option<&Path>) -> ExitCode {
     println!("  cooldown     {} s", config.script.cooldown.as_secs());
     println!("  history      {}", config.history_file.display());
     match &config.secret {
-        SecretSource::Configured(_) => println!("  secret       configured"),
+        SecretSource::Configured { .. } => println!("  secret       configured"),
         SecretSource::Generated(path) => println!(
             "  secret       generated on first start in {}",
             path.display()

@@ -13,6 +13,9 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use ipnet::IpNet;
+
+use crate::guard::GuardSettings;
 use crate::totp::{self, MIN_SECRET_BYTES, TotpSettings};
 
 /// The example configuration, with every key documented; `authrun example-config` prints it.
@@ -39,6 +42,37 @@ pub struct RawConfig {
     pub script: RawScript,
     pub history: RawHistory,
     pub totp: RawTotp,
+    pub server: RawServer,
+    pub regulation: RawRegulation,
+    pub audit: RawAudit,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawServer {
+    pub public_url: Option<String>,
+    pub trusted_proxies: Option<Vec<String>>,
+    pub max_connections: Option<usize>,
+    pub header_read_timeout_seconds: Option<u64>,
+    pub request_timeout_seconds: Option<u64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawRegulation {
+    pub client_max_failures: Option<usize>,
+    pub client_window_seconds: Option<u64>,
+    pub client_ban_seconds: Option<u64>,
+    pub global_max_failures: Option<usize>,
+    pub global_window_seconds: Option<u64>,
+    pub global_pause_seconds: Option<u64>,
+    pub global_pause_max_seconds: Option<u64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawAudit {
+    pub file: Option<PathBuf>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -108,8 +142,11 @@ impl fmt::Debug for SecretKey {
 /// Where the secret comes from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SecretSource {
-    /// From the config file, `secret_file` or `AUTHRUN_SECRET`.
-    Configured(SecretKey),
+    /// From the config file, `secret_file` or `AUTHRUN_SECRET`; `file` is the file holding it, if any.
+    Configured {
+        key: SecretKey,
+        file: Option<PathBuf>,
+    },
     /// None configured: `serve` and `qr` use (and create on first use) this file in the state directory.
     Generated(PathBuf),
 }
@@ -129,6 +166,30 @@ pub struct Config {
     pub status_entries: usize,
     pub totp: TotpSettings,
     pub secret: SecretSource,
+    pub server: ServerConfig,
+    pub regulation: GuardSettings,
+    pub audit_file: PathBuf,
+    /// Where bans and pauses are kept across restarts.
+    pub regulation_file: PathBuf,
+}
+
+/// How the HTTP server faces the network.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// The URL users reach authrun at, when it differs from `bind` (behind a proxy).
+    pub public_url: Option<PublicUrl>,
+    /// Proxies whose `X-Forwarded-For` is believed.
+    pub trusted_proxies: Vec<IpNet>,
+    pub max_connections: usize,
+    pub header_read_timeout: Duration,
+    pub request_timeout: Duration,
+}
+
+/// The scheme and authority (`https://deploy.example.com`) of the public URL.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PublicUrl {
+    pub origin: String,
+    pub https: bool,
 }
 
 /// How the one script is run.
@@ -272,6 +333,20 @@ fn apply_env(raw: &mut RawConfig, env: &dyn Fn(&str) -> Option<String>) -> Resul
         raw.totp.secret = None;
         raw.totp.secret_file = Some(file);
     }
+    set(
+        &mut raw.server.public_url,
+        text("AUTHRUN_SERVER_PUBLIC_URL"),
+    );
+    set(
+        &mut raw.server.trusted_proxies,
+        text("AUTHRUN_SERVER_TRUSTED_PROXIES").map(|list| {
+            list.split([',', ' '])
+                .filter(|s| !s.is_empty())
+                .map(str::to_string)
+                .collect()
+        }),
+    );
+    set(&mut raw.audit.file, path("AUTHRUN_AUDIT_FILE"));
     let small = |n: Option<u64>| n.map(|n| u8::try_from(n).unwrap_or(u8::MAX));
     set(&mut raw.totp.digits, small(number("AUTHRUN_TOTP_DIGITS")?));
     set(
@@ -323,8 +398,18 @@ impl Validator {
         let state_dir = self.resolve(raw.state_dir.as_deref().unwrap_or(Path::new(".authrun")));
         let script = self.script(raw.script, &state_dir)?;
         let (history_file, history_retention, status_entries) = self.history(raw.history)?;
-        let (totp, secret) = self.totp(raw.totp, &state_dir)?;
+        let (totp, secret) = self.totp(raw.totp, &state_dir, file)?;
+        let server = self.server(raw.server)?;
+        let regulation = self.regulation(raw.regulation)?;
+        let audit_file = raw
+            .audit
+            .file
+            .map_or_else(|| state_dir.join("audit.log"), |file| self.resolve(&file));
         Ok(Config {
+            server,
+            regulation,
+            audit_file,
+            regulation_file: state_dir.join("regulation.json"),
             file: file.map(Path::to_path_buf),
             bind,
             state_dir,
@@ -434,10 +519,155 @@ impl Validator {
         Ok((file, retention, entries))
     }
 
+    fn server(&self, raw: RawServer) -> Result<ServerConfig, ConfigError> {
+        let public_url = raw
+            .public_url
+            .map(|url| self.public_url(&url))
+            .transpose()?;
+        let trusted_proxies = raw
+            .trusted_proxies
+            .unwrap_or_default()
+            .iter()
+            .map(|entry| self.proxy(entry))
+            .collect::<Result<_, _>>()?;
+        let max_connections = raw.max_connections.unwrap_or(512);
+        let header_read_timeout = raw.header_read_timeout_seconds.unwrap_or(10);
+        let request_timeout = raw.request_timeout_seconds.unwrap_or(30);
+        for (key, value) in [
+            ("server.max_connections", max_connections as u64),
+            ("server.header_read_timeout_seconds", header_read_timeout),
+            ("server.request_timeout_seconds", request_timeout),
+        ] {
+            if value == 0 {
+                return Err(self.error(
+                    key,
+                    "0 would refuse every request",
+                    "set a positive number",
+                ));
+            }
+        }
+        Ok(ServerConfig {
+            public_url,
+            trusted_proxies,
+            max_connections,
+            header_read_timeout: Duration::from_secs(header_read_timeout),
+            request_timeout: Duration::from_secs(request_timeout),
+        })
+    }
+
+    fn public_url(&self, url: &str) -> Result<PublicUrl, ConfigError> {
+        let bad = || {
+            self.error(
+                "server.public_url",
+                format!("`{url}` is not an http:// or https:// URL"),
+                "write the address users open, e.g. \"https://deploy.example.com\"",
+            )
+        };
+        let (scheme, rest) = url.split_once("://").ok_or_else(bad)?;
+        let https = match scheme.to_ascii_lowercase().as_str() {
+            "https" => true,
+            "http" => false,
+            _ => return Err(bad()),
+        };
+        let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+        if authority.is_empty() || authority.contains('@') {
+            return Err(bad());
+        }
+        Ok(PublicUrl {
+            origin: format!(
+                "{}://{}",
+                scheme.to_ascii_lowercase(),
+                authority.to_ascii_lowercase()
+            ),
+            https,
+        })
+    }
+
+    fn proxy(&self, entry: &str) -> Result<IpNet, ConfigError> {
+        entry
+            .parse::<IpNet>()
+            .or_else(|_| entry.parse::<std::net::IpAddr>().map(IpNet::from))
+            .map_err(|_| {
+                self.error(
+                    "server.trusted_proxies",
+                    format!("`{entry}` is not an IP address or CIDR network"),
+                    "list addresses like \"127.0.0.1\" or networks like \"10.0.0.0/8\"",
+                )
+            })
+    }
+
+    fn regulation(&self, raw: RawRegulation) -> Result<GuardSettings, ConfigError> {
+        let defaults = GuardSettings::default();
+        let seconds = |key: &str, value: Option<u64>, default: Duration| match value {
+            Some(0) => Err(self.error(
+                key,
+                "0 seconds would switch the protection off",
+                "set a positive number of seconds",
+            )),
+            Some(value) => Ok(Duration::from_secs(value)),
+            None => Ok(default),
+        };
+        let count = |key: &str, value: Option<usize>, default: usize| match value {
+            Some(0) => Err(self.error(
+                key,
+                "0 failures would block every request",
+                "set at least 1",
+            )),
+            Some(value) => Ok(value),
+            None => Ok(default),
+        };
+        let settings = GuardSettings {
+            client_max_failures: count(
+                "regulation.client_max_failures",
+                raw.client_max_failures,
+                defaults.client_max_failures,
+            )?,
+            client_window: seconds(
+                "regulation.client_window_seconds",
+                raw.client_window_seconds,
+                defaults.client_window,
+            )?,
+            client_ban: seconds(
+                "regulation.client_ban_seconds",
+                raw.client_ban_seconds,
+                defaults.client_ban,
+            )?,
+            global_max_failures: count(
+                "regulation.global_max_failures",
+                raw.global_max_failures,
+                defaults.global_max_failures,
+            )?,
+            global_window: seconds(
+                "regulation.global_window_seconds",
+                raw.global_window_seconds,
+                defaults.global_window,
+            )?,
+            global_pause: seconds(
+                "regulation.global_pause_seconds",
+                raw.global_pause_seconds,
+                defaults.global_pause,
+            )?,
+            global_pause_max: seconds(
+                "regulation.global_pause_max_seconds",
+                raw.global_pause_max_seconds,
+                defaults.global_pause_max,
+            )?,
+        };
+        if settings.global_pause_max < settings.global_pause {
+            return Err(self.error(
+                "regulation.global_pause_max_seconds",
+                "the longest pause is shorter than the first",
+                "set it to at least global_pause_seconds",
+            ));
+        }
+        Ok(settings)
+    }
+
     fn totp(
         &self,
         raw: RawTotp,
         state_dir: &Path,
+        config_file: Option<&Path>,
     ) -> Result<(TotpSettings, SecretSource), ConfigError> {
         let digits = raw.digits.unwrap_or(6);
         if !(6..=8).contains(&digits) {
@@ -471,7 +701,7 @@ impl Validator {
             "totp.account",
             raw.account.unwrap_or_else(|| "deploy".into()),
         )?;
-        let secret = self.secret(raw.secret, raw.secret_file, state_dir)?;
+        let secret = self.secret(raw.secret, raw.secret_file, state_dir, config_file)?;
         let settings = TotpSettings {
             digits,
             period,
@@ -498,8 +728,9 @@ impl Validator {
         inline: Option<String>,
         file: Option<PathBuf>,
         state_dir: &Path,
+        config_file: Option<&Path>,
     ) -> Result<SecretSource, ConfigError> {
-        let (text, key) = match (inline, file) {
+        let (text, key, holder) = match (inline, file) {
             (Some(_), Some(_)) => {
                 return Err(self.error(
                     "totp.secret",
@@ -507,7 +738,7 @@ impl Validator {
                     "keep one of them",
                 ));
             }
-            (Some(text), None) => (text, "totp.secret"),
+            (Some(text), None) => (text, "totp.secret", self.inline_secret_holder(config_file)),
             (None, Some(file)) => {
                 let path = self.resolve(&file);
                 let text = std::fs::read_to_string(&path).map_err(|error| {
@@ -517,12 +748,12 @@ impl Validator {
                         "point it at a file holding the base32 secret (`authrun secret > FILE`)",
                     )
                 })?;
-                (text, "totp.secret_file")
+                (text, "totp.secret_file", Some(path))
             }
             (None, None) => return Ok(SecretSource::Generated(state_dir.join("secret"))),
         };
         parse_secret(&text)
-            .map(SecretSource::Configured)
+            .map(|key| SecretSource::Configured { key, file: holder })
             .map_err(|problem| {
                 self.error(
                 key,
@@ -530,6 +761,52 @@ impl Validator {
                 "generate one with `authrun secret` (160 bits, base32) and scan the new QR code",
             )
             })
+    }
+}
+
+impl Validator {
+    /// The config file, when the inline secret was written in it (not given by the environment).
+    fn inline_secret_holder(&self, config_file: Option<&Path>) -> Option<PathBuf> {
+        let from_file = config_file
+            .and_then(|file| std::fs::read_to_string(file).ok())
+            .and_then(|text| {
+                toml::from_str::<RawConfig>(&text)
+                    .ok()
+                    .and_then(|raw| raw.totp.secret)
+            });
+        from_file.and(config_file.map(Path::to_path_buf))
+    }
+}
+
+impl Config {
+    /// Refuses a secret kept in a file that group or others can read. `authrun serve
+    /// --insecure-permissions` skips this check, for development.
+    pub fn check_secret_permissions(&self) -> Result<(), ConfigError> {
+        let (file, key) = match &self.secret {
+            SecretSource::Configured {
+                file: Some(file), ..
+            } => (file, "totp.secret"),
+            SecretSource::Generated(file) if file.exists() => (file, "totp (generated secret)"),
+            _ => return Ok(()),
+        };
+        let mode = std::fs::metadata(file)
+            .map(|m| m.permissions().mode())
+            .unwrap_or(0);
+        if mode & 0o077 != 0 {
+            return Err(ConfigError {
+                origin: file.display().to_string(),
+                key: key.into(),
+                problem: format!(
+                    "the file holding the secret can be read by others (mode {:o})",
+                    mode & 0o777
+                ),
+                fix: format!(
+                    "run `chmod 600 {}`, or pass --insecure-permissions for development",
+                    file.display()
+                ),
+            });
+        }
+        Ok(())
     }
 }
 

@@ -7,11 +7,13 @@
 //! [`config`] reads and validates the TOML file; [`cli`] is the command line.
 
 pub mod app;
+pub mod audit;
 pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod error;
 pub mod fsio;
+pub mod guard;
 pub mod history;
 pub mod qr;
 pub mod routes;

@@ -23,7 +23,7 @@ pub enum SetupError {
 /// The secret to use, and whether it was generated just now (so the QR code should be shown).
 pub fn resolve_secret(source: &SecretSource) -> Result<(SecretKey, bool), SetupError> {
     match source {
-        SecretSource::Configured(key) => Ok((key.clone(), false)),
+        SecretSource::Configured { key, .. } => Ok((key.clone(), false)),
         SecretSource::Generated(path) => load_or_create(path),
     }
 }

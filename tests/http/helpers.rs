@@ -107,7 +107,7 @@ impl TestApp {
     pub fn open(dir: TempDir, clock: Arc<ManualClock>) -> Result<Self, String> {
         let config = Config::load(Some(&dir.path().join("authrun.toml")), &|_| None)
             .map_err(|e| e.to_string())?;
-        let SecretSource::Configured(secret) = config.secret.clone() else {
+        let SecretSource::Configured { key: secret, .. } = config.secret.clone() else {
             return Err("the test config names no secret".into());
         };
         let verifier = Verifier::new(secret.bytes().to_vec(), config.totp.clone());
