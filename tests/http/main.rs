@@ -5,4 +5,9 @@
 // Each test module uses its own subset of the helpers.
 #[allow(dead_code)]
 mod helpers;
+
+mod browser_flow;
+mod gate;
+mod runs;
 mod smoke;
+mod verify;
