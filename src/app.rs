@@ -4,8 +4,8 @@
 //! signal, so tests bind port 0 and stop the server without sleeping.
 
 use std::future::Future;
+use std::os::unix::fs::DirBuilderExt;
 use std::sync::Arc;
-use std::time::Duration;
 
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request};
@@ -19,18 +19,19 @@ use tower_sessions::cookie::SameSite;
 use tower_sessions::{Expiry, MemoryStore, SessionManagerLayer};
 use tracing::Level;
 
+use crate::audit::{AuditError, AuditLog};
 use crate::clock::SharedClock;
 use crate::config::{Config, SecretKey};
 use crate::error::AppError;
+use crate::guard::{Guard, GuardError};
 use crate::history::{History, HistoryError};
 use crate::routes;
 use crate::runner::Runner;
+use crate::server;
 use crate::totp::Verifier;
 
 /// The largest request body accepted; a code form needs a few dozen bytes.
 pub const BODY_LIMIT: usize = 4 * 1024;
-/// How long one request may take before it is answered 408.
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Only same-origin scripts and styles, no inline script, no framing.
 const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; script-src 'self'; style-src 'self'; \
@@ -43,30 +44,51 @@ pub struct AppState {
     pub clock: SharedClock,
     pub verifier: Arc<Verifier>,
     pub runner: Arc<Runner>,
+    pub guard: Arc<Guard>,
+    pub audit: Arc<AuditLog>,
+}
+
+/// Why the application cannot start on its files.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    History(#[from] HistoryError),
+    #[error(transparent)]
+    Guard(#[from] GuardError),
+    #[error("{0}\n  fix: check that its directory exists and is writable by authrun")]
+    Audit(#[from] AuditError),
+    #[error("state directory {path}: cannot be created: {source}\n  fix: check the path of `state_dir`")]
+    StateDir {
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 impl AppState {
-    /// Opens the history (recovering runs a crash left "Deploying") and restores the gate from it.
-    pub fn new(
-        config: Config,
-        secret: &SecretKey,
-        clock: SharedClock,
-    ) -> Result<Self, HistoryError> {
-        let history = Arc::new(History::open(
-            &config.history_file,
-            config.history_retention,
-        )?);
-        let runner = Arc::new(Runner::new(
-            config.script.clone(),
-            Arc::clone(&clock),
-            history,
-        ));
+    /// Opens the state directory, the history (recovering runs a crash left "Deploying"), the regulation
+    /// state and the audit log, and restores the gate from the history.
+    pub fn new(config: Config, secret: &SecretKey, clock: SharedClock) -> Result<Self, StartError> {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&config.state_dir)
+            .map_err(|source| StartError::StateDir {
+                path: config.state_dir.clone(),
+                source,
+            })?;
+        let history = Arc::new(History::open(&config.history_file, config.history_retention)?);
+        let guard = Arc::new(Guard::open(&config.regulation_file, config.regulation.clone())?);
+        let audit = Arc::new(AuditLog::open(&config.audit_file)?);
+        let runner = Arc::new(Runner::new(config.script.clone(), Arc::clone(&clock), history));
         let verifier = Arc::new(Verifier::new(secret.bytes().to_vec(), config.totp.clone()));
         Ok(Self {
             config: Arc::new(config),
             clock,
             verifier,
             runner,
+            guard,
+            audit,
         })
     }
 }
@@ -74,11 +96,18 @@ impl AppState {
 /// The routes and their middleware. Layers listed later wrap those listed earlier, so a request passes
 /// tracing first, then the security headers, the timeout and the session, and reaches the body limit last.
 pub fn build_router(state: AppState) -> Router {
+    let request_timeout = state.config.server.request_timeout;
+    let https = state
+        .config
+        .server
+        .public_url
+        .as_ref()
+        .is_some_and(|url| url.https);
     let sessions = SessionManagerLayer::new(MemoryStore::default())
         .with_name("authrun_session")
         .with_http_only(true)
         .with_same_site(SameSite::Strict)
-        .with_secure(false)
+        .with_secure(https)
         .with_expiry(Expiry::OnInactivity(time::Duration::hours(1)));
     let router = Router::new()
         .route("/", get(routes::run::index))
@@ -92,7 +121,7 @@ pub fn build_router(state: AppState) -> Router {
         .layer(sessions)
         .layer(TimeoutLayer::with_status_code(
             StatusCode::REQUEST_TIMEOUT,
-            REQUEST_TIMEOUT,
+            request_timeout,
         ));
     with_security_headers(router).layer(
         TraceLayer::new_for_http()
@@ -116,10 +145,7 @@ fn with_security_headers(router: Router) -> Router {
         SetResponseHeaderLayer::overriding(name, HeaderValue::from_static(value))
     };
     router
-        .layer(set(
-            header::CONTENT_SECURITY_POLICY,
-            CONTENT_SECURITY_POLICY,
-        ))
+        .layer(set(header::CONTENT_SECURITY_POLICY, CONTENT_SECURITY_POLICY))
         .layer(set(header::X_CONTENT_TYPE_OPTIONS, "nosniff"))
         .layer(set(header::REFERRER_POLICY, "no-referrer"))
         .layer(set(header::X_FRAME_OPTIONS, "DENY"))
@@ -136,9 +162,11 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let runner = Arc::clone(&state.runner);
-    axum::serve(listener, build_router(state))
-        .with_graceful_shutdown(shutdown)
-        .await?;
+    let limits = server::Limits {
+        max_connections: state.config.server.max_connections,
+        header_read_timeout: state.config.server.header_read_timeout,
+    };
+    server::serve(listener, build_router(state), limits, shutdown).await?;
     runner.shutdown().await;
     Ok(())
 }

@@ -109,23 +109,16 @@ impl AuditLog {
     }
 
     /// Records bans and pauses beginning and ending.
-    pub fn guard_events(
-        &self,
-        now: OffsetDateTime,
-        events: &[GuardEvent],
-    ) -> Result<(), AuditError> {
+    pub fn guard_events(&self, now: OffsetDateTime, events: &[GuardEvent]) -> Result<(), AuditError> {
         for event in events {
             let (name, client, until, pause_number) = match event {
                 GuardEvent::BanStarted { client, until } => {
                     ("ban_started", Some(client.to_string()), Some(*until), None)
                 }
-                GuardEvent::BanEnded { client } => {
-                    ("ban_ended", Some(client.to_string()), None, None)
+                GuardEvent::BanEnded { client } => ("ban_ended", Some(client.to_string()), None, None),
+                GuardEvent::PauseStarted { until, pause_number } => {
+                    ("pause_started", None, Some(*until), Some(*pause_number))
                 }
-                GuardEvent::PauseStarted {
-                    until,
-                    pause_number,
-                } => ("pause_started", None, Some(*until), Some(*pause_number)),
                 GuardEvent::PauseEnded => ("pause_ended", None, None, None),
             };
             tracing::warn!(event = name, client = client.as_deref(), "regulation");
@@ -142,13 +135,24 @@ impl AuditLog {
         Ok(())
     }
 
+    /// Records an operator's `authrun unlock`.
+    pub fn unlocked(&self, now: OffsetDateTime, client: Option<&ClientKey>) -> Result<(), AuditError> {
+        let client = client.map(ToString::to_string);
+        self.write(&Line {
+            time: format_time(now),
+            event: "unlocked",
+            client: Some(client.as_deref().unwrap_or("all")),
+            outcome: None,
+            run_id: None,
+            until: None,
+            pause_number: None,
+        })
+    }
+
     fn write(&self, line: &Line<'_>) -> Result<(), AuditError> {
         let mut bytes = serde_json::to_vec(line).unwrap_or_default();
         bytes.push(b'\n');
-        let mut file = self
-            .file
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut file = self.file.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         file.write_all(&bytes).and_then(|()| file.flush()).map_err(|source| {
             tracing::error!(path = %self.path.display(), %source, "AUDIT LOG WRITE FAILED: refusing requests until it works");
             AuditError {

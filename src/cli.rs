@@ -1,6 +1,8 @@
 //! The command line: `serve` (the default), `qr`, `secret`, `check-config` and `example-config`.
 
+use std::future::Future;
 use std::io::IsTerminal;
+use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -8,10 +10,13 @@ use std::sync::Arc;
 use clap::{Parser, Subcommand};
 
 use crate::app::{self, AppState};
+use crate::audit::AuditLog;
+use crate::clock::Clock;
 use crate::clock::SystemClock;
 use crate::config::{self, Config, ConfigError, SecretSource};
+use crate::guard::{self, ClientKey};
 use crate::qr;
-use crate::setup::resolve_secret;
+use crate::setup::{persist, resolve_secret};
 use crate::totp::{Verifier, generate_secret};
 
 /// Exit code for a configuration or usage problem.
@@ -32,13 +37,7 @@ const EXIT_CONFIG: u8 = 2;
 )]
 pub struct Cli {
     /// The TOML config file; without one, the built-in defaults are used.
-    #[arg(
-        long,
-        short,
-        global = true,
-        env = "AUTHRUN_CONFIG",
-        value_name = "FILE"
-    )]
+    #[arg(long, short, global = true, env = "AUTHRUN_CONFIG", value_name = "FILE")]
     pub config: Option<PathBuf>,
 
     #[command(subcommand)]
@@ -52,6 +51,9 @@ pub enum Command {
         /// Listen on this address instead of the configured one, e.g. 0.0.0.0:5000.
         #[arg(long, value_name = "ADDR")]
         bind: Option<String>,
+        /// Start even when the file holding the secret can be read by others (for development only).
+        #[arg(long)]
+        insecure_permissions: bool,
     },
     /// Print the otpauth:// URI and its QR code for the authenticator app.
     Qr {
@@ -65,13 +67,31 @@ pub enum Command {
     CheckConfig,
     /// Print the example configuration, every key documented.
     ExampleConfig,
+    /// Lift bans on clients that entered too many wrong codes, or (--all) every ban and the global pause.
+    #[command(group = clap::ArgGroup::new("who").required(true))]
+    Unlock {
+        /// The client's IP address, as the audit log names it.
+        #[arg(long, value_name = "ADDR", group = "who")]
+        client: Option<IpAddr>,
+        /// Every ban and the pause of code checking.
+        #[arg(long, group = "who")]
+        all: bool,
+    },
 }
 
 /// Runs the command and returns the process's exit code.
 pub async fn run(cli: Cli) -> ExitCode {
     let config_file = cli.config.as_deref();
-    match cli.command.unwrap_or(Command::Serve { bind: None }) {
-        Command::Serve { bind } => serve(config_file, bind).await,
+    let default = Command::Serve {
+        bind: None,
+        insecure_permissions: false,
+    };
+    match cli.command.unwrap_or(default) {
+        Command::Serve {
+            bind,
+            insecure_permissions,
+        } => serve(config_file, bind, insecure_permissions).await,
+        Command::Unlock { client, all: _ } => unlock(config_file, client),
         Command::Qr { png } => show_qr(config_file, png.as_deref()),
         Command::Secret => {
             println!("{}", generate_secret());
@@ -103,33 +123,40 @@ fn load(file: Option<&Path>, bind: Option<String>) -> Result<Config, ConfigError
     Ok(config)
 }
 
-async fn serve(file: Option<&Path>, bind: Option<String>) -> ExitCode {
+async fn serve(file: Option<&Path>, bind: Option<String>, insecure_permissions: bool) -> ExitCode {
     let config = match load(file, bind) {
         Ok(config) => config,
         Err(error) => return fail(error, EXIT_CONFIG),
     };
-    let (secret, fresh) = match resolve_secret(&config.secret) {
-        Ok(found) => found,
+    if !insecure_permissions && let Err(error) = config.check_secret_permissions() {
+        return fail(error, EXIT_CONFIG);
+    }
+    let secret = match resolve_secret(&config.secret) {
+        Ok(secret) => secret,
         Err(error) => return fail(error, EXIT_CONFIG),
     };
-    let verifier = Verifier::new(secret.bytes().to_vec(), config.totp.clone());
-    if fresh {
-        announce_new_secret(&config, &verifier);
-    }
+    let verifier = Verifier::new(secret.key.bytes().to_vec(), config.totp.clone());
     let bind = config.bind;
-    let state = match AppState::new(config, &secret, Arc::new(SystemClock)) {
+    let state = match AppState::new(config, &secret.key, Arc::new(SystemClock)) {
         Ok(state) => state,
         Err(error) => return fail(error, EXIT_CONFIG),
     };
+    if let Err(error) = persist(&secret) {
+        return fail(error, EXIT_CONFIG);
+    }
+    if let Some(path) = &secret.new_file {
+        announce_new_secret(path, &verifier);
+    }
     let listener = match tokio::net::TcpListener::bind(bind).await {
         Ok(listener) => listener,
         Err(error) => {
             let hint = "choose a free address with --bind or `bind` in the config";
-            return fail(
-                format!("cannot listen on {bind}: {error}\n  fix: {hint}"),
-                1,
-            );
+            return fail(format!("cannot listen on {bind}: {error}\n  fix: {hint}"), 1);
         }
+    };
+    let shutdown = match shutdown_signal() {
+        Ok(shutdown) => shutdown,
+        Err(error) => return fail(format!("cannot listen for SIGTERM: {error}"), 1),
     };
     let url = match listener.local_addr() {
         Ok(addr) => format!("http://{addr}/"),
@@ -137,17 +164,14 @@ async fn serve(file: Option<&Path>, bind: Option<String>) -> ExitCode {
     };
     println!("authrun is serving {url}");
     tracing::info!(%url, "listening");
-    match app::serve(listener, state, shutdown_signal()).await {
+    match app::serve(listener, state, shutdown).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => fail(format!("the server stopped: {error}"), 1),
     }
 }
 
 /// Prints the QR code of a secret generated on this start, where only the operator can see it.
-fn announce_new_secret(config: &Config, verifier: &Verifier) {
-    let SecretSource::Generated(path) = &config.secret else {
-        return;
-    };
+fn announce_new_secret(path: &Path, verifier: &Verifier) {
     println!(
         "A new TOTP secret was generated and stored in {}.",
         path.display()
@@ -164,26 +188,42 @@ fn announce_new_secret(config: &Config, verifier: &Verifier) {
     }
 }
 
-/// Resolves on Ctrl-C or SIGTERM.
-async fn shutdown_signal() {
-    let interrupt = async {
-        if tokio::signal::ctrl_c().await.is_err() {
-            std::future::pending::<()>().await;
+/// Listens for SIGINT and SIGTERM from now on; the future resolves on the first of them.
+fn shutdown_signal() -> std::io::Result<impl Future<Output = ()> + Send + 'static> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut terminate = signal(SignalKind::terminate())?;
+    let mut interrupt = signal(SignalKind::interrupt())?;
+    Ok(async move {
+        tokio::select! {
+            _ = terminate.recv() => {},
+            _ = interrupt.recv() => {},
         }
+        tracing::info!("shutting down");
+    })
+}
+
+fn unlock(file: Option<&Path>, client: Option<IpAddr>) -> ExitCode {
+    let config = match load(file, None) {
+        Ok(config) => config,
+        Err(error) => return fail(error, EXIT_CONFIG),
     };
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
+    let key = client.map(ClientKey::of);
+    let lifted = match guard::unlock(&config.regulation_file, key.as_ref()) {
+        Ok(lifted) => lifted,
+        Err(error) => return fail(error, 1),
     };
-    tokio::select! {
-        () = interrupt => {},
-        () = terminate => {},
+    let audited =
+        AuditLog::open(&config.audit_file).and_then(|log| log.unlocked(SystemClock.now(), key.as_ref()));
+    if let Err(error) = audited {
+        return fail(error, 1);
     }
-    tracing::info!("shutting down");
+    match (key, lifted) {
+        (Some(key), 0) => println!("{key} was not banned."),
+        (Some(key), _) => println!("The ban on {key} is lifted."),
+        (None, 0) => println!("Nothing was banned or paused."),
+        (None, n) => println!("Lifted {n} bans and pauses."),
+    }
+    ExitCode::SUCCESS
 }
 
 fn show_qr(file: Option<&Path>, png: Option<&Path>) -> ExitCode {
@@ -191,17 +231,17 @@ fn show_qr(file: Option<&Path>, png: Option<&Path>) -> ExitCode {
         Ok(config) => config,
         Err(error) => return fail(error, EXIT_CONFIG),
     };
-    let (secret, fresh) = match resolve_secret(&config.secret) {
-        Ok(found) => found,
+    let secret = match resolve_secret(&config.secret).and_then(|secret| persist(&secret).map(|()| secret)) {
+        Ok(secret) => secret,
         Err(error) => return fail(error, EXIT_CONFIG),
     };
-    if let (true, SecretSource::Generated(path)) = (fresh, &config.secret) {
+    if let Some(path) = &secret.new_file {
         println!(
             "A new TOTP secret was generated and stored in {}.",
             path.display()
         );
     }
-    let verifier = Verifier::new(secret.bytes().to_vec(), config.totp.clone());
+    let verifier = Verifier::new(secret.key.bytes().to_vec(), config.totp.clone());
     let uri = verifier.provisioning_uri();
     println!("{uri}\n");
     match qr::terminal(&uri) {
@@ -222,10 +262,7 @@ fn check_config(file: Option<&Path>) -> ExitCode {
         Ok(config) => config,
         Err(error) => return fail(error, EXIT_CONFIG),
     };
-    let origin = file.map_or_else(
-        || "built-in defaults".to_string(),
-        |f| f.display().to_string(),
-    );
+    let origin = file.map_or_else(|| "built-in defaults".to_string(), |f| f.display().to_string());
     println!("{origin}: valid");
     println!("  listens on   {}", config.bind);
     println!("  runs         {}", config.script.path.display());
@@ -233,10 +270,9 @@ fn check_config(file: Option<&Path>) -> ExitCode {
     println!("  history      {}", config.history_file.display());
     match &config.secret {
         SecretSource::Configured { .. } => println!("  secret       configured"),
-        SecretSource::Generated(path) => println!(
-            "  secret       generated on first start in {}",
-            path.display()
-        ),
+        SecretSource::Generated(path) => {
+            println!("  secret       generated on first start in {}", path.display())
+        }
     }
     ExitCode::SUCCESS
 }

@@ -49,9 +49,7 @@ impl ManualClock {
 
     fn lock(&self) -> std::sync::MutexGuard<'_, OffsetDateTime> {
         // A poisoned clock still holds a valid time: keep using it.
-        self.now
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.now.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }
 

@@ -143,10 +143,7 @@ impl fmt::Debug for SecretKey {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SecretSource {
     /// From the config file, `secret_file` or `AUTHRUN_SECRET`; `file` is the file holding it, if any.
-    Configured {
-        key: SecretKey,
-        file: Option<PathBuf>,
-    },
+    Configured { key: SecretKey, file: Option<PathBuf> },
     /// None configured: `serve` and `qr` use (and create on first use) this file in the state directory.
     Generated(PathBuf),
 }
@@ -206,10 +203,7 @@ pub struct ScriptConfig {
 
 impl Config {
     /// Reads `file` (or only the defaults) with overrides from `env`, and validates the result.
-    pub fn load(
-        file: Option<&Path>,
-        env: &dyn Fn(&str) -> Option<String>,
-    ) -> Result<Self, ConfigError> {
+    pub fn load(file: Option<&Path>, env: &dyn Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
         let (mut raw, origin, base) = match file {
             Some(path) => {
                 let text = std::fs::read_to_string(path).map_err(|error| ConfigError {
@@ -229,6 +223,13 @@ impl Config {
             ),
         };
         apply_env(&mut raw, env)?;
+        // Absolute, so that a bare `deploy.sh` is never looked up in PATH and a later `cd` changes nothing.
+        let base = std::path::absolute(if base.as_os_str().is_empty() {
+            Path::new(".")
+        } else {
+            &base
+        })
+        .unwrap_or(base);
         Validator { origin, base }.validate(raw, file)
     }
 
@@ -249,8 +250,7 @@ pub fn parse_toml(text: &str, path: &Path) -> Result<RawConfig, ConfigError> {
             origin: format!("{}:{line}:{column}", path.display()),
             key: key_of(error.message()),
             problem: error.message().trim().to_string(),
-            fix: "correct or remove this key; `authrun example-config` prints every valid key"
-                .into(),
+            fix: "correct or remove this key; `authrun example-config` prints every valid key".into(),
         }
     })
 }
@@ -282,9 +282,7 @@ fn apply_env(raw: &mut RawConfig, env: &dyn Fn(&str) -> Option<String>) -> Resul
                     origin: format!("environment variable {name}"),
                     key: name.into(),
                     problem: format!("`{value}` is not a whole number"),
-                    fix: format!(
-                        "set {name} to a whole number of the unit its key names, or unset it"
-                    ),
+                    fix: format!("set {name} to a whole number of the unit its key names, or unset it"),
                 })
             })
             .transpose()
@@ -292,15 +290,9 @@ fn apply_env(raw: &mut RawConfig, env: &dyn Fn(&str) -> Option<String>) -> Resul
     set(&mut raw.bind, text("AUTHRUN_BIND"));
     set(&mut raw.state_dir, path("AUTHRUN_STATE_DIR"));
     set(&mut raw.action.name, text("AUTHRUN_ACTION_NAME"));
-    set(
-        &mut raw.action.description,
-        text("AUTHRUN_ACTION_DESCRIPTION"),
-    );
+    set(&mut raw.action.description, text("AUTHRUN_ACTION_DESCRIPTION"));
     set(&mut raw.script.path, path("AUTHRUN_SCRIPT_PATH"));
-    set(
-        &mut raw.script.working_dir,
-        path("AUTHRUN_SCRIPT_WORKING_DIR"),
-    );
+    set(&mut raw.script.working_dir, path("AUTHRUN_SCRIPT_WORKING_DIR"));
     set(&mut raw.script.log_dir, path("AUTHRUN_SCRIPT_LOG_DIR"));
     set(
         &mut raw.script.cooldown_seconds,
@@ -333,10 +325,7 @@ fn apply_env(raw: &mut RawConfig, env: &dyn Fn(&str) -> Option<String>) -> Resul
         raw.totp.secret = None;
         raw.totp.secret_file = Some(file);
     }
-    set(
-        &mut raw.server.public_url,
-        text("AUTHRUN_SERVER_PUBLIC_URL"),
-    );
+    set(&mut raw.server.public_url, text("AUTHRUN_SERVER_PUBLIC_URL"));
     set(
         &mut raw.server.trusted_proxies,
         text("AUTHRUN_SERVER_TRUSTED_PROXIES").map(|list| {
@@ -520,10 +509,7 @@ impl Validator {
     }
 
     fn server(&self, raw: RawServer) -> Result<ServerConfig, ConfigError> {
-        let public_url = raw
-            .public_url
-            .map(|url| self.public_url(&url))
-            .transpose()?;
+        let public_url = raw.public_url.map(|url| self.public_url(&url)).transpose()?;
         let trusted_proxies = raw
             .trusted_proxies
             .unwrap_or_default()
@@ -539,11 +525,7 @@ impl Validator {
             ("server.request_timeout_seconds", request_timeout),
         ] {
             if value == 0 {
-                return Err(self.error(
-                    key,
-                    "0 would refuse every request",
-                    "set a positive number",
-                ));
+                return Err(self.error(key, "0 would refuse every request", "set a positive number"));
             }
         }
         Ok(ServerConfig {
@@ -608,11 +590,7 @@ impl Validator {
             None => Ok(default),
         };
         let count = |key: &str, value: Option<usize>, default: usize| match value {
-            Some(0) => Err(self.error(
-                key,
-                "0 failures would block every request",
-                "set at least 1",
-            )),
+            Some(0) => Err(self.error(key, "0 failures would block every request", "set at least 1")),
             Some(value) => Ok(value),
             None => Ok(default),
         };
@@ -693,14 +671,8 @@ impl Validator {
                 "use 0, 1 (default) or 2",
             ));
         }
-        let issuer = self.label(
-            "totp.issuer",
-            raw.issuer.unwrap_or_else(|| "authrun".into()),
-        )?;
-        let account = self.label(
-            "totp.account",
-            raw.account.unwrap_or_else(|| "deploy".into()),
-        )?;
+        let issuer = self.label("totp.issuer", raw.issuer.unwrap_or_else(|| "authrun".into()))?;
+        let account = self.label("totp.account", raw.account.unwrap_or_else(|| "deploy".into()))?;
         let secret = self.secret(raw.secret, raw.secret_file, state_dir, config_file)?;
         let settings = TotpSettings {
             digits,
@@ -756,10 +728,10 @@ impl Validator {
             .map(|key| SecretSource::Configured { key, file: holder })
             .map_err(|problem| {
                 self.error(
-                key,
-                problem,
-                "generate one with `authrun secret` (160 bits, base32) and scan the new QR code",
-            )
+                    key,
+                    problem,
+                    "generate one with `authrun secret` (160 bits, base32) and scan the new QR code",
+                )
             })
     }
 }
@@ -783,9 +755,7 @@ impl Config {
     /// --insecure-permissions` skips this check, for development.
     pub fn check_secret_permissions(&self) -> Result<(), ConfigError> {
         let (file, key) = match &self.secret {
-            SecretSource::Configured {
-                file: Some(file), ..
-            } => (file, "totp.secret"),
+            SecretSource::Configured { file: Some(file), .. } => (file, "totp.secret"),
             SecretSource::Generated(file) if file.exists() => (file, "totp (generated secret)"),
             _ => return Ok(()),
         };
@@ -812,8 +782,7 @@ impl Config {
 
 /// Decodes a base32 secret and refuses one shorter than 128 bits. The problem never quotes the secret.
 pub fn parse_secret(text: &str) -> Result<SecretKey, String> {
-    let bytes =
-        totp::decode_secret(text).ok_or("the secret is not base32 (letters A-Z and digits 2-7)")?;
+    let bytes = totp::decode_secret(text).ok_or("the secret is not base32 (letters A-Z and digits 2-7)")?;
     if bytes.len() < MIN_SECRET_BYTES {
         return Err(format!(
             "the secret is {} bits long; at least {} are required",
@@ -865,8 +834,7 @@ mod tests {
 
     #[test]
     fn unknown_keys_are_named_with_their_position() {
-        let error =
-            load_text("[script]\npath = \"deploy.sh\"\ncooldown = 5\n", &no_env).unwrap_err();
+        let error = load_text("[script]\npath = \"deploy.sh\"\ncooldown = 5\n", &no_env).unwrap_err();
         assert_eq!(error.key, "cooldown");
         assert!(error.origin.ends_with("authrun.toml:3:1"), "{error}");
         assert!(error.to_string().contains("example-config"), "{error}");
@@ -892,20 +860,15 @@ mod tests {
             "AUTHRUN_BIND" => Some("127.0.0.1:8080".to_string()),
             _ => None,
         };
-        let config = load_text(
-            "bind = \"0.0.0.0:1\"\n[script]\npath = \"deploy.sh\"\n",
-            &env,
-        )
-        .unwrap();
+        let config = load_text("bind = \"0.0.0.0:1\"\n[script]\npath = \"deploy.sh\"\n", &env).unwrap();
         assert_eq!(config.bind.to_string(), "127.0.0.1:8080");
         assert_eq!(config.script.cooldown, Duration::from_secs(5));
-        assert!(matches!(config.secret, SecretSource::Configured(_)));
+        assert!(matches!(config.secret, SecretSource::Configured { .. }));
     }
 
     #[test]
     fn a_bad_environment_value_names_the_variable() {
-        let env =
-            |name: &str| (name == "AUTHRUN_SCRIPT_TIMEOUT_SECONDS").then(|| "soon".to_string());
+        let env = |name: &str| (name == "AUTHRUN_SCRIPT_TIMEOUT_SECONDS").then(|| "soon".to_string());
         let error = load_text("[script]\npath = \"deploy.sh\"\n", &env).unwrap_err();
         assert_eq!(
             error.origin,

@@ -39,10 +39,16 @@ pub enum AppError {
     Running { since: OffsetDateTime },
     /// 429 with `Retry-After`: the last run started less than the cooldown ago.
     #[error("Backend is deploying or cooling down, please wait. The next run is allowed at {} (in {retry_after} s).", format_time(*until))]
-    CoolingDown {
-        until: OffsetDateTime,
-        retry_after: u64,
-    },
+    CoolingDown { until: OffsetDateTime, retry_after: u64 },
+    /// 429 with `Retry-After`: this client failed too often and is banned for a while.
+    #[error("Too many wrong codes from your address. Try again in {}.", minutes(*retry_after))]
+    Banned { until: OffsetDateTime, retry_after: u64 },
+    /// 429 with `Retry-After`: too many failures overall; code checking is paused for everyone.
+    #[error("Too many wrong codes. Code checking is paused for everyone until {} (in {}).", format_time(*until), minutes(*retry_after))]
+    Paused { until: OffsetDateTime, retry_after: u64 },
+    /// 403: a cross-site form post, or a browser post without the page's token.
+    #[error("Refused: this request did not come from authrun's own page. Reload the page and try again.")]
+    Forbidden,
     /// 413: the body is larger than a form needs.
     #[error("The request body is too large.")]
     PayloadTooLarge,
@@ -52,6 +58,9 @@ pub enum AppError {
     /// 503: authrun is stopping and starts no new run.
     #[error("authrun is shutting down; no new run can start.")]
     ShuttingDown,
+    /// 503: the audit log cannot be written, so no attempt is let through.
+    #[error("The audit log cannot be written; no code is checked until it can. The server log says why.")]
+    AuditUnavailable,
     /// 503: the run was admitted but could not be recorded or started; the cause is in the server log.
     #[error("The run could not be started; the server log says why.")]
     LaunchFailed,
@@ -60,15 +69,18 @@ pub enum AppError {
 impl AppError {
     pub fn status(&self) -> StatusCode {
         match self {
-            Self::MissingCode | Self::BadForm | Self::MalformedCode { .. } => {
-                StatusCode::BAD_REQUEST
-            }
+            Self::MissingCode | Self::BadForm | Self::MalformedCode { .. } => StatusCode::BAD_REQUEST,
             Self::WrongCode | Self::ReplayedCode => StatusCode::UNAUTHORIZED,
             Self::Running { .. } => StatusCode::CONFLICT,
-            Self::CoolingDown { .. } => StatusCode::TOO_MANY_REQUESTS,
+            Self::CoolingDown { .. } | Self::Banned { .. } | Self::Paused { .. } => {
+                StatusCode::TOO_MANY_REQUESTS
+            }
+            Self::Forbidden => StatusCode::FORBIDDEN,
             Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Self::NotFound => StatusCode::NOT_FOUND,
-            Self::ShuttingDown | Self::LaunchFailed => StatusCode::SERVICE_UNAVAILABLE,
+            Self::ShuttingDown | Self::LaunchFailed | Self::AuditUnavailable => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
         }
     }
 
@@ -82,6 +94,10 @@ impl AppError {
             Self::ReplayedCode => "replayed_code",
             Self::Running { .. } => "running",
             Self::CoolingDown { .. } => "cooling_down",
+            Self::Banned { .. } => "banned",
+            Self::Paused { .. } => "paused",
+            Self::Forbidden => "forbidden",
+            Self::AuditUnavailable => "audit_unavailable",
             Self::PayloadTooLarge => "payload_too_large",
             Self::NotFound => "not_found",
             Self::ShuttingDown => "shutting_down",
@@ -92,10 +108,28 @@ impl AppError {
     /// Seconds to put in `Retry-After`, when the answer has one.
     pub fn retry_after(&self) -> Option<u64> {
         match self {
-            Self::CoolingDown { retry_after, .. } => Some(*retry_after),
+            Self::CoolingDown { retry_after, .. }
+            | Self::Banned { retry_after, .. }
+            | Self::Paused { retry_after, .. } => Some(*retry_after),
             _ => None,
         }
     }
+}
+
+/// "1 minute", "14 minutes", "2 h 5 min": how long a person waits.
+fn minutes(seconds: u64) -> String {
+    let minutes = seconds.div_ceil(60);
+    match minutes {
+        1 => "1 minute".into(),
+        2..=119 => format!("{minutes} minutes"),
+        _ => format!("{} h {} min", minutes / 60, minutes % 60),
+    }
+}
+
+/// Whole seconds from `now` until `until`, rounded up and at least 1, for `Retry-After`.
+pub fn seconds_until(until: OffsetDateTime, now: OffsetDateTime) -> u64 {
+    let seconds = (until - now).as_seconds_f64().ceil().max(1.0);
+    seconds as u64
 }
 
 #[derive(Serialize)]

@@ -7,15 +7,20 @@
 //! its code is looked at, so nothing can be learned from it.
 //!
 //! Bans, the pause and the recent global failures are kept in a JSON file written atomically, so a restart
-//! forgives nothing; `authrun unlock` edits the same file, and a running server picks the change up.
+//! forgives nothing. `authrun unlock` edits the same file and leaves a marker beside it, which tells a
+//! running server to read the file again; both sides change the file only while holding a lock file, so
+//! neither overwrites the other's change.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::fmt;
+use std::fs::File;
 use std::net::IpAddr;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
+use nix::fcntl::{Flock, FlockArg};
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
@@ -113,8 +118,8 @@ pub enum GuardEvent {
 #[derive(Debug, thiserror::Error)]
 pub enum GuardError {
     #[error(
-        "regulation state {path}: cannot be parsed at line {line}, column {column}: {reason}. \
-         Fix: repair the file, or delete it to forget every ban and pause"
+        "regulation state {path}: cannot be parsed at line {line}, column {column}: {reason}\n  \
+         fix: repair the file, or delete it to forget every ban and pause"
     )]
     Corrupt {
         path: PathBuf,
@@ -123,7 +128,7 @@ pub enum GuardError {
         reason: String,
     },
     #[error(
-        "regulation state {path}: cannot be {action}: {source}. Fix: check that the state directory is writable"
+        "regulation state {path}: cannot be {action}: {source}\n  fix: check that the state directory is writable"
     )]
     Io {
         path: PathBuf,
@@ -153,8 +158,6 @@ struct Inner {
     saved: Persisted,
     /// Recent failures per client; kept in memory only (a restart loses at most one window of counting).
     client_failures: HashMap<ClientKey, VecDeque<OffsetDateTime>>,
-    /// The file's modification time when last read or written, to notice `authrun unlock`.
-    seen_modified: Option<SystemTime>,
 }
 
 /// The most clients whose failures are tracked at once; beyond it the global limit still holds.
@@ -171,14 +174,17 @@ pub struct Guard {
 impl Guard {
     /// Reads the state file (a missing one is a clean slate). One that cannot be parsed stops start-up.
     pub fn open(path: &Path, settings: GuardSettings) -> Result<Self, GuardError> {
-        let (saved, seen_modified) = read_state(path)?;
+        let saved = {
+            let _lock = FileLock::take(path)?;
+            let _ = std::fs::remove_file(reload_marker(path));
+            read_state(path)?
+        };
         Ok(Self {
             path: path.to_path_buf(),
             settings,
             inner: Mutex::new(Inner {
                 saved,
                 client_failures: HashMap::new(),
-                seen_modified,
             }),
         })
     }
@@ -189,13 +195,11 @@ impl Guard {
 
     /// Picks up `authrun unlock` and ends expired bans and pauses, returning those ends for the audit log.
     pub fn refresh(&self, now: OffsetDateTime) -> Result<Vec<GuardEvent>, GuardError> {
-        let mut inner = self.lock();
-        self.reload_if_changed(&mut inner)?;
-        let events = expire(&mut inner.saved, now);
-        if !events.is_empty() {
-            self.save(&mut inner)?;
-        }
-        Ok(events)
+        self.transact(|inner| {
+            let events = expire(&mut inner.saved, now);
+            let changed = !events.is_empty();
+            (events, changed)
+        })
     }
 
     /// The block in force for `client` at `now`, if any.
@@ -218,46 +222,52 @@ impl Guard {
         client: &ClientKey,
         now: OffsetDateTime,
     ) -> Result<Vec<GuardEvent>, GuardError> {
-        let mut inner = self.lock();
-        self.reload_if_changed(&mut inner)?;
-        let mut events = Vec::new();
-        if self.count_client_failure(&mut inner, client, now) {
-            let until = now + self.settings.client_ban;
-            inner.saved.bans.insert(client.clone(), until);
-            inner.client_failures.remove(client);
-            events.push(GuardEvent::BanStarted {
-                client: client.clone(),
-                until,
-            });
-        }
-        if let Some(event) = self.count_global_failure(&mut inner.saved, now) {
-            events.push(event);
-        }
-        self.save(&mut inner)?;
-        Ok(events)
+        self.transact(|inner| {
+            let mut events = Vec::new();
+            if self.count_client_failure(inner, client, now) {
+                let until = now + self.settings.client_ban;
+                inner.saved.bans.insert(client.clone(), until);
+                inner.client_failures.remove(client);
+                events.push(GuardEvent::BanStarted {
+                    client: client.clone(),
+                    until,
+                });
+            }
+            events.extend(self.count_global_failure(&mut inner.saved, now));
+            (events, true)
+        })
     }
 
     /// A successful run: the next pause starts again from the base length.
     pub fn record_success(&self) -> Result<(), GuardError> {
-        let mut inner = self.lock();
-        self.reload_if_changed(&mut inner)?;
-        if inner.saved.pauses == 0 && inner.saved.global_failures.is_empty() {
-            return Ok(());
-        }
-        inner.saved.pauses = 0;
-        inner.saved.global_failures.clear();
-        self.save(&mut inner)
+        self.transact(|inner| {
+            let changed = inner.saved.pauses != 0 || !inner.saved.global_failures.is_empty();
+            inner.saved.pauses = 0;
+            inner.saved.global_failures.clear();
+            ((), changed)
+        })
     }
 
-    fn count_client_failure(
-        &self,
-        inner: &mut Inner,
-        client: &ClientKey,
-        now: OffsetDateTime,
-    ) -> bool {
-        if !inner.client_failures.contains_key(client)
-            && inner.client_failures.len() >= MAX_TRACKED_CLIENTS
-        {
+    /// Runs `change` on the state while holding the file lock, after reading the file again if `authrun
+    /// unlock` changed it, and writes the state when `change` says it changed. The change stays in memory
+    /// even when writing fails.
+    fn transact<T>(&self, change: impl FnOnce(&mut Inner) -> (T, bool)) -> Result<T, GuardError> {
+        let mut inner = self.lock();
+        let _file = FileLock::take(&self.path)?;
+        let marker = reload_marker(&self.path);
+        if marker.exists() {
+            inner.saved = read_state(&self.path)?;
+            let _ = std::fs::remove_file(&marker);
+        }
+        let (result, changed) = change(&mut inner);
+        if changed {
+            write_state(&self.path, &inner.saved)?;
+        }
+        Ok(result)
+    }
+
+    fn count_client_failure(&self, inner: &mut Inner, client: &ClientKey, now: OffsetDateTime) -> bool {
+        if !inner.client_failures.contains_key(client) && inner.client_failures.len() >= MAX_TRACKED_CLIENTS {
             let window = self.settings.client_window;
             inner
                 .client_failures
@@ -271,11 +281,7 @@ impl Guard {
         failures.len() >= self.settings.client_max_failures
     }
 
-    fn count_global_failure(
-        &self,
-        saved: &mut Persisted,
-        now: OffsetDateTime,
-    ) -> Option<GuardEvent> {
+    fn count_global_failure(&self, saved: &mut Persisted, now: OffsetDateTime) -> Option<GuardEvent> {
         push_in_window(&mut saved.global_failures, now, self.settings.global_window);
         if saved.global_failures.len() < self.settings.global_max_failures {
             return None;
@@ -296,37 +302,16 @@ impl Guard {
         })
     }
 
-    fn reload_if_changed(&self, inner: &mut Inner) -> Result<(), GuardError> {
-        let modified = std::fs::metadata(&self.path)
-            .and_then(|m| m.modified())
-            .ok();
-        if modified != inner.seen_modified {
-            let (saved, seen) = read_state(&self.path)?;
-            inner.saved = saved;
-            inner.seen_modified = seen;
-        }
-        Ok(())
-    }
-
-    fn save(&self, inner: &mut Inner) -> Result<(), GuardError> {
-        write_state(&self.path, &inner.saved)?;
-        inner.seen_modified = std::fs::metadata(&self.path)
-            .and_then(|m| m.modified())
-            .ok();
-        Ok(())
-    }
-
     fn lock(&self) -> MutexGuard<'_, Inner> {
-        self.inner
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.inner.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }
 
 /// Clears bans from the state file, for `authrun unlock`: one client's, or (with `None`) every ban and the
 /// pause. Returns how many blocks were lifted.
 pub fn unlock(path: &Path, client: Option<&ClientKey>) -> Result<usize, GuardError> {
-    let (mut saved, _) = read_state(path)?;
+    let _lock = FileLock::take(path)?;
+    let mut saved = read_state(path)?;
     let lifted = match client {
         Some(client) => usize::from(saved.bans.remove(client).is_some()),
         None => {
@@ -336,7 +321,50 @@ pub fn unlock(path: &Path, client: Option<&ClientKey>) -> Result<usize, GuardErr
         }
     };
     write_state(path, &saved)?;
+    std::fs::write(reload_marker(path), b"")
+        .map_err(|source| io_error(path, "marked for reloading", source))?;
     Ok(lifted)
+}
+
+/// The file whose presence tells a running server to read the state again.
+fn reload_marker(path: &Path) -> PathBuf {
+    sibling(path, "reload")
+}
+
+fn sibling(path: &Path, suffix: &str) -> PathBuf {
+    let mut name = path.file_name().unwrap_or_default().to_os_string();
+    name.push(format!(".{suffix}"));
+    path.with_file_name(name)
+}
+
+fn io_error(path: &Path, action: &'static str, source: std::io::Error) -> GuardError {
+    GuardError::Io {
+        path: path.to_path_buf(),
+        action,
+        source,
+    }
+}
+
+/// An exclusive lock on `<state file>.lock`, held while the state file is read and rewritten.
+struct FileLock(#[allow(dead_code)] Flock<File>);
+
+impl FileLock {
+    fn take(path: &Path) -> Result<Self, GuardError> {
+        let lock_path = sibling(path, "lock");
+        if let Some(dir) = path.parent().filter(|dir| !dir.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|source| io_error(path, "given a directory", source))?;
+        }
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .mode(0o600)
+            .open(&lock_path)
+            .map_err(|source| io_error(&lock_path, "opened", source))?;
+        Flock::lock(file, FlockArg::LockExclusive)
+            .map(Self)
+            .map_err(|(_, errno)| io_error(&lock_path, "locked", errno.into()))
+    }
 }
 
 fn push_in_window(failures: &mut VecDeque<OffsetDateTime>, now: OffsetDateTime, window: Duration) {
@@ -365,41 +393,27 @@ fn expire(saved: &mut Persisted, now: OffsetDateTime) -> Vec<GuardEvent> {
     events
 }
 
-fn read_state(path: &Path) -> Result<(Persisted, Option<SystemTime>), GuardError> {
+fn read_state(path: &Path) -> Result<Persisted, GuardError> {
     let text = match std::fs::read_to_string(path) {
         Ok(text) => text,
-        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
-            return Ok((Persisted::default(), None));
-        }
-        Err(source) => {
-            return Err(GuardError::Io {
-                path: path.to_path_buf(),
-                action: "read",
-                source,
-            });
-        }
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(Persisted::default()),
+        Err(source) => return Err(io_error(path, "read", source)),
     };
-    let modified = std::fs::metadata(path).and_then(|m| m.modified()).ok();
     if text.trim().is_empty() {
-        return Ok((Persisted::default(), modified));
+        return Ok(Persisted::default());
     }
-    let saved = serde_json::from_str(&text).map_err(|error| GuardError::Corrupt {
+    serde_json::from_str(&text).map_err(|error| GuardError::Corrupt {
         path: path.to_path_buf(),
         line: error.line(),
         column: error.column(),
         reason: error.to_string(),
-    })?;
-    Ok((saved, modified))
+    })
 }
 
 fn write_state(path: &Path, saved: &Persisted) -> Result<(), GuardError> {
     let mut bytes = serde_json::to_vec_pretty(saved).unwrap_or_default();
     bytes.push(b'\n');
-    fsio::write_atomic(path, &bytes, 0o600).map_err(|source| GuardError::Io {
-        path: path.to_path_buf(),
-        action: "written",
-        source,
-    })
+    fsio::write_atomic(path, &bytes, 0o600).map_err(|source| io_error(path, "written", source))
 }
 
 /// Times in the state file are RFC 3339.
@@ -438,16 +452,11 @@ mod time_list {
     use serde::{Deserializer, Serializer};
     use time::format_description::well_known::Rfc3339;
 
-    pub fn serialize<S: Serializer>(
-        list: &VecDeque<OffsetDateTime>,
-        s: S,
-    ) -> Result<S::Ok, S::Error> {
+    pub fn serialize<S: Serializer>(list: &VecDeque<OffsetDateTime>, s: S) -> Result<S::Ok, S::Error> {
         s.collect_seq(list.iter().map(|t| t.format(&Rfc3339).unwrap_or_default()))
     }
 
-    pub fn deserialize<'de, D: Deserializer<'de>>(
-        d: D,
-    ) -> Result<VecDeque<OffsetDateTime>, D::Error> {
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<VecDeque<OffsetDateTime>, D::Error> {
         Vec::<String>::deserialize(d)?
             .iter()
             .map(|v| OffsetDateTime::parse(v, &Rfc3339).map_err(serde::de::Error::custom))
@@ -547,10 +556,7 @@ mod tests {
             let Some(GuardEvent::PauseStarted { until, .. }) = started.last().cloned() else {
                 panic!("no pause after 10 failures: {started:?}");
             };
-            assert_eq!(
-                guard.blocked(&client(99), now),
-                Some(Blocked::Paused { until })
-            );
+            assert_eq!(guard.blocked(&client(99), now), Some(Blocked::Paused { until }));
             lengths.push((until - now).whole_hours());
             now = until;
             assert_eq!(guard.refresh(now).unwrap(), [GuardEvent::PauseEnded]);
@@ -602,14 +608,11 @@ mod tests {
                 fail(&guard, &who, T0);
             }
         }
-        // Make sure the modification time differs from the guard's own last write.
-        std::thread::sleep(Duration::from_millis(20));
         assert_eq!(unlock(&path, Some(&client(1))).unwrap(), 1);
         guard.refresh(T0).unwrap();
         assert_eq!(guard.blocked(&client(1), T0), None);
         assert!(guard.blocked(&client(2), T0).is_some());
         assert_eq!(unlock(&path, None).unwrap(), 1);
-        std::thread::sleep(Duration::from_millis(20));
         guard.refresh(T0).unwrap();
         assert_eq!(guard.blocked(&client(2), T0), None);
     }

@@ -69,11 +69,7 @@ pub struct RunRecord {
     pub status: RunStatus,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub id: Option<u64>,
-    #[serde(
-        default,
-        skip_serializing_if = "Option::is_none",
-        with = "iso_time::option"
-    )]
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "iso_time::option")]
     pub finished: Option<OffsetDateTime>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub exit_code: Option<i32>,
@@ -85,6 +81,9 @@ pub struct RunRecord {
     /// The script's log file, relative to the log directory.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub log: Option<String>,
+    /// The script's process id, which is also its process group's; used to find what a crash left running.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pid: Option<u32>,
     /// Why the run could not start or was stopped, for the operator.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
@@ -102,6 +101,7 @@ impl RunRecord {
             duration_ms: None,
             totp_step: Some(totp_step),
             log: None,
+            pid: None,
             error: None,
         }
     }
@@ -120,8 +120,8 @@ impl RunRecord {
 #[derive(Debug, thiserror::Error)]
 pub enum HistoryError {
     #[error(
-        "history file {path}: cannot be parsed at line {line}, column {column}: {reason}. \
-         Fix: repair the file or move it aside; authrun will not overwrite it"
+        "history file {path}: cannot be parsed at line {line}, column {column}: {reason}\n  \
+         fix: repair the file or move it aside; authrun will not overwrite it"
     )]
     Corrupt {
         path: PathBuf,
@@ -130,7 +130,7 @@ pub enum HistoryError {
         reason: String,
     },
     #[error(
-        "history file {path}: cannot be {action}: {source}. Fix: check that the path and its directory are writable"
+        "history file {path}: cannot be {action}: {source}\n  fix: check that the path and its directory are writable"
     )]
     Io {
         path: PathBuf,
@@ -152,6 +152,8 @@ pub struct History {
     path: PathBuf,
     retention: usize,
     records: Mutex<Arc<Vec<RunRecord>>>,
+    /// The runs found "Deploying" on open, as they were, before being marked "Interrupted".
+    interrupted: Vec<RunRecord>,
     /// Orders file writes: each one is serialised and written while this is held.
     write_lock: tokio::sync::Mutex<()>,
 }
@@ -161,27 +163,30 @@ impl History {
     /// "Interrupted", writing the file back only if that changed anything.
     pub fn open(path: &Path, retention: usize) -> Result<Self, HistoryError> {
         let mut records = read_file(path)?;
-        let mut recovered = false;
-        for record in records
-            .iter_mut()
-            .filter(|r| r.status == RunStatus::Deploying)
-        {
+        let mut interrupted = Vec::new();
+        for record in records.iter_mut().filter(|r| r.status == RunStatus::Deploying) {
+            interrupted.push(record.clone());
             record.status = RunStatus::Interrupted;
             record.error = Some("authrun stopped while the run was going".into());
-            recovered = true;
         }
+        let recovered = !interrupted.is_empty();
         let history = Self {
             path: path.to_path_buf(),
             retention: retention.max(1),
             records: Mutex::new(Arc::new(records)),
+            interrupted,
             write_lock: tokio::sync::Mutex::new(()),
         };
         if recovered {
             let bytes = serialize(&history.snapshot());
-            fsio::write_atomic(path, &bytes, 0o644)
-                .map_err(|source| history.io("written", source))?;
+            fsio::write_atomic(path, &bytes, 0o644).map_err(|source| history.io("written", source))?;
         }
         Ok(history)
+    }
+
+    /// The runs a crash left "Deploying", as they were found.
+    pub fn interrupted(&self) -> &[RunRecord] {
+        &self.interrupted
     }
 
     pub fn path(&self) -> &Path {
@@ -312,16 +317,11 @@ fn serialize(records: &[RunRecord]) -> Vec<u8> {
 mod iso_time {
     use super::*;
 
-    pub fn serialize<S: Serializer>(
-        time: &OffsetDateTime,
-        serializer: S,
-    ) -> Result<S::Ok, S::Error> {
+    pub fn serialize<S: Serializer>(time: &OffsetDateTime, serializer: S) -> Result<S::Ok, S::Error> {
         serializer.serialize_str(&format(*time))
     }
 
-    pub fn deserialize<'de, D: Deserializer<'de>>(
-        deserializer: D,
-    ) -> Result<OffsetDateTime, D::Error> {
+    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<OffsetDateTime, D::Error> {
         let text = String::deserialize(deserializer)?;
         parse_lenient(&text)
             .ok_or_else(|| serde::de::Error::custom(format!("`{text}` is not an ISO-8601 time")))
@@ -364,9 +364,8 @@ mod iso_time {
         ) -> Result<Option<OffsetDateTime>, D::Error> {
             let text: Option<String> = Option::deserialize(deserializer)?;
             text.map(|text| {
-                parse_lenient(&text).ok_or_else(|| {
-                    serde::de::Error::custom(format!("`{text}` is not an ISO-8601 time"))
-                })
+                parse_lenient(&text)
+                    .ok_or_else(|| serde::de::Error::custom(format!("`{text}` is not an ISO-8601 time")))
             })
             .transpose()
         }
@@ -404,7 +403,11 @@ mod tests {
     fn reports_the_position_of_a_parse_error() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("history.json");
-        std::fs::write(&path, "[\n  {\"time\": \"2024-05-01T12:00:00\", \"status\": \"Deploy succeeded\"},\n  oops\n]").unwrap();
+        std::fs::write(
+            &path,
+            "[\n  {\"time\": \"2024-05-01T12:00:00\", \"status\": \"Deploy succeeded\"},\n  oops\n]",
+        )
+        .unwrap();
         let error = History::open(&path, 10).unwrap_err().to_string();
         assert!(error.contains("line 3"), "{error}");
         assert!(error.contains(&path.display().to_string()), "{error}");
@@ -429,11 +432,7 @@ mod tests {
         let history = History::open(&path, 3).unwrap();
         for id in 1..=5 {
             history
-                .append(RunRecord::started(
-                    id,
-                    datetime!(2026-11-25 19:00:00 UTC),
-                    id,
-                ))
+                .append(RunRecord::started(id, datetime!(2026-11-25 19:00:00 UTC), id))
                 .await
                 .unwrap();
         }

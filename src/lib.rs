@@ -7,17 +7,21 @@
 //! [`config`] reads and validates the TOML file; [`cli`] is the command line.
 
 pub mod app;
+pub mod attempt;
 pub mod audit;
 pub mod cli;
+pub mod client;
 pub mod clock;
 pub mod config;
 pub mod error;
 pub mod fsio;
 pub mod guard;
 pub mod history;
+pub mod origin;
 pub mod qr;
 pub mod routes;
 pub mod runner;
+pub mod server;
 pub mod session;
 pub mod setup;
 pub mod totp;

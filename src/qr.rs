@@ -18,10 +18,7 @@ pub enum QrError {
 }
 
 fn encode(uri: &str) -> Result<QrCode, QrError> {
-    Ok(QrCode::with_error_correction_level(
-        uri.as_bytes(),
-        EcLevel::M,
-    )?)
+    Ok(QrCode::with_error_correction_level(uri.as_bytes(), EcLevel::M)?)
 }
 
 /// The QR code drawn with Unicode half blocks, dark on light, with the quiet zone scanners need.

@@ -60,6 +60,8 @@ pub struct Admission {
     pub id: u64,
     pub started: OffsetDateTime,
     totp_step: u64,
+    /// The start of the run before, restored if this one is abandoned.
+    previous_start: Option<OffsetDateTime>,
 }
 
 /// Why an admitted run could not start. The gate is released (the cooldown still applies).
@@ -101,6 +103,18 @@ impl Runner {
     /// Restores the gate from the history, so a restart never lets a run through early nor accepts a code
     /// that was already used.
     pub fn new(script: ScriptConfig, clock: SharedClock, history: Arc<History>) -> Self {
+        for record in history.interrupted() {
+            if let (Some(pid), Some(id)) = (record.pid, record.id) {
+                let killed = kill_leftovers(pid, id);
+                if killed > 0 {
+                    tracing::warn!(
+                        run = id,
+                        killed,
+                        "killed processes an interrupted run left running"
+                    );
+                }
+            }
+        }
         let gate = Gate {
             running: None,
             last_start: history.last().map(|record| record.time),
@@ -166,13 +180,24 @@ impl Runner {
         let id = gate.next_id;
         gate.next_id += 1;
         gate.last_step = Some(totp_step);
-        gate.last_start = Some(now);
+        let previous_start = gate.last_start.replace(now);
         gate.running = Some((id, now));
         Ok(Admission {
             id,
             started: now,
             totp_step,
+            previous_start,
         })
+    }
+
+    /// Gives up an admitted run before it is recorded: the gate is free and the cooldown is as it was. The
+    /// code stays used.
+    pub fn abandon(&self, admission: Admission) {
+        let mut gate = self.lock();
+        if gate.running.is_some_and(|(id, _)| id == admission.id) {
+            gate.running = None;
+            gate.last_start = admission.previous_start;
+        }
     }
 
     /// Records the admitted run and starts the script. On error the run is recorded as failed where
@@ -187,6 +212,10 @@ impl Runner {
         match self.spawn(admission.id) {
             Ok(child) => {
                 tracing::info!(run = admission.id, script = %self.script.path.display(), "run started");
+                record.pid = child.id();
+                if let Err(error) = self.history.update(record.clone()).await {
+                    tracing::error!(run = admission.id, %error, "the script's process id could not be recorded");
+                }
                 let runner = Arc::clone(self);
                 tokio::spawn(async move { runner.supervise(child, record).await });
                 Ok(())
@@ -312,9 +341,7 @@ impl Runner {
     }
 
     fn lock(&self) -> MutexGuard<'_, Gate> {
-        self.gate
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.gate.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }
 
@@ -369,6 +396,42 @@ fn group_alive(pgid: Pid) -> bool {
     killpg(pgid, None).is_ok()
 }
 
+/// Kills what a run left behind when authrun died: the processes of its process group that still carry
+/// its `AUTHRUN_RUN_ID`, so an unrelated group that reused the id is never touched. Returns how many.
+fn kill_leftovers(pgid: u32, run_id: u64) -> usize {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return 0;
+    };
+    let marker = format!("AUTHRUN_RUN_ID={run_id}");
+    let mut killed = 0;
+    for entry in entries.flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|name| name.parse::<i32>().ok())
+        else {
+            continue;
+        };
+        let in_group = std::fs::read_to_string(entry.path().join("stat"))
+            .ok()
+            .and_then(|stat| process_group_of(&stat))
+            .is_some_and(|group| u32::try_from(group).ok() == Some(pgid));
+        let ours = in_group
+            && std::fs::read(entry.path().join("environ"))
+                .is_ok_and(|environ| environ.split(|b| *b == 0).any(|var| var == marker.as_bytes()));
+        if ours && nix::sys::signal::kill(Pid::from_raw(pid), Signal::SIGKILL).is_ok() {
+            killed += 1;
+        }
+    }
+    killed
+}
+
+/// The process group in a `/proc/PID/stat` line: the third field after the command's closing parenthesis.
+fn process_group_of(stat: &str) -> Option<i32> {
+    let after_command = &stat[stat.rfind(')')? + 1..];
+    after_command.split_whitespace().nth(2)?.parse().ok()
+}
+
 /// Asks the kernel to SIGKILL the script when authrun's thread that started it dies, so a crashed authrun
 /// leaves no script running unseen. Tokio's worker threads live as long as the runtime.
 #[allow(unsafe_code)]
@@ -376,8 +439,6 @@ fn die_with_parent(command: &mut Command) {
     // SAFETY: the closure runs in the child between fork and exec; it only makes the prctl system call,
     // which is async-signal-safe, and touches no memory shared with the parent.
     unsafe {
-        command.pre_exec(|| {
-            nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(std::io::Error::from)
-        });
+        command.pre_exec(|| nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(std::io::Error::from));
     }
 }

@@ -1,11 +1,13 @@
 //! The browser session, typed: handlers never touch raw session keys.
 //!
-//! The only thing kept for now is the flash message a form post leaves for the page it redirects to.
+//! It keeps the flash message a form post leaves for the page it redirects to, and the CSRF token the
+//! page's form must send back.
 
 use serde::{Deserialize, Serialize};
 use tower_sessions::Session;
 
 const FLASH_KEY: &str = "authrun.flash";
+const CSRF_KEY: &str = "authrun.csrf";
 
 /// A one-time message for the next page view.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -39,6 +41,29 @@ impl BrowserSession {
         if let Err(error) = self.0.insert(FLASH_KEY, flash).await {
             tracing::warn!(%error, "the flash message could not be stored");
         }
+    }
+
+    /// The session's CSRF token, created on first use: 128 random bits, hex.
+    pub async fn csrf_token(&self) -> Option<String> {
+        if let Some(token) = self.existing_csrf_token().await {
+            return Some(token);
+        }
+        let token: String = rand::random::<[u8; 16]>()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        match self.0.insert(CSRF_KEY, &token).await {
+            Ok(()) => Some(token),
+            Err(error) => {
+                tracing::warn!(%error, "the CSRF token could not be stored");
+                None
+            }
+        }
+    }
+
+    /// The token, if this session has one already.
+    pub async fn existing_csrf_token(&self) -> Option<String> {
+        self.0.get::<String>(CSRF_KEY).await.ok().flatten()
     }
 
     /// Takes the flash message, so a reload does not show it again.

@@ -117,12 +117,7 @@ impl Verifier {
 
     /// Checks `code` at `unix_seconds`. Every step of the window is compared, whether or not an earlier
     /// one matched, so the time taken does not depend on the code.
-    pub fn verify(
-        &self,
-        code: &TotpCode,
-        unix_seconds: u64,
-        last_accepted: Option<u64>,
-    ) -> Verdict {
+    pub fn verify(&self, code: &TotpCode, unix_seconds: u64, last_accepted: Option<u64>) -> Verdict {
         let origin = self.step_at(unix_seconds);
         let skew = u64::from(self.settings.skew);
         let mut matched = 0u64;
@@ -245,10 +240,7 @@ mod tests {
         }
         for offset in [-2i64, 2] {
             let at = (now as i64 + offset * 30) as u64;
-            assert_eq!(
-                v.verify(&code(&v.code_at(at), 6), now, None),
-                Verdict::Wrong
-            );
+            assert_eq!(v.verify(&code(&v.code_at(at), 6), now, None), Verdict::Wrong);
         }
         assert_eq!(
             v.verify(&code(&v.code_at(now), 6), now, Some(step - 1)),

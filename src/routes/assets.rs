@@ -17,8 +17,7 @@ const FAVICON: &str = include_str!("../../static/favicon.svg");
 
 /// A short hash of every asset; changes whenever one does.
 pub fn asset_version() -> &'static str {
-    static VERSION: LazyLock<String> =
-        LazyLock::new(|| format!("{:016x}", fnv1a(&[CSS, JS, FAVICON])));
+    static VERSION: LazyLock<String> = LazyLock::new(|| format!("{:016x}", fnv1a(&[CSS, JS, FAVICON])));
     &VERSION
 }
 

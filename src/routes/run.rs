@@ -10,16 +10,17 @@ use axum::extract::{FromRequest, Multipart, Request, State};
 use axum::http::{HeaderMap, header};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::{Form, Json};
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use tower_sessions::Session;
 
 use crate::app::AppState;
+use crate::attempt;
+use crate::client::client_ip;
 use crate::error::AppError;
-use crate::history::format_time;
+use crate::guard::ClientKey;
+use crate::origin;
 use crate::routes::assets::asset_version;
-use crate::runner::Refusal;
 use crate::session::{BrowserSession, Flash, FlashKind};
-use crate::totp::TotpCode;
 use crate::view::{RunView, StateView};
 
 /// How many runs the page lists.
@@ -32,6 +33,7 @@ pub struct IndexPage {
     description: String,
     digits: u8,
     flash: Option<Flash>,
+    csrf: String,
     state: StateView,
     runs: Vec<RunView>,
     asset_version: &'static str,
@@ -39,46 +41,44 @@ pub struct IndexPage {
 
 /// `GET /`
 pub async fn index(State(state): State<AppState>, session: Session) -> IndexPage {
-    let flash = BrowserSession(session).take_flash().await;
+    let session = BrowserSession(session);
+    let flash = session.take_flash().await;
+    let csrf = session.csrf_token().await.unwrap_or_default();
     let history = state.runner.history().snapshot();
-    let runs = history
-        .iter()
-        .rev()
-        .take(PAGE_RUNS)
-        .map(RunView::new)
-        .collect();
+    let runs = history.iter().rev().take(PAGE_RUNS).map(RunView::new).collect();
     IndexPage {
         action_name: state.config.action_name.clone(),
         description: state.config.action_description.clone(),
         digits: state.config.totp.digits,
         flash,
+        csrf,
         state: StateView::new(state.runner.state(state.clock.now())),
         runs,
         asset_version: asset_version(),
     }
 }
 
-/// The success answer of `POST /verify`: the original's two fields and the run's id and start.
-#[derive(Debug, Serialize)]
-pub struct Started {
-    pub message: String,
-    pub success: bool,
-    pub run_id: u64,
-    pub started_at: String,
-}
-
 /// `POST /verify`
-pub async fn verify(
-    State(state): State<AppState>,
-    session: Session,
-    headers: HeaderMap,
-    request: Request,
-) -> Response {
-    let html = wants_html(&headers);
-    let outcome = match CodeField::from_request(request, &state).await {
-        Ok(CodeField(code)) => start(&state, code).await,
-        Err(error) => Err(error),
+pub async fn verify(State(state): State<AppState>, session: Session, request: Request) -> Response {
+    let html = wants_html(request.headers());
+    let client = ClientKey::of(client_ip(&request, &state.config.server.trusted_proxies));
+    let headers = request.headers().clone();
+    let session = BrowserSession(session);
+    let form = VerifyForm::from_request(request, &state).await;
+    let session_token = session.existing_csrf_token().await;
+    let form_token = form.as_ref().ok().and_then(|form| form.csrf.as_deref());
+    let proof = origin::Proof {
+        session_token: session_token.as_deref(),
+        form_token,
     };
+    let public_url = state.config.server.public_url.as_ref();
+    let cross_site = origin::check(&headers, public_url, &proof).is_err();
+    let request = attempt::Request {
+        client,
+        code: form.map(|form| form.code),
+        cross_site,
+    };
+    let outcome = attempt::attempt(&state, request).await;
     if let Err(error) = &outcome {
         tracing::info!(outcome = error.code(), "verification refused");
     }
@@ -96,50 +96,9 @@ pub async fn verify(
                     message: error.to_string(),
                 },
             };
-            BrowserSession(session).set_flash(flash).await;
+            session.set_flash(flash).await;
             Redirect::to("/").into_response()
         }
-    }
-}
-
-/// Checks the code and starts the run, as one atomic step.
-async fn start(state: &AppState, code: Option<String>) -> Result<Started, AppError> {
-    let digits = state.config.totp.digits;
-    let code = code.ok_or(AppError::MissingCode)?;
-    let code = TotpCode::parse(&code, digits).map_err(|_| AppError::MalformedCode { digits })?;
-    let now = state.clock.now();
-    let unix = u64::try_from(now.unix_timestamp()).unwrap_or(0);
-    let admission = state
-        .runner
-        .admit(now, |last| state.verifier.verify(&code, unix, last))
-        .map_err(|refusal| refusal_error(refusal, now))?;
-    let (id, started_at) = (admission.id, admission.started);
-    state.runner.launch(admission).await.map_err(|error| {
-        tracing::error!(run = id, %error, "the run could not start");
-        AppError::LaunchFailed
-    })?;
-    Ok(Started {
-        message: format!("Deploy started (run #{id})."),
-        success: true,
-        run_id: id,
-        started_at: format_time(started_at),
-    })
-}
-
-fn refusal_error(refusal: Refusal, now: time::OffsetDateTime) -> AppError {
-    match refusal {
-        Refusal::Running { since } => AppError::Running { since },
-        Refusal::CoolingDown { until } => {
-            let seconds = (until - now).as_seconds_f64().ceil().max(1.0);
-            AppError::CoolingDown {
-                until,
-                // Whole seconds, rounded up so a client that waits this long is let through.
-                retry_after: seconds as u64,
-            }
-        }
-        Refusal::WrongCode => AppError::WrongCode,
-        Refusal::ReplayedCode => AppError::ReplayedCode,
-        Refusal::ShuttingDown => AppError::ShuttingDown,
     }
 }
 
@@ -151,15 +110,15 @@ fn wants_html(headers: &HeaderMap) -> bool {
         .is_some_and(|accept| accept.contains("text/html"))
 }
 
-/// The `code` field, from a URL-encoded form (the original's), a multipart form (`FormData`), or JSON.
-struct CodeField(Option<String>);
-
-#[derive(Deserialize)]
-struct CodeBody {
+/// The `code` field (and the page's `csrf` token), from a URL-encoded form (the original's), a multipart
+/// form (`FormData`), or JSON.
+#[derive(Default, Deserialize)]
+struct VerifyForm {
     code: Option<String>,
+    csrf: Option<String>,
 }
 
-impl FromRequest<AppState> for CodeField {
+impl FromRequest<AppState> for VerifyForm {
     type Rejection = AppError;
 
     async fn from_request(request: Request, state: &AppState) -> Result<Self, Self::Rejection> {
@@ -173,20 +132,20 @@ impl FromRequest<AppState> for CodeField {
             let multipart = Multipart::from_request(request, state)
                 .await
                 .map_err(|_| AppError::BadForm)?;
-            return multipart_code(multipart).await.map(Self);
+            return multipart_form(multipart).await;
         }
         let body = if content_type.starts_with("application/json") {
-            Json::<CodeBody>::from_request(request, state)
+            Json::<VerifyForm>::from_request(request, state)
                 .await
                 .map(|Json(body)| body)
                 .map_err(|rejection| body_error(rejection.status()))?
         } else {
-            Form::<CodeBody>::from_request(request, state)
+            Form::<VerifyForm>::from_request(request, state)
                 .await
                 .map(|Form(body)| body)
                 .map_err(|rejection| body_error(rejection.status()))?
         };
-        Ok(Self(body.code))
+        Ok(body)
     }
 }
 
@@ -198,19 +157,19 @@ fn body_error(status: axum::http::StatusCode) -> AppError {
     }
 }
 
-async fn multipart_code(mut multipart: Multipart) -> Result<Option<String>, AppError> {
+async fn multipart_form(mut multipart: Multipart) -> Result<VerifyForm, AppError> {
+    let mut form = VerifyForm::default();
     while let Some(field) = multipart
         .next_field()
         .await
         .map_err(|error| body_error(error.status()))?
     {
-        if field.name() == Some("code") {
-            return field
-                .text()
-                .await
-                .map(Some)
-                .map_err(|error| body_error(error.status()));
-        }
+        let slot = match field.name() {
+            Some("code") => &mut form.code,
+            Some("csrf") => &mut form.csrf,
+            _ => continue,
+        };
+        *slot = Some(field.text().await.map_err(|error| body_error(error.status()))?);
     }
-    Ok(None)
+    Ok(form)
 }

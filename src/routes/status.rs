@@ -32,10 +32,7 @@ pub struct Status {
 }
 
 /// Serialises the newest `count` records, oldest first, without copying them.
-fn newest<S: Serializer>(
-    value: &(Arc<Vec<RunRecord>>, usize),
-    serializer: S,
-) -> Result<S::Ok, S::Error> {
+fn newest<S: Serializer>(value: &(Arc<Vec<RunRecord>>, usize), serializer: S) -> Result<S::Ok, S::Error> {
     let (records, count) = value;
     let start = records.len().saturating_sub(*count);
     serializer.collect_seq(&records[start..])
@@ -51,10 +48,7 @@ pub async fn deploy_status(State(state): State<AppState>) -> Json<Status> {
         RunState::CoolingDown { until } => (None, None, Some(format_time(until))),
     };
     Json(Status {
-        history: (
-            state.runner.history().snapshot(),
-            state.config.status_entries,
-        ),
+        history: (state.runner.history().snapshot(), state.config.status_entries),
         state: run_state.as_str(),
         run_id,
         running_since,

@@ -100,10 +100,7 @@ async fn a_form_post_redirects_and_the_page_shows_the_outcome_once() {
     assert!(!reload.contains("Deploy started"), "{reload}");
     // Reloading the page started nothing.
     assert_eq!(app.script_runs(), 1);
-    assert_eq!(
-        app.status().await["history"].as_array().map(Vec::len),
-        Some(1)
-    );
+    assert_eq!(app.status().await["history"].as_array().map(Vec::len), Some(1));
 }
 
 #[tokio::test]
@@ -134,10 +131,7 @@ async fn the_session_cookie_is_http_only_and_same_site_strict() {
         .map(|a| a.trim().to_ascii_lowercase())
         .collect();
     assert!(attributes.iter().any(|a| a == "httponly"), "{cookie}");
-    assert!(
-        attributes.iter().any(|a| a == "samesite=strict"),
-        "{cookie}"
-    );
+    assert!(attributes.iter().any(|a| a == "samesite=strict"), "{cookie}");
     app.wait_for_run(1).await;
 }
 
@@ -170,11 +164,7 @@ async fn the_page_has_a_one_time_code_input_with_focus() {
 async fn the_page_shows_the_state_and_the_recent_runs() {
     let app = TestApp::builder().script(BLOCKING_SCRIPT).build();
     let ready = app.get("/").await.text();
-    assert_eq!(
-        text_of_class(&ready, "state-label"),
-        Some("Ready"),
-        "{ready}"
-    );
+    assert_eq!(text_of_class(&ready, "state-label"), Some("Ready"), "{ready}");
     assert!(run_rows(&ready).is_empty(), "{ready}");
 
     let id = start_run(&app, &app.code_now()).await;
@@ -230,10 +220,7 @@ async fn over_tcp_a_browser_gets_the_redirect_and_the_flash_once() {
         .expect("the server answers");
     assert_eq!(posted.status(), reqwest::StatusCode::SEE_OTHER);
     assert_eq!(
-        posted
-            .headers()
-            .get("location")
-            .and_then(|v| v.to_str().ok()),
+        posted.headers().get("location").and_then(|v| v.to_str().ok()),
         Some("/")
     );
     app.wait_for_run(1).await;

@@ -82,10 +82,7 @@ async fn a_hundred_simultaneous_posts_of_one_code_start_exactly_one_run() {
     let id = last.id.expect("run id");
     app.wait_for_run(id).await;
     assert_eq!(app.script_runs(), 1);
-    assert_eq!(
-        app.status().await["history"].as_array().map(Vec::len),
-        Some(1)
-    );
+    assert_eq!(app.status().await["history"].as_array().map(Vec::len), Some(1));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -144,10 +141,7 @@ async fn the_cooldown_counts_from_the_start_of_the_run() {
     let refused = app.post_verify(&app.code_now()).await;
     assert_refused(&refused, StatusCode::TOO_MANY_REQUESTS, "cooling_down");
     assert_eq!(refused.header("retry-after"), Some("1"));
-    let message = refused.json()["message"]
-        .as_str()
-        .unwrap_or_default()
-        .to_string();
+    let message = refused.json()["message"].as_str().unwrap_or_default().to_string();
     assert!(message.starts_with(BUSY_MESSAGE), "{message}");
 
     app.advance(1);
@@ -160,20 +154,14 @@ async fn the_cooldown_counts_from_the_start_of_the_run() {
 
 #[tokio::test]
 async fn a_code_sent_while_a_run_is_going_is_refused_as_running() {
-    let app = TestApp::builder()
-        .script(BLOCKING_SCRIPT)
-        .cooldown(0)
-        .build();
+    let app = TestApp::builder().script(BLOCKING_SCRIPT).cooldown(0).build();
     let id = start_run(&app, &app.code_now()).await;
 
     app.advance(30);
     let second_code = app.code_now();
     let refused = app.post_verify(&second_code).await;
     assert_refused(&refused, StatusCode::CONFLICT, "running");
-    let message = refused.json()["message"]
-        .as_str()
-        .unwrap_or_default()
-        .to_string();
+    let message = refused.json()["message"].as_str().unwrap_or_default().to_string();
     assert!(message.starts_with(BUSY_MESSAGE), "{message}");
 
     let_script_finish(&app);

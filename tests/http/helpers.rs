@@ -1,6 +1,7 @@
 //! `TestApp`: an authrun built in-process on a temp dir, with a real script, a manual clock and one helper
 //! per route, so tests read like what a user does.
 
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -13,6 +14,7 @@ use authrun::history::RunRecord;
 use authrun::totp::Verifier;
 use axum::Router;
 use axum::body::Body;
+use axum::extract::ConnectInfo;
 use axum::http::{HeaderMap, Request, StatusCode, header};
 use http_body_util::BodyExt;
 use serde_json::Value;
@@ -23,6 +25,8 @@ use tower::ServiceExt;
 
 /// The secret every test app uses (160 bits, base32).
 pub const SECRET: &str = "JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP";
+/// The peer address of in-process requests, unless a test names another.
+pub const PEER: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::new(127, 0, 0, 1)), 40000);
 /// Where every manual clock starts.
 pub const START: OffsetDateTime = datetime!(2026-11-25 12:00:10 UTC);
 /// A script that succeeds and counts its runs in `runs.txt` in its working directory.
@@ -74,9 +78,10 @@ impl TestAppBuilder {
         let dir = tempfile::tempdir().expect("temp dir");
         let script = dir.path().join("deploy.sh");
         std::fs::write(&script, &self.script).expect("write script");
-        std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755))
-            .expect("chmod script");
-        std::fs::write(dir.path().join("authrun.toml"), &self.config).expect("write config");
+        std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).expect("chmod script");
+        let config = dir.path().join("authrun.toml");
+        std::fs::write(&config, &self.config).expect("write config");
+        std::fs::set_permissions(&config, std::fs::Permissions::from_mode(0o600)).expect("chmod config");
         if let Some(history) = &self.history {
             std::fs::write(dir.path().join("history.json"), history).expect("write history");
         }
@@ -105,8 +110,8 @@ impl TestApp {
 
     /// Opens the app on `dir` (config `authrun.toml`), as a start of authrun would.
     pub fn open(dir: TempDir, clock: Arc<ManualClock>) -> Result<Self, String> {
-        let config = Config::load(Some(&dir.path().join("authrun.toml")), &|_| None)
-            .map_err(|e| e.to_string())?;
+        let config =
+            Config::load(Some(&dir.path().join("authrun.toml")), &|_| None).map_err(|e| e.to_string())?;
         let SecretSource::Configured { key: secret, .. } = config.secret.clone() else {
             return Err("the test config names no secret".into());
         };
@@ -157,12 +162,7 @@ impl TestApp {
     }
 
     /// A URL-encoded POST with extra headers.
-    pub async fn post_form(
-        &self,
-        path: &str,
-        body: &str,
-        headers: &[(&str, &str)],
-    ) -> TestResponse {
+    pub async fn post_form(&self, path: &str, body: &str, headers: &[(&str, &str)]) -> TestResponse {
         let mut request =
             Request::post(path).header(header::CONTENT_TYPE, "application/x-www-form-urlencoded");
         for (name, value) in headers {
@@ -191,11 +191,17 @@ impl TestApp {
         for (name, value) in headers {
             request = request.header(*name, *value);
         }
-        self.send(request.body(Body::empty()).expect("request"))
-            .await
+        self.send(request.body(Body::empty()).expect("request")).await
     }
 
+    /// Sends `request` as if from [`PEER`].
     pub async fn send(&self, request: Request<Body>) -> TestResponse {
+        self.send_from(request, PEER).await
+    }
+
+    /// Sends `request` as if from `peer`, the address of the TCP connection.
+    pub async fn send_from(&self, mut request: Request<Body>, peer: SocketAddr) -> TestResponse {
+        request.extensions_mut().insert(ConnectInfo(peer));
         let response = self
             .router
             .clone()
@@ -258,9 +264,7 @@ impl TestApp {
 
     /// Serves the app on a real TCP port on 127.0.0.1; the server stops when the guard drops.
     pub async fn serve_tcp(&self) -> TcpServer {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("local addr");
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let state = self.state.clone();
@@ -348,12 +352,7 @@ impl TestResponse {
 
 /// Asserts a 303 redirect to `location`.
 pub fn assert_redirect_to(response: &TestResponse, location: &str) {
-    assert_eq!(
-        response.status,
-        StatusCode::SEE_OTHER,
-        "{}",
-        response.text()
-    );
+    assert_eq!(response.status, StatusCode::SEE_OTHER, "{}", response.text());
     assert_eq!(response.header("location"), Some(location));
 }
 
@@ -362,9 +361,7 @@ pub fn urlencode(value: &str) -> String {
     value
         .bytes()
         .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                (b as char).to_string()
-            }
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
             b' ' => "+".to_string(),
             _ => format!("%{b:02X}"),
         })

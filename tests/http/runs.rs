@@ -153,8 +153,8 @@ async fn the_scripts_output_goes_to_a_log_file_per_run() {
     assert_eq!(record.log.as_deref(), Some(name.as_str()));
     assert_eq!(entry(&app.history_on_disk(), id)["log"], name.as_str());
     let log = app.path(".authrun").join("runs").join(&name);
-    let text = std::fs::read_to_string(&log)
-        .unwrap_or_else(|e| panic!("{} cannot be read: {e}", log.display()));
+    let text =
+        std::fs::read_to_string(&log).unwrap_or_else(|e| panic!("{} cannot be read: {e}", log.display()));
     assert!(text.lines().any(|l| l == "to-stdout"), "{text}");
     assert!(text.lines().any(|l| l == "to-stderr"), "{text}");
 }
@@ -192,10 +192,7 @@ async fn the_script_runs_directly_with_its_args_dir_and_a_clean_environment() {
         ["first arg", "--second", "$HOME"]
     );
     assert_eq!(read("stdin.txt").trim_end(), "EOF");
-    assert!(
-        !app.path("env.txt").exists(),
-        "the script ran in the config dir"
-    );
+    assert!(!app.path("env.txt").exists(), "the script ran in the config dir");
 
     let env = read("env.txt");
     let authrun_vars: Vec<&str> = env.lines().filter(|l| l.starts_with("AUTHRUN_")).collect();
@@ -265,19 +262,11 @@ async fn a_run_left_deploying_by_a_crash_is_recovered_as_interrupted() {
 
     // The cooldown counts from the interrupted run's start: 11:59:00 + 180 s = 12:02:00.
     let early = app.post_verify(&app.code_now()).await;
-    assert_eq!(
-        early.status,
-        StatusCode::TOO_MANY_REQUESTS,
-        "{}",
-        early.text()
-    );
+    assert_eq!(early.status, StatusCode::TOO_MANY_REQUESTS, "{}", early.text());
     app.advance((datetime!(2026-11-25 12:02:00 UTC) - START).whole_seconds());
     let id = start_run(&app).await;
     assert_eq!(id, 5);
-    assert_eq!(
-        app.wait_for_run(id).await.status.as_str(),
-        "Deploy succeeded"
-    );
+    assert_eq!(app.wait_for_run(id).await.status.as_str(), "Deploy succeeded");
     assert_eq!(ids(&app.history_on_disk()), [4, 5]);
 }
 
@@ -297,10 +286,7 @@ async fn the_original_history_file_is_read_and_kept() {
     let on_disk = app.history_on_disk();
     let list = on_disk.as_array().expect("a list");
     assert_eq!(list.len(), 2, "{on_disk:#}");
-    assert_eq!(
-        list[0]["time"], "2024-05-01T12:00:00.123456Z",
-        "{on_disk:#}"
-    );
+    assert_eq!(list[0]["time"], "2024-05-01T12:00:00.123456Z", "{on_disk:#}");
     assert_eq!(list[0]["status"], "Deploy succeeded", "{on_disk:#}");
     assert!(list[0].get("id").is_none(), "{on_disk:#}");
     assert_eq!(list[1]["id"], id, "{on_disk:#}");
@@ -308,8 +294,7 @@ async fn the_original_history_file_is_read_and_kept() {
 
 #[tokio::test]
 async fn a_corrupt_history_file_stops_start_up_and_is_left_untouched() {
-    let garbage =
-        b"[\n  {\"time\": \"2024-05-01T12:00:00\", \"status\": \"Deploy succeeded\"},\n  {oops\n";
+    let garbage = b"[\n  {\"time\": \"2024-05-01T12:00:00\", \"status\": \"Deploy succeeded\"},\n  {oops\n";
     let (error, after, dir) = restart_with_history(TestApp::builder().build(), garbage);
     let _cleanup = RemoveOnDrop(dir.clone());
     assert!(
@@ -370,12 +355,7 @@ async fn history_writes_are_atomic() {
 
     let leftovers: Vec<String> = std::fs::read_dir(app.dir.path())
         .expect("read dir")
-        .map(|e| {
-            e.expect("dir entry")
-                .file_name()
-                .to_string_lossy()
-                .into_owned()
-        })
+        .map(|e| e.expect("dir entry").file_name().to_string_lossy().into_owned())
         .filter(|name| name.contains(".tmp-"))
         .collect();
     assert!(leftovers.is_empty(), "{leftovers:?}");
@@ -420,10 +400,7 @@ async fn a_graceful_shutdown_records_the_running_run_as_interrupted() {
     let app = TestApp::builder().script("#!/bin/sh\nsleep 30\n").build();
     let server = app.serve_tcp().await;
     let id = {
-        let client = reqwest::Client::builder()
-            .no_proxy()
-            .build()
-            .expect("client");
+        let client = reqwest::Client::builder().no_proxy().build().expect("client");
         let response = client
             .post(server.url("/verify"))
             .form(&[("code", app.code_now())])

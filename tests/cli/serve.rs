@@ -1,0 +1,234 @@
+//! `authrun serve`: the first start, a deploy over HTTP, shutdown, a crash, and start-up failures.
+
+use std::os::unix::fs::PermissionsExt;
+
+use nix::sys::signal::Signal;
+use serde_json::Value;
+
+use crate::support::{
+    SECRET, Server, Workspace, authrun, code_now, process_ended, run, wait_for, wait_for_pid,
+};
+
+/// A script that records its pid, then runs for longer than any test waits (`exec`, so its pid stays the
+/// script's and nothing outlives it when it is killed).
+const LONG_SCRIPT: &str = "#!/bin/sh\necho $$ > script.pid\nexec sleep 30\n";
+
+fn serve(workspace: &Workspace) -> Server {
+    Server::start(authrun(workspace.path()).args(["serve", "--bind", "127.0.0.1:0"]))
+}
+
+fn serve_configured(workspace: &Workspace) -> Server {
+    Server::start(
+        authrun(workspace.path())
+            .args(["serve", "--bind", "127.0.0.1:0", "--config"])
+            .arg(workspace.config()),
+    )
+}
+
+/// Posts a valid code and returns the started run's id.
+fn start_run(server: &Server, secret: &str) -> u64 {
+    let reply = server.post_form("/verify", &format!("code={}", code_now(secret)));
+    assert_eq!(reply.status, 200, "{reply:?}\n{}", server.stderr());
+    let answer = reply.json();
+    assert_eq!(answer["success"], Value::Bool(true), "{answer}");
+    answer["run_id"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("no run_id: {answer}"))
+}
+
+/// Kills a process the test started indirectly, should the product leave it running.
+struct KillOnDrop(i32);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        if !process_ended(self.0) {
+            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.0), Signal::SIGKILL);
+        }
+    }
+}
+
+fn run_in(history: &[Value], id: u64) -> Option<&Value> {
+    history.iter().find(|entry| entry["id"].as_u64() == Some(id))
+}
+
+#[test]
+fn first_start_generates_a_secret_whose_codes_run_the_deploy() {
+    let workspace = Workspace::with_example_script();
+    let mut server = serve(&workspace);
+    let startup = server.startup.join("\n");
+    assert!(
+        startup.contains("generated"),
+        "stdout did not say a secret was generated:\n{startup}"
+    );
+
+    let state_dir = std::fs::metadata(workspace.join(".authrun"))
+        .expect(".authrun exists")
+        .permissions()
+        .mode();
+    assert_eq!(state_dir & 0o777, 0o700, "mode of .authrun: {state_dir:o}");
+    let secret_file = workspace.join(".authrun/secret");
+    let mode = std::fs::metadata(&secret_file)
+        .expect(".authrun/secret exists")
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600, "mode of .authrun/secret: {mode:o}");
+    let secret = workspace.read(".authrun/secret");
+    let bytes = authrun::totp::decode_secret(&secret).expect("the stored secret is base32");
+    assert_eq!(bytes.len() * 8, 160);
+    assert!(
+        !startup.contains(secret.trim()),
+        "the secret was printed to stdout, which is not a terminal:\n{startup}"
+    );
+
+    let health = server.get("/healthz");
+    assert_eq!(health.status, 200, "{health:?}");
+
+    let id = start_run(&server, &secret);
+    wait_for("the deploy to succeed", || {
+        let answer = server.get("/get_deploy_status").json();
+        let history = answer["history"].as_array()?.clone();
+        let entry = run_in(&history, id)?;
+        (entry["status"] == "Deploy succeeded").then_some(())
+    });
+    let history = workspace.history();
+    let entry = run_in(&history, id).unwrap_or_else(|| panic!("run {id} not in history.json"));
+    assert_eq!(entry["status"], "Deploy succeeded", "{entry}");
+
+    server.signal(Signal::SIGTERM);
+    let exit = server.wait_exit();
+    assert!(exit.success(), "{exit}\n{}", server.stderr());
+
+    let second = serve(&workspace);
+    let startup = second.startup.join("\n");
+    assert!(
+        !startup.contains("generated"),
+        "the second start generated a new secret:\n{startup}"
+    );
+    assert_eq!(workspace.read(".authrun/secret"), secret, "the secret changed");
+}
+
+#[test]
+fn sigterm_stops_the_running_script_and_records_it_as_interrupted() {
+    let workspace = Workspace::configured(LONG_SCRIPT, "cooldown_seconds = 0");
+    let mut server = serve_configured(&workspace);
+    let id = start_run(&server, SECRET);
+    let script = wait_for_pid(&workspace, "script.pid");
+
+    server.signal(Signal::SIGTERM);
+    let exit = server.wait_exit();
+    assert_eq!(exit.code(), Some(0), "{exit}\n{}", server.stderr());
+
+    let history = workspace.history();
+    let entry = run_in(&history, id).unwrap_or_else(|| panic!("run {id} not in history.json"));
+    assert_eq!(entry["status"], "Interrupted", "{entry}");
+    assert!(entry["finished"].is_string(), "no finished time: {entry}");
+    assert!(
+        process_ended(script),
+        "the script (pid {script}) is still running after authrun exited"
+    );
+}
+
+#[test]
+fn the_script_dies_when_authrun_is_killed() {
+    let workspace = Workspace::configured(LONG_SCRIPT, "cooldown_seconds = 0");
+    let mut server = serve_configured(&workspace);
+    start_run(&server, SECRET);
+    let script = wait_for_pid(&workspace, "script.pid");
+
+    server.signal(Signal::SIGKILL);
+    let exit = server.wait_exit();
+    assert!(!exit.success(), "{exit}");
+    wait_for(&format!("the script (pid {script}) to end"), || {
+        process_ended(script).then_some(())
+    });
+}
+
+#[test]
+fn what_a_killed_authrun_left_running_is_killed_on_the_next_start() {
+    // The script starts a command in the background and waits for it, as a deploy running a build would.
+    // The kernel kills the script with authrun, but not the command, which the next start must find.
+    let script = "#!/bin/sh\nsleep 30 &\necho $! > child.pid\nwait\n";
+    let workspace = Workspace::configured(script, "cooldown_seconds = 0");
+    let mut server = serve_configured(&workspace);
+    let id = start_run(&server, SECRET);
+    let child = wait_for_pid(&workspace, "child.pid");
+    let _leftover = KillOnDrop(child);
+    wait_for("the script's pid in the history", || {
+        run_in(&workspace.history(), id)?
+            .get("pid")
+            .and_then(Value::as_u64)
+    });
+
+    server.signal(Signal::SIGKILL);
+    server.wait_exit();
+    assert!(
+        !process_ended(child),
+        "the background command outlives authrun until the next start"
+    );
+    let _restarted = serve_configured(&workspace);
+    wait_for(&format!("the script's command (pid {child}) to end"), || {
+        process_ended(child).then_some(())
+    });
+    let history = workspace.history();
+    assert_eq!(run_in(&history, id).expect("the run")["status"], "Interrupted");
+}
+
+#[test]
+fn sigterm_as_soon_as_serving_is_announced_exits_0() {
+    let workspace = Workspace::configured("#!/bin/sh\necho deployed\n", "");
+    let mut server = serve_configured(&workspace);
+    server.signal(Signal::SIGTERM);
+    let exit = server.wait_exit();
+    assert_eq!(exit.code(), Some(0), "{exit}\n{}", server.stderr());
+}
+
+#[test]
+fn serve_with_the_config_named_as_users_type_it_runs_the_script() {
+    // `--config authrun.toml`, relative to the working directory, naming `path = "deploy.sh"`.
+    let workspace = Workspace::configured("#!/bin/sh\necho deployed\n", "");
+    let server = Server::start(authrun(workspace.path()).args([
+        "serve",
+        "--bind",
+        "127.0.0.1:0",
+        "--config",
+        "authrun.toml",
+    ]));
+    let id = start_run(&server, SECRET);
+    wait_for("the deploy to succeed", || {
+        let history = workspace.history();
+        let entry = run_in(&history, id)?;
+        (entry["status"] == "Deploy succeeded").then_some(())
+    });
+}
+
+#[test]
+fn a_corrupt_history_stops_start_up_and_is_left_as_it_was() {
+    let workspace = Workspace::configured("#!/bin/sh\necho deployed\n", "");
+    let corrupt = "[\n  {\"time\": oops}\n]\n";
+    let history = workspace.write("history.json", corrupt);
+    let out = run(authrun(workspace.path())
+        .args(["serve", "--bind", "127.0.0.1:0", "--config"])
+        .arg(workspace.config()));
+    assert_eq!(out.code(), 2, "{out:#?}");
+    let shown = history.display().to_string();
+    assert!(out.stderr.contains(&shown), "no `{shown}`: {out:#?}");
+    assert!(out.stderr.contains("line 2"), "no line: {out:#?}");
+    assert_eq!(
+        std::fs::read(&history).expect("history.json is still there"),
+        corrupt.as_bytes(),
+        "history.json was changed"
+    );
+}
+
+#[test]
+fn serve_on_an_address_in_use_says_which() {
+    let workspace = Workspace::configured("#!/bin/sh\necho deployed\n", "");
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a port");
+    let addr = taken.local_addr().expect("its address").to_string();
+    let out = run(authrun(workspace.path())
+        .args(["serve", "--bind", &addr, "--config"])
+        .arg(workspace.config()));
+    assert_ne!(out.code(), 0, "{out:#?}");
+    assert!(out.stderr.contains(&addr), "no `{addr}`: {out:#?}");
+    drop(taken);
+}
