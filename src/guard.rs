@@ -241,9 +241,9 @@ impl Guard {
     /// A successful run: the next pause starts again from the base length.
     pub fn record_success(&self) -> Result<(), GuardError> {
         self.transact(|inner| {
-            let changed = inner.saved.pauses != 0 || !inner.saved.global_failures.is_empty();
+            // Failures already counted stay counted: only the doubling starts over.
+            let changed = inner.saved.pauses != 0;
             inner.saved.pauses = 0;
-            inner.saved.global_failures.clear();
             ((), changed)
         })
     }
