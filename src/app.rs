@@ -109,20 +109,30 @@ pub fn build_router(state: AppState) -> Router {
         .with_same_site(SameSite::Strict)
         .with_secure(https)
         .with_expiry(Expiry::OnInactivity(time::Duration::hours(1)));
-    let router = Router::new()
+    // Quick answers get a time limit; these may rightly take long: waiting for a run to end
+    // (`?wait=`), the live output stream and the whole log.
+    let timed = Router::new()
         .route("/", get(routes::run::index))
-        .route("/verify", post(routes::run::verify))
         .route("/get_deploy_status", get(routes::status::deploy_status))
         .route("/healthz", get(routes::status::health))
         .route("/static/{name}", get(routes::assets::asset))
-        .fallback(|| async { AppError::NotFound })
-        .with_state(state)
-        .layer(DefaultBodyLimit::max(BODY_LIMIT))
-        .layer(sessions)
+        .route("/runs", get(routes::runs::list))
+        .route("/runs/{id}/cancel", post(routes::runs::cancel))
         .layer(TimeoutLayer::with_status_code(
             StatusCode::REQUEST_TIMEOUT,
             request_timeout,
         ));
+    let untimed = Router::new()
+        .route("/verify", post(routes::run::verify))
+        .route("/runs/{id}", get(routes::runs::show))
+        .route("/runs/{id}/log", get(routes::runs::log))
+        .route("/runs/{id}/events", get(routes::runs::events));
+    let router = timed
+        .merge(untimed)
+        .fallback(|| async { AppError::NotFound })
+        .with_state(state)
+        .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .layer(sessions);
     with_security_headers(router).layer(
         TraceLayer::new_for_http()
             .make_span_with(request_span)
@@ -156,6 +166,7 @@ fn with_security_headers(router: Router) -> Router {
 }
 
 /// Serves until `shutdown` resolves, then stops the running script (if any) and records its status.
+/// The script is stopped while open connections drain, so live output streams end with the run.
 pub async fn serve(
     listener: TcpListener,
     state: AppState,
@@ -166,7 +177,19 @@ pub async fn serve(
         max_connections: state.config.server.max_connections,
         header_read_timeout: state.config.server.header_read_timeout,
     };
-    server::serve(listener, build_router(state), limits, shutdown).await?;
-    runner.shutdown().await;
-    Ok(())
+    let (stopping, stopped) = tokio::sync::oneshot::channel::<()>();
+    let stop_runner = tokio::spawn(async move {
+        if stopped.await.is_ok() {
+            runner.shutdown().await;
+        }
+    });
+    let signal = async move {
+        shutdown.await;
+        let _ = stopping.send(());
+    };
+    let served = server::serve(listener, build_router(state), limits, signal).await;
+    if let Err(error) = stop_runner.await {
+        tracing::error!(%error, "stopping the running script failed");
+    }
+    served
 }

@@ -23,6 +23,12 @@ pub struct Started {
     pub success: bool,
     pub run_id: u64,
     pub started_at: String,
+    /// The run's page; `Accept: application/json` gets its record, `?wait=SECONDS` waits for its end.
+    pub run_url: String,
+    /// Server-Sent Events of the output (verified session or API token).
+    pub events_url: String,
+    /// The whole output as text (verified session or API token).
+    pub log_url: String,
 }
 
 /// What the request brought, already read.
@@ -85,6 +91,9 @@ pub async fn attempt(state: &AppState, request: Request) -> Result<Started, AppE
         success: true,
         run_id: id,
         started_at: format_time(started_at),
+        run_url: format!("/runs/{id}"),
+        events_url: format!("/runs/{id}/events"),
+        log_url: format!("/runs/{id}/log"),
     })
 }
 

@@ -9,6 +9,7 @@ use std::sync::Arc;
 
 use clap::{Parser, Subcommand};
 
+use crate::access;
 use crate::app::{self, AppState};
 use crate::audit::AuditLog;
 use crate::clock::Clock;
@@ -67,6 +68,8 @@ pub enum Command {
     CheckConfig,
     /// Print the example configuration, every key documented.
     ExampleConfig,
+    /// Print a new API token for reading output and cancelling, and the hash to configure for it.
+    Token,
     /// Lift bans on clients that entered too many wrong codes, or (--all) every ban and the global pause.
     #[command(group = clap::ArgGroup::new("who").required(true))]
     Unlock {
@@ -98,6 +101,18 @@ pub async fn run(cli: Cli) -> ExitCode {
             ExitCode::SUCCESS
         }
         Command::CheckConfig => check_config(config_file),
+        Command::Token => {
+            let token = access::generate_token();
+            println!("token:  {token}");
+            println!("sha256: {}", access::sha256_hex(&token));
+            println!(
+                "\nPut the sha256 in the config as [access] api_token_sha256; give the token to the client,"
+            );
+            println!(
+                "which sends it as `Authorization: Bearer TOKEN`. authrun never stores the token itself."
+            );
+            ExitCode::SUCCESS
+        }
         Command::ExampleConfig => {
             print!("{}", config::EXAMPLE);
             ExitCode::SUCCESS

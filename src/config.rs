@@ -45,6 +45,16 @@ pub struct RawConfig {
     pub server: RawServer,
     pub regulation: RawRegulation,
     pub audit: RawAudit,
+    pub access: RawAccess,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawAccess {
+    pub verified_minutes: Option<u64>,
+    pub public_output: Option<bool>,
+    pub api_token_sha256: Option<String>,
+    pub max_wait_seconds: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -92,6 +102,7 @@ pub struct RawScript {
     pub cooldown_seconds: Option<u64>,
     pub timeout_seconds: Option<u64>,
     pub kill_grace_seconds: Option<u64>,
+    pub keep_logs: Option<usize>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -168,6 +179,20 @@ pub struct Config {
     pub audit_file: PathBuf,
     /// Where bans and pauses are kept across restarts.
     pub regulation_file: PathBuf,
+    pub access: AccessConfig,
+}
+
+/// Who may see output and cancel runs.
+#[derive(Debug, Clone)]
+pub struct AccessConfig {
+    /// How long a session stays verified after a valid code.
+    pub verified_for: Duration,
+    /// Output readable by everyone.
+    pub public_output: bool,
+    /// The SHA-256 (hex) of the API token; no token is accepted without it.
+    pub api_token_sha256: Option<String>,
+    /// The longest a request may wait for a run to end (`?wait=`).
+    pub max_wait: Duration,
 }
 
 /// How the HTTP server faces the network.
@@ -199,6 +224,8 @@ pub struct ScriptConfig {
     pub cooldown: Duration,
     pub timeout: Duration,
     pub kill_grace: Duration,
+    /// How many runs' logs are kept.
+    pub keep_logs: usize,
 }
 
 impl Config {
@@ -390,6 +417,7 @@ impl Validator {
         let (totp, secret) = self.totp(raw.totp, &state_dir, file)?;
         let server = self.server(raw.server)?;
         let regulation = self.regulation(raw.regulation)?;
+        let access = self.access(raw.access, &script)?;
         let audit_file = raw
             .audit
             .file
@@ -399,6 +427,7 @@ impl Validator {
             regulation,
             audit_file,
             regulation_file: state_dir.join("regulation.json"),
+            access,
             file: file.map(Path::to_path_buf),
             bind,
             state_dir,
@@ -458,6 +487,7 @@ impl Validator {
             cooldown: Duration::from_secs(raw.cooldown_seconds.unwrap_or(180)),
             timeout: Duration::from_secs(timeout),
             kill_grace: Duration::from_secs(raw.kill_grace_seconds.unwrap_or(10)),
+            keep_logs: raw.keep_logs.unwrap_or(100).max(1),
         })
     }
 
@@ -576,6 +606,27 @@ impl Validator {
                     "list addresses like \"127.0.0.1\" or networks like \"10.0.0.0/8\"",
                 )
             })
+    }
+
+    fn access(&self, raw: RawAccess, script: &ScriptConfig) -> Result<AccessConfig, ConfigError> {
+        let hash = raw.api_token_sha256.filter(|hash| !hash.is_empty());
+        if let Some(hash) = &hash
+            && (hash.len() != 64 || !hash.bytes().all(|b| b.is_ascii_hexdigit()))
+        {
+            return Err(self.error(
+                "access.api_token_sha256",
+                "this is not a SHA-256 in hex (64 characters 0-9a-f)",
+                "run `authrun token` and copy the hash it prints; never put the token itself here",
+            ));
+        }
+        // By default a request may wait as long as a run can last, stop included.
+        let longest_run = script.timeout + script.kill_grace * 2;
+        Ok(AccessConfig {
+            verified_for: Duration::from_secs(raw.verified_minutes.unwrap_or(15) * 60),
+            public_output: raw.public_output.unwrap_or(false),
+            api_token_sha256: hash.map(|hash| hash.to_ascii_lowercase()),
+            max_wait: raw.max_wait_seconds.map_or(longest_run, Duration::from_secs),
+        })
     }
 
     fn regulation(&self, raw: RawRegulation) -> Result<GuardSettings, ConfigError> {

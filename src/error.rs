@@ -46,6 +46,12 @@ pub enum AppError {
     /// 429 with `Retry-After`: too many failures overall; code checking is paused for everyone.
     #[error("Too many wrong codes. Code checking is paused for everyone until {} (in {}).", format_time(*until), minutes(*retry_after))]
     Paused { until: OffsetDateTime, retry_after: u64 },
+    /// 401: output and cancelling need a verified session or the API token.
+    #[error("Enter a valid code on the page to see this run's output, or send the API token.")]
+    Unauthorized,
+    /// 409: the run to cancel is not going.
+    #[error("That run is not going.")]
+    NotRunning,
     /// 403: a cross-site form post, or a browser post without the page's token.
     #[error("Refused: this request did not come from authrun's own page. Reload the page and try again.")]
     Forbidden,
@@ -70,8 +76,8 @@ impl AppError {
     pub fn status(&self) -> StatusCode {
         match self {
             Self::MissingCode | Self::BadForm | Self::MalformedCode { .. } => StatusCode::BAD_REQUEST,
-            Self::WrongCode | Self::ReplayedCode => StatusCode::UNAUTHORIZED,
-            Self::Running { .. } => StatusCode::CONFLICT,
+            Self::WrongCode | Self::ReplayedCode | Self::Unauthorized => StatusCode::UNAUTHORIZED,
+            Self::Running { .. } | Self::NotRunning => StatusCode::CONFLICT,
             Self::CoolingDown { .. } | Self::Banned { .. } | Self::Paused { .. } => {
                 StatusCode::TOO_MANY_REQUESTS
             }
@@ -97,6 +103,8 @@ impl AppError {
             Self::Banned { .. } => "banned",
             Self::Paused { .. } => "paused",
             Self::Forbidden => "forbidden",
+            Self::Unauthorized => "unauthorized",
+            Self::NotRunning => "not_running",
             Self::AuditUnavailable => "audit_unavailable",
             Self::PayloadTooLarge => "payload_too_large",
             Self::NotFound => "not_found",

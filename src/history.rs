@@ -28,6 +28,9 @@ pub enum RunStatus {
     /// authrun stopped (crash or shutdown) while the run was going.
     #[serde(rename = "Interrupted")]
     Interrupted,
+    /// Someone cancelled the run.
+    #[serde(rename = "Cancelled")]
+    Cancelled,
 }
 
 impl RunStatus {
@@ -38,6 +41,7 @@ impl RunStatus {
             Self::Failed => "Deploy failed",
             Self::TimedOut => "Timed out",
             Self::Interrupted => "Interrupted",
+            Self::Cancelled => "Cancelled",
         }
     }
 
@@ -49,6 +53,7 @@ impl RunStatus {
             Self::Failed => "failed",
             Self::TimedOut => "timed-out",
             Self::Interrupted => "interrupted",
+            Self::Cancelled => "cancelled",
         }
     }
 }
@@ -84,6 +89,11 @@ pub struct RunRecord {
     /// The script's process id, which is also its process group's; used to find what a crash left running.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pid: Option<u32>,
+    /// Who cancelled the run ("session from 192.0.2.7", "API token").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cancelled_by: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "iso_time::option")]
+    pub cancelled_at: Option<OffsetDateTime>,
     /// Why the run could not start or was stopped, for the operator.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
@@ -102,6 +112,8 @@ impl RunRecord {
             totp_step: Some(totp_step),
             log: None,
             pid: None,
+            cancelled_by: None,
+            cancelled_at: None,
             error: None,
         }
     }

@@ -6,6 +6,7 @@
 //! in [`history`]. Time comes from a [`clock::Clock`], so every rule about time is testable without sleeping.
 //! [`config`] reads and validates the TOML file; [`cli`] is the command line.
 
+pub mod access;
 pub mod app;
 pub mod attempt;
 pub mod audit;
@@ -18,6 +19,7 @@ pub mod fsio;
 pub mod guard;
 pub mod history;
 pub mod origin;
+pub mod output;
 pub mod qr;
 pub mod routes;
 pub mod runner;

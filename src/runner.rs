@@ -6,6 +6,7 @@
 //! output going straight to a log file, and hands it to a supervisor task that enforces the timeout and
 //! writes the final status.
 
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::os::unix::process::ExitStatusExt;
 use std::path::PathBuf;
 use std::process::{ExitStatus, Stdio};
@@ -18,10 +19,12 @@ use nix::unistd::Pid;
 use time::OffsetDateTime;
 use tokio::process::{Child, Command};
 use tokio::sync::watch;
+use tokio::task::JoinHandle;
 
 use crate::clock::SharedClock;
 use crate::config::ScriptConfig;
 use crate::history::{History, HistoryError, RunRecord, RunStatus};
+use crate::output::{self, LiveOutput};
 use crate::totp::Verdict;
 
 /// What the runner is doing at a moment.
@@ -64,6 +67,14 @@ pub struct Admission {
     previous_start: Option<OffsetDateTime>,
 }
 
+/// The run to cancel is not going (it ended, or never was).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("that run is not going")]
+pub struct NotRunning;
+
+/// How long the output may keep flowing after the script ended before the run is declared over.
+const OUTPUT_DRAIN: Duration = Duration::from_secs(2);
+
 /// Why an admitted run could not start. The gate is released (the cooldown still applies).
 #[derive(Debug, thiserror::Error)]
 pub enum LaunchError {
@@ -95,6 +106,10 @@ pub struct Runner {
     gate: Mutex<Gate>,
     /// Tells the supervisor to stop the script (shutdown).
     stop: watch::Sender<bool>,
+    /// Tells the supervisor of a run to cancel it, and who asked.
+    cancel: watch::Sender<Option<(u64, String)>>,
+    /// The newest run's live output.
+    live: Mutex<Option<(u64, Arc<LiveOutput>)>>,
     /// The id of the last run that ended; waiters watch it.
     finished: watch::Sender<u64>,
 }
@@ -128,6 +143,8 @@ impl Runner {
             history,
             gate: Mutex::new(gate),
             stop: watch::Sender::new(false),
+            cancel: watch::Sender::new(None),
+            live: Mutex::new(None),
             finished: watch::Sender::new(0),
         }
     }
@@ -210,14 +227,15 @@ impl Runner {
             return Err(error.into());
         }
         match self.spawn(admission.id) {
-            Ok(child) => {
+            Ok((child, live, capture)) => {
                 tracing::info!(run = admission.id, script = %self.script.path.display(), "run started");
                 record.pid = child.id();
+                *self.lock_live() = Some((admission.id, Arc::clone(&live)));
                 if let Err(error) = self.history.update(record.clone()).await {
                     tracing::error!(run = admission.id, %error, "the script's process id could not be recorded");
                 }
                 let runner = Arc::clone(self);
-                tokio::spawn(async move { runner.supervise(child, record).await });
+                tokio::spawn(async move { runner.supervise(child, record, live, capture).await });
                 Ok(())
             }
             Err(source) => {
@@ -230,6 +248,29 @@ impl Runner {
                 Err(error)
             }
         }
+    }
+
+    /// The live output of run `id`, while it is the newest run.
+    pub fn live_output(&self, id: u64) -> Option<Arc<LiveOutput>> {
+        self.lock_live()
+            .as_ref()
+            .filter(|(live_id, _)| *live_id == id)
+            .map(|(_, live)| Arc::clone(live))
+    }
+
+    /// The log file of run `id`.
+    pub fn log_path(&self, id: u64) -> PathBuf {
+        self.script.log_dir.join(log_name(id))
+    }
+
+    /// Stops run `id` (SIGTERM to its process group, SIGKILL after the grace period); it ends as
+    /// "Cancelled", recording `by`.
+    pub fn cancel(&self, id: u64, by: String) -> Result<(), NotRunning> {
+        if self.lock().running.is_none_or(|(running, _)| running != id) {
+            return Err(NotRunning);
+        }
+        self.cancel.send_replace(Some((id, by)));
+        Ok(())
     }
 
     /// Resolves when run `id` has ended and its final status is recorded.
@@ -254,18 +295,24 @@ impl Runner {
         }
     }
 
-    fn spawn(&self, id: u64) -> std::io::Result<Child> {
-        std::fs::create_dir_all(&self.script.log_dir)?;
+    fn spawn(&self, id: u64) -> std::io::Result<(Child, Arc<LiveOutput>, JoinHandle<()>)> {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&self.script.log_dir)?;
+        let path = self.log_path(id);
+        // Output can hold secrets: the log is the owner's only.
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
-            .open(self.script.log_dir.join(log_name(id)))?;
+            .mode(0o600)
+            .open(&path)?;
         let mut command = Command::new(&self.script.path);
         command
             .args(&self.script.args)
             .stdin(Stdio::null())
-            .stdout(Stdio::from(log.try_clone()?))
-            .stderr(Stdio::from(log))
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
             .process_group(0)
             .env("AUTHRUN_RUN_ID", id.to_string());
         if !self.script.working_dir.as_os_str().is_empty() {
@@ -277,10 +324,19 @@ impl Runner {
             }
         }
         die_with_parent(&mut command);
-        command.spawn()
+        let mut child = command.spawn()?;
+        let (live, capture) = output::capture(child.stdout.take(), child.stderr.take(), log, path);
+        Ok((child, live, capture))
     }
 
-    async fn supervise(&self, mut child: Child, record: RunRecord) {
+    async fn supervise(
+        &self,
+        mut child: Child,
+        record: RunRecord,
+        live: Arc<LiveOutput>,
+        capture: JoinHandle<()>,
+    ) {
+        let id = record.id.unwrap_or_default();
         let Some(pgid) = child
             .id()
             .and_then(|pid| i32::try_from(pid).ok())
@@ -288,32 +344,66 @@ impl Runner {
         else {
             // The child was already reaped: nothing to supervise.
             self.finish(record, RunStatus::Failed, None).await;
+            live.end();
             return;
         };
         let mut stop = self.stop.subscribe();
+        let mut cancel = self.cancel.subscribe();
+        let mut record = record;
         let ended = tokio::select! {
             status = child.wait() => Ok(status),
             () = tokio::time::sleep(self.script.timeout) => Err(RunStatus::TimedOut),
             _ = stop.wait_for(|stop| *stop) => Err(RunStatus::Interrupted),
+            by = cancel.wait_for(|cancel| cancel.as_ref().is_some_and(|(run, _)| *run == id)) => {
+                record.cancelled_by = by.ok().and_then(|by| by.as_ref().map(|(_, by)| by.clone()));
+                record.cancelled_at = Some(self.clock.now());
+                Err(RunStatus::Cancelled)
+            }
         };
         let (status, exit) = match ended {
             Ok(Ok(exit)) => (status_of(exit), Some(exit)),
             Ok(Err(error)) => {
-                tracing::error!(run = record.id, %error, "waiting for the script failed");
+                tracing::error!(run = id, %error, "waiting for the script failed");
                 (RunStatus::Failed, None)
             }
             Err(status) => {
-                tracing::warn!(run = record.id, status = %status, "stopping the script's process group");
+                tracing::warn!(run = id, status = %status, "stopping the script's process group");
                 let exit = stop_group(pgid, &mut child, self.script.kill_grace).await;
                 (status, exit)
             }
         };
-        let mut record = record;
+        if tokio::time::timeout(OUTPUT_DRAIN, capture).await.is_err() {
+            // A background process of the script still holds its output: it goes on to the log.
+            tracing::info!(
+                run = id,
+                "the script left a process writing output; the run is over"
+            );
+        }
         if let Some(signal) = exit.and_then(|exit| exit.signal()) {
             record.error = Some(format!("ended by signal {signal}"));
         }
         self.finish(record, status, exit.and_then(|exit| exit.code()))
             .await;
+        live.end();
+        self.prune_logs(id);
+    }
+
+    /// Keeps the logs of the newest `keep_logs` runs.
+    fn prune_logs(&self, newest: u64) {
+        let keep = self.script.keep_logs as u64;
+        let Ok(entries) = std::fs::read_dir(&self.script.log_dir) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            let name = entry.file_name();
+            let id = name
+                .to_str()
+                .and_then(|n| n.strip_suffix(".log"))
+                .and_then(|n| n.parse::<u64>().ok());
+            if id.is_some_and(|id| id + keep <= newest) {
+                let _ = std::fs::remove_file(entry.path());
+            }
+        }
     }
 
     async fn finish(&self, mut record: RunRecord, status: RunStatus, exit_code: Option<i32>) {
@@ -338,6 +428,10 @@ impl Runner {
         if gate.running.is_some_and(|(running, _)| running == id) {
             gate.running = None;
         }
+    }
+
+    fn lock_live(&self) -> MutexGuard<'_, Option<(u64, Arc<LiveOutput>)>> {
+        self.live.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     fn lock(&self) -> MutexGuard<'_, Gate> {

@@ -1,13 +1,15 @@
 //! The browser session, typed: handlers never touch raw session keys.
 //!
-//! It keeps the flash message a form post leaves for the page it redirects to, and the CSRF token the
-//! page's form must send back.
+//! It keeps the flash message a form post leaves for the page it redirects to, the CSRF token the page's
+//! forms must send back, and until when the session is verified (a valid code was entered from it).
 
 use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
 use tower_sessions::Session;
 
 const FLASH_KEY: &str = "authrun.flash";
 const CSRF_KEY: &str = "authrun.csrf";
+const VERIFIED_KEY: &str = "authrun.verified_until";
 
 /// A one-time message for the next page view.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -64,6 +66,19 @@ impl BrowserSession {
     /// The token, if this session has one already.
     pub async fn existing_csrf_token(&self) -> Option<String> {
         self.0.get::<String>(CSRF_KEY).await.ok().flatten()
+    }
+
+    /// Marks the session as having entered a valid code, until `until`.
+    pub async fn set_verified(&self, until: OffsetDateTime) {
+        if let Err(error) = self.0.insert(VERIFIED_KEY, until.unix_timestamp()).await {
+            tracing::warn!(%error, "the session's verification could not be stored");
+        }
+    }
+
+    /// Until when the session is verified, if it ever was.
+    pub async fn verified_until(&self) -> Option<OffsetDateTime> {
+        let seconds = self.0.get::<i64>(VERIFIED_KEY).await.ok().flatten()?;
+        OffsetDateTime::from_unix_timestamp(seconds).ok()
     }
 
     /// Takes the flash message, so a reload does not show it again.

@@ -20,6 +20,8 @@ pub struct StateView {
     pub detail: String,
     /// When the state ends (cooldown) or began (running), ISO-8601, empty when idle.
     pub time_iso: String,
+    /// The running run's page.
+    pub link: Option<String>,
 }
 
 impl StateView {
@@ -30,18 +32,21 @@ impl StateView {
                 label: "Ready",
                 detail: "Enter a code to start a run.".into(),
                 time_iso: String::new(),
+                link: None,
             },
             State::Running { id, since } => Self {
                 kind: state.as_str(),
                 label: "Running",
                 detail: format!("Run #{id} has been going since {}.", clock_time(since)),
                 time_iso: format_time(since),
+                link: Some(format!("/runs/{id}")),
             },
             State::CoolingDown { until } => Self {
                 kind: state.as_str(),
                 label: "Cooling down",
                 detail: format!("The next run is allowed at {}.", clock_time(until)),
                 time_iso: format_time(until),
+                link: None,
             },
         }
     }
@@ -57,6 +62,12 @@ pub struct RunView {
     pub started_iso: String,
     pub started_text: String,
     pub duration: String,
+    /// The run's page, for runs with an id.
+    pub link: Option<String>,
+    pub finished_text: String,
+    pub exit_code: String,
+    /// Who cancelled it, or why it failed to start or was stopped.
+    pub note: String,
 }
 
 impl RunView {
@@ -68,6 +79,32 @@ impl RunView {
             started_iso: format_time(record.time),
             started_text: date_time(record.time),
             duration: record.duration_ms.map(format_duration).unwrap_or_default(),
+            link: record.id.map(|id| format!("/runs/{id}")),
+            finished_text: record.finished.map(date_time).unwrap_or_default(),
+            exit_code: record.exit_code.map(|code| code.to_string()).unwrap_or_default(),
+            note: match (&record.cancelled_by, &record.error) {
+                (Some(by), _) => format!("Cancelled by {by}."),
+                (None, Some(error)) => error.clone(),
+                (None, None) => String::new(),
+            },
+        }
+    }
+}
+
+/// One line of output, as the run page shows it: colours stripped, stderr marked.
+#[derive(Debug, Clone)]
+pub struct OutputLineView {
+    pub number: u64,
+    pub stderr: bool,
+    pub text: String,
+}
+
+impl OutputLineView {
+    pub fn new(line: &crate::output::Line) -> Self {
+        Self {
+            number: line.number,
+            stderr: line.stream == crate::output::Stream::Stderr,
+            text: crate::output::strip_ansi(&line.text),
         }
     }
 }

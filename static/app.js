@@ -36,7 +36,7 @@
 
   const KINDS = {
     "Deploying": "running", "Deploy succeeded": "succeeded", "Deploy failed": "failed",
-    "Timed out": "timed-out", "Interrupted": "interrupted"
+    "Timed out": "timed-out", "Interrupted": "interrupted", "Cancelled": "cancelled"
   };
   const LABELS = { idle: "Ready", running: "Running", cooling_down: "Cooling down" };
 
@@ -50,7 +50,14 @@
     const body = table.tBodies[0];
     const rows = history.slice(-PAGE_RUNS).reverse().map(function (run) {
       const tr = document.createElement("tr");
-      cell(tr, run.id ? "#" + run.id : "-");
+      if (run.id) {
+        const a = document.createElement("a");
+        a.href = "/runs/" + run.id;
+        a.textContent = "#" + run.id;
+        cell(tr, a);
+      } else {
+        cell(tr, "-");
+      }
       const badge = document.createElement("span");
       badge.className = "badge badge-" + (KINDS[run.status] || "failed");
       badge.textContent = run.status;
@@ -74,6 +81,18 @@
     stateBox.className = "state state-" + status.state;
     stateBox.querySelector(".state-label").textContent = LABELS[status.state] || status.state;
     const detail = stateBox.querySelector(".state-detail");
+    let link = stateBox.querySelector(".state-link");
+    if (status.state === "running") {
+      if (!link) {
+        link = document.createElement("a");
+        link.className = "state-link";
+        link.textContent = "Watch the output";
+        stateBox.appendChild(link);
+      }
+      link.href = "/runs/" + status.run_id;
+    } else if (link) {
+      link.remove();
+    }
     if (status.state === "running") {
       stateBox.dataset.time = status.running_since;
       detail.textContent = "Run #" + status.run_id + " started " + relative(status.running_since) + ".";
@@ -115,4 +134,55 @@
 
   tick();
   setTimeout(loop, stateBox.dataset.state !== "idle" ? 1000 : 10000);
+})();
+
+// The run page: follows the output live with Server-Sent Events and shows the final status when the
+// run ends. Without it the page says to reload.
+(function () {
+  const output = document.getElementById("output");
+  const summary = document.getElementById("run");
+  if (!output || !summary || output.dataset.running !== "true" || !window.EventSource) return;
+  const id = location.pathname.split("/").filter(Boolean)[1];
+  const source = new EventSource("/runs/" + id + "/events?after=" + (output.dataset.lastLine || "0"));
+
+  function atBottom() {
+    return output.scrollHeight - output.scrollTop - output.clientHeight < 40;
+  }
+
+  source.addEventListener("line", function (event) {
+    const line = JSON.parse(event.data);
+    const follow = atBottom();
+    const span = document.createElement("span");
+    span.className = line.stream === "stderr" ? "stderr" : "stdout";
+    span.textContent = line.text + "\n";
+    output.appendChild(span);
+    if (follow) output.scrollTop = output.scrollHeight;
+  });
+
+  source.addEventListener("end", function (event) {
+    source.close();
+    const run = JSON.parse(event.data);
+    const KINDS = {
+      "Deploy succeeded": "succeeded", "Deploy failed": "failed", "Timed out": "timed-out",
+      "Interrupted": "interrupted", "Cancelled": "cancelled"
+    };
+    const badge = document.getElementById("run-status");
+    badge.textContent = run.status;
+    badge.className = "badge badge-" + (KINDS[run.status] || "failed");
+    const set = function (id, text) {
+      const el = document.getElementById(id);
+      if (el) el.textContent = text;
+    };
+    set("run-finished", run.finished ? new Date(run.finished).toString() : "");
+    set("run-exit", run.exit_code === undefined ? "" : String(run.exit_code));
+    const ms = run.duration_ms;
+    if (ms !== undefined) {
+      const s = Math.floor(ms / 1000);
+      set("run-duration", s === 0 ? ms + " ms" : s < 60 ? s + " s" : Math.floor(s / 60) + " min " + (s % 60) + " s");
+    }
+    const cancel = document.querySelector(".cancel-form");
+    if (cancel) cancel.hidden = true;
+    summary.dataset.running = "false";
+    document.title = "Run #" + id + ": " + run.status + " - authrun";
+  });
 })();

@@ -2,4 +2,5 @@
 
 pub mod assets;
 pub mod run;
+pub mod runs;
 pub mod status;

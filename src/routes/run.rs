@@ -6,18 +6,21 @@
 
 use askama::Template;
 use askama_web::WebTemplate;
-use axum::extract::{FromRequest, Multipart, Request, State};
-use axum::http::{HeaderMap, header};
+use std::time::Duration;
+
+use axum::extract::{FromRequest, Multipart, Query, Request, State};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::{Form, Json};
 use serde::Deserialize;
 use tower_sessions::Session;
 
 use crate::app::AppState;
-use crate::attempt;
+use crate::attempt::{self, Started};
 use crate::client::client_ip;
 use crate::error::AppError;
 use crate::guard::ClientKey;
+use crate::history::RunStatus;
 use crate::origin;
 use crate::routes::assets::asset_version;
 use crate::session::{BrowserSession, Flash, FlashKind};
@@ -59,7 +62,12 @@ pub async fn index(State(state): State<AppState>, session: Session) -> IndexPage
 }
 
 /// `POST /verify`
-pub async fn verify(State(state): State<AppState>, session: Session, request: Request) -> Response {
+pub async fn verify(
+    State(state): State<AppState>,
+    Query(query): Query<VerifyQuery>,
+    session: Session,
+    request: Request,
+) -> Response {
     let html = wants_html(request.headers());
     let client = ClientKey::of(client_ip(&request, &state.config.server.trusted_proxies));
     let headers = request.headers().clone();
@@ -79,11 +87,19 @@ pub async fn verify(State(state): State<AppState>, session: Session, request: Re
         cross_site,
     };
     let outcome = attempt::attempt(&state, request).await;
-    if let Err(error) = &outcome {
-        tracing::info!(outcome = error.code(), "verification refused");
+    match &outcome {
+        Ok(_) => {
+            session
+                .set_verified(state.clock.now() + state.config.access.verified_for)
+                .await
+        }
+        Err(error) => tracing::info!(outcome = error.code(), "verification refused"),
     }
     match (outcome, html) {
-        (Ok(started), false) => Json(started).into_response(),
+        (Ok(started), false) => match query.wait() {
+            Some(wait) => wait_for_end(&state, started, wait).await,
+            None => Json(started).into_response(),
+        },
         (Err(error), false) => error.into_response(),
         (outcome, true) => {
             let flash = match outcome {
@@ -100,6 +116,65 @@ pub async fn verify(State(state): State<AppState>, session: Session, request: Re
             Redirect::to("/").into_response()
         }
     }
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct VerifyQuery {
+    /// `true` waits until the run ends; a number waits at most that many seconds.
+    wait: Option<String>,
+}
+
+impl VerifyQuery {
+    fn wait(&self) -> Option<Option<Duration>> {
+        match self.wait.as_deref()? {
+            "true" | "1" | "yes" => Some(None),
+            "false" | "0" | "no" | "" => None,
+            seconds => seconds
+                .parse()
+                .ok()
+                .map(|seconds| Some(Duration::from_secs(seconds))),
+        }
+    }
+}
+
+/// Holds the answer until the run ends (or `wait` elapses): 200 when it succeeded, 424 when it ended
+/// otherwise, 202 while it is still going. `curl --fail` thus fails unless the deploy succeeded.
+async fn wait_for_end(state: &AppState, started: Started, wait: Option<Duration>) -> Response {
+    let limit = wait
+        .unwrap_or(state.config.access.max_wait)
+        .min(state.config.access.max_wait);
+    let id = started.run_id;
+    let ended = tokio::time::timeout(limit, state.runner.wait_finished(id))
+        .await
+        .is_ok();
+    let record = state
+        .runner
+        .history()
+        .snapshot()
+        .iter()
+        .rev()
+        .find(|r| r.id == Some(id))
+        .cloned();
+    let (status, success, message) = match &record {
+        Some(record) if ended && record.status == RunStatus::Succeeded => {
+            (StatusCode::OK, true, format!("Run #{id}: {}.", record.status))
+        }
+        Some(record) if ended => (
+            StatusCode::FAILED_DEPENDENCY,
+            false,
+            format!("Run #{id}: {}.", record.status),
+        ),
+        _ => (
+            StatusCode::ACCEPTED,
+            false,
+            format!("Run #{id} is still going; follow it at {}.", started.run_url),
+        ),
+    };
+    let mut body = serde_json::to_value(&started).unwrap_or_default();
+    body["message"] = message.into();
+    body["success"] = success.into();
+    body["run"] = serde_json::to_value(&record).unwrap_or_default();
+    (status, Json(body)).into_response()
 }
 
 /// A browser's form post asks for HTML; `fetch`, curl and scripts do not.

@@ -155,8 +155,9 @@ async fn the_scripts_output_goes_to_a_log_file_per_run() {
     let log = app.path(".authrun").join("runs").join(&name);
     let text =
         std::fs::read_to_string(&log).unwrap_or_else(|e| panic!("{} cannot be read: {e}", log.display()));
-    assert!(text.lines().any(|l| l == "to-stdout"), "{text}");
-    assert!(text.lines().any(|l| l == "to-stderr"), "{text}");
+    // Each line keeps the stream it came from: `o ` for stdout, `e ` for stderr.
+    assert!(text.lines().any(|l| l == "o to-stdout"), "{text}");
+    assert!(text.lines().any(|l| l == "e to-stderr"), "{text}");
 }
 
 #[tokio::test]

@@ -1,0 +1,128 @@
+//! Who may see a run's output and cancel it.
+//!
+//! Output can hold secrets, so it is not public: a browser session that entered a valid code is
+//! *verified* for a while (`[access] verified_minutes`), and an API client may send the token whose
+//! SHA-256 is configured (`[access] api_token_sha256`) as `Authorization: Bearer`. `public_output` opens
+//! reading (not cancelling) to everyone.
+
+use axum::http::{HeaderMap, header};
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+use time::OffsetDateTime;
+
+use crate::app::AppState;
+use crate::error::AppError;
+use crate::session::BrowserSession;
+
+/// How a request proved it may see output.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Grant {
+    /// `public_output` is on; no proof was needed.
+    Public,
+    /// A browser session verified by a code until the given time.
+    Session { until: OffsetDateTime },
+    /// The API token.
+    Token,
+}
+
+/// Lets the request see output, or says why not (401).
+pub async fn may_read(
+    state: &AppState,
+    session: &BrowserSession,
+    headers: &HeaderMap,
+) -> Result<Grant, AppError> {
+    match proven(state, session, headers).await? {
+        Some(grant) => Ok(grant),
+        None if state.config.access.public_output => Ok(Grant::Public),
+        None => Err(AppError::Unauthorized),
+    }
+}
+
+/// Lets the request cancel a run (a verified session or the token; `public_output` does not count).
+pub async fn may_cancel(
+    state: &AppState,
+    session: &BrowserSession,
+    headers: &HeaderMap,
+) -> Result<Grant, AppError> {
+    proven(state, session, headers)
+        .await?
+        .ok_or(AppError::Unauthorized)
+}
+
+/// The session's verification or the token, if the request carries either. A wrong token is refused
+/// rather than ignored, so a misconfigured client notices.
+async fn proven(
+    state: &AppState,
+    session: &BrowserSession,
+    headers: &HeaderMap,
+) -> Result<Option<Grant>, AppError> {
+    if let Some(token) = bearer(headers) {
+        return if token_matches(state.config.access.api_token_sha256.as_deref(), token) {
+            Ok(Some(Grant::Token))
+        } else {
+            Err(AppError::Unauthorized)
+        };
+    }
+    let now = state.clock.now();
+    Ok(session
+        .verified_until()
+        .await
+        .filter(|until| *until > now)
+        .map(|until| Grant::Session { until }))
+}
+
+fn bearer(headers: &HeaderMap) -> Option<&str> {
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+}
+
+/// Compares the token's SHA-256 with the configured one, in constant time.
+fn token_matches(expected_hex: Option<&str>, token: &str) -> bool {
+    let Some(expected) = expected_hex else {
+        return false;
+    };
+    let actual = sha256_hex(token);
+    bool::from(actual.as_bytes().ct_eq(expected.to_ascii_lowercase().as_bytes()))
+}
+
+/// The lowercase hex SHA-256 of `text`: what `api_token_sha256` holds.
+pub fn sha256_hex(text: &str) -> String {
+    Sha256::digest(text.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// A new random API token (256 bits, hex).
+pub fn generate_token() -> String {
+    rand::random::<[u8; 32]>()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::http::HeaderValue;
+
+    #[test]
+    fn tokens_are_checked_by_their_hash() {
+        let token = generate_token();
+        let hash = sha256_hex(&token);
+        assert!(token_matches(Some(&hash), &token));
+        assert!(token_matches(Some(&hash.to_uppercase()), &token));
+        assert!(!token_matches(Some(&hash), "guess"));
+        assert!(!token_matches(None, &token));
+    }
+
+    #[test]
+    fn the_bearer_scheme_is_case_insensitive() {
+        let mut headers = HeaderMap::new();
+        headers.insert(header::AUTHORIZATION, HeaderValue::from_static("bearer abc"));
+        assert_eq!(bearer(&headers), Some("abc"));
+        headers.insert(header::AUTHORIZATION, HeaderValue::from_static("Basic abc"));
+        assert_eq!(bearer(&headers), None);
+    }
+}

@@ -1,0 +1,387 @@
+//! The runs: a paged list, a page per run with its output, the whole log, a live stream of the output,
+//! and cancelling.
+//!
+//! The list and each run's summary are public, as the status endpoint is; output and cancelling need a
+//! verified session or the API token (see `access`).
+
+use std::convert::Infallible;
+use std::time::Duration;
+
+use askama::Template;
+use askama_web::WebTemplate;
+use axum::Json;
+use axum::body::{Body, Bytes};
+use axum::extract::{Path, Query, Request, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Redirect, Response};
+use serde::Deserialize;
+use tokio::sync::{broadcast, mpsc};
+use tokio_stream::wrappers::ReceiverStream;
+use tower_sessions::Session;
+
+use crate::access::{self, Grant};
+use crate::app::AppState;
+use crate::client::client_ip;
+use crate::error::AppError;
+use crate::history::RunRecord;
+use crate::origin;
+use crate::output::{self, Line};
+use crate::routes::assets::asset_version;
+use crate::session::{BrowserSession, Flash, FlashKind};
+use crate::view::{OutputLineView, RunView, clock_time};
+
+/// Runs per page of the list.
+const PAGE_SIZE: usize = 50;
+/// Lines of output a run page shows; the whole log is a link away.
+const PAGE_LINES: usize = 500;
+/// Bytes read from the end of the log for the run page.
+const PAGE_TAIL_BYTES: u64 = 256 * 1024;
+/// Events queued for one live viewer before it counts as stalled and is dropped.
+const VIEWER_QUEUE: usize = 256;
+
+#[derive(Template, WebTemplate)]
+#[template(path = "runs.html")]
+pub struct RunsPage {
+    runs: Vec<RunView>,
+    page: usize,
+    newer: Option<usize>,
+    older: Option<usize>,
+    asset_version: &'static str,
+}
+
+#[derive(Deserialize)]
+pub struct PageQuery {
+    page: Option<usize>,
+}
+
+/// `GET /runs`: newest first, [`PAGE_SIZE`] a page.
+pub async fn list(State(state): State<AppState>, Query(query): Query<PageQuery>) -> RunsPage {
+    let history = state.runner.history().snapshot();
+    let page = query.page.unwrap_or(1).max(1);
+    let skip = (page - 1).saturating_mul(PAGE_SIZE);
+    let runs = history
+        .iter()
+        .rev()
+        .skip(skip)
+        .take(PAGE_SIZE)
+        .map(RunView::new)
+        .collect();
+    RunsPage {
+        runs,
+        page,
+        newer: (page > 1).then(|| page - 1),
+        older: (history.len() > skip.saturating_add(PAGE_SIZE)).then_some(page + 1),
+        asset_version: asset_version(),
+    }
+}
+
+#[derive(Template, WebTemplate)]
+#[template(path = "run.html")]
+pub struct RunPage {
+    number: u64,
+    run: RunView,
+    running: bool,
+    flash: Option<Flash>,
+    csrf: String,
+    /// `None` when the viewer may not see output.
+    output: Option<Vec<OutputLineView>>,
+    /// Lines before the ones shown.
+    hidden_lines: u64,
+    last_line: u64,
+    verified_until: String,
+    can_cancel: bool,
+    asset_version: &'static str,
+}
+
+#[derive(Deserialize)]
+pub struct RunQuery {
+    /// Seconds to wait for the run to end before answering (JSON only).
+    wait: Option<u64>,
+}
+
+/// `GET /runs/{id}`: the run's page, or its record as JSON (`Accept: application/json`), optionally
+/// after waiting for it to end.
+pub async fn show(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    Query(query): Query<RunQuery>,
+    session: Session,
+    headers: HeaderMap,
+) -> Result<Response, AppError> {
+    let id = run_id(&id)?;
+    find(&state, id)?;
+    if wants_json(&headers) {
+        if let Some(seconds) = query.wait {
+            let wait = Duration::from_secs(seconds).min(state.config.access.max_wait);
+            let _ = tokio::time::timeout(wait, state.runner.wait_finished(id)).await;
+        }
+        return Ok(Json(find(&state, id)?).into_response());
+    }
+    let session = BrowserSession(session);
+    let record = find(&state, id)?;
+    let grant = access::may_read(&state, &session, &headers).await.ok();
+    let (output, total) = match grant {
+        Some(_) => {
+            let (lines, total) =
+                output::tail(&state.runner.log_path(id), PAGE_LINES, PAGE_TAIL_BYTES).unwrap_or_default();
+            (
+                Some(lines.iter().map(OutputLineView::new).collect::<Vec<_>>()),
+                total,
+            )
+        }
+        None => (None, 0),
+    };
+    let shown = output.as_ref().map_or(0, Vec::len) as u64;
+    let running = state.runner.live_output(id).is_some_and(|live| !live.has_ended());
+    Ok(RunPage {
+        number: id,
+        run: RunView::new(&record),
+        running,
+        flash: session.take_flash().await,
+        csrf: session.csrf_token().await.unwrap_or_default(),
+        output,
+        hidden_lines: total.saturating_sub(shown),
+        last_line: total,
+        verified_until: match grant {
+            Some(Grant::Session { until }) => clock_time(until),
+            _ => String::new(),
+        },
+        can_cancel: running && matches!(grant, Some(Grant::Session { .. })),
+        asset_version: asset_version(),
+    }
+    .into_response())
+}
+
+/// `GET /runs/{id}/log`: the whole output as plain text.
+pub async fn log(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    session: Session,
+    headers: HeaderMap,
+) -> Result<Response, AppError> {
+    let id = run_id(&id)?;
+    find(&state, id)?;
+    access::may_read(&state, &BrowserSession(session), &headers).await?;
+    let path = state.runner.log_path(id);
+    let (sender, receiver) = mpsc::channel::<Result<Bytes, std::io::Error>>(4);
+    tokio::task::spawn_blocking(move || {
+        let mut chunk = Vec::with_capacity(output::READ_CHUNK);
+        let result = output::read_raw_lines(&path, |raw| {
+            chunk.extend_from_slice(output::untagged(raw));
+            chunk.push(b'\n');
+            if chunk.len() >= output::READ_CHUNK {
+                let full = std::mem::replace(&mut chunk, Vec::with_capacity(output::READ_CHUNK));
+                return sender.blocking_send(Ok(Bytes::from(full))).is_ok();
+            }
+            true
+        });
+        let tail = match result {
+            Ok(()) => Ok(Bytes::from(chunk)),
+            Err(error) => Err(error),
+        };
+        let _ = sender.blocking_send(tail);
+    });
+    let headers = [
+        (header::CONTENT_TYPE, "text/plain; charset=utf-8"),
+        (header::CONTENT_DISPOSITION, "inline"),
+    ];
+    Ok((headers, Body::from_stream(ReceiverStream::new(receiver))).into_response())
+}
+
+#[derive(Deserialize)]
+pub struct EventsQuery {
+    /// The last line the client has; `Last-Event-ID` takes precedence.
+    after: Option<u64>,
+}
+
+/// `GET /runs/{id}/events`: Server-Sent Events. `line` events (id = line number, data = JSON with the
+/// stream and the text) for what was written so far and then live, then one `end` event with the final
+/// record. A reconnecting client sends `Last-Event-ID` and gets only what it missed.
+pub async fn events(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    Query(query): Query<EventsQuery>,
+    session: Session,
+    headers: HeaderMap,
+) -> Result<Response, AppError> {
+    let id = run_id(&id)?;
+    find(&state, id)?;
+    access::may_read(&state, &BrowserSession(session), &headers).await?;
+    let last_event = headers
+        .get("last-event-id")
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.trim().parse().ok());
+    let after = last_event.or(query.after).unwrap_or(0);
+    let (sender, receiver) = mpsc::channel(VIEWER_QUEUE);
+    tokio::spawn(feed_viewer(state, id, after, sender));
+    let stream = ReceiverStream::new(receiver);
+    Ok(Sse::new(stream)
+        .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
+        .into_response())
+}
+
+type EventSender = mpsc::Sender<Result<Event, Infallible>>;
+
+/// Sends a viewer what the log holds after line `after`, then the live lines, then the end.
+async fn feed_viewer(state: AppState, id: u64, after: u64, sender: EventSender) {
+    let live = state.runner.live_output(id);
+    let subscription = live.as_ref().map(|live| live.subscribe());
+    let written = live.as_ref().map(|live| live.lines_written());
+    let Some(mut last) = replay(&state, id, after, written, &sender).await else {
+        return;
+    };
+    if let Some((mut lines, mut ended)) = subscription {
+        loop {
+            tokio::select! {
+                line = lines.recv() => match line {
+                    Ok(line) if line.number > last => {
+                        last = line.number;
+                        if sender.try_send(Ok(line_event(&line))).is_err() {
+                            return; // Stalled or gone: drop this viewer, never the run.
+                        }
+                    }
+                    Ok(_) => {}
+                    // Fell behind: the client reconnects with Last-Event-ID and reads the rest from the log.
+                    Err(broadcast::error::RecvError::Lagged(_)) => return,
+                    Err(broadcast::error::RecvError::Closed) => break,
+                },
+                _ = ended.wait_for(|ended| *ended) => break,
+            }
+        }
+        // Lines written before the end that are still queued.
+        let Some(_) = replay(&state, id, last, live.map(|live| live.lines_written()), &sender).await else {
+            return;
+        };
+    }
+    if let Ok(record) = find(&state, id) {
+        let data = serde_json::to_string(&record).unwrap_or_default();
+        let _ = sender.send(Ok(Event::default().event("end").data(data))).await;
+    }
+}
+
+/// Sends lines `after + 1 ..= upto` from the log file; returns the last line sent (or `after`), or
+/// `None` when the viewer went away.
+async fn replay(
+    state: &AppState,
+    id: u64,
+    after: u64,
+    upto: Option<u64>,
+    sender: &EventSender,
+) -> Option<u64> {
+    let path = state.runner.log_path(id);
+    let sender = sender.clone();
+    tokio::task::spawn_blocking(move || {
+        let mut last = after;
+        let mut gone = false;
+        let read = output::read_lines(&path, after, upto, |line| {
+            last = line.number;
+            gone = sender.blocking_send(Ok(line_event(&line))).is_err();
+            !gone
+        });
+        if let Err(error) = read {
+            tracing::warn!(run = id, %error, "the run's log could not be read");
+        }
+        (!gone).then_some(last)
+    })
+    .await
+    .ok()
+    .flatten()
+}
+
+fn line_event(line: &Line) -> Event {
+    let data = serde_json::json!({ "stream": line.stream, "text": output::strip_ansi(&line.text) });
+    Event::default()
+        .event("line")
+        .id(line.number.to_string())
+        .data(data.to_string())
+}
+
+#[derive(Deserialize, Default)]
+pub struct CancelForm {
+    csrf: Option<String>,
+}
+
+/// `POST /runs/{id}/cancel`
+pub async fn cancel(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    session: Session,
+    request: Request,
+) -> Result<Response, AppError> {
+    let id = run_id(&id)?;
+    find(&state, id)?;
+    let client = client_ip(&request, &state.config.server.trusted_proxies);
+    let headers = request.headers().clone();
+    let html = headers
+        .get(header::ACCEPT)
+        .and_then(|value| value.to_str().ok())
+        .is_some_and(|accept| accept.contains("text/html"));
+    let body = axum::body::to_bytes(request.into_body(), crate::app::BODY_LIMIT)
+        .await
+        .map_err(|_| AppError::PayloadTooLarge)?;
+    let form: CancelForm = cancel_form(&body);
+    let session = BrowserSession(session);
+    let grant = access::may_cancel(&state, &session, &headers).await?;
+    if let Grant::Session { .. } = grant {
+        let session_token = session.existing_csrf_token().await;
+        let proof = origin::Proof {
+            session_token: session_token.as_deref(),
+            form_token: form.csrf.as_deref(),
+        };
+        origin::check(&headers, state.config.server.public_url.as_ref(), &proof)
+            .map_err(|_| AppError::Forbidden)?;
+    }
+    let by = match grant {
+        Grant::Token => "API token".to_string(),
+        _ => format!("session from {client}"),
+    };
+    state.runner.cancel(id, by).map_err(|_| AppError::NotRunning)?;
+    tracing::info!(run = id, "cancel requested");
+    let message = format!("Cancelling run #{id}.");
+    if html {
+        session
+            .set_flash(Flash {
+                kind: FlashKind::Success,
+                message,
+            })
+            .await;
+        return Ok(Redirect::to(&format!("/runs/{id}")).into_response());
+    }
+    let body = serde_json::json!({ "message": message, "success": true, "run_id": id });
+    Ok((StatusCode::ACCEPTED, Json(body)).into_response())
+}
+
+/// Reads a URL-encoded body leniently: only `csrf` matters here, and a body without it is fine.
+fn cancel_form(body: &[u8]) -> CancelForm {
+    let text = String::from_utf8_lossy(body);
+    let csrf = text
+        .split('&')
+        .filter_map(|pair| pair.split_once('='))
+        .find(|(name, _)| *name == "csrf")
+        .map(|(_, value)| value.to_string());
+    CancelForm { csrf }
+}
+
+fn run_id(text: &str) -> Result<u64, AppError> {
+    text.parse().map_err(|_| AppError::NotFound)
+}
+
+fn find(state: &AppState, id: u64) -> Result<RunRecord, AppError> {
+    state
+        .runner
+        .history()
+        .snapshot()
+        .iter()
+        .rev()
+        .find(|record| record.id == Some(id))
+        .cloned()
+        .ok_or(AppError::NotFound)
+}
+
+fn wants_json(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::ACCEPT)
+        .and_then(|value| value.to_str().ok())
+        .is_some_and(|accept| accept.contains("application/json") && !accept.contains("text/html"))
+}
