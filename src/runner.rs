@@ -210,34 +210,26 @@ impl Runner {
     /// Gives up an admitted run before it is recorded: the gate is free and the cooldown is as it was. The
     /// code stays used.
     pub fn abandon(&self, admission: Admission) {
+        self.restore(admission.id, admission.previous_start);
+    }
+
+    /// Frees the gate from run `id`, which never started, and puts the cooldown back as it was.
+    fn restore(&self, id: u64, previous_start: Option<OffsetDateTime>) {
         let mut gate = self.lock();
-        if gate.running.is_some_and(|(id, _)| id == admission.id) {
+        if gate.running.is_some_and(|(running, _)| running == id) {
             gate.running = None;
-            gate.last_start = admission.previous_start;
+            gate.last_start = previous_start;
         }
     }
 
     /// Records the admitted run and starts the script. On error the run is recorded as failed where
     /// possible, and the gate is released.
     pub async fn launch(self: &Arc<Self>, admission: Admission) -> Result<(), LaunchError> {
-        let mut record = RunRecord::started(admission.id, admission.started, admission.totp_step);
-        record.log = Some(log_name(admission.id));
-        if let Err(error) = self.history.append(record.clone()).await {
-            self.release(admission.id);
-            return Err(error.into());
-        }
-        match self.spawn(admission.id) {
-            Ok((child, live, capture)) => {
-                tracing::info!(run = admission.id, script = %self.script.path.display(), "run started");
-                record.pid = child.id();
-                *self.lock_live() = Some((admission.id, Arc::clone(&live)));
-                if let Err(error) = self.history.update(record.clone()).await {
-                    tracing::error!(run = admission.id, %error, "the script's process id could not be recorded");
-                }
-                let runner = Arc::clone(self);
-                tokio::spawn(async move { runner.supervise(child, record, live, capture).await });
-                Ok(())
-            }
+        let (id, previous_start) = (admission.id, admission.previous_start);
+        let mut record = RunRecord::started(id, admission.started, admission.totp_step);
+        record.log = Some(log_name(id));
+        let (mut child, live, capture) = match self.spawn(id) {
+            Ok(spawned) => spawned,
             Err(source) => {
                 let error = LaunchError::Spawn {
                     path: self.script.path.clone(),
@@ -245,9 +237,27 @@ impl Runner {
                 };
                 record.error = Some(error.to_string());
                 self.finish(record, RunStatus::Failed, None).await;
-                Err(error)
+                return Err(error);
             }
+        };
+        // The script starts first and the run is recorded right after (one atomic write, with the pid):
+        // nobody is told the run started before it is on disk, and a run that cannot be recorded is
+        // stopped at once.
+        record.pid = child.id();
+        if let Err(error) = self.history.append(record.clone()).await {
+            if let Some(pgid) = process_group(&child) {
+                signal_group(pgid, Signal::SIGKILL);
+            }
+            let _ = child.wait().await;
+            capture.abort();
+            self.restore(id, previous_start);
+            return Err(error.into());
         }
+        tracing::info!(run = id, script = %self.script.path.display(), "run started");
+        *self.lock_live() = Some((id, Arc::clone(&live)));
+        let runner = Arc::clone(self);
+        tokio::spawn(async move { runner.supervise(child, record, live, capture).await });
+        Ok(())
     }
 
     /// The live output of run `id`, while it is the newest run.
@@ -474,6 +484,11 @@ async fn stop_group(pgid: Pid, child: &mut Child, grace: Duration) -> Option<Exi
         Some(exit) => Some(exit),
         None => child.wait().await.ok(),
     }
+}
+
+/// The script's process group: it leads its own, so the group id is its pid.
+fn process_group(child: &Child) -> Option<Pid> {
+    child.id().and_then(|pid| i32::try_from(pid).ok()).map(Pid::from_raw)
 }
 
 fn signal_group(pgid: Pid, signal: Signal) {
