@@ -277,6 +277,9 @@ fn check_config(file: Option<&Path>) -> ExitCode {
         Ok(config) => config,
         Err(error) => return fail(error, EXIT_CONFIG),
     };
+    if let Err(error) = config.check_secret_permissions() {
+        return fail(error, EXIT_CONFIG);
+    }
     let origin = file.map_or_else(|| "built-in defaults".to_string(), |f| f.display().to_string());
     println!("{origin}: valid");
     println!("  listens on   {}", config.bind);

@@ -20,6 +20,7 @@ pub fn client_ip<B>(request: &Request<B>, trusted_proxies: &[IpNet]) -> IpAddr {
 }
 
 fn forwarded_client(peer: IpAddr, headers: &HeaderMap, trusted: &[IpNet]) -> IpAddr {
+    let peer = unmapped(peer);
     let is_trusted = |addr: &IpAddr| trusted.iter().any(|net| net.contains(addr));
     if !is_trusted(&peer) {
         return peer;
@@ -49,6 +50,15 @@ fn parse_hop(hop: &str) -> Option<IpAddr> {
     hop.parse::<IpAddr>()
         .ok()
         .or_else(|| hop.parse::<SocketAddr>().ok().map(|addr| addr.ip()))
+        .map(unmapped)
+}
+
+/// An IPv4 peer of a dual-stack (`[::]`) listener arrives as `::ffff:a.b.c.d`; it is that IPv4 address.
+fn unmapped(addr: IpAddr) -> IpAddr {
+    match addr {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(addr, IpAddr::V4),
+        IpAddr::V4(_) => addr,
+    }
 }
 
 #[cfg(test)]
@@ -90,6 +100,17 @@ mod tests {
             forwarded_client(ip("10.0.0.1"), &chain, &trusted),
             ip("203.0.113.9")
         );
+    }
+
+    #[test]
+    fn ipv4_peers_of_a_dual_stack_listener_are_matched_as_ipv4() {
+        let trusted = ["127.0.0.1/32".parse().unwrap()];
+        let got = forwarded_client(
+            ip("::ffff:127.0.0.1"),
+            &headers(&["::ffff:203.0.113.1"]),
+            &trusted,
+        );
+        assert_eq!(got, ip("203.0.113.1"));
     }
 
     #[test]

@@ -585,12 +585,12 @@ impl Validator {
         if authority.is_empty() || authority.contains('@') {
             return Err(bad());
         }
+        // Browsers leave the scheme's default port out of `Origin`.
+        let authority = authority.to_ascii_lowercase();
+        let default_port = if https { ":443" } else { ":80" };
+        let authority = authority.strip_suffix(default_port).unwrap_or(&authority);
         Ok(PublicUrl {
-            origin: format!(
-                "{}://{}",
-                scheme.to_ascii_lowercase(),
-                authority.to_ascii_lowercase()
-            ),
+            origin: format!("{}://{authority}", if https { "https" } else { "http" }),
             https,
         })
     }
@@ -806,7 +806,10 @@ impl Config {
     /// --insecure-permissions` skips this check, for development.
     pub fn check_secret_permissions(&self) -> Result<(), ConfigError> {
         let (file, key) = match &self.secret {
-            SecretSource::Configured { file: Some(file), .. } => (file, "totp.secret"),
+            SecretSource::Configured { file: Some(file), .. } if Some(file) == self.file.as_ref() => {
+                (file, "totp.secret")
+            }
+            SecretSource::Configured { file: Some(file), .. } => (file, "totp.secret_file"),
             SecretSource::Generated(file) if file.exists() => (file, "totp (generated secret)"),
             _ => return Ok(()),
         };

@@ -488,7 +488,10 @@ async fn stop_group(pgid: Pid, child: &mut Child, grace: Duration) -> Option<Exi
 
 /// The script's process group: it leads its own, so the group id is its pid.
 fn process_group(child: &Child) -> Option<Pid> {
-    child.id().and_then(|pid| i32::try_from(pid).ok()).map(Pid::from_raw)
+    child
+        .id()
+        .and_then(|pid| i32::try_from(pid).ok())
+        .map(Pid::from_raw)
 }
 
 fn signal_group(pgid: Pid, signal: Signal) {

@@ -95,7 +95,8 @@ pub async fn serve(
 /// Answers a connection over the cap with 503 and closes it.
 async fn refuse_busy(mut stream: TcpStream) {
     const BUSY: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\n\
-        retry-after: 1\r\nconnection: close\r\ncontent-length: 89\r\n\r\n\
+        retry-after: 1\r\nconnection: close\r\ncache-control: no-store\r\nx-content-type-options: nosniff\r\n\
+        content-length: 89\r\n\r\n\
         {\"message\":\"Too many connections; try again in a moment.\",\"success\":false,\"error\":\"busy\"}";
     let _ = tokio::time::timeout(Duration::from_secs(1), stream.write_all(BUSY)).await;
     let _ = stream.shutdown().await;

@@ -8,7 +8,7 @@ use crate::helpers::{TestApp, TestResponse, assert_redirect_to};
 use crate::verify::wrong_code;
 
 /// The flash message on a page: its kind (`success`/`error`, from the `flash-KIND` class) and its text.
-fn flash(page: &str) -> Option<(String, String)> {
+pub fn flash(page: &str) -> Option<(String, String)> {
     let start = page.find("id=\"flash\"")?;
     let element = &page[page[..start].rfind('<')?..];
     let open_end = element.find('>')?;

@@ -8,6 +8,8 @@ mod helpers;
 
 mod browser_flow;
 mod gate;
+mod hardening;
+mod regulation;
 mod runs;
 mod smoke;
 mod verify;
