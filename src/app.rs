@@ -16,7 +16,7 @@ use tower_http::set_header::SetResponseHeaderLayer;
 use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::{DefaultOnResponse, TraceLayer};
 use tower_sessions::cookie::SameSite;
-use tower_sessions::{Expiry, MemoryStore, SessionManagerLayer};
+use tower_sessions::{Expiry, SessionManagerLayer};
 use tracing::Level;
 
 use crate::audit::{AuditError, AuditLog};
@@ -28,8 +28,11 @@ use crate::history::{History, HistoryError};
 use crate::routes;
 use crate::runner::Runner;
 use crate::server;
+use crate::session::BoundedStore;
 use crate::totp::Verifier;
 
+/// The most browser sessions kept at once (a few hundred bytes each).
+const SESSION_CAPACITY: usize = 10_000;
 /// The largest request body accepted; a code form needs a few dozen bytes.
 pub const BODY_LIMIT: usize = 4 * 1024;
 
@@ -103,7 +106,7 @@ pub fn build_router(state: AppState) -> Router {
         .public_url
         .as_ref()
         .is_some_and(|url| url.https);
-    let sessions = SessionManagerLayer::new(MemoryStore::default())
+    let sessions = SessionManagerLayer::new(BoundedStore::new(SESSION_CAPACITY))
         .with_name("authrun_session")
         .with_http_only(true)
         .with_same_site(SameSite::Strict)

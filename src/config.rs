@@ -207,6 +207,13 @@ pub struct ServerConfig {
     pub request_timeout: Duration,
 }
 
+impl ServerConfig {
+    /// Cookies get `Secure` when users reach authrun over https.
+    pub fn cookies_secure(&self) -> bool {
+        self.public_url.as_ref().is_some_and(|url| url.https)
+    }
+}
+
 /// The scheme and authority (`https://deploy.example.com`) of the public URL.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PublicUrl {

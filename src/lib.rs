@@ -14,6 +14,7 @@ pub mod cli;
 pub mod client;
 pub mod clock;
 pub mod config;
+pub mod csrf;
 pub mod error;
 pub mod fsio;
 pub mod guard;

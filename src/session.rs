@@ -1,14 +1,16 @@
 //! The browser session, typed: handlers never touch raw session keys.
 //!
-//! It keeps the flash message a form post leaves for the page it redirects to, the CSRF token the page's
-//! forms must send back, and until when the session is verified (a valid code was entered from it).
+//! It keeps the flash message a form post leaves for the page it redirects to, and until when the session
+//! is verified (a valid code was entered from it). A session is only created when there is one of these
+//! to keep: viewing a page costs the server nothing.
 
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 use tower_sessions::Session;
+use tower_sessions::session::{Id, Record};
+use tower_sessions::session_store;
 
 const FLASH_KEY: &str = "authrun.flash";
-const CSRF_KEY: &str = "authrun.csrf";
 const VERIFIED_KEY: &str = "authrun.verified_until";
 
 /// A one-time message for the next page view.
@@ -45,29 +47,6 @@ impl BrowserSession {
         }
     }
 
-    /// The session's CSRF token, created on first use: 128 random bits, hex.
-    pub async fn csrf_token(&self) -> Option<String> {
-        if let Some(token) = self.existing_csrf_token().await {
-            return Some(token);
-        }
-        let token: String = rand::random::<[u8; 16]>()
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect();
-        match self.0.insert(CSRF_KEY, &token).await {
-            Ok(()) => Some(token),
-            Err(error) => {
-                tracing::warn!(%error, "the CSRF token could not be stored");
-                None
-            }
-        }
-    }
-
-    /// The token, if this session has one already.
-    pub async fn existing_csrf_token(&self) -> Option<String> {
-        self.0.get::<String>(CSRF_KEY).await.ok().flatten()
-    }
-
     /// Marks the session as having entered a valid code, until `until`.
     pub async fn set_verified(&self, until: OffsetDateTime) {
         if let Err(error) = self.0.insert(VERIFIED_KEY, until.unix_timestamp()).await {
@@ -84,5 +63,121 @@ impl BrowserSession {
     /// Takes the flash message, so a reload does not show it again.
     pub async fn take_flash(&self) -> Option<Flash> {
         self.0.remove::<Flash>(FLASH_KEY).await.ok().flatten()
+    }
+}
+
+/// Sessions in memory, at most [`BoundedStore::new`]'s capacity of them: when full, expired sessions go
+/// first, then the ones closest to expiring. A flood of new sessions can thus cost legitimate users their
+/// flash message or verification, but never the server its memory.
+#[derive(Debug, Clone)]
+pub struct BoundedStore {
+    capacity: usize,
+    records: std::sync::Arc<std::sync::Mutex<std::collections::HashMap<Id, Record>>>,
+}
+
+impl BoundedStore {
+    pub fn new(capacity: usize) -> Self {
+        Self {
+            capacity: capacity.max(1),
+            records: Default::default(),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<Id, Record>> {
+        self.records
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Makes room for one more record.
+    fn evict(&self, records: &mut std::collections::HashMap<Id, Record>) {
+        if records.len() < self.capacity {
+            return;
+        }
+        let now = OffsetDateTime::now_utc();
+        records.retain(|_, record| record.expiry_date > now);
+        while records.len() >= self.capacity {
+            let Some(oldest) = records
+                .iter()
+                .min_by_key(|(_, record)| record.expiry_date)
+                .map(|(id, _)| *id)
+            else {
+                return;
+            };
+            records.remove(&oldest);
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.lock().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+#[async_trait::async_trait]
+impl session_store::SessionStore for BoundedStore {
+    async fn create(&self, record: &mut Record) -> session_store::Result<()> {
+        let mut records = self.lock();
+        while records.contains_key(&record.id) {
+            record.id = Id::default();
+        }
+        self.evict(&mut records);
+        records.insert(record.id, record.clone());
+        Ok(())
+    }
+
+    async fn save(&self, record: &Record) -> session_store::Result<()> {
+        let mut records = self.lock();
+        if !records.contains_key(&record.id) {
+            self.evict(&mut records);
+        }
+        records.insert(record.id, record.clone());
+        Ok(())
+    }
+
+    async fn load(&self, id: &Id) -> session_store::Result<Option<Record>> {
+        let now = OffsetDateTime::now_utc();
+        Ok(self
+            .lock()
+            .get(id)
+            .filter(|record| record.expiry_date > now)
+            .cloned())
+    }
+
+    async fn delete(&self, id: &Id) -> session_store::Result<()> {
+        self.lock().remove(id);
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tower_sessions::SessionStore;
+
+    fn record(minutes: i64) -> Record {
+        Record {
+            id: Id::default(),
+            data: Default::default(),
+            expiry_date: OffsetDateTime::now_utc() + time::Duration::minutes(minutes),
+        }
+    }
+
+    #[tokio::test]
+    async fn the_store_never_holds_more_than_its_capacity() {
+        let store = BoundedStore::new(3);
+        let mut keep = record(60);
+        store.create(&mut keep).await.unwrap();
+        for _ in 0..10 {
+            store.create(&mut record(5)).await.unwrap();
+        }
+        assert_eq!(store.len(), 3);
+        assert!(
+            store.load(&keep.id).await.unwrap().is_some(),
+            "the longest-lived session stays"
+        );
     }
 }

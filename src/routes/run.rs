@@ -9,7 +9,7 @@ use askama_web::WebTemplate;
 use std::time::Duration;
 
 use axum::extract::{FromRequest, Multipart, Query, Request, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::{Form, Json};
 use serde::Deserialize;
@@ -18,6 +18,7 @@ use tower_sessions::Session;
 use crate::app::AppState;
 use crate::attempt::{self, Started};
 use crate::client::client_ip;
+use crate::csrf;
 use crate::error::AppError;
 use crate::guard::ClientKey;
 use crate::history::RunStatus;
@@ -43,13 +44,13 @@ pub struct IndexPage {
 }
 
 /// `GET /`
-pub async fn index(State(state): State<AppState>, session: Session) -> IndexPage {
+pub async fn index(State(state): State<AppState>, session: Session, headers: HeaderMap) -> Response {
     let session = BrowserSession(session);
     let flash = session.take_flash().await;
-    let csrf = session.csrf_token().await.unwrap_or_default();
+    let (csrf, csrf_cookie) = csrf::for_page(&headers, state.config.server.cookies_secure());
     let history = state.runner.history().snapshot();
     let runs = history.iter().rev().take(PAGE_RUNS).map(RunView::new).collect();
-    IndexPage {
+    let page = IndexPage {
         action_name: state.config.action_name.clone(),
         description: state.config.action_description.clone(),
         digits: state.config.totp.digits,
@@ -58,7 +59,17 @@ pub async fn index(State(state): State<AppState>, session: Session) -> IndexPage
         state: StateView::new(state.runner.state(state.clock.now())),
         runs,
         asset_version: asset_version(),
+    };
+    with_cookie(page, csrf_cookie)
+}
+
+/// A page, with the `Set-Cookie` that hands out its CSRF token when the browser had none.
+pub fn with_cookie(page: impl IntoResponse, cookie: Option<HeaderValue>) -> Response {
+    let mut response = page.into_response();
+    if let Some(cookie) = cookie {
+        response.headers_mut().append(header::SET_COOKIE, cookie);
     }
+    response
 }
 
 /// `POST /verify`
@@ -73,7 +84,7 @@ pub async fn verify(
     let headers = request.headers().clone();
     let session = BrowserSession(session);
     let form = VerifyForm::from_request(request, &state).await;
-    let session_token = session.existing_csrf_token().await;
+    let session_token = csrf::from_cookie(&headers);
     let form_token = form.as_ref().ok().and_then(|form| form.csrf.as_deref());
     let proof = origin::Proof {
         session_token: session_token.as_deref(),

@@ -23,11 +23,13 @@ use tower_sessions::Session;
 use crate::access::{self, Grant};
 use crate::app::AppState;
 use crate::client::client_ip;
+use crate::csrf;
 use crate::error::AppError;
 use crate::history::RunRecord;
 use crate::origin;
 use crate::output::{self, Line};
 use crate::routes::assets::asset_version;
+use crate::routes::run::with_cookie;
 use crate::session::{BrowserSession, Flash, FlashKind};
 use crate::view::{OutputLineView, RunView, clock_time};
 
@@ -134,12 +136,13 @@ pub async fn show(
     };
     let shown = output.as_ref().map_or(0, Vec::len) as u64;
     let running = state.runner.live_output(id).is_some_and(|live| !live.has_ended());
-    Ok(RunPage {
+    let (csrf, csrf_cookie) = csrf::for_page(&headers, state.config.server.cookies_secure());
+    let page = RunPage {
         number: id,
         run: RunView::new(&record),
         running,
         flash: session.take_flash().await,
-        csrf: session.csrf_token().await.unwrap_or_default(),
+        csrf,
         output,
         hidden_lines: total.saturating_sub(shown),
         last_line: total,
@@ -149,8 +152,8 @@ pub async fn show(
         },
         can_cancel: running && matches!(grant, Some(Grant::Session { .. })),
         asset_version: asset_version(),
-    }
-    .into_response())
+    };
+    Ok(with_cookie(page, csrf_cookie))
 }
 
 /// `GET /runs/{id}/log`: the whole output as plain text.
@@ -324,7 +327,7 @@ pub async fn cancel(
     let session = BrowserSession(session);
     let grant = access::may_cancel(&state, &session, &headers).await?;
     if let Grant::Session { .. } = grant {
-        let session_token = session.existing_csrf_token().await;
+        let session_token = csrf::from_cookie(&headers);
         let proof = origin::Proof {
             session_token: session_token.as_deref(),
             form_token: form.csrf.as_deref(),

@@ -22,16 +22,17 @@ const SOCKET_WAIT: Duration = Duration::from_secs(5);
 
 const HOST: (&str, &str) = ("host", "deploy.local:5000");
 
-/// `GET /` as a browser: the session cookie it sets and the form's hidden CSRF token.
+/// `GET /` as a browser: the CSRF cookie it sets and the form's hidden CSRF token.
 async fn open_page(app: &TestApp) -> (String, String) {
     let page = app.get("/").await;
     assert_eq!(page.status, StatusCode::OK);
-    let cookie = page.session_cookie().expect("the page sets a session cookie");
+    assert_eq!(page.session_cookie(), None, "viewing the page creates no session");
+    let cookie = page.cookie("authrun_csrf").expect("the page sets the CSRF cookie");
     let html = page.text();
     let marker = "name=\"csrf\" value=\"";
     let start = html.find(marker).expect("the form has a csrf input") + marker.len();
     let token = html[start..][..html[start..].find('"').expect("the value ends")].to_string();
-    assert!(!token.is_empty(), "the csrf token is empty");
+    assert_eq!(cookie, format!("authrun_csrf={token}"), "the form echoes the cookie");
     (cookie, token)
 }
 
@@ -137,8 +138,9 @@ async fn the_pages_form_with_its_token_starts_a_run() {
         .await;
     assert_redirect_to(&posted, "/");
     app.wait_for_run(1).await;
+    let session = posted.session_cookie().expect("the flash is kept in a session");
     assert_eq!(
-        flash_shown(&app, &cookie).await,
+        flash_shown(&app, &format!("{cookie}; {session}")).await,
         Some(("success".into(), "Deploy started (run #1).".into()))
     );
     assert_eq!(app.script_runs(), 1);
@@ -166,8 +168,9 @@ async fn a_browser_post_with_the_session_but_without_its_token_is_refused() {
     // A browser's form post is shown the refusal on the page it is sent back to.
     let html = app.post_verify_html(&code, Some(&cookie)).await;
     assert_redirect_to(&html, "/");
+    let session = html.session_cookie().expect("the flash is kept in a session");
     assert_eq!(
-        flash_shown(&app, &cookie).await,
+        flash_shown(&app, &format!("{cookie}; {session}")).await,
         Some(("error".into(), REFUSED_CROSS_SITE.into()))
     );
     assert_eq!(app.status().await["history"], serde_json::json!([]));
@@ -182,22 +185,27 @@ async fn a_browser_post_with_the_session_but_without_its_token_is_refused() {
     assert_eq!(app.script_runs(), 1);
 }
 
-#[tokio::test]
-async fn without_public_url_the_session_cookie_is_not_secure() {
-    let app = TestApp::builder().build();
+/// The `Set-Cookie` values, lowercased, of the CSRF cookie (from the page) and the session cookie (from
+/// a browser's post), in that order.
+async fn cookies_set(app: &TestApp) -> [String; 2] {
     let page = app.get("/").await;
-    let cookie = page
-        .headers
-        .get_all(header::SET_COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .find(|v| v.starts_with("authrun_session="))
-        .expect("a session cookie")
-        .to_ascii_lowercase();
-    assert!(
-        !cookie.split(';').any(|a| a.trim() == "secure"),
-        "a Secure cookie is lost over plain http: {cookie}"
-    );
+    let csrf = page.set_cookie("authrun_csrf").expect("a CSRF cookie").to_ascii_lowercase();
+    let posted = app.post_verify_html(&wrong_code(app), None).await;
+    let session = posted.set_cookie("authrun_session").expect("a session cookie").to_ascii_lowercase();
+    [csrf, session]
+}
+
+fn is_secure(cookie: &str) -> bool {
+    cookie.split(';').any(|a| a.trim() == "secure")
+}
+
+#[tokio::test]
+async fn without_public_url_the_cookies_are_not_secure() {
+    let app = TestApp::builder().build();
+    for cookie in cookies_set(&app).await {
+        assert!(!is_secure(&cookie), "a Secure cookie is lost over plain http: {cookie}");
+        assert!(cookie.contains("httponly") && cookie.contains("samesite=strict"), "{cookie}");
+    }
 }
 
 #[tokio::test]
@@ -205,19 +213,9 @@ async fn with_an_https_public_url_the_cookie_is_secure_and_its_origin_is_ours() 
     let app = TestApp::builder()
         .config("[server]\npublic_url = \"https://deploy.example.com\"")
         .build();
-    let page = app.get("/").await;
-    let cookie = page
-        .headers
-        .get_all(header::SET_COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .find(|v| v.starts_with("authrun_session="))
-        .expect("a session cookie")
-        .to_ascii_lowercase();
-    assert!(
-        cookie.split(';').any(|a| a.trim() == "secure"),
-        "not Secure: {cookie}"
-    );
+    for cookie in cookies_set(&app).await {
+        assert!(is_secure(&cookie), "not Secure: {cookie}");
+    }
 
     let behind_proxy = ("host", "127.0.0.1:5000");
     let code = app.code_now();

@@ -338,6 +338,21 @@ impl TestResponse {
         self.headers.get(name).and_then(|v| v.to_str().ok())
     }
 
+    /// The `name=value` part of the cookie `name` this answer sets.
+    pub fn cookie(&self, name: &str) -> Option<String> {
+        self.set_cookie(name).and_then(|v| v.split(';').next()).map(str::to_string)
+    }
+
+    /// The whole `Set-Cookie` value (with its attributes) for the cookie `name`.
+    pub fn set_cookie(&self, name: &str) -> Option<&str> {
+        let prefix = format!("{name}=");
+        self.headers
+            .get_all(header::SET_COOKIE)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .find(|v| v.starts_with(&prefix))
+    }
+
     /// The `name=value` part of the session cookie this answer sets.
     pub fn session_cookie(&self) -> Option<String> {
         self.headers

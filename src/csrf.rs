@@ -1,0 +1,70 @@
+//! The CSRF token of the page's forms, kept in a cookie rather than on the server.
+//!
+//! A page that holds a form sets `authrun_csrf` (128 random bits, `HttpOnly`, `SameSite=Strict`) if the
+//! browser has none, and writes the same value into the form; a post must send both and they must match
+//! ("double submit"). Another site can neither read the cookie nor make the browser send it, so it cannot
+//! forge the pair. Keeping the token out of the session means a page view costs the server no memory.
+
+use axum::http::{HeaderMap, HeaderValue, header};
+
+const COOKIE: &str = "authrun_csrf";
+
+/// The token the browser sent in its cookie, if it looks like one of ours.
+pub fn from_cookie(headers: &HeaderMap) -> Option<String> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(name, _)| *name == COOKIE)
+        .map(|(_, value)| value.to_string())
+        .filter(|value| is_token(value))
+}
+
+/// The token for a page: the browser's own, or a new one with the `Set-Cookie` that gives it.
+pub fn for_page(headers: &HeaderMap, secure: bool) -> (String, Option<HeaderValue>) {
+    if let Some(token) = from_cookie(headers) {
+        return (token, None);
+    }
+    let token: String = rand::random::<[u8; 16]>()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let secure = if secure { "; Secure" } else { "" };
+    let cookie = format!("{COOKIE}={token}; Path=/; HttpOnly; SameSite=Strict{secure}");
+    (token, HeaderValue::from_str(&cookie).ok())
+}
+
+fn is_token(value: &str) -> bool {
+    value.len() == 32 && value.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_page_reuses_the_browsers_token_or_issues_one() {
+        let (token, cookie) = for_page(&HeaderMap::new(), true);
+        let cookie = cookie.unwrap();
+        let cookie = cookie.to_str().unwrap();
+        assert!(cookie.starts_with(&format!("authrun_csrf={token};")), "{cookie}");
+        assert!(
+            cookie.contains("HttpOnly") && cookie.contains("SameSite=Strict") && cookie.contains("Secure")
+        );
+
+        let mut headers = HeaderMap::new();
+        let sent = format!("other=1; authrun_csrf={token}");
+        headers.insert(header::COOKIE, HeaderValue::from_str(&sent).unwrap());
+        assert_eq!(for_page(&headers, false), (token.clone(), None));
+        assert_eq!(from_cookie(&headers), Some(token));
+    }
+
+    #[test]
+    fn values_that_are_not_tokens_are_ignored() {
+        let mut headers = HeaderMap::new();
+        headers.insert(header::COOKIE, HeaderValue::from_static("authrun_csrf=<script>"));
+        assert_eq!(from_cookie(&headers), None);
+    }
+}
