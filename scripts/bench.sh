@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# Benchmarks authrun against a minimal axum server on this machine; see BENCHMARKS.md.
+# Usage: scripts/bench.sh [--quick]   (writes target/bench/results.json and prints a summary)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+missing=()
+command -v wrk >/dev/null 2>&1 || missing+=(wrk)
+command -v python3 >/dev/null 2>&1 || missing+=(python3)
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "Installing ${missing[*]}..."
+  apt-get update -qq && apt-get install -y -qq "${missing[@]}"
+fi
+
+cargo build --release --bin authrun --example baseline --example stamp --example bench_runs
+exec python3 scripts/bench.py "$@"
