@@ -6,7 +6,10 @@
 
 use std::fmt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
+
+use axum::body::Bytes;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use time::format_description::well_known::Rfc3339;
@@ -168,6 +171,10 @@ pub struct History {
     interrupted: Vec<RunRecord>,
     /// Orders file writes: each one is serialised and written while this is held.
     write_lock: tokio::sync::Mutex<()>,
+    /// Counts changes; the status answer's cache is keyed on it.
+    version: AtomicU64,
+    /// The newest runs as JSON: (version, how many, the JSON).
+    tail_cache: Mutex<Option<(u64, usize, Bytes)>>,
 }
 
 impl History {
@@ -188,6 +195,8 @@ impl History {
             records: Mutex::new(Arc::new(records)),
             interrupted,
             write_lock: tokio::sync::Mutex::new(()),
+            version: AtomicU64::new(0),
+            tail_cache: Mutex::new(None),
         };
         if recovered {
             let bytes = serialize(&history.snapshot());
@@ -208,6 +217,29 @@ impl History {
     /// Every run, oldest first. Cheap: the list is shared, not copied.
     pub fn snapshot(&self) -> Arc<Vec<RunRecord>> {
         Arc::clone(&self.lock())
+    }
+
+    /// The newest `count` runs as a JSON array, oldest first. Serialised once per change of the history,
+    /// so answering the status endpoint costs the same however long the history is.
+    pub fn tail_json(&self, count: usize) -> Bytes {
+        let (records, version) = {
+            let records = self.lock();
+            (Arc::clone(&records), self.version.load(Ordering::Acquire))
+        };
+        let mut cache = self
+            .tail_cache
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some((cached_version, cached_count, json)) = cache.as_ref()
+            && *cached_version == version
+            && *cached_count == count
+        {
+            return json.clone();
+        }
+        let start = records.len().saturating_sub(count);
+        let json = Bytes::from(serde_json::to_vec(&records[start..]).unwrap_or_else(|_| b"[]".to_vec()));
+        *cache = Some((version, count, json.clone()));
+        json
     }
 
     /// The newest run, if any.
@@ -249,6 +281,7 @@ impl History {
             let list = Arc::make_mut(&mut records);
             edit(list);
             self.trim(list);
+            self.version.fetch_add(1, Ordering::Release);
             serialize(list)
         };
         let path = self.path.clone();
@@ -340,14 +373,15 @@ mod iso_time {
     }
 
     pub fn format(time: OffsetDateTime) -> String {
-        let utc = time.to_offset(time::UtcOffset::UTC);
+        let utc = time.checked_to_offset(time::UtcOffset::UTC).unwrap_or(time);
         utc.format(&Rfc3339)
             .unwrap_or_else(|_| utc.unix_timestamp().to_string())
     }
 
     fn parse_lenient(text: &str) -> Option<OffsetDateTime> {
         if let Ok(time) = OffsetDateTime::parse(text, &Rfc3339) {
-            return Some(time.to_offset(time::UtcOffset::UTC));
+            // A time that is valid in its own offset but not in UTC (past year 9999) is not a time.
+            return time.checked_to_offset(time::UtcOffset::UTC);
         }
         let naive = time::macros::format_description!(
             version = 2,

@@ -3,21 +3,19 @@
 //! Both are served from memory: the answer's cost depends on `status_entries`, not on the size of the
 //! history, and the disk is never read.
 
-use std::sync::Arc;
-
-use axum::Json;
 use axum::extract::State;
-use serde::{Serialize, Serializer};
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
 
 use crate::app::AppState;
-use crate::history::{RunRecord, format_time};
+use crate::history::format_time;
 use crate::runner::State as RunState;
 
-/// The status answer. `history` is the original's field, oldest first; the others were added.
+/// The status answer's fields besides `history` (the original's field, oldest first), which is spliced in
+/// from the history's cached JSON.
 #[derive(Serialize)]
-pub struct Status {
-    #[serde(serialize_with = "newest")]
-    history: (Arc<Vec<RunRecord>>, usize),
+struct StateFields {
     /// `idle`, `running` or `cooling_down`.
     state: &'static str,
     /// The running run's id, if one is going.
@@ -31,15 +29,8 @@ pub struct Status {
     now: String,
 }
 
-/// Serialises the newest `count` records, oldest first, without copying them.
-fn newest<S: Serializer>(value: &(Arc<Vec<RunRecord>>, usize), serializer: S) -> Result<S::Ok, S::Error> {
-    let (records, count) = value;
-    let start = records.len().saturating_sub(*count);
-    serializer.collect_seq(&records[start..])
-}
-
 /// `GET /get_deploy_status`
-pub async fn deploy_status(State(state): State<AppState>) -> Json<Status> {
+pub async fn deploy_status(State(state): State<AppState>) -> Response {
     let now = state.clock.now();
     let run_state = state.runner.state(now);
     let (run_id, running_since, next_run_at) = match run_state {
@@ -47,15 +38,26 @@ pub async fn deploy_status(State(state): State<AppState>) -> Json<Status> {
         RunState::Running { id, since } => (Some(id), Some(format_time(since)), None),
         RunState::CoolingDown { until } => (None, None, Some(format_time(until))),
     };
-    Json(Status {
-        history: (state.runner.history().snapshot(), state.config.status_entries),
+    let fields = StateFields {
         state: run_state.as_str(),
         run_id,
         running_since,
         next_run_at,
         cooldown_seconds: state.runner.cooldown().as_secs(),
         now: format_time(now),
-    })
+    };
+    let history = state.runner.history().tail_json(state.config.status_entries);
+    let fields = serde_json::to_vec(&fields).unwrap_or_else(|_| b"{}".to_vec());
+    let mut body = Vec::with_capacity(history.len() + fields.len() + 16);
+    body.extend_from_slice(b"{\"history\":");
+    body.extend_from_slice(&history);
+    if fields.len() > 2 {
+        body.push(b',');
+        body.extend_from_slice(&fields[1..]);
+    } else {
+        body.push(b'}');
+    }
+    ([(header::CONTENT_TYPE, "application/json")], body).into_response()
 }
 
 /// `GET /healthz`: the process answers.
