@@ -10,8 +10,10 @@ use std::sync::Arc;
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request};
 use axum::http::{HeaderName, HeaderValue, StatusCode, header};
+use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use tokio::net::TcpListener;
+use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::set_header::SetResponseHeaderLayer;
 use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::{DefaultOnResponse, TraceLayer};
@@ -136,6 +138,8 @@ pub fn build_router(state: AppState) -> Router {
         .with_state(state)
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .layer(sessions);
+    // A panic is a bug the tests hunt for; should one slip through, the client still gets an answer.
+    let router = router.layer(CatchPanicLayer::custom(|_| AppError::Internal.into_response()));
     with_security_headers(router).layer(
         TraceLayer::new_for_http()
             .make_span_with(request_span)

@@ -449,6 +449,19 @@ impl Validator {
         })
     }
 
+    /// Durations past ten years make no sense and would overflow time arithmetic.
+    fn at_most_ten_years(&self, key: &str, value: u64) -> Result<u64, ConfigError> {
+        const TEN_YEARS: u64 = 10 * 365 * 24 * 60 * 60;
+        if value > TEN_YEARS {
+            return Err(self.error(
+                key,
+                format!("{value} is more than ten years"),
+                format!("use at most {TEN_YEARS}"),
+            ));
+        }
+        Ok(value)
+    }
+
     fn bind(&self, text: &str) -> Result<SocketAddr, ConfigError> {
         text.parse().map_err(|_| {
             self.error(
@@ -476,7 +489,8 @@ impl Validator {
                 "name an existing directory, or remove the key to use the config file's directory",
             ));
         }
-        let timeout = raw.timeout_seconds.unwrap_or(30 * 60);
+        let timeout =
+            self.at_most_ten_years("script.timeout_seconds", raw.timeout_seconds.unwrap_or(30 * 60))?;
         if timeout == 0 {
             return Err(self.error(
                 "script.timeout_seconds",
@@ -484,6 +498,10 @@ impl Validator {
                 "set a positive number of seconds (default 1800)",
             ));
         }
+        let cooldown =
+            self.at_most_ten_years("script.cooldown_seconds", raw.cooldown_seconds.unwrap_or(180))?;
+        let kill_grace =
+            self.at_most_ten_years("script.kill_grace_seconds", raw.kill_grace_seconds.unwrap_or(10))?;
         Ok(ScriptConfig {
             path,
             args: raw.args.unwrap_or_default(),
@@ -491,9 +509,9 @@ impl Validator {
             log_dir: raw
                 .log_dir
                 .map_or_else(|| state_dir.join("runs"), |dir| self.resolve(&dir)),
-            cooldown: Duration::from_secs(raw.cooldown_seconds.unwrap_or(180)),
+            cooldown: Duration::from_secs(cooldown),
             timeout: Duration::from_secs(timeout),
-            kill_grace: Duration::from_secs(raw.kill_grace_seconds.unwrap_or(10)),
+            kill_grace: Duration::from_secs(kill_grace),
             keep_logs: raw.keep_logs.unwrap_or(100).max(1),
         })
     }
@@ -554,8 +572,14 @@ impl Validator {
             .map(|entry| self.proxy(entry))
             .collect::<Result<_, _>>()?;
         let max_connections = raw.max_connections.unwrap_or(512);
-        let header_read_timeout = raw.header_read_timeout_seconds.unwrap_or(10);
-        let request_timeout = raw.request_timeout_seconds.unwrap_or(30);
+        let header_read_timeout = self.at_most_ten_years(
+            "server.header_read_timeout_seconds",
+            raw.header_read_timeout_seconds.unwrap_or(10),
+        )?;
+        let request_timeout = self.at_most_ten_years(
+            "server.request_timeout_seconds",
+            raw.request_timeout_seconds.unwrap_or(30),
+        )?;
         for (key, value) in [
             ("server.max_connections", max_connections as u64),
             ("server.header_read_timeout_seconds", header_read_timeout),
@@ -626,13 +650,19 @@ impl Validator {
                 "run `authrun token` and copy the hash it prints; never put the token itself here",
             ));
         }
+        let verified_minutes =
+            self.at_most_ten_years("access.verified_minutes", raw.verified_minutes.unwrap_or(15))?;
+        let max_wait = raw
+            .max_wait_seconds
+            .map(|seconds| self.at_most_ten_years("access.max_wait_seconds", seconds))
+            .transpose()?;
         // By default a request may wait as long as a run can last, stop included.
         let longest_run = script.timeout + script.kill_grace * 2;
         Ok(AccessConfig {
-            verified_for: Duration::from_secs(raw.verified_minutes.unwrap_or(15) * 60),
+            verified_for: Duration::from_secs(verified_minutes * 60),
             public_output: raw.public_output.unwrap_or(false),
             api_token_sha256: hash.map(|hash| hash.to_ascii_lowercase()),
-            max_wait: raw.max_wait_seconds.map_or(longest_run, Duration::from_secs),
+            max_wait: max_wait.map_or(longest_run, Duration::from_secs),
         })
     }
 
@@ -644,7 +674,7 @@ impl Validator {
                 "0 seconds would switch the protection off",
                 "set a positive number of seconds",
             )),
-            Some(value) => Ok(Duration::from_secs(value)),
+            Some(value) => self.at_most_ten_years(key, value).map(Duration::from_secs),
             None => Ok(default),
         };
         let count = |key: &str, value: Option<usize>, default: usize| match value {

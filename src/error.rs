@@ -67,6 +67,9 @@ pub enum AppError {
     /// 503: the audit log cannot be written, so no attempt is let through.
     #[error("The audit log cannot be written; no code is checked until it can. The server log says why.")]
     AuditUnavailable,
+    /// 500: a bug (a handler panicked); the panic is in the server log.
+    #[error("Something went wrong inside authrun; the server log says what.")]
+    Internal,
     /// 503: the run was admitted but could not be recorded or started; the cause is in the server log.
     #[error("The run could not be started; the server log says why.")]
     LaunchFailed,
@@ -87,6 +90,7 @@ impl AppError {
             Self::ShuttingDown | Self::LaunchFailed | Self::AuditUnavailable => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
+            Self::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 
@@ -106,6 +110,7 @@ impl AppError {
             Self::Unauthorized => "unauthorized",
             Self::NotRunning => "not_running",
             Self::AuditUnavailable => "audit_unavailable",
+            Self::Internal => "internal",
             Self::PayloadTooLarge => "payload_too_large",
             Self::NotFound => "not_found",
             Self::ShuttingDown => "shutting_down",

@@ -25,6 +25,7 @@ use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
 use crate::fsio;
+use crate::runner::later;
 
 /// The limits, from the `[regulation]` config section.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -225,7 +226,7 @@ impl Guard {
         self.transact(|inner| {
             let mut events = Vec::new();
             if self.count_client_failure(inner, client, now) {
-                let until = now + self.settings.client_ban;
+                let until = later(now, self.settings.client_ban);
                 inner.saved.bans.insert(client.clone(), until);
                 inner.client_failures.remove(client);
                 events.push(GuardEvent::BanStarted {
@@ -271,7 +272,7 @@ impl Guard {
             let window = self.settings.client_window;
             inner
                 .client_failures
-                .retain(|_, failures| failures.back().is_some_and(|last| *last + window > now));
+                .retain(|_, failures| failures.back().is_some_and(|last| later(*last, window) > now));
             if inner.client_failures.len() >= MAX_TRACKED_CLIENTS {
                 return false;
             }
@@ -292,7 +293,7 @@ impl Guard {
             .global_pause
             .saturating_mul(factor)
             .min(self.settings.global_pause_max);
-        let until = now + length;
+        let until = later(now, length);
         saved.paused_until = Some(until);
         saved.pauses = saved.pauses.saturating_add(1);
         saved.global_failures.clear();
@@ -372,7 +373,7 @@ impl FileLock {
 }
 
 fn push_in_window(failures: &mut VecDeque<OffsetDateTime>, now: OffsetDateTime, window: Duration) {
-    while failures.front().is_some_and(|first| *first + window <= now) {
+    while failures.front().is_some_and(|first| later(*first, window) <= now) {
         failures.pop_front();
     }
     failures.push_back(now);

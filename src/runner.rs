@@ -134,7 +134,7 @@ impl Runner {
             running: None,
             last_start: history.last().map(|record| record.time),
             last_step: history.last_totp_step(),
-            next_id: history.last_id() + 1,
+            next_id: history.last_id().saturating_add(1),
             shutting_down: false,
         };
         Self {
@@ -167,7 +167,7 @@ impl Runner {
         if let Some((id, since)) = gate.running {
             return State::Running { id, since };
         }
-        match gate.last_start.map(|start| start + self.script.cooldown) {
+        match gate.last_start.map(|start| later(start, self.script.cooldown)) {
             Some(until) if now < until => State::CoolingDown { until },
             _ => State::Idle,
         }
@@ -195,7 +195,7 @@ impl Runner {
             Verdict::Replayed => return Err(Refusal::ReplayedCode),
         };
         let id = gate.next_id;
-        gate.next_id += 1;
+        gate.next_id = gate.next_id.saturating_add(1);
         gate.last_step = Some(totp_step);
         let previous_start = gate.last_start.replace(now);
         gate.running = Some((id, now));
@@ -447,6 +447,15 @@ impl Runner {
     fn lock(&self) -> MutexGuard<'_, Gate> {
         self.gate.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
+}
+
+/// `time + duration`, or the last representable time when that is past it (a history written by a
+/// clock far in the future must not break every request).
+pub fn later(time: OffsetDateTime, duration: Duration) -> OffsetDateTime {
+    time::Duration::try_from(duration)
+        .ok()
+        .and_then(|duration| time.checked_add(duration))
+        .unwrap_or_else(|| time::PrimitiveDateTime::MAX.assume_utc())
 }
 
 /// The log file of run `id`, inside the log directory.

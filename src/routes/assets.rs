@@ -6,6 +6,7 @@
 use std::sync::LazyLock;
 
 use axum::extract::Path;
+use axum::extract::rejection::PathRejection;
 use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 
@@ -22,7 +23,10 @@ pub fn asset_version() -> &'static str {
 }
 
 /// `GET /static/{name}`
-pub async fn asset(Path(name): Path<String>) -> Result<Response, AppError> {
+pub async fn asset(name: Result<Path<String>, PathRejection>) -> Result<Response, AppError> {
+    let Ok(Path(name)) = name else {
+        return Err(AppError::NotFound);
+    };
     let (body, content_type) = match name.as_str() {
         "app.css" => (CSS, "text/css; charset=utf-8"),
         "app.js" => (JS, "text/javascript; charset=utf-8"),

@@ -11,7 +11,8 @@ use askama::Template;
 use askama_web::WebTemplate;
 use axum::Json;
 use axum::body::{Body, Bytes};
-use axum::extract::{Path, Query, Request, State};
+use axum::extract::{FromRequestParts, Path, Query, Request, State};
+use axum::http::request::Parts;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Redirect, Response};
@@ -106,12 +107,11 @@ pub struct RunQuery {
 /// after waiting for it to end.
 pub async fn show(
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    RunId(id): RunId,
     Query(query): Query<RunQuery>,
     session: Session,
     headers: HeaderMap,
 ) -> Result<Response, AppError> {
-    let id = run_id(&id)?;
     find(&state, id)?;
     if wants_json(&headers) {
         if let Some(seconds) = query.wait {
@@ -159,11 +159,10 @@ pub async fn show(
 /// `GET /runs/{id}/log`: the whole output as plain text.
 pub async fn log(
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    RunId(id): RunId,
     session: Session,
     headers: HeaderMap,
 ) -> Result<Response, AppError> {
-    let id = run_id(&id)?;
     find(&state, id)?;
     access::may_read(&state, &BrowserSession(session), &headers).await?;
     let path = state.runner.log_path(id);
@@ -203,12 +202,11 @@ pub struct EventsQuery {
 /// record. A reconnecting client sends `Last-Event-ID` and gets only what it missed.
 pub async fn events(
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    RunId(id): RunId,
     Query(query): Query<EventsQuery>,
     session: Session,
     headers: HeaderMap,
 ) -> Result<Response, AppError> {
-    let id = run_id(&id)?;
     find(&state, id)?;
     access::may_read(&state, &BrowserSession(session), &headers).await?;
     let last_event = headers
@@ -308,11 +306,10 @@ pub struct CancelForm {
 /// `POST /runs/{id}/cancel`
 pub async fn cancel(
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    RunId(id): RunId,
     session: Session,
     request: Request,
 ) -> Result<Response, AppError> {
-    let id = run_id(&id)?;
     find(&state, id)?;
     let client = client_ip(&request, &state.config.server.trusted_proxies);
     let headers = request.headers().clone();
@@ -366,8 +363,18 @@ fn cancel_form(body: &[u8]) -> CancelForm {
     CancelForm { csrf }
 }
 
-fn run_id(text: &str) -> Result<u64, AppError> {
-    text.parse().map_err(|_| AppError::NotFound)
+/// The `{id}` of a run's path; anything that is not a run number is a 404, as an unknown run is.
+pub struct RunId(pub u64);
+
+impl<S: Send + Sync> FromRequestParts<S> for RunId {
+    type Rejection = AppError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let Path(text) = Path::<String>::from_request_parts(parts, state)
+            .await
+            .map_err(|_| AppError::NotFound)?;
+        text.parse().map(Self).map_err(|_| AppError::NotFound)
+    }
 }
 
 fn find(state: &AppState, id: u64) -> Result<RunRecord, AppError> {

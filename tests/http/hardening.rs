@@ -27,12 +27,18 @@ async fn open_page(app: &TestApp) -> (String, String) {
     let page = app.get("/").await;
     assert_eq!(page.status, StatusCode::OK);
     assert_eq!(page.session_cookie(), None, "viewing the page creates no session");
-    let cookie = page.cookie("authrun_csrf").expect("the page sets the CSRF cookie");
+    let cookie = page
+        .cookie("authrun_csrf")
+        .expect("the page sets the CSRF cookie");
     let html = page.text();
     let marker = "name=\"csrf\" value=\"";
     let start = html.find(marker).expect("the form has a csrf input") + marker.len();
     let token = html[start..][..html[start..].find('"').expect("the value ends")].to_string();
-    assert_eq!(cookie, format!("authrun_csrf={token}"), "the form echoes the cookie");
+    assert_eq!(
+        cookie,
+        format!("authrun_csrf={token}"),
+        "the form echoes the cookie"
+    );
     (cookie, token)
 }
 
@@ -189,9 +195,15 @@ async fn a_browser_post_with_the_session_but_without_its_token_is_refused() {
 /// a browser's post), in that order.
 async fn cookies_set(app: &TestApp) -> [String; 2] {
     let page = app.get("/").await;
-    let csrf = page.set_cookie("authrun_csrf").expect("a CSRF cookie").to_ascii_lowercase();
+    let csrf = page
+        .set_cookie("authrun_csrf")
+        .expect("a CSRF cookie")
+        .to_ascii_lowercase();
     let posted = app.post_verify_html(&wrong_code(app), None).await;
-    let session = posted.set_cookie("authrun_session").expect("a session cookie").to_ascii_lowercase();
+    let session = posted
+        .set_cookie("authrun_session")
+        .expect("a session cookie")
+        .to_ascii_lowercase();
     [csrf, session]
 }
 
@@ -203,8 +215,14 @@ fn is_secure(cookie: &str) -> bool {
 async fn without_public_url_the_cookies_are_not_secure() {
     let app = TestApp::builder().build();
     for cookie in cookies_set(&app).await {
-        assert!(!is_secure(&cookie), "a Secure cookie is lost over plain http: {cookie}");
-        assert!(cookie.contains("httponly") && cookie.contains("samesite=strict"), "{cookie}");
+        assert!(
+            !is_secure(&cookie),
+            "a Secure cookie is lost over plain http: {cookie}"
+        );
+        assert!(
+            cookie.contains("httponly") && cookie.contains("samesite=strict"),
+            "{cookie}"
+        );
     }
 }
 

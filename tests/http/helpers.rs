@@ -340,7 +340,9 @@ impl TestResponse {
 
     /// The `name=value` part of the cookie `name` this answer sets.
     pub fn cookie(&self, name: &str) -> Option<String> {
-        self.set_cookie(name).and_then(|v| v.split(';').next()).map(str::to_string)
+        self.set_cookie(name)
+            .and_then(|v| v.split(';').next())
+            .map(str::to_string)
     }
 
     /// The whole `Set-Cookie` value (with its attributes) for the cookie `name`.
