@@ -8,6 +8,7 @@
 //! falls behind loses its place and reconnects, reading what it missed from the file.
 
 use std::io::{BufRead, BufReader, Read, Seek, SeekFrom, Write};
+use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -19,7 +20,9 @@ use tokio::sync::{broadcast, watch};
 use tokio::task::JoinHandle;
 
 /// Bytes read from a pipe at once.
-pub const READ_CHUNK: usize = 64 * 1024;
+pub const READ_CHUNK: usize = 128 * 1024;
+/// The kernel buffer asked for each pipe, so a fast writer rarely waits for authrun to read.
+const PIPE_BUFFER: i32 = 1024 * 1024;
 /// A longer line is split into lines of this many bytes.
 pub const MAX_LINE_BYTES: usize = 4 * 1024;
 /// The most bytes held in memory for one stream at any moment: a chunk and a partial line.
@@ -102,6 +105,13 @@ pub fn capture(
     log: std::fs::File,
     path: PathBuf,
 ) -> (Arc<LiveOutput>, JoinHandle<()>) {
+    for pipe in [stdout.as_ref().map(AsFd::as_fd), stderr.as_ref().map(AsFd::as_fd)]
+        .into_iter()
+        .flatten()
+    {
+        // Best effort: the default 64 KiB works too, with more wake-ups.
+        let _ = nix::fcntl::fcntl(pipe, nix::fcntl::FcntlArg::F_SETPIPE_SZ(PIPE_BUFFER));
+    }
     let live = Arc::new(LiveOutput {
         path,
         lines: broadcast::Sender::new(LIVE_LINES),
@@ -189,7 +199,7 @@ impl Batch {
         loop {
             let rest = &pending[start..];
             let window = &rest[..rest.len().min(MAX_LINE_BYTES)];
-            let (line_end, next) = match window.iter().position(|b| *b == b'\n') {
+            let (line_end, next) = match memchr::memchr(b'\n', window) {
                 Some(i) => (i, i + 1),
                 None if rest.len() >= MAX_LINE_BYTES => (MAX_LINE_BYTES, MAX_LINE_BYTES),
                 None if closed && !rest.is_empty() => (rest.len(), rest.len()),
@@ -334,7 +344,7 @@ fn count_lines(file: &mut std::fs::File) -> std::io::Result<u64> {
         if n == 0 {
             return Ok(lines);
         }
-        lines += buffer[..n].iter().filter(|b| **b == b'\n').count() as u64;
+        lines += memchr::memchr_iter(b'\n', &buffer[..n]).count() as u64;
     }
 }
 
