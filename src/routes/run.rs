@@ -24,6 +24,7 @@ use crate::guard::ClientKey;
 use crate::history::RunStatus;
 use crate::origin;
 use crate::routes::assets::asset_version;
+use crate::runner::later;
 use crate::session::{BrowserSession, Flash, FlashKind};
 use crate::view::{RunView, StateView};
 
@@ -101,7 +102,7 @@ pub async fn verify(
     match &outcome {
         Ok(_) => {
             session
-                .set_verified(state.clock.now() + state.config.access.verified_for)
+                .set_verified(later(state.clock.now(), state.config.access.verified_for))
                 .await
         }
         Err(error) => tracing::info!(outcome = error.code(), "verification refused"),
@@ -138,7 +139,7 @@ pub struct VerifyQuery {
 impl VerifyQuery {
     fn wait(&self) -> Option<Option<Duration>> {
         match self.wait.as_deref()? {
-            "true" | "1" | "yes" => Some(None),
+            "true" | "yes" => Some(None),
             "false" | "0" | "no" | "" => None,
             seconds => seconds
                 .parse()

@@ -7,8 +7,10 @@
 mod helpers;
 
 mod browser_flow;
+mod fuzz;
 mod gate;
 mod hardening;
+mod live;
 mod regulation;
 mod runs;
 mod smoke;
