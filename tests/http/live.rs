@@ -879,6 +879,42 @@ async fn a_flood_of_output_is_logged_whole_with_bounded_memory() {
     );
 }
 
+#[tokio::test]
+async fn viewers_that_stop_reading_never_hold_the_run_back() {
+    const LINES: usize = 300_000;
+    let app = with_token(
+        TestApp::builder().script(&script(&format!(
+            "wait_for go\nyes 'a line for viewers who never read it' | head -n {LINES}\n"
+        ))),
+        "",
+    )
+    .build();
+    let server = app.serve_tcp().await;
+    let id = start_run(&app, &app.code_now()).await;
+    // Twenty viewers ask for the stream and then never read a byte of it.
+    let mut stalled = Vec::new();
+    for _ in 0..20 {
+        let mut stream = tokio::net::TcpStream::connect(server.base.trim_start_matches("http://"))
+            .await
+            .expect("connect");
+        let request =
+            format!("GET /runs/{id}/events HTTP/1.1\r\nHost: authrun\r\nAuthorization: {BEARER}\r\n\r\n");
+        tokio::io::AsyncWriteExt::write_all(&mut stream, request.as_bytes())
+            .await
+            .expect("send");
+        stalled.push(stream);
+    }
+    std::fs::write(app.path("go"), "").expect("let the script go");
+    let record = tokio::time::timeout(Duration::from_secs(30), app.wait_for_run(id))
+        .await
+        .expect("the run ends although nobody reads its output");
+    assert_eq!(record.status.as_str(), "Deploy succeeded");
+    let log =
+        std::fs::read_to_string(app.path(".authrun").join("runs").join(format!("{id}.log"))).expect("log");
+    assert_eq!(log.lines().count(), LINES, "every line is in the log");
+    drop(stalled);
+}
+
 // 7. Waiting
 
 /// `POST /verify?wait=...` with the current code, bounded.
