@@ -5,8 +5,10 @@
 //! `bench_runs STAMP_BINARY RUNS OUTPUT_MB` prints one JSON object:
 //! - `spawn_latency_ms`: from writing a valid `POST /verify` on an open connection to the first
 //!   instruction of the script (the `stamp` example, which writes the wall-clock time), per run;
-//! - `output_run_ms` and `output_direct_ms`: a script printing OUTPUT_MB megabytes, run by authrun (from
-//!   the request until its final status is recorded) and run directly with its output to /dev/null.
+//! - `output_run_ms`: a script printing OUTPUT_MB megabytes, run by authrun (from the request until its
+//!   final status is recorded), five times; and the same script run directly with its output going to
+//!   /dev/null (`output_direct_ms`), to a file (`output_to_file_ms`), and through `cat` into a file
+//!   (`output_through_cat_to_file_ms`, the least any program that stores the output can cost).
 
 use std::io::{Read, Write};
 use std::os::unix::fs::PermissionsExt;
@@ -50,21 +52,29 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let output_app = App::start(dir.path(), "output", &printer.display().to_string(), &[]).await?;
     let mut through_authrun = Vec::new();
     let mut direct = Vec::new();
-    for _ in 0..3 {
+    let mut to_file = Vec::new();
+    let mut through_cat = Vec::new();
+    let file = dir.path().join("direct.log");
+    for _ in 0..5 {
         let start = Instant::now();
         output_app.run_once().await?;
         through_authrun.push(start.elapsed().as_secs_f64() * 1e3);
-        let start = Instant::now();
-        std::process::Command::new(&printer)
-            .stdout(std::process::Stdio::null())
-            .status()?;
-        direct.push(start.elapsed().as_secs_f64() * 1e3);
+        direct.push(timed(
+            std::process::Command::new(&printer).stdout(std::process::Stdio::null()),
+        )?);
+        to_file.push(timed(
+            std::process::Command::new(&printer).stdout(std::fs::File::create(&file)?),
+        )?);
+        let piped = format!("{} | cat > {}", printer.display(), file.display());
+        through_cat.push(timed(std::process::Command::new("sh").args(["-c", &piped]))?);
     }
     let report = serde_json::json!({
         "spawn_latency_ms": latencies,
         "output_megabytes": megabytes,
         "output_run_ms": through_authrun,
         "output_direct_ms": direct,
+        "output_to_file_ms": to_file,
+        "output_through_cat_to_file_ms": through_cat,
     });
     println!("{report}");
     Ok(())
@@ -146,6 +156,13 @@ impl App {
         tokio::time::timeout(Duration::from_secs(120), self.state.runner.wait_finished(id)).await?;
         Ok(sent)
     }
+}
+
+/// Runs `command` to its end; milliseconds it took.
+fn timed(command: &mut std::process::Command) -> std::io::Result<f64> {
+    let start = Instant::now();
+    command.status()?;
+    Ok(start.elapsed().as_secs_f64() * 1e3)
 }
 
 fn last_stamp(path: &Path) -> Result<u128, Box<dyn std::error::Error>> {
