@@ -1,7 +1,7 @@
 //! Refusing cross-site form posts (CSRF).
 //!
-//! A browser's post to `/verify` passes when it carries the session's CSRF token from the page, or comes
-//! with an `Origin` (or, without one, a `Referer`) of authrun's own origin. A foreign `Origin` is refused
+//! A browser's post to `/verify` passes when it carries the page's CSRF token, or comes with an `Origin`
+//! (or, without one, a `Referer`) of authrun's own origin. A foreign `Origin` is refused
 //! whatever else the request carries. Requests with no `Origin`, no `Referer` and no session cookie are
 //! plain API clients (curl, scripts) and pass, as they did with the original.
 
@@ -19,8 +19,8 @@ pub enum CrossSite {
 
 /// What the request carried, besides its headers.
 pub struct Proof<'a> {
-    /// The token the session holds, if the request has a session.
-    pub session_token: Option<&'a str>,
+    /// The token of the `authrun_csrf` cookie, if the browser sent one.
+    pub cookie_token: Option<&'a str>,
     /// The `csrf` form field.
     pub form_token: Option<&'a str>,
 }
@@ -32,7 +32,9 @@ pub fn check(
     proof: &Proof<'_>,
 ) -> Result<(), CrossSite> {
     let own = |origin: &str| is_own_origin(origin, headers, public_url);
-    if let Some(origin) = header_text(headers, header::ORIGIN) {
+    // `Origin: null` says nothing: browsers send it for the page's own posts under
+    // `Referrer-Policy: no-referrer`, as for sandboxed documents. The checks below decide.
+    if let Some(origin) = header_text(headers, header::ORIGIN).filter(|origin| *origin != "null") {
         return if own(origin) {
             Ok(())
         } else {
@@ -60,7 +62,7 @@ pub fn check(
 }
 
 fn tokens_match(proof: &Proof<'_>) -> bool {
-    match (proof.session_token, proof.form_token) {
+    match (proof.cookie_token, proof.form_token) {
         (Some(expected), Some(given)) => bool::from(expected.as_bytes().ct_eq(given.as_bytes())),
         _ => false,
     }
@@ -106,7 +108,7 @@ mod tests {
     }
 
     const NO_PROOF: Proof<'static> = Proof {
-        session_token: None,
+        cookie_token: None,
         form_token: None,
     };
 
@@ -122,7 +124,7 @@ mod tests {
     fn a_foreign_origin_is_refused_even_with_a_token() {
         let h = headers(&[("host", "deploy.local"), ("origin", "https://evil.example")]);
         let proof = Proof {
-            session_token: Some("t"),
+            cookie_token: Some("t"),
             form_token: Some("t"),
         };
         assert_eq!(check(&h, None, &proof), Err(CrossSite::ForeignOrigin));
@@ -148,6 +150,23 @@ mod tests {
     }
 
     #[test]
+    fn a_null_origin_is_decided_by_the_token() {
+        let cookie = headers(&[
+            ("host", "deploy.local"),
+            ("origin", "null"),
+            ("cookie", "authrun_csrf=t"),
+        ]);
+        assert_eq!(check(&cookie, None, &NO_PROOF), Err(CrossSite::MissingToken));
+        let proof = Proof {
+            cookie_token: Some("t"),
+            form_token: Some("t"),
+        };
+        assert_eq!(check(&cookie, None, &proof), Ok(()));
+        let cross = headers(&[("origin", "null"), ("sec-fetch-site", "cross-site")]);
+        assert_eq!(check(&cross, None, &proof), Err(CrossSite::ForeignOrigin));
+    }
+
+    #[test]
     fn a_referer_is_judged_by_its_origin() {
         let ours = headers(&[("host", "deploy.local"), ("referer", "http://deploy.local/?x=1")]);
         assert_eq!(check(&ours, None, &NO_PROOF), Ok(()));
@@ -163,12 +182,12 @@ mod tests {
         let h = headers(&[("host", "deploy.local"), ("cookie", "authrun_session=abc")]);
         assert_eq!(check(&h, None, &NO_PROOF), Err(CrossSite::MissingToken));
         let wrong = Proof {
-            session_token: Some("right"),
+            cookie_token: Some("right"),
             form_token: Some("wrong"),
         };
         assert_eq!(check(&h, None, &wrong), Err(CrossSite::MissingToken));
         let right = Proof {
-            session_token: Some("right"),
+            cookie_token: Some("right"),
             form_token: Some("right"),
         };
         assert_eq!(check(&h, None, &right), Ok(()));

@@ -85,10 +85,10 @@ pub async fn verify(
     let headers = request.headers().clone();
     let session = BrowserSession(session);
     let form = VerifyForm::from_request(request, &state).await;
-    let session_token = csrf::from_cookie(&headers);
+    let cookie_token = csrf::from_cookie(&headers);
     let form_token = form.as_ref().ok().and_then(|form| form.csrf.as_deref());
     let proof = origin::Proof {
-        session_token: session_token.as_deref(),
+        cookie_token: cookie_token.as_deref(),
         form_token,
     };
     let public_url = state.config.server.public_url.as_ref();

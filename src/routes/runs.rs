@@ -324,9 +324,9 @@ pub async fn cancel(
     let session = BrowserSession(session);
     let grant = access::may_cancel(&state, &session, &headers).await?;
     if let Grant::Session { .. } = grant {
-        let session_token = csrf::from_cookie(&headers);
+        let cookie_token = csrf::from_cookie(&headers);
         let proof = origin::Proof {
-            session_token: session_token.as_deref(),
+            cookie_token: cookie_token.as_deref(),
             form_token: form.csrf.as_deref(),
         };
         origin::check(&headers, state.config.server.public_url.as_ref(), &proof)

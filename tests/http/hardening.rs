@@ -89,7 +89,12 @@ async fn foreign_origins_never_reach_the_code_check() {
     let foreign = [
         vec![HOST, ("origin", "https://evil.example")],
         vec![HOST, ("origin", "http://deploy.local:5000.evil.example")],
-        vec![HOST, ("origin", "null")],
+        vec![HOST, ("origin", "null"), ("sec-fetch-site", "cross-site")],
+        vec![
+            HOST,
+            ("origin", "null"),
+            ("cookie", "authrun_csrf=00112233445566778899aabbccddeeff"),
+        ],
         vec![HOST, ("referer", "https://evil.example/deploy")],
         vec![HOST, ("referer", "http://deploy.local:5000.evil.example/")],
         vec![HOST, ("sec-fetch-site", "cross-site")],
@@ -107,6 +112,29 @@ async fn foreign_origins_never_reach_the_code_check() {
     }
     let ours = post_code(&app, &app.code_now(), PEER, &[]).await;
     assert_eq!(ours.status, StatusCode::OK, "{}", ours.text());
+    app.wait_for_run(1).await;
+}
+
+/// Under `Referrer-Policy: no-referrer` a browser posting the page's own form sends `Origin: null`; the
+/// page's CSRF token (cookie and field) is what proves it came from the page.
+#[tokio::test]
+async fn a_form_post_with_a_null_origin_passes_with_the_pages_token() {
+    let app = TestApp::builder().build();
+    let (cookie, token) = open_page(&app).await;
+    let form = format!("csrf={}&code={}", urlencode(&token), app.code_now());
+    let headers = [
+        ("accept", "text/html"),
+        ("cookie", cookie.as_str()),
+        ("origin", "null"),
+        ("sec-fetch-site", "same-origin"),
+    ];
+    let posted = app.post_form("/verify", &form, &headers).await;
+    assert_redirect_to(&posted, "/");
+    let session = posted.session_cookie().expect("the flash is kept in a session");
+    assert_eq!(
+        flash_shown(&app, &format!("{cookie}; {session}")).await,
+        Some(("success".into(), "Deploy started (run #1).".into()))
+    );
     app.wait_for_run(1).await;
 }
 
