@@ -390,3 +390,28 @@ pub fn write_script(path: &Path, body: &str) {
     std::fs::write(path, body).expect("write script");
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).expect("chmod");
 }
+
+/// The scheduling state letter of a process (`R`, `S`, `Z`, ...), or `None` when it no longer exists.
+pub fn process_state(pid: i32) -> Option<char> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // "pid (comm) S ...": the command may contain spaces and parentheses, so start after the last ')'.
+    stat.rsplit_once(')')?.1.trim_start().chars().next()
+}
+
+/// Gone, or a zombie nobody reaped yet: either way it runs no more.
+pub fn is_dead(pid: i32) -> bool {
+    matches!(process_state(pid), None | Some('Z'))
+}
+
+/// Waits (at most 5 s) for `pid` to be gone; a stopped run's group is killed as the run ends.
+pub async fn assert_gone(pid: i32, what: &str) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while !is_dead(pid) && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(
+        is_dead(pid),
+        "the run is over but {what} (pid {pid}) is still there (state {:?})",
+        process_state(pid)
+    );
+}

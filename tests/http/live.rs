@@ -12,7 +12,7 @@ use axum::http::StatusCode;
 use serde_json::Value;
 
 use crate::gate::{let_script_finish, start_run};
-use crate::helpers::{TestApp, TestAppBuilder, TestResponse, assert_redirect_to};
+use crate::helpers::{TestApp, TestAppBuilder, TestResponse, assert_gone, assert_redirect_to, is_dead};
 use crate::verify::wrong_code;
 
 /// The API token of the apps built by [`with_token`].
@@ -385,16 +385,6 @@ fn listed_runs(page: &str) -> Vec<u64> {
 // ---------------------------------------------------------------------------------------------------
 // Processes
 
-/// The scheduling state letter of a process (`R`, `S`, `Z`, ...), or `None` when it no longer exists.
-fn process_state(pid: i32) -> Option<char> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    stat.rsplit_once(')')?.1.trim_start().chars().next()
-}
-
-fn is_dead(pid: i32) -> bool {
-    matches!(process_state(pid), None | Some('Z'))
-}
-
 /// Waits (at most 10 s) until the script wrote a pid to `name` in its working directory.
 async fn pid_written(app: &TestApp, name: &str) -> i32 {
     let path = app.path(name);
@@ -410,19 +400,6 @@ async fn pid_written(app: &TestApp, name: &str) -> i32 {
         );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-}
-
-/// Waits (at most 5 s) for `pid` to be gone; the kill happens as the run ends.
-async fn assert_gone(pid: i32, what: &str) {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-    while !is_dead(pid) && tokio::time::Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    assert!(
-        is_dead(pid),
-        "the run is over but {what} (pid {pid}) is still there (state {:?})",
-        process_state(pid)
-    );
 }
 
 // ---------------------------------------------------------------------------------------------------

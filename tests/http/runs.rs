@@ -4,13 +4,12 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
 
 use axum::http::StatusCode;
 use serde_json::Value;
 use time::macros::datetime;
 
-use crate::helpers::{START, TestApp};
+use crate::helpers::{START, TestApp, assert_gone};
 
 /// A script that waits until the test creates `go` in its working directory. The loop gives up after
 /// about 30 s so a failed test never leaves it behind for long.
@@ -56,17 +55,6 @@ fn ids_in_memory(app: &TestApp) -> Vec<u64> {
         .iter()
         .filter_map(|r| r.id)
         .collect()
-}
-
-/// The scheduling state letter of a process (`R`, `S`, `Z`, ...), or `None` when it no longer exists.
-fn process_state(pid: i32) -> Option<char> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // "pid (comm) S ...": the command may contain spaces and parentheses, so start after the last ')'.
-    stat.rsplit_once(')')?.1.trim_start().chars().next()
-}
-
-fn is_dead(pid: i32) -> bool {
-    matches!(process_state(pid), None | Some('Z'))
 }
 
 /// Removes a directory when dropped (for a temp dir whose own cleanup was disabled).
@@ -233,16 +221,7 @@ async fn a_timeout_kills_the_whole_process_group() {
         .trim()
         .parse()
         .expect("a pid");
-    // The SIGKILL is sent when the run ends; give the kernel a bounded moment to carry it out.
-    let deadline = std::time::Instant::now() + Duration::from_secs(5);
-    while !is_dead(pid) && std::time::Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    assert!(
-        is_dead(pid),
-        "the run is over but the child that ignores SIGTERM is still there (state {:?})",
-        process_state(pid)
-    );
+    assert_gone(pid, "the child that ignores SIGTERM").await;
 }
 
 #[tokio::test]
