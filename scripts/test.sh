@@ -1,14 +1,27 @@
 #!/usr/bin/env bash
-# Runs every test of authrun: unit tests, the HTTP tests and the command-line tests.
+# Runs every test of authrun: unit tests, the HTTP tests, the command-line tests and the browser tests
+# (tests/browser: Debian's headless Chromium driven through chromedriver).
 # Installs what the tests need on a fresh Debian machine first.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 need_apt=()
 command -v python3 >/dev/null 2>&1 || need_apt+=(python3)
+[ -x /usr/bin/chromium ] || need_apt+=(chromium)
+[ -x /usr/bin/chromedriver ] || need_apt+=(chromium-driver)
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "Installing ${need_apt[*]} for the tests..."
-  apt-get update -qq && apt-get install -y -qq "${need_apt[@]}"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}"
 fi
 
-cargo test --all-targets "$@"
+# --no-fail-fast: a failing test binary does not hide the results of the others. Examples and benchmark
+# binaries hold no tests; they are built (and so checked) by clippy in CI.
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+status=0
+cargo test --lib --bins --tests --no-fail-fast "$@" 2>&1 | tee "$log" || status=$?
+# One closing line for the whole run, summed over every test binary.
+awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($i ~ /^passed/) p += $(i-1); if ($i ~ /^failed/) f += $(i-1) } }
+     END { printf "%d passed, %d failed\n", p, f }' "$log"
+exit "$status"

@@ -10,6 +10,12 @@
   const PAGE_RUNS = 20;
   let serverOffset = 0; // server time minus local time, in ms
 
+  // "2026-11-25 19:43:36 UTC", as the server writes exact times.
+  function exact(iso) {
+    const time = new Date(iso);
+    return Number.isNaN(time.getTime()) ? "" : time.toISOString().slice(0, 19).replace("T", " ") + " UTC";
+  }
+
   function relative(iso) {
     const then = Date.parse(iso);
     if (Number.isNaN(then)) return "";
@@ -64,7 +70,7 @@
       cell(tr, badge);
       const time = document.createElement("time");
       time.dateTime = run.time;
-      time.title = new Date(run.time).toString();
+      time.title = exact(run.time);
       time.textContent = relative(run.time);
       cell(tr, time);
       cell(tr, duration(run.duration_ms));
@@ -173,7 +179,10 @@
       const el = document.getElementById(id);
       if (el) el.textContent = text;
     };
-    set("run-finished", run.finished ? new Date(run.finished).toString() : "");
+    // "2026-11-25 19:43:36 UTC", as the server writes the start time above it.
+    const finished = run.finished ? new Date(run.finished) : null;
+    set("run-finished", finished && !Number.isNaN(finished.getTime())
+      ? finished.toISOString().slice(0, 19).replace("T", " ") + " UTC" : "");
     set("run-exit", run.exit_code === undefined ? "" : String(run.exit_code));
     const ms = run.duration_ms;
     if (ms !== undefined) {
