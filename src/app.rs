@@ -10,16 +10,15 @@ use std::sync::Arc;
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request};
 use axum::http::{HeaderName, HeaderValue, StatusCode, header};
-use axum::response::IntoResponse;
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use tokio::net::TcpListener;
+use tower::ServiceBuilder;
 use tower_http::catch_panic::CatchPanicLayer;
-use tower_http::set_header::SetResponseHeaderLayer;
 use tower_http::timeout::TimeoutLayer;
-use tower_http::trace::{DefaultOnResponse, TraceLayer};
 use tower_sessions::cookie::SameSite;
 use tower_sessions::{Expiry, SessionManagerLayer};
-use tracing::Level;
 
 use crate::audit::{AuditError, AuditLog};
 use crate::clock::SharedClock;
@@ -38,13 +37,24 @@ const SESSION_CAPACITY: usize = 10_000;
 /// The largest request body accepted; a code form needs a few dozen bytes.
 pub const BODY_LIMIT: usize = 4 * 1024;
 
+/// Headers every answer carries, whatever the handler set.
+const SECURITY_HEADERS: [(HeaderName, &str); 4] = [
+    (header::CONTENT_SECURITY_POLICY, CONTENT_SECURITY_POLICY),
+    (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+    (header::REFERRER_POLICY, "no-referrer"),
+    (header::X_FRAME_OPTIONS, "DENY"),
+];
+
 /// Only same-origin scripts and styles, no inline script, no framing.
 const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; script-src 'self'; style-src 'self'; \
      img-src 'self'; connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
 
-/// Everything a handler needs; cheap to clone.
+/// Everything a handler needs: one `Arc`, so handing it to a request costs one increment. Fields are
+/// reached through `Deref` (`state.runner`).
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<AppStateInner>);
+
+pub struct AppStateInner {
     pub config: Arc<Config>,
     pub clock: SharedClock,
     pub verifier: Arc<Verifier>,
@@ -87,19 +97,27 @@ impl AppState {
         let audit = Arc::new(AuditLog::open(&config.audit_file)?);
         let runner = Arc::new(Runner::new(config.script.clone(), Arc::clone(&clock), history));
         let verifier = Arc::new(Verifier::new(secret.bytes().to_vec(), config.totp.clone()));
-        Ok(Self {
+        Ok(Self(Arc::new(AppStateInner {
             config: Arc::new(config),
             clock,
             verifier,
             runner,
             guard,
             audit,
-        })
+        })))
     }
 }
 
-/// The routes and their middleware. Layers listed later wrap those listed earlier, so a request passes
-/// tracing first, then the security headers, the timeout and the session, and reaches the body limit last.
+impl std::ops::Deref for AppState {
+    type Target = AppStateInner;
+
+    fn deref(&self) -> &AppStateInner {
+        &self.0
+    }
+}
+
+/// The routes and their middleware: a request passes tracing first, then the security headers, the panic
+/// guard and the body limit, then (by route) the time limit and the session.
 pub fn build_router(state: AppState) -> Router {
     let request_timeout = state.config.server.request_timeout;
     let https = state
@@ -114,62 +132,63 @@ pub fn build_router(state: AppState) -> Router {
         .with_same_site(SameSite::Strict)
         .with_secure(https)
         .with_expiry(Expiry::OnInactivity(time::Duration::hours(1)));
-    // Quick answers get a time limit; these may rightly take long: waiting for a run to end
-    // (`?wait=`), the live output stream and the whole log.
-    let timed = Router::new()
+    let timeout = || TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, request_timeout);
+    // Pages and the flows that remember something about a browser have a session; the API answers and
+    // assets do not need one. Quick answers get a time limit; waiting for a run to end (`?wait=`), the
+    // live output stream and the whole log may rightly take long.
+    let pages = Router::new()
         .route("/", get(routes::run::index))
-        .route("/get_deploy_status", get(routes::status::deploy_status))
-        .route("/healthz", get(routes::status::health))
-        .route("/static/{name}", get(routes::assets::asset))
         .route("/runs", get(routes::runs::list))
         .route("/runs/{id}/cancel", post(routes::runs::cancel))
-        .layer(TimeoutLayer::with_status_code(
-            StatusCode::REQUEST_TIMEOUT,
-            request_timeout,
-        ));
-    let untimed = Router::new()
+        .layer(timeout())
         .route("/verify", post(routes::run::verify))
         .route("/runs/{id}", get(routes::runs::show))
         .route("/runs/{id}/log", get(routes::runs::log))
-        .route("/runs/{id}/events", get(routes::runs::events));
-    let router = timed
-        .merge(untimed)
+        .route("/runs/{id}/events", get(routes::runs::events))
+        .layer(sessions);
+    let api = Router::new()
+        .route("/get_deploy_status", get(routes::status::deploy_status))
+        .route("/healthz", get(routes::status::health))
+        .route("/static/{name}", get(routes::assets::asset))
+        .layer(timeout());
+    // One stack for every route, outermost first. Applied with a single `layer` call, so a request pays
+    // for one boxed service rather than one per layer.
+    let common = ServiceBuilder::new()
+        .layer(axum::middleware::from_fn(log_and_secure))
+        // A panic is a bug the tests hunt for; should one slip through, the client still gets an answer.
+        .layer(CatchPanicLayer::custom(|_| AppError::Internal.into_response()))
+        .layer(DefaultBodyLimit::max(BODY_LIMIT));
+    pages
+        .merge(api)
         .fallback(|| async { AppError::NotFound })
         .with_state(state)
-        .layer(DefaultBodyLimit::max(BODY_LIMIT))
-        .layer(sessions);
-    // A panic is a bug the tests hunt for; should one slip through, the client still gets an answer.
-    let router = router.layer(CatchPanicLayer::custom(|_| AppError::Internal.into_response()));
-    with_security_headers(router).layer(
-        TraceLayer::new_for_http()
-            .make_span_with(request_span)
-            .on_response(DefaultOnResponse::new().level(Level::INFO)),
-    )
+        .layer(common)
 }
 
-/// The span of a request names the route, never the raw URI (which could carry a code in its query).
-fn request_span(request: &Request) -> tracing::Span {
-    let path = request
-        .extensions()
-        .get::<MatchedPath>()
-        .map_or("(unmatched)", MatchedPath::as_str);
-    tracing::info_span!("request", method = %request.method(), path)
-}
-
-/// Headers every answer carries; assets set their own `Cache-Control`, everything else is `no-store`.
-fn with_security_headers(router: Router) -> Router {
-    let set = |name: HeaderName, value: &'static str| {
-        SetResponseHeaderLayer::overriding(name, HeaderValue::from_static(value))
-    };
-    router
-        .layer(set(header::CONTENT_SECURITY_POLICY, CONTENT_SECURITY_POLICY))
-        .layer(set(header::X_CONTENT_TYPE_OPTIONS, "nosniff"))
-        .layer(set(header::REFERRER_POLICY, "no-referrer"))
-        .layer(set(header::X_FRAME_OPTIONS, "DENY"))
-        .layer(SetResponseHeaderLayer::if_not_present(
-            header::CACHE_CONTROL,
-            HeaderValue::from_static("no-store"),
-        ))
+/// Every answer leaves through here: it gets the security headers (`Cache-Control: no-store` unless the
+/// handler chose otherwise, as assets do) and one log line with method, route, status and time taken.
+/// The route is the matched pattern, never the raw URI, which could carry a code in its query; and a
+/// plain event rather than a span per request, as spans cost more than the status endpoint itself.
+async fn log_and_secure(request: Request, next: Next) -> Response {
+    let method = request.method().clone();
+    let route = request.extensions().get::<MatchedPath>().cloned();
+    let started = std::time::Instant::now();
+    let mut response = next.run(request).await;
+    let headers = response.headers_mut();
+    for (name, value) in SECURITY_HEADERS {
+        headers.insert(name, HeaderValue::from_static(value));
+    }
+    if !headers.contains_key(header::CACHE_CONTROL) {
+        headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    }
+    tracing::info!(
+        %method,
+        route = route.as_ref().map_or("(unmatched)", MatchedPath::as_str),
+        status = response.status().as_u16(),
+        micros = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
+        "request"
+    );
+    response
 }
 
 /// Serves until `shutdown` resolves, then stops the running script (if any) and records its status.

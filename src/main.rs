@@ -11,9 +11,14 @@ async fn main() -> ExitCode {
     let cli = authrun::cli::Cli::parse();
     let filter =
         EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("authrun=info,tower_http=info"));
+    // Log lines are written by a thread of their own, in batches: a request never waits for stderr.
+    // Nothing is dropped (not lossy); the guard flushes what is left when main returns.
+    let (writer, _flush_on_exit) = tracing_appender::non_blocking::NonBlockingBuilder::default()
+        .lossy(false)
+        .finish(std::io::BufWriter::new(std::io::stderr()));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+        .with_writer(writer)
         .with_ansi(std::io::stderr().is_terminal())
         .init();
     authrun::cli::run(cli).await
