@@ -175,6 +175,8 @@ pub struct History {
     version: AtomicU64,
     /// The newest runs as JSON: (version, how many, the JSON).
     tail_cache: Mutex<Option<(u64, usize, Bytes)>>,
+    /// What [`History::memo`] made, and for which version.
+    memo: Mutex<Option<(u64, Arc<str>)>>,
 }
 
 impl History {
@@ -197,6 +199,7 @@ impl History {
             write_lock: tokio::sync::Mutex::new(()),
             version: AtomicU64::new(0),
             tail_cache: Mutex::new(None),
+            memo: Mutex::new(None),
         };
         if recovered {
             let bytes = serialize(&history.snapshot());
@@ -240,6 +243,24 @@ impl History {
         let json = Bytes::from(serde_json::to_vec(&records[start..]).unwrap_or_else(|_| b"[]".to_vec()));
         *cache = Some((version, count, json.clone()));
         json
+    }
+
+    /// Text derived from the history (the page's table of recent runs), made by `make` once per change
+    /// of the history and shared until the next.
+    pub fn memo(&self, make: impl FnOnce(&[RunRecord]) -> String) -> Arc<str> {
+        let (records, version) = {
+            let records = self.lock();
+            (Arc::clone(&records), self.version.load(Ordering::Acquire))
+        };
+        let mut memo = self.memo.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some((cached_version, text)) = memo.as_ref()
+            && *cached_version == version
+        {
+            return Arc::clone(text);
+        }
+        let text: Arc<str> = make(&records).into();
+        *memo = Some((version, Arc::clone(&text)));
+        text
     }
 
     /// The newest run, if any.

@@ -15,6 +15,7 @@ async fn main() -> ExitCode {
     // Nothing is dropped (not lossy); the guard flushes what is left when main returns.
     let (writer, _flush_on_exit) = tracing_appender::non_blocking::NonBlockingBuilder::default()
         .lossy(false)
+        .buffered_lines_limit(4096)
         .finish(std::io::BufWriter::new(std::io::stderr()));
     tracing_subscriber::fmt()
         .with_env_filter(filter)

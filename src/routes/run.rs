@@ -6,6 +6,7 @@
 
 use askama::Template;
 use askama_web::WebTemplate;
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::{FromRequest, Multipart, Query, Request, State};
@@ -31,6 +32,13 @@ use crate::view::{RunView, StateView};
 /// How many runs the page lists.
 const PAGE_RUNS: usize = 20;
 
+/// The table of recent runs on the page.
+#[derive(Template)]
+#[template(path = "runs_table.html")]
+pub struct RunsTable {
+    pub runs: Vec<RunView>,
+}
+
 #[derive(Template, WebTemplate)]
 #[template(path = "index.html")]
 pub struct IndexPage {
@@ -40,7 +48,8 @@ pub struct IndexPage {
     flash: Option<Flash>,
     csrf: String,
     state: StateView,
-    runs: Vec<RunView>,
+    /// The recent runs, rendered once per change of the history (see [`RunsTable`]).
+    runs_table: Arc<str>,
     asset_version: &'static str,
 }
 
@@ -49,8 +58,10 @@ pub async fn index(State(state): State<AppState>, session: Session, headers: Hea
     let session = BrowserSession(session);
     let flash = session.take_flash().await;
     let (csrf, csrf_cookie) = csrf::for_page(&headers, state.config.server.cookies_secure());
-    let history = state.runner.history().snapshot();
-    let runs = history.iter().rev().take(PAGE_RUNS).map(RunView::new).collect();
+    let runs_table = state.runner.history().memo(|records| {
+        let runs = records.iter().rev().take(PAGE_RUNS).map(RunView::new).collect();
+        RunsTable { runs }.render().unwrap_or_default()
+    });
     let page = IndexPage {
         action_name: state.config.action_name.clone(),
         description: state.config.action_description.clone(),
@@ -58,7 +69,7 @@ pub async fn index(State(state): State<AppState>, session: Session, headers: Hea
         flash,
         csrf,
         state: StateView::new(state.runner.state(state.clock.now())),
-        runs,
+        runs_table,
         asset_version: asset_version(),
     };
     with_cookie(page, csrf_cookie)
