@@ -134,8 +134,9 @@ pub fn build_router(state: AppState) -> Router {
         .with_expiry(Expiry::OnInactivity(time::Duration::hours(1)));
     let timeout = || TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, request_timeout);
     // Pages and the flows that remember something about a browser have a session; the API answers and
-    // assets do not need one. Quick answers get a time limit; waiting for a run to end (`?wait=`), the
-    // live output stream and the whole log may rightly take long.
+    // assets do not need one. Pages get a time limit; waiting for a run to end (`?wait=`), the live output
+    // stream and the whole log may rightly take long, and the status, health and assets are answered from
+    // memory without waiting on anything, so a timer would only cost them.
     let pages = Router::new()
         .route("/", get(routes::run::index))
         .route("/runs", get(routes::runs::list))
@@ -149,8 +150,7 @@ pub fn build_router(state: AppState) -> Router {
     let api = Router::new()
         .route("/get_deploy_status", get(routes::status::deploy_status))
         .route("/healthz", get(routes::status::health))
-        .route("/static/{name}", get(routes::assets::asset))
-        .layer(timeout());
+        .route("/static/{name}", get(routes::assets::asset));
     // One stack for every route, outermost first. Applied with a single `layer` call, so a request pays
     // for one boxed service rather than one per layer.
     let common = ServiceBuilder::new()
