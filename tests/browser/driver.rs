@@ -12,6 +12,8 @@ use fantoccini::actions::{InputSource, KeyAction, KeyActions};
 use fantoccini::elements::Element;
 use fantoccini::wd::{Capabilities, WebDriverCompatibleCommand};
 use fantoccini::{Client, ClientBuilder, Locator};
+
+use crate::helpers::content_length;
 use hyper_util::client::legacy::connect::HttpConnector;
 use serde_json::{Value, json};
 use tempfile::TempDir;
@@ -207,14 +209,7 @@ fn http_get(port: u16, path: &str) -> Option<String> {
         answer.extend_from_slice(&chunk[..read]);
         let text = String::from_utf8_lossy(&answer);
         if let Some(head_end) = text.find("\r\n\r\n") {
-            let length = text[..head_end]
-                .lines()
-                .find_map(|line| {
-                    let (name, value) = line.split_once(':')?;
-                    name.eq_ignore_ascii_case("content-length")
-                        .then(|| value.trim().parse::<usize>().ok())?
-                })
-                .unwrap_or(0);
+            let length = content_length(&text[..head_end]);
             if answer.len() >= head_end + 4 + length {
                 return Some(text.into_owned());
             }

@@ -5,22 +5,8 @@ use fantoccini::key::Key;
 use serde_json::{Value, json};
 
 use crate::driver::{Options, PHONE};
-use crate::helpers::TestApp;
+use crate::helpers::{TestApp, wrong_code};
 use crate::{NEWEST_BADGE, STATE_DETAIL, STATE_LABEL, Scene, assert_fits_width};
-
-/// A code the authenticator does not show now (nor one step before or after).
-fn wrong_code(app: &TestApp) -> String {
-    let now = app.clock_now();
-    let window: Vec<String> = [-30, 0, 30]
-        .iter()
-        .map(|offset| app.code_at(now + time::Duration::seconds(*offset)))
-        .collect();
-    let current: u32 = window[1].parse().expect("a numeric code");
-    (1..)
-        .map(|delta| format!("{:06}", (current + delta) % 1_000_000))
-        .find(|candidate| !window.contains(candidate))
-        .expect("a code outside the window")
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_page_loads_without_console_errors_or_requests_elsewhere() {

@@ -13,7 +13,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use crate::browser_flow::flash;
-use crate::helpers::{PEER, TcpServer, TestApp, TestResponse, assert_redirect_to, urlencode};
+use crate::helpers::{PEER, TcpServer, TestApp, TestResponse, assert_redirect_to, content_length, urlencode};
 use crate::regulation::{assert_refused, audit_lines, peer, post_code};
 use crate::verify::wrong_code;
 
@@ -491,14 +491,7 @@ async fn read_answer(stream: &mut TcpStream) -> String {
         loop {
             let text = String::from_utf8_lossy(&bytes).into_owned();
             if let Some((head, body)) = text.split_once("\r\n\r\n") {
-                let length = head
-                    .lines()
-                    .find_map(|line| {
-                        let (name, value) = line.split_once(':')?;
-                        name.eq_ignore_ascii_case("content-length")
-                            .then(|| value.trim().parse::<usize>().ok())?
-                    })
-                    .unwrap_or(0);
+                let length = content_length(head);
                 if body.len() >= length {
                     return text;
                 }

@@ -415,3 +415,29 @@ pub async fn assert_gone(pid: i32, what: &str) {
         process_state(pid)
     );
 }
+
+/// A six-digit code that matches none of the steps the server accepts now (the current one and one
+/// either side).
+pub fn wrong_code(app: &TestApp) -> String {
+    let now = app.clock_now();
+    let window: Vec<String> = [-30, 0, 30]
+        .iter()
+        .map(|offset| app.code_at(now + time::Duration::seconds(*offset)))
+        .collect();
+    let current: u32 = window[1].parse().expect("a numeric code");
+    (1..)
+        .map(|delta| format!("{:06}", (current + delta) % 1_000_000))
+        .find(|candidate| !window.contains(candidate))
+        .expect("a code outside the window")
+}
+
+/// The `Content-Length` of a raw HTTP/1.1 answer's head (0 when it has none).
+pub fn content_length(head: &str) -> usize {
+    head.lines()
+        .find_map(|line| {
+            let (name, value) = line.split_once(':')?;
+            name.eq_ignore_ascii_case("content-length")
+                .then(|| value.trim().parse::<usize>().ok())?
+        })
+        .unwrap_or(0)
+}

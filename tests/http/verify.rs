@@ -9,20 +9,7 @@ use serde_json::json;
 use crate::gate::{BLOCKING_SCRIPT, let_script_finish, start_run};
 use crate::helpers::{SECRET, TestApp, TestResponse};
 
-/// A six-digit code that matches none of the steps the server accepts now (the current one and one
-/// either side).
-pub fn wrong_code(app: &TestApp) -> String {
-    let now = app.clock_now();
-    let window: Vec<String> = [-30, 0, 30]
-        .iter()
-        .map(|offset| app.code_at(now + time::Duration::seconds(*offset)))
-        .collect();
-    let current: u32 = window[1].parse().expect("a numeric code");
-    (1..)
-        .map(|delta| format!("{:06}", (current + delta) % 1_000_000))
-        .find(|candidate| !window.contains(candidate))
-        .expect("a code outside the window")
-}
+pub use crate::helpers::wrong_code;
 
 /// A POST to /verify with this content type and body, no Accept header.
 async fn post_raw(app: &TestApp, content_type: &str, body: impl Into<Body>) -> TestResponse {
