@@ -24,8 +24,9 @@ use crate::audit::{AuditError, AuditLog};
 use crate::clock::SharedClock;
 use crate::config::{Config, SecretKey};
 use crate::error::AppError;
-use crate::guard::{Guard, GuardError};
-use crate::history::{History, HistoryError};
+use crate::fsio::StateFileError;
+use crate::guard::Guard;
+use crate::history::History;
 use crate::routes;
 use crate::runner::Runner;
 use crate::server;
@@ -66,10 +67,9 @@ pub struct AppStateInner {
 /// Why the application cannot start on its files.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
+    /// The history or the regulation state.
     #[error(transparent)]
-    History(#[from] HistoryError),
-    #[error(transparent)]
-    Guard(#[from] GuardError),
+    State(#[from] StateFileError),
     #[error("{0}\n  fix: check that its directory exists and is writable by authrun")]
     Audit(#[from] AuditError),
     #[error("state directory {path}: cannot be created: {source}\n  fix: check the path of `state_dir`")]

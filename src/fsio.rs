@@ -9,6 +9,62 @@ use std::io::{self, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
+/// Which state file an error is about, and how to repair it when it cannot be parsed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StateFile {
+    /// "history file", "regulation state".
+    pub what: &'static str,
+    /// The fix for a file that cannot be parsed.
+    pub repair: &'static str,
+}
+
+/// Why a state file (the history, the regulation state) cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum StateFileError {
+    #[error("{} {path}: cannot be parsed at line {line}, column {column}: {reason}\n  fix: {}", kind.what, kind.repair)]
+    Corrupt {
+        kind: StateFile,
+        path: PathBuf,
+        line: usize,
+        column: usize,
+        reason: String,
+    },
+    #[error(
+        "{} {path}: cannot be {action}: {source}\n  fix: check that the path and its directory are writable",
+        kind.what
+    )]
+    Io {
+        kind: StateFile,
+        path: PathBuf,
+        action: &'static str,
+        #[source]
+        source: io::Error,
+    },
+}
+
+impl StateFile {
+    /// `path` holds JSON that `error` could not read; the error names the position.
+    pub fn corrupt(self, path: &Path, error: &serde_json::Error) -> StateFileError {
+        StateFileError::Corrupt {
+            kind: self,
+            path: path.to_path_buf(),
+            line: error.line(),
+            column: error.column(),
+            reason: error.to_string(),
+        }
+    }
+
+    /// `path` could not be read, written, ... (`action`).
+    pub fn io(self, path: &Path, action: &'static str, source: io::Error) -> StateFileError {
+        StateFileError::Io {
+            kind: self,
+            path: path.to_path_buf(),
+            action,
+            source,
+        }
+    }
+}
+
 /// Replaces `path` with `contents` atomically. `mode` is the permission of a newly created file.
 pub fn write_atomic(path: &Path, contents: &[u8], mode: u32) -> io::Result<()> {
     let dir = parent_dir(path);

@@ -24,7 +24,7 @@ use nix::fcntl::{Flock, FlockArg};
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
-use crate::fsio;
+use crate::fsio::{self, StateFile, StateFileError};
 use crate::runner::later;
 
 /// The limits, from the `[regulation]` config section.
@@ -116,28 +116,14 @@ pub enum GuardEvent {
     PauseEnded,
 }
 
-#[derive(Debug, thiserror::Error)]
-pub enum GuardError {
-    #[error(
-        "regulation state {path}: cannot be parsed at line {line}, column {column}: {reason}\n  \
-         fix: repair the file, or delete it to forget every ban and pause"
-    )]
-    Corrupt {
-        path: PathBuf,
-        line: usize,
-        column: usize,
-        reason: String,
-    },
-    #[error(
-        "regulation state {path}: cannot be {action}: {source}\n  fix: check that the state directory is writable"
-    )]
-    Io {
-        path: PathBuf,
-        action: &'static str,
-        #[source]
-        source: std::io::Error,
-    },
-}
+/// The regulation state file, in error messages.
+pub const REGULATION_STATE: StateFile = StateFile {
+    what: "regulation state",
+    repair: "repair the file, or delete it to forget every ban and pause",
+};
+
+/// Why the regulation state cannot be used.
+pub type GuardError = StateFileError;
 
 /// What survives a restart.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -339,11 +325,7 @@ fn sibling(path: &Path, suffix: &str) -> PathBuf {
 }
 
 fn io_error(path: &Path, action: &'static str, source: std::io::Error) -> GuardError {
-    GuardError::Io {
-        path: path.to_path_buf(),
-        action,
-        source,
-    }
+    REGULATION_STATE.io(path, action, source)
 }
 
 /// An exclusive lock on `<state file>.lock`, held while the state file is read and rewritten.
@@ -407,12 +389,7 @@ fn read_state(path: &Path) -> Result<Persisted, GuardError> {
     if text.trim().is_empty() {
         return Ok(Persisted::default());
     }
-    serde_json::from_str(&text).map_err(|error| GuardError::Corrupt {
-        path: path.to_path_buf(),
-        line: error.line(),
-        column: error.column(),
-        reason: error.to_string(),
-    })
+    serde_json::from_str(&text).map_err(|error| REGULATION_STATE.corrupt(path, &error))
 }
 
 fn write_state(path: &Path, saved: &Persisted) -> Result<(), GuardError> {

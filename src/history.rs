@@ -15,7 +15,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use time::format_description::well_known::Rfc3339;
 use time::{OffsetDateTime, PrimitiveDateTime};
 
-use crate::fsio;
+use crate::fsio::{self, StateFile, StateFileError};
 
 /// How a run ended, or that it has not yet. The texts are those of the original history file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -131,29 +131,14 @@ impl RunRecord {
     }
 }
 
+/// The history file, in error messages.
+pub const HISTORY_FILE: StateFile = StateFile {
+    what: "history file",
+    repair: "repair the file or move it aside; authrun will not overwrite it",
+};
+
 /// Why the history file cannot be used.
-#[derive(Debug, thiserror::Error)]
-pub enum HistoryError {
-    #[error(
-        "history file {path}: cannot be parsed at line {line}, column {column}: {reason}\n  \
-         fix: repair the file or move it aside; authrun will not overwrite it"
-    )]
-    Corrupt {
-        path: PathBuf,
-        line: usize,
-        column: usize,
-        reason: String,
-    },
-    #[error(
-        "history file {path}: cannot be {action}: {source}\n  fix: check that the path and its directory are writable"
-    )]
-    Io {
-        path: PathBuf,
-        action: &'static str,
-        #[source]
-        source: std::io::Error,
-    },
-}
+pub type HistoryError = StateFileError;
 
 /// The status answer's shape, also accepted as a history file.
 #[derive(Deserialize)]
@@ -332,11 +317,7 @@ impl History {
     }
 
     fn io(&self, action: &'static str, source: std::io::Error) -> HistoryError {
-        HistoryError::Io {
-            path: self.path.clone(),
-            action,
-            source,
-        }
+        HISTORY_FILE.io(&self.path, action, source)
     }
 }
 
@@ -345,22 +326,13 @@ fn read_file(path: &Path) -> Result<Vec<RunRecord>, HistoryError> {
         Ok(text) => text,
         Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
         Err(source) => {
-            return Err(HistoryError::Io {
-                path: path.to_path_buf(),
-                action: "read",
-                source,
-            });
+            return Err(HISTORY_FILE.io(path, "read", source));
         }
     };
     if text.trim().is_empty() {
         return Ok(Vec::new());
     }
-    parse(&text).map_err(|error| HistoryError::Corrupt {
-        path: path.to_path_buf(),
-        line: error.line(),
-        column: error.column(),
-        reason: error.to_string(),
-    })
+    parse(&text).map_err(|error| HISTORY_FILE.corrupt(path, &error))
 }
 
 /// The file holds a bare list (the original's format, and ours) or `{"history": [...]}`.
