@@ -248,6 +248,15 @@ impl History {
         text
     }
 
+    /// Run `id`, if the history still holds it.
+    pub fn record(&self, id: u64) -> Option<RunRecord> {
+        self.lock()
+            .iter()
+            .rev()
+            .find(|record| record.id == Some(id))
+            .cloned()
+    }
+
     /// The newest run, if any.
     pub fn last(&self) -> Option<RunRecord> {
         self.lock().last().cloned()

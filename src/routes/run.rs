@@ -170,14 +170,7 @@ async fn wait_for_end(state: &AppState, started: Started, wait: Option<Duration>
     let ended = tokio::time::timeout(limit, state.runner.wait_finished(id))
         .await
         .is_ok();
-    let record = state
-        .runner
-        .history()
-        .snapshot()
-        .iter()
-        .rev()
-        .find(|r| r.id == Some(id))
-        .cloned();
+    let record = state.runner.history().record(id);
     let (status, success, message) = match &record {
         Some(record) if ended && record.status == RunStatus::Succeeded => {
             (StatusCode::OK, true, format!("Run #{id}: {}.", record.status))
@@ -201,7 +194,7 @@ async fn wait_for_end(state: &AppState, started: Started, wait: Option<Duration>
 }
 
 /// A browser's form post asks for HTML; `fetch`, curl and scripts do not.
-fn wants_html(headers: &HeaderMap) -> bool {
+pub fn wants_html(headers: &HeaderMap) -> bool {
     headers
         .get(header::ACCEPT)
         .and_then(|accept| accept.to_str().ok())

@@ -30,7 +30,7 @@ use crate::history::RunRecord;
 use crate::origin;
 use crate::output::{self, Line};
 use crate::routes::assets::asset_version;
-use crate::routes::run::with_cookie;
+use crate::routes::run::{wants_html, with_cookie};
 use crate::session::{BrowserSession, Flash, FlashKind};
 use crate::view::{OutputLineView, RunView, clock_time};
 
@@ -112,16 +112,16 @@ pub async fn show(
     session: Session,
     headers: HeaderMap,
 ) -> Result<Response, AppError> {
-    find(&state, id)?;
+    let record = find(&state, id)?;
     if wants_json(&headers) {
-        if let Some(seconds) = query.wait {
-            let wait = Duration::from_secs(seconds).min(state.config.access.max_wait);
-            let _ = tokio::time::timeout(wait, state.runner.wait_finished(id)).await;
-        }
+        let Some(seconds) = query.wait else {
+            return Ok(Json(record).into_response());
+        };
+        let wait = Duration::from_secs(seconds).min(state.config.access.max_wait);
+        let _ = tokio::time::timeout(wait, state.runner.wait_finished(id)).await;
         return Ok(Json(find(&state, id)?).into_response());
     }
     let session = BrowserSession(session);
-    let record = find(&state, id)?;
     let grant = access::may_read(&state, &session, &headers).await.ok();
     let (output, total) = match grant {
         Some(_) => {
@@ -313,10 +313,7 @@ pub async fn cancel(
     find(&state, id)?;
     let client = client_ip(&request, &state.config.server.trusted_proxies);
     let headers = request.headers().clone();
-    let html = headers
-        .get(header::ACCEPT)
-        .and_then(|value| value.to_str().ok())
-        .is_some_and(|accept| accept.contains("text/html"));
+    let html = wants_html(&headers);
     let body = axum::body::to_bytes(request.into_body(), crate::app::BODY_LIMIT)
         .await
         .map_err(|_| AppError::PayloadTooLarge)?;
@@ -378,15 +375,7 @@ impl<S: Send + Sync> FromRequestParts<S> for RunId {
 }
 
 fn find(state: &AppState, id: u64) -> Result<RunRecord, AppError> {
-    state
-        .runner
-        .history()
-        .snapshot()
-        .iter()
-        .rev()
-        .find(|record| record.id == Some(id))
-        .cloned()
-        .ok_or(AppError::NotFound)
+    state.runner.history().record(id).ok_or(AppError::NotFound)
 }
 
 fn wants_json(headers: &HeaderMap) -> bool {

@@ -242,13 +242,7 @@ impl TestApp {
 
     /// The history's record of run `id`.
     pub fn record(&self, id: u64) -> Option<RunRecord> {
-        self.state
-            .runner
-            .history()
-            .snapshot()
-            .iter()
-            .find(|r| r.id == Some(id))
-            .cloned()
+        self.state.runner.history().record(id)
     }
 
     /// How many times the counting script ran.
