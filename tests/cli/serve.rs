@@ -232,3 +232,36 @@ fn serve_on_an_address_in_use_says_which() {
     assert!(out.stderr.contains(&addr), "no `{addr}`: {out:#?}");
     drop(taken);
 }
+
+#[test]
+fn the_log_has_a_line_per_request_except_for_successful_status_polls() {
+    let workspace = Workspace::with_example_script();
+    let mut server = serve(&workspace);
+    for _ in 0..3 {
+        assert_eq!(server.get("/get_deploy_status").status, 200);
+    }
+    assert_eq!(server.get("/").status, 200);
+    assert_eq!(server.get("/no/such/page?code=123456").status, 404);
+    // Log lines are written by a thread of their own; they are all out once authrun has exited.
+    server.signal(Signal::SIGTERM);
+    assert!(server.wait_exit().success());
+    let log = server.stderr();
+    let requests: Vec<&str> = log.lines().filter(|line| line.contains(" request ")).collect();
+    assert!(
+        requests
+            .iter()
+            .any(|line| line.contains(r#"route="/" status=200"#)),
+        "no line for the page:\n{log}"
+    );
+    assert!(
+        requests
+            .iter()
+            .any(|line| line.contains(r#"route="(unmatched)" status=404"#)),
+        "no line for the unknown page:\n{log}"
+    );
+    assert!(
+        !log.contains("get_deploy_status"),
+        "status polls were logged:\n{log}"
+    );
+    assert!(!log.contains("123456"), "a query string was logged:\n{log}");
+}
