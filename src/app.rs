@@ -29,6 +29,7 @@ use crate::fsio::StateFileError;
 use crate::guard::Guard;
 use crate::history::History;
 use crate::routes;
+use crate::routes::status::StatusCache;
 use crate::runner::Runner;
 use crate::server;
 use crate::session::BoundedStore;
@@ -63,6 +64,8 @@ pub struct AppStateInner {
     pub runner: Arc<Runner>,
     pub guard: Arc<Guard>,
     pub audit: Arc<AuditLog>,
+    /// The last `/get_deploy_status` answer.
+    pub status: StatusCache,
 }
 
 /// Why the application cannot start on its files.
@@ -105,6 +108,7 @@ impl AppState {
             runner,
             guard,
             audit,
+            status: StatusCache::default(),
         })))
     }
 }

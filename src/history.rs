@@ -207,6 +207,11 @@ impl History {
         Arc::clone(&self.lock())
     }
 
+    /// Counts the changes of the history: equal versions, equal runs.
+    pub fn version(&self) -> u64 {
+        self.version.load(Ordering::Acquire)
+    }
+
     /// The newest `count` runs as a JSON array, oldest first. Serialised once per change of the history,
     /// so answering the status endpoint costs the same however long the history is.
     pub fn tail_json(&self, count: usize) -> Bytes {
