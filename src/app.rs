@@ -5,16 +5,12 @@
 
 use std::future::Future;
 use std::os::unix::fs::DirBuilderExt;
-use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 
 use axum::Router;
-use axum::extract::{DefaultBodyLimit, MatchedPath, Request};
-use axum::http::{HeaderName, HeaderValue, StatusCode, header};
-use axum::middleware::Next;
-use axum::response::{IntoResponse, Response};
+use axum::extract::DefaultBodyLimit;
+use axum::http::StatusCode;
 use axum::routing::{get, post};
-use futures_util::FutureExt;
 use tokio::net::TcpListener;
 use tower::ServiceBuilder;
 use tower_http::timeout::TimeoutLayer;
@@ -24,6 +20,7 @@ use tower_sessions::{Expiry, SessionManagerLayer};
 use crate::audit::{AuditError, AuditLog};
 use crate::clock::SharedClock;
 use crate::config::{Config, SecretKey};
+use crate::edge::Edge;
 use crate::error::AppError;
 use crate::fsio::StateFileError;
 use crate::guard::Guard;
@@ -39,18 +36,6 @@ use crate::totp::Verifier;
 const SESSION_CAPACITY: usize = 10_000;
 /// The largest request body accepted; a code form needs a few dozen bytes.
 pub const BODY_LIMIT: usize = 4 * 1024;
-
-/// Headers every answer carries, whatever the handler set.
-const SECURITY_HEADERS: [(HeaderName, &str); 4] = [
-    (header::CONTENT_SECURITY_POLICY, CONTENT_SECURITY_POLICY),
-    (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
-    (header::REFERRER_POLICY, "no-referrer"),
-    (header::X_FRAME_OPTIONS, "DENY"),
-];
-
-/// Only same-origin scripts and styles, no inline script, no framing.
-const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; script-src 'self'; style-src 'self'; \
-     img-src 'self'; connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
 
 /// Everything a handler needs: one `Arc`, so handing it to a request costs one increment. Fields are
 /// reached through `Deref` (`state.runner`).
@@ -121,9 +106,9 @@ impl std::ops::Deref for AppState {
     }
 }
 
-/// The routes and their middleware: a request passes the log line, security headers and panic guard
-/// first (one middleware), then the body limit, then (by route) the time limit and the session.
-pub fn build_router(state: AppState) -> Router {
+/// The routes and their middleware: a request passes the edge first (security headers, panic guard, log
+/// line), then (by route) the session and the body limit, then the time limit.
+pub fn build_router(state: AppState) -> Edge<Router> {
     let request_timeout = state.config.server.request_timeout;
     let https = state
         .config
@@ -151,68 +136,22 @@ pub fn build_router(state: AppState) -> Router {
         .route("/runs/{id}", get(routes::runs::show))
         .route("/runs/{id}/log", get(routes::runs::log))
         .route("/runs/{id}/events", get(routes::runs::events))
-        .layer(sessions);
+        // One `layer` call, so a request pays for one boxed service rather than one per layer. Only
+        // these routes read a body.
+        .layer(
+            ServiceBuilder::new()
+                .layer(sessions)
+                .layer(DefaultBodyLimit::max(BODY_LIMIT)),
+        );
     let api = Router::new()
         .route("/get_deploy_status", get(routes::status::deploy_status))
         .route("/healthz", get(routes::status::health))
         .route("/static/{name}", get(routes::assets::asset));
-    // One stack for every route, outermost first. Applied with a single `layer` call, so a request pays
-    // for one boxed service rather than one per layer.
-    let common = ServiceBuilder::new()
-        .layer(axum::middleware::from_fn(log_and_secure))
-        .layer(DefaultBodyLimit::max(BODY_LIMIT));
-    pages
+    let router = pages
         .merge(api)
         .fallback(|| async { AppError::NotFound })
-        .with_state(state)
-        .layer(common)
-}
-
-/// Routes polled by machines and by open pages (every 1 to 10 s): their successful answers are logged at
-/// `debug`, so a tab left open does not write thousands of lines a day. Their failures are still `info`.
-const QUIET_ROUTES: [&str; 3] = ["/get_deploy_status", "/healthz", "/static/{name}"];
-
-/// Every answer leaves through here: it gets the security headers (`Cache-Control: no-store` unless the
-/// handler chose otherwise, as assets do) and one log line with method, route, status and time taken.
-/// The route is the matched pattern, never the raw URI, which could carry a code in its query; and a
-/// plain event rather than a span per request, as spans cost more than the status endpoint itself.
-/// A handler that panics (a bug the tests hunt for) still gets its client an answer: a 500.
-async fn log_and_secure(request: Request, next: Next) -> Response {
-    let method = request.method().clone();
-    let route = request.extensions().get::<MatchedPath>().cloned();
-    let started = std::time::Instant::now();
-    let mut response = AssertUnwindSafe(next.run(request))
-        .catch_unwind()
-        .await
-        .unwrap_or_else(|_| AppError::Internal.into_response());
-    let headers = response.headers_mut();
-    headers.reserve(SECURITY_HEADERS.len() + 1);
-    for (name, value) in SECURITY_HEADERS {
-        headers.insert(name, HeaderValue::from_static(value));
-    }
-    if !headers.contains_key(header::CACHE_CONTROL) {
-        headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    }
-    let route = route.as_ref().map_or("(unmatched)", MatchedPath::as_str);
-    let status = response.status();
-    macro_rules! request_line {
-        ($level:expr) => {
-            tracing::event!(
-                $level,
-                %method,
-                route,
-                status = status.as_u16(),
-                micros = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
-                "request"
-            )
-        };
-    }
-    if status.as_u16() < 400 && QUIET_ROUTES.contains(&route) {
-        request_line!(tracing::Level::DEBUG);
-    } else {
-        request_line!(tracing::Level::INFO);
-    }
-    response
+        .with_state(state);
+    Edge::new(router)
 }
 
 /// Serves until `shutdown` resolves, then stops the running script (if any) and records its status.
@@ -242,27 +181,4 @@ pub async fn serve(
         tracing::error!(%error, "stopping the running script failed");
     }
     served
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use axum::body::Body;
-    use tower::ServiceExt;
-
-    #[tokio::test]
-    async fn a_handler_that_panics_still_answers_500_with_the_security_headers() {
-        async fn buggy() -> StatusCode {
-            panic!("a bug in a handler")
-        }
-        let router = Router::new()
-            .route("/bug", get(buggy))
-            .layer(axum::middleware::from_fn(log_and_secure));
-        let request = Request::builder().uri("/bug").body(Body::empty()).unwrap();
-        let response = router.oneshot(request).await.unwrap();
-        assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
-        assert_eq!(response.headers()[header::X_CONTENT_TYPE_OPTIONS], "nosniff");
-        assert_eq!(response.headers()[header::CACHE_CONTROL], "no-store");
-        assert_eq!(response.headers()[header::CONTENT_TYPE], "application/json");
-    }
 }

@@ -5,14 +5,15 @@
 //! served at once (one more is answered 503 and closed), and each connection's peer address reaches the
 //! handlers as `ConnectInfo`. On shutdown the listener closes and open connections finish their request.
 
+use std::convert::Infallible;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::Router;
 use axum::body::Body;
 use axum::extract::ConnectInfo;
 use axum::http::Request;
+use axum::response::Response;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
@@ -21,7 +22,7 @@ use hyper_util::service::TowerToHyperService;
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
-use tower::ServiceExt;
+use tower::{Service, ServiceExt};
 
 /// How much of the network one client may hold.
 #[derive(Debug, Clone, Copy)]
@@ -33,13 +34,17 @@ pub struct Limits {
 /// How long open connections get to finish after shutdown begins.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Serves `router` on `listener` until `shutdown` resolves.
-pub async fn serve(
+/// Serves `app` (the router and its edge) on `listener` until `shutdown` resolves.
+pub async fn serve<A>(
     listener: TcpListener,
-    router: Router,
+    app: A,
     limits: Limits,
     shutdown: impl Future<Output = ()> + Send,
-) -> std::io::Result<()> {
+) -> std::io::Result<()>
+where
+    A: Service<Request<Body>, Response = Response, Error = Infallible> + Clone + Send + 'static,
+    A::Future: Send + 'static,
+{
     let slots = Arc::new(Semaphore::new(limits.max_connections));
     let graceful = GracefulShutdown::new();
     tokio::pin!(shutdown);
@@ -61,10 +66,10 @@ pub async fn serve(
             continue;
         };
         let watcher = graceful.watcher();
-        let router = router.clone();
+        let app = app.clone();
         tokio::spawn(async move {
             let _ = stream.set_nodelay(true);
-            let service = router.map_request(move |mut request: Request<Incoming>| {
+            let service = app.map_request(move |mut request: Request<Incoming>| {
                 request.extensions_mut().insert(ConnectInfo(peer));
                 request.map(Body::new)
             });

@@ -250,13 +250,13 @@ fn the_log_has_a_line_per_request_except_for_successful_status_polls() {
     assert!(
         requests
             .iter()
-            .any(|line| line.contains(r#"route="/" status=200"#)),
+            .any(|line| line.contains(r#"method=GET path="/" status=200"#)),
         "no line for the page:\n{log}"
     );
     assert!(
         requests
             .iter()
-            .any(|line| line.contains(r#"route="(unmatched)" status=404"#)),
+            .any(|line| line.contains(r#"path="/no/such/page" status=404"#)),
         "no line for the unknown page:\n{log}"
     );
     assert!(

@@ -10,6 +10,7 @@ use std::time::Duration;
 use authrun::app::{AppState, build_router};
 use authrun::clock::ManualClock;
 use authrun::config::{Config, SecretSource};
+use authrun::edge::Edge;
 use authrun::history::RunRecord;
 use authrun::totp::Verifier;
 use axum::Router;
@@ -95,7 +96,7 @@ pub struct TestApp {
     pub dir: TempDir,
     pub clock: Arc<ManualClock>,
     pub state: AppState,
-    pub router: Router,
+    pub router: Edge<Router>,
     pub verifier: Verifier,
 }
 

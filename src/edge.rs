@@ -1,0 +1,202 @@
+//! The edge every request and answer passes, around the whole router: each answer gets the security
+//! headers, a request that panics still gets one, and each request leaves one log line.
+//!
+//! It wraps the router rather than each route (as `Router::layer` would), so a request pays for it once
+//! and without a boxed future: the status endpoint is polled by every open page and by scripts.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
+use std::time::Instant;
+
+use axum::extract::Request;
+use axum::http::{HeaderName, HeaderValue, Method, Uri, header};
+use axum::response::{IntoResponse, Response};
+use futures_util::FutureExt;
+use futures_util::future::CatchUnwind;
+use tower::Service;
+
+use crate::error::AppError;
+
+/// Headers every answer carries, whatever the handler set.
+const SECURITY_HEADERS: [(HeaderName, &str); 4] = [
+    (header::CONTENT_SECURITY_POLICY, CONTENT_SECURITY_POLICY),
+    (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+    (header::REFERRER_POLICY, "no-referrer"),
+    (header::X_FRAME_OPTIONS, "DENY"),
+];
+
+/// Only same-origin scripts and styles, no inline script, no framing.
+const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; script-src 'self'; style-src 'self'; \
+     img-src 'self'; connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
+
+/// The longest path written to the log; longer ones (probes, attacks) are cut.
+const LOGGED_PATH_BYTES: usize = 120;
+
+/// Wraps a service (the router) with the edge.
+#[derive(Clone)]
+pub struct Edge<S> {
+    inner: S,
+}
+
+impl<S> Edge<S> {
+    pub fn new(inner: S) -> Self {
+        Self { inner }
+    }
+}
+
+impl<S> Service<Request> for Edge<S>
+where
+    S: Service<Request, Response = Response, Error = Infallible>,
+{
+    type Response = Response;
+    type Error = Infallible;
+    type Future = EdgeFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request) -> Self::Future {
+        let seen = Seen {
+            method: request.method().clone(),
+            uri: request.uri().clone(),
+            started: Instant::now(),
+        };
+        EdgeFuture {
+            inner: AssertUnwindSafe(self.inner.call(request)).catch_unwind(),
+            seen: Some(seen),
+        }
+    }
+}
+
+/// What the log line needs from the request, taken before the router has it.
+struct Seen {
+    method: Method,
+    /// Only its path is logged.
+    uri: Uri,
+    started: Instant,
+}
+
+pin_project_lite::pin_project! {
+    /// The router's answer, finished by the edge.
+    pub struct EdgeFuture<F> {
+        #[pin]
+        inner: CatchUnwind<AssertUnwindSafe<F>>,
+        seen: Option<Seen>,
+    }
+}
+
+impl<F> Future for EdgeFuture<F>
+where
+    F: Future<Output = Result<Response, Infallible>>,
+{
+    type Output = Result<Response, Infallible>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let mut response = match ready!(this.inner.poll(cx)) {
+            Ok(Ok(response)) => response,
+            Ok(Err(never)) => match never {},
+            // A handler panicked: a bug the tests hunt for. The panic message is already on stderr.
+            Err(_) => AppError::Internal.into_response(),
+        };
+        secure(&mut response);
+        if let Some(seen) = this.seen.take() {
+            log(&seen, &response);
+        }
+        Poll::Ready(Ok(response))
+    }
+}
+
+/// Adds the security headers, and `Cache-Control: no-store` unless the handler chose otherwise (as
+/// assets do).
+fn secure(response: &mut Response) {
+    let headers = response.headers_mut();
+    headers.reserve(SECURITY_HEADERS.len() + 1);
+    for (name, value) in SECURITY_HEADERS {
+        headers.insert(name, HeaderValue::from_static(value));
+    }
+    if !headers.contains_key(header::CACHE_CONTROL) {
+        headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    }
+}
+
+/// One line per request: method, path (never the query, which could carry a code), status and time
+/// taken. A plain event rather than a span, as spans cost more than the status endpoint itself.
+/// Successful answers of the routes that open pages and scripts poll (every 1 to 10 s) are logged at
+/// `debug`, so a tab left open does not write thousands of lines a day; their failures stay at `info`.
+fn log(seen: &Seen, response: &Response) {
+    let status = response.status().as_u16();
+    let micros = u64::try_from(seen.started.elapsed().as_micros()).unwrap_or(u64::MAX);
+    let path = seen.uri.path();
+    macro_rules! request_line {
+        ($level:expr) => {
+            tracing::event!(
+                $level,
+                method = %seen.method,
+                path = %loggable_path(path),
+                status,
+                micros,
+                "request"
+            )
+        };
+    }
+    if status < 400 && is_polled(path) {
+        request_line!(tracing::Level::DEBUG);
+    } else {
+        request_line!(tracing::Level::INFO);
+    }
+}
+
+/// The routes that open pages and scripts poll: the status, the health check and the assets.
+fn is_polled(path: &str) -> bool {
+    path == "/get_deploy_status" || path == "/healthz" || path.starts_with("/static/")
+}
+
+/// `path` as logged: quoted, and cut to [`LOGGED_PATH_BYTES`] on a character boundary.
+fn loggable_path(path: &str) -> impl std::fmt::Display + '_ {
+    let mut end = path.len().min(LOGGED_PATH_BYTES);
+    while !path.is_char_boundary(end) {
+        end -= 1;
+    }
+    let cut = if end < path.len() { "..." } else { "" };
+    std::fmt::from_fn(move |f| write!(f, "{:?}{cut}", &path[..end]))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::Router;
+    use axum::body::Body;
+    use axum::http::StatusCode;
+    use axum::routing::get;
+    use tower::ServiceExt;
+
+    #[tokio::test]
+    async fn a_handler_that_panics_still_answers_500_with_the_security_headers() {
+        async fn buggy() -> StatusCode {
+            panic!("a bug in a handler")
+        }
+        let edge = Edge::new(Router::new().route("/bug", get(buggy)));
+        let request = Request::builder().uri("/bug").body(Body::empty()).unwrap();
+        let response = edge.oneshot(request).await.unwrap();
+        assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        assert_eq!(response.headers()[header::X_CONTENT_TYPE_OPTIONS], "nosniff");
+        assert_eq!(response.headers()[header::CACHE_CONTROL], "no-store");
+        assert_eq!(response.headers()[header::CONTENT_TYPE], "application/json");
+    }
+
+    #[test]
+    fn long_paths_are_cut_on_a_character_boundary() {
+        let path = format!("/{}", "é".repeat(100));
+        let logged = loggable_path(&path).to_string();
+        assert!(logged.ends_with("\"..."), "{logged}");
+        let kept = logged.trim_start_matches('"').trim_end_matches("\"...");
+        assert!(kept.len() <= LOGGED_PATH_BYTES, "{logged}");
+        assert!(path.starts_with(kept), "{logged}");
+        assert_eq!(loggable_path("/runs/7").to_string(), "\"/runs/7\"");
+    }
+}
