@@ -8,7 +8,8 @@
 //! - `output_run_ms`: a script printing OUTPUT_MB megabytes, run by authrun (from the request until its
 //!   final status is recorded), five times; and the same script run directly with its output going to
 //!   /dev/null (`output_direct_ms`), to a file (`output_to_file_ms`), and through `cat` into a file
-//!   (`output_through_cat_to_file_ms`, the least any program that stores the output can cost).
+//!   (`output_through_cat_to_file_ms`); and the same number of bytes written to a file by `dd` in 1 MB
+//!   blocks, without any script (`output_store_floor_ms`): the least that keeping the output can cost.
 
 use std::io::{Read, Write};
 use std::os::unix::fs::PermissionsExt;
@@ -54,6 +55,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut direct = Vec::new();
     let mut to_file = Vec::new();
     let mut through_cat = Vec::new();
+    let mut store_floor = Vec::new();
     let file = dir.path().join("direct.log");
     for _ in 0..5 {
         let start = Instant::now();
@@ -67,6 +69,14 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         )?);
         let piped = format!("{} | cat > {}", printer.display(), file.display());
         through_cat.push(timed(std::process::Command::new("sh").args(["-c", &piped]))?);
+        // The least that keeping the output costs: the same bytes written to a file in 1 MB blocks.
+        store_floor.push(timed(std::process::Command::new("dd").args([
+            "if=/dev/zero".to_owned(),
+            format!("of={}", file.display()),
+            "bs=1000000".to_owned(),
+            format!("count={megabytes}"),
+            "status=none".to_owned(),
+        ]))?);
     }
     let report = serde_json::json!({
         "spawn_latency_ms": latencies,
@@ -75,6 +85,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         "output_direct_ms": direct,
         "output_to_file_ms": to_file,
         "output_through_cat_to_file_ms": through_cat,
+        "output_store_floor_ms": store_floor,
     });
     println!("{report}");
     Ok(())

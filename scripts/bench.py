@@ -210,6 +210,9 @@ def main():
         "direct_ms": median(run_figures["output_direct_ms"]),
         "to_file_ms": median(run_figures["output_to_file_ms"]),
         "through_cat_to_file_ms": median(run_figures["output_through_cat_to_file_ms"]),
+        "store_floor_ms": median(run_figures["output_store_floor_ms"]),
+        "store_floor_ratio": round(median(run_figures["output_store_floor_ms"])
+                                   / median(run_figures["output_direct_ms"]), 3),
         "ratio": round(authrun_ms / median(run_figures["output_direct_ms"]), 3),
         "ratio_to_file": round(authrun_ms / median(run_figures["output_to_file_ms"]), 3),
         "ratio_through_cat": round(authrun_ms / median(run_figures["output_through_cat_to_file_ms"]), 3),
@@ -272,7 +275,9 @@ def summarize(r):
     o = r["output_overhead"]
     print(f"output of {o['megabytes']} MB: {o['authrun_ms']:.0f} ms under authrun; run directly: {o['direct_ms']:.0f} ms "
           f"to /dev/null (ratio {o['ratio']}), {o['to_file_ms']:.0f} ms to a file (ratio {o['ratio_to_file']}), "
-          f"{o['through_cat_to_file_ms']:.0f} ms through cat to a file (ratio {o['ratio_through_cat']})")
+          f"{o['through_cat_to_file_ms']:.0f} ms through cat to a file (ratio {o['ratio_through_cat']}); "
+          f"writing the same bytes to a file with dd alone: {o['store_floor_ms']:.0f} ms "
+          f"({o['store_floor_ratio']} x the /dev/null run)")
 
 
 if __name__ == "__main__":
