@@ -217,7 +217,7 @@ impl History {
     pub fn tail_json(&self, count: usize) -> Bytes {
         let (records, version) = {
             let records = self.lock();
-            (Arc::clone(&records), self.version.load(Ordering::Acquire))
+            (Arc::clone(&records), self.version())
         };
         let mut cache = self
             .tail_cache
@@ -240,7 +240,7 @@ impl History {
     pub fn memo(&self, make: impl FnOnce(&[RunRecord]) -> String) -> Arc<str> {
         let (records, version) = {
             let records = self.lock();
-            (Arc::clone(&records), self.version.load(Ordering::Acquire))
+            (Arc::clone(&records), self.version())
         };
         let mut memo = self.memo.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         if let Some((cached_version, text)) = memo.as_ref()
