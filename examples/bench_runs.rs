@@ -17,10 +17,11 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use authrun::app::AppState;
+use authrun::auth::totp::Verifier;
+use authrun::bootstrap;
 use authrun::clock::{Clock, ManualClock};
 use authrun::config::{Config, SecretSource};
-use authrun::totp::Verifier;
+use authrun::web::state::AppState;
 
 const SECRET: &str = "JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP";
 
@@ -123,11 +124,13 @@ impl App {
         };
         let verifier = Verifier::new(key.bytes().to_vec(), config.totp.clone());
         let clock = Arc::new(ManualClock::new(time::OffsetDateTime::now_utc()));
-        let state = AppState::new(config, &key, clock.clone())?;
+        let state = bootstrap::open(config, &key, clock.clone())?;
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
         let served = state.clone();
-        tokio::spawn(async move { authrun::app::serve(listener, served, std::future::pending()).await });
+        tokio::spawn(
+            async move { authrun::web::server::serve(listener, served, std::future::pending()).await },
+        );
         Ok(Self {
             state,
             clock,

@@ -9,16 +9,19 @@ use std::sync::Arc;
 
 use clap::{Parser, Subcommand};
 
-use crate::access;
-use crate::app::{self, AppState};
-use crate::audit::AuditLog;
-use crate::clock::Clock;
-use crate::clock::SystemClock;
+use crate::auth::qr;
+use crate::auth::token;
+use crate::auth::totp::Verifier;
+use crate::bootstrap;
+use crate::clock::{Clock, SystemClock};
 use crate::config::{self, Config, ConfigError, SecretSource};
-use crate::guard::{self, ClientKey};
-use crate::qr;
-use crate::setup::{persist, resolve_secret};
-use crate::totp::{Verifier, generate_secret};
+use crate::model::audit::{AuditEntry, AuditEvent};
+use crate::model::client::ClientKey;
+use crate::model::secret::generate_secret;
+use crate::store::file::audit::AuditLog;
+use crate::store::file::regulation;
+use crate::store::file::secret::{persist, resolve_secret};
+use crate::web::server;
 
 /// Exit code for a configuration or usage problem.
 const EXIT_CONFIG: u8 = 2;
@@ -102,9 +105,9 @@ pub async fn run(cli: Cli) -> ExitCode {
         }
         Command::CheckConfig => check_config(config_file),
         Command::Token => {
-            let token = access::generate_token();
+            let token = token::generate_token();
             println!("token:  {token}");
-            println!("sha256: {}", access::sha256_hex(&token));
+            println!("sha256: {}", token::sha256_hex(&token));
             println!(
                 "\nPut the sha256 in the config as [access] api_token_sha256; give the token to the client,"
             );
@@ -152,7 +155,7 @@ async fn serve(file: Option<&Path>, bind: Option<String>, insecure_permissions: 
     };
     let verifier = Verifier::new(secret.key.bytes().to_vec(), config.totp.clone());
     let bind = config.bind;
-    let state = match AppState::new(config, &secret.key, Arc::new(SystemClock)) {
+    let state = match bootstrap::open(config, &secret.key, Arc::new(SystemClock)) {
         Ok(state) => state,
         Err(error) => return fail(error, EXIT_CONFIG),
     };
@@ -179,7 +182,7 @@ async fn serve(file: Option<&Path>, bind: Option<String>, insecure_permissions: 
     };
     println!("authrun is serving {url}");
     tracing::info!(%url, "listening");
-    match app::serve(listener, state, shutdown).await {
+    match server::serve(listener, state, shutdown).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => fail(format!("the server stopped: {error}"), 1),
     }
@@ -193,7 +196,11 @@ fn announce_new_secret(path: &Path, verifier: &Verifier) {
     );
     if std::io::stdout().is_terminal() {
         println!("Scan this QR code with your authenticator app:\n");
-        match qr::terminal(&verifier.provisioning_uri()) {
+        let art = verifier
+            .provisioning_uri()
+            .map_err(|error| error.to_string())
+            .and_then(|uri| qr::terminal(&uri).map_err(|error| error.to_string()));
+        match art {
             Ok(art) => println!("{art}"),
             Err(error) => eprintln!("authrun: {error}"),
         }
@@ -223,12 +230,15 @@ fn unlock(file: Option<&Path>, client: Option<IpAddr>) -> ExitCode {
         Err(error) => return fail(error, EXIT_CONFIG),
     };
     let key = client.map(ClientKey::of);
-    let lifted = match guard::unlock(&config.regulation_file, key.as_ref()) {
+    let lifted = match regulation::unlock(&config.regulation_file, key.as_ref()) {
         Ok(lifted) => lifted,
         Err(error) => return fail(error, 1),
     };
-    let audited =
-        AuditLog::open(&config.audit_file).and_then(|log| log.unlocked(SystemClock.now(), key.as_ref()));
+    let entry = AuditEntry {
+        time: SystemClock.now(),
+        event: AuditEvent::Unlocked { client: key.as_ref() },
+    };
+    let audited = AuditLog::open(&config.audit_file).and_then(|log| log.record_now(&entry));
     if let Err(error) = audited {
         return fail(error, 1);
     }
@@ -257,7 +267,10 @@ fn show_qr(file: Option<&Path>, png: Option<&Path>) -> ExitCode {
         );
     }
     let verifier = Verifier::new(secret.key.bytes().to_vec(), config.totp.clone());
-    let uri = verifier.provisioning_uri();
+    let uri = match verifier.provisioning_uri() {
+        Ok(uri) => uri,
+        Err(error) => return fail(error, EXIT_CONFIG),
+    };
     println!("{uri}\n");
     match qr::terminal(&uri) {
         Ok(art) => println!("{art}"),

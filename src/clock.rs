@@ -3,7 +3,9 @@
 //! TOTP steps, cooldowns and history timestamps all read the time from a [`Clock`], so tests step a
 //! [`ManualClock`] instead of sleeping, and production uses [`SystemClock`].
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
 
 use time::{Duration, OffsetDateTime};
 
@@ -47,9 +49,8 @@ impl ManualClock {
         *now += by;
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, OffsetDateTime> {
-        // A poisoned clock still holds a valid time: keep using it.
-        self.now.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    fn lock(&self) -> parking_lot::MutexGuard<'_, OffsetDateTime> {
+        self.now.lock()
     }
 }
 

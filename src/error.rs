@@ -10,7 +10,7 @@ use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use time::OffsetDateTime;
 
-use crate::history::format_time;
+use crate::model::time::format_time;
 
 /// The original's answer to a busy backend; kept word for word for old clients.
 pub const BUSY_MESSAGE: &str = "Backend is deploying or cooling down, please wait.";

@@ -3,6 +3,12 @@
 // The page is complete without it.
 "use strict";
 
+// The CSS class of each history status, as the server's templates write it (RunStatus::kind).
+const KINDS = {
+  "Deploying": "running", "Deploy succeeded": "succeeded", "Deploy failed": "failed",
+  "Timed out": "timed-out", "Interrupted": "interrupted", "Cancelled": "cancelled"
+};
+
 (function () {
   const stateBox = document.getElementById("state");
   const table = document.getElementById("runs");
@@ -40,10 +46,6 @@
     return Math.floor(s / 3600) + " h " + Math.floor((s % 3600) / 60) + " min";
   }
 
-  const KINDS = {
-    "Deploying": "running", "Deploy succeeded": "succeeded", "Deploy failed": "failed",
-    "Timed out": "timed-out", "Interrupted": "interrupted", "Cancelled": "cancelled"
-  };
   const LABELS = { idle: "Ready", running: "Running", cooling_down: "Cooling down" };
 
   function cell(row, child) {
@@ -168,10 +170,6 @@
   source.addEventListener("end", function (event) {
     source.close();
     const run = JSON.parse(event.data);
-    const KINDS = {
-      "Deploy succeeded": "succeeded", "Deploy failed": "failed", "Timed out": "timed-out",
-      "Interrupted": "interrupted", "Cancelled": "cancelled"
-    };
     const badge = document.getElementById("run-status");
     badge.textContent = run.status;
     badge.className = "badge badge-" + (KINDS[run.status] || "failed");

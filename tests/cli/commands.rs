@@ -41,7 +41,7 @@ fn secret_prints_a_new_160_bit_base32_secret_each_time() {
                     .all(|c| c.is_ascii_uppercase() || ('2'..='7').contains(&c)),
             "not base32: {secret:?}"
         );
-        let bytes = authrun::totp::decode_secret(&secret).expect("the secret decodes");
+        let bytes = authrun::model::secret::decode_secret(&secret).expect("the secret decodes");
         assert_eq!(bytes.len() * 8, 160, "{secret}");
         secret
     };

@@ -44,10 +44,10 @@ fn unlock(workspace: &Workspace, args: &[&str]) -> Finished {
 /// A code that is none of those the server may accept around now (two steps either side, so a step
 /// boundary between computing and checking it changes nothing).
 fn wrong_code() -> String {
-    let bytes = authrun::totp::decode_secret(SECRET).expect("a base32 secret");
-    let verifier = authrun::totp::Verifier::new(
+    let bytes = authrun::model::secret::decode_secret(SECRET).expect("a base32 secret");
+    let verifier = authrun::auth::totp::Verifier::new(
         bytes,
-        authrun::totp::TotpSettings {
+        authrun::config::TotpSettings {
             digits: 6,
             period: 30,
             skew: 1,

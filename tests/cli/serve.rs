@@ -73,7 +73,7 @@ fn first_start_generates_a_secret_whose_codes_run_the_deploy() {
         .mode();
     assert_eq!(mode & 0o777, 0o600, "mode of .authrun/secret: {mode:o}");
     let secret = workspace.read(".authrun/secret");
-    let bytes = authrun::totp::decode_secret(&secret).expect("the stored secret is base32");
+    let bytes = authrun::model::secret::decode_secret(&secret).expect("the stored secret is base32");
     assert_eq!(bytes.len() * 8, 160);
     assert!(
         !startup.contains(secret.trim()),

@@ -11,7 +11,8 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use authrun::totp::{TotpSettings, Verifier};
+use authrun::auth::totp::Verifier;
+use authrun::config::TotpSettings;
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use serde_json::Value;
@@ -379,7 +380,7 @@ pub fn now_unix() -> u64 {
 
 /// The code an authenticator app with the default settings shows now for the base32 `secret`.
 pub fn code_now(secret: &str) -> String {
-    let bytes = authrun::totp::decode_secret(secret).expect("a base32 secret");
+    let bytes = authrun::model::secret::decode_secret(secret).expect("a base32 secret");
     let verifier = Verifier::new(
         bytes,
         TotpSettings {

@@ -20,12 +20,15 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use authrun::app::BODY_LIMIT;
+use authrun::auth::regulation::Guard;
+use authrun::auth::totp::TotpCode;
 use authrun::clock::ManualClock;
 use authrun::config::Config;
-use authrun::guard::{ClientKey, Guard, GuardSettings};
-use authrun::history::History;
-use authrun::totp::TotpCode;
+use authrun::config::RegulationSettings;
+use authrun::model::client::ClientKey;
+use authrun::store::file::history::FileHistory;
+use authrun::store::file::regulation::FileRegulation;
+use authrun::web::form::BODY_LIMIT;
 use axum::body::Body;
 use axum::http::{HeaderName, HeaderValue, Method, Request, StatusCode, Uri, header};
 use proptest::collection::vec;
@@ -1283,7 +1286,7 @@ fn arbitrary_history_files_open_or_are_refused_untouched() {
     let path = dir.path().join("history.json");
     check(cases(), history_file(), |Bytes(text)| {
         std::fs::write(&path, &text).expect("write history");
-        match History::open(&path, 1000) {
+        match FileHistory::open(&path, 1000) {
             Ok(_) => Ok(()),
             Err(error) => unchanged(&path, &text, &error),
         }
@@ -1296,7 +1299,7 @@ fn arbitrary_regulation_files_open_or_are_refused_untouched() {
     let path = dir.path().join("regulation.json");
     check(cases(), regulation_file(), |Bytes(text)| {
         std::fs::write(&path, &text).expect("write regulation state");
-        match Guard::open(&path, GuardSettings::default()) {
+        match FileRegulation::open(&path) {
             Ok(_) => Ok(()),
             Err(error) => unchanged(&path, &text, &error),
         }
@@ -1312,10 +1315,10 @@ fn accepted_history_files_never_break_the_app() {
     let path = dir.path().join("history.json");
     check(cases(), history_file(), |Bytes(text)| {
         std::fs::write(&path, &text).expect("write history");
-        if History::open(&path, 1000).is_err() {
+        if FileHistory::open(&path, 1000).is_err() {
             return Ok(());
         }
-        if let Err(error) = History::open(&path, 1000) {
+        if let Err(error) = FileHistory::open(&path, 1000) {
             return Err(fail(format!("authrun cannot read back what it wrote: {error}")));
         }
         let text = String::from_utf8(text).expect("an opened history is UTF-8");
@@ -1343,24 +1346,31 @@ fn accepted_regulation_files_never_break_the_guard() {
     let dir = tempfile::tempdir().expect("temp dir");
     let path = dir.path().join("regulation.json");
     let client = ClientKey::of(PEER.ip());
+    let rt = runtime();
     check(cases(), regulation_file(), |Bytes(text)| {
         std::fs::write(&path, &text).expect("write regulation state");
-        let Ok(guard) = Guard::open(&path, GuardSettings::default()) else {
+        let Ok(store) = FileRegulation::open(&path) else {
             return Ok(());
         };
-        guard
-            .refresh(START)
-            .map_err(|error| fail(format!("refresh: {error}")))?;
-        let _ = guard.blocked(&client, START);
-        for _ in 0..GuardSettings::default().client_max_failures {
+        let guard = Guard::new(Arc::new(store), RegulationSettings::default());
+        rt.block_on(async {
             guard
-                .record_failure(&client, START)
-                .map_err(|error| fail(format!("record_failure: {error}")))?;
-        }
-        guard
-            .record_success()
-            .map_err(|error| fail(format!("record_success: {error}")))?;
-        if let Err(error) = Guard::open(&path, GuardSettings::default()) {
+                .refresh(START)
+                .await
+                .map_err(|error| fail(format!("refresh: {error}")))?;
+            let _ = guard.blocked(&client, START);
+            for _ in 0..RegulationSettings::default().client_max_failures {
+                guard
+                    .record_failure(&client, START)
+                    .await
+                    .map_err(|error| fail(format!("record_failure: {error}")))?;
+            }
+            guard
+                .record_success()
+                .await
+                .map_err(|error| fail(format!("record_success: {error}")))
+        })?;
+        if let Err(error) = FileRegulation::open(&path) {
             return Err(fail(format!("authrun cannot read back what it wrote: {error}")));
         }
         Ok(())

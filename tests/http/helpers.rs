@@ -7,12 +7,14 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use authrun::app::{AppState, build_router};
+use authrun::auth::totp::Verifier;
+use authrun::bootstrap;
 use authrun::clock::ManualClock;
 use authrun::config::{Config, SecretSource};
-use authrun::edge::Edge;
-use authrun::history::RunRecord;
-use authrun::totp::Verifier;
+use authrun::model::run::RunRecord;
+use authrun::web::middleware::edge::Edge;
+use authrun::web::router::build_router;
+use authrun::web::state::AppState;
 use axum::Router;
 use axum::body::Body;
 use axum::extract::ConnectInfo;
@@ -117,7 +119,7 @@ impl TestApp {
             return Err("the test config names no secret".into());
         };
         let verifier = Verifier::new(secret.bytes().to_vec(), config.totp.clone());
-        let state = AppState::new(config, &secret, clock.clone()).map_err(|e| e.to_string())?;
+        let state = bootstrap::open(config, &secret, clock.clone()).map_err(|e| e.to_string())?;
         let router = build_router(state.clone());
         Ok(Self {
             dir,
@@ -267,7 +269,7 @@ impl TestApp {
             let shutdown = async move {
                 let _ = stopped.await;
             };
-            authrun::app::serve(listener, state, shutdown).await
+            authrun::web::server::serve(listener, state, shutdown).await
         });
         TcpServer {
             base: format!("http://{addr}"),

@@ -6,8 +6,8 @@
 use std::collections::VecDeque;
 use std::time::Duration;
 
-use authrun::access::sha256_hex;
-use authrun::output::{BUFFER_CAP, MAX_LINE_BYTES};
+use authrun::auth::token::sha256_hex;
+use authrun::runs::output::{BUFFER_CAP, MAX_LINE_BYTES};
 use axum::http::StatusCode;
 use serde_json::Value;
 

@@ -6,6 +6,11 @@
 //! forge the pair. Keeping the token out of the session means a page view costs the server no memory.
 
 use axum::http::{HeaderMap, HeaderValue, header};
+use axum::response::{IntoResponse, Response};
+use tower_sessions::cookie::{Cookie, SameSite};
+
+use crate::config::PublicUrl;
+use crate::web::middleware::origin::{self, Proof};
 
 const COOKIE: &str = "authrun_csrf";
 
@@ -15,10 +20,10 @@ pub fn from_cookie(headers: &HeaderMap) -> Option<String> {
         .get_all(header::COOKIE)
         .iter()
         .filter_map(|value| value.to_str().ok())
-        .flat_map(|value| value.split(';'))
-        .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(name, _)| *name == COOKIE)
-        .map(|(_, value)| value.to_string())
+        .flat_map(Cookie::split_parse)
+        .filter_map(Result::ok)
+        .find(|cookie| cookie.name() == COOKIE)
+        .map(|cookie| cookie.value().to_string())
         .filter(|value| is_token(value))
 }
 
@@ -27,13 +32,34 @@ pub fn for_page(headers: &HeaderMap, secure: bool) -> (String, Option<HeaderValu
     if let Some(token) = from_cookie(headers) {
         return (token, None);
     }
-    let token: String = rand::random::<[u8; 16]>()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
-    let secure = if secure { "; Secure" } else { "" };
-    let cookie = format!("{COOKIE}={token}; Path=/; HttpOnly; SameSite=Strict{secure}");
-    (token, HeaderValue::from_str(&cookie).ok())
+    let token = hex::encode(rand::random::<[u8; 16]>());
+    let cookie = Cookie::build((COOKIE, token.clone()))
+        .path("/")
+        .http_only(true)
+        .same_site(SameSite::Strict)
+        .secure(secure)
+        .build();
+    (token, HeaderValue::from_str(&cookie.to_string()).ok())
+}
+
+/// A page, with the `Set-Cookie` that hands out its CSRF token when the browser had none.
+pub fn with_cookie(page: impl IntoResponse, cookie: Option<HeaderValue>) -> Response {
+    let mut response = page.into_response();
+    if let Some(cookie) = cookie {
+        response.headers_mut().append(header::SET_COOKIE, cookie);
+    }
+    response
+}
+
+/// Whether a state-changing request must be refused as cross-site: its headers, its cookie's token and
+/// the `csrf` field of its form are judged together (see `origin::check`).
+pub fn is_cross_site(headers: &HeaderMap, public_url: Option<&PublicUrl>, form_token: Option<&str>) -> bool {
+    let cookie_token = from_cookie(headers);
+    let proof = Proof {
+        cookie_token: cookie_token.as_deref(),
+        form_token,
+    };
+    origin::check(headers, public_url, &proof).is_err()
 }
 
 fn is_token(value: &str) -> bool {

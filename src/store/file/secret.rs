@@ -4,12 +4,11 @@
 //! once the rest of start-up has succeeded, so a start that fails leaves no new secret behind. An existing
 //! file is never overwritten, and one that does not hold a usable secret stops start-up.
 
-use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 
-use crate::config::{SecretKey, SecretSource, parse_secret};
-use crate::fsio;
-use crate::totp::generate_secret;
+use crate::config::SecretSource;
+use crate::model::secret::{SecretKey, generate_secret, parse_secret};
+use crate::store::file::atomic;
 
 #[derive(Debug, thiserror::Error)]
 #[error("{path}: {problem}\n  fix: {fix}")]
@@ -66,14 +65,9 @@ pub fn persist(secret: &ResolvedSecret) -> Result<(), SetupError> {
     let Some(path) = &secret.new_file else {
         return Ok(());
     };
-    if let Some(dir) = path.parent().filter(|dir| !dir.as_os_str().is_empty()) {
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(dir)
-            .map_err(|error| broken(path, format!("its directory cannot be created: {error}")))?;
-    }
-    fsio::create_private(path, format!("{}\n", secret.text).as_bytes())
+    atomic::create_parent_dir(path)
+        .map_err(|error| broken(path, format!("its directory cannot be created: {error}")))?;
+    atomic::create_private(path, format!("{}\n", secret.text).as_bytes())
         .map_err(|error| broken(path, format!("cannot be created: {error}")))
 }
 

@@ -10,8 +10,7 @@ use std::fmt;
 use subtle::{ConditionallySelectable, ConstantTimeEq};
 use totp_rs::{Algorithm, Secret, Totp};
 
-/// The shortest secret accepted, in bytes (128 bits, RFC 4226 section 4).
-pub const MIN_SECRET_BYTES: usize = 16;
+pub use crate::config::TotpSettings;
 
 /// A code as typed by the user: exactly `digits` ASCII digits, spaces removed.
 #[derive(Clone, PartialEq, Eq)]
@@ -46,16 +45,6 @@ impl fmt::Debug for TotpCode {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("TotpCode(<redacted>)")
     }
-}
-
-/// The TOTP parameters shared with the authenticator app.
-#[derive(Debug, Clone)]
-pub struct TotpSettings {
-    pub digits: u8,
-    pub period: u64,
-    pub skew: u8,
-    pub issuer: String,
-    pub account: String,
 }
 
 /// What checking a code found.
@@ -137,52 +126,12 @@ impl Verifier {
         }
     }
 
-    /// The `otpauth://` URI an authenticator app reads from the QR code. It holds the secret.
-    pub fn provisioning_uri(&self) -> String {
-        let secret = self.totp.secret().to_base32();
-        let label = format!("{}:{}", self.settings.issuer, self.settings.account);
-        format!(
-            "otpauth://totp/{}?secret={}&issuer={}&algorithm=SHA1&digits={}&period={}",
-            percent_encode(&label),
-            secret,
-            percent_encode(&self.settings.issuer),
-            self.settings.digits,
-            self.settings.period
-        )
+    /// The `otpauth://` URI an authenticator app reads from the QR code. It holds the secret. totp-rs
+    /// writes the parameters that differ from the apps' defaults (6 digits, SHA-1, 30 s); it refuses only
+    /// an account name with `:`, which the configuration already refuses.
+    pub fn provisioning_uri(&self) -> Result<String, totp_rs::TotpError> {
+        self.totp.to_url()
     }
-}
-
-/// Decodes a base32 secret as authenticator apps show it: case, spaces, dashes and padding are ignored.
-pub fn decode_secret(text: &str) -> Option<Vec<u8>> {
-    let cleaned: String = text
-        .chars()
-        .filter(|c| !c.is_whitespace() && *c != '-' && *c != '=')
-        .map(|c| c.to_ascii_uppercase())
-        .collect();
-    if cleaned.is_empty() {
-        return None;
-    }
-    Secret::try_from_base32(&cleaned)
-        .ok()
-        .map(|secret| secret.as_bytes().to_vec())
-}
-
-/// A new random secret of 160 bits, base32-encoded.
-pub fn generate_secret() -> String {
-    Secret::generate().to_base32()
-}
-
-/// Percent-encodes everything but unreserved characters (RFC 3986), for the otpauth label and issuer.
-fn percent_encode(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for byte in text.bytes() {
-        if byte.is_ascii_alphanumeric() || b"-._~".contains(&byte) {
-            out.push(char::from(byte));
-        } else {
-            out.push_str(&format!("%{byte:02X}"));
-        }
-    }
-    out
 }
 
 #[cfg(test)]
@@ -289,28 +238,17 @@ mod tests {
     }
 
     #[test]
-    fn secrets_decode_as_apps_show_them() {
-        let expected = RFC_KEY.to_vec();
-        assert_eq!(
-            decode_secret("GEZDGNBVGY3TQOJQGEZDGNBVGY3TQOJQ"),
-            Some(expected.clone())
-        );
-        assert_eq!(
-            decode_secret("gezd gnbv gy3t qojq gezd gnbv gy3t qojq"),
-            Some(expected)
-        );
-        assert_eq!(decode_secret("not base32!"), None);
-        assert_eq!(decode_secret(""), None);
-        assert_eq!(decode_secret(&generate_secret()).map(|s| s.len()), Some(20));
-    }
-
-    #[test]
     fn provisioning_uri_names_issuer_account_and_parameters() {
-        let uri = verifier(6, 1).provisioning_uri();
+        let uri = verifier(6, 1).provisioning_uri().unwrap();
         assert_eq!(
             uri,
-            "otpauth://totp/authrun%3Adeploy?secret=GEZDGNBVGY3TQOJQGEZDGNBVGY3TQOJQ\
-             &issuer=authrun&algorithm=SHA1&digits=6&period=30"
+            "otpauth://totp/authrun:deploy?secret=GEZDGNBVGY3TQOJQGEZDGNBVGY3TQOJQ&issuer=authrun"
         );
+        let mut settings = verifier(8, 1).settings().clone();
+        settings.period = 60;
+        let uri = Verifier::new(RFC_KEY.to_vec(), settings)
+            .provisioning_uri()
+            .unwrap();
+        assert!(uri.contains("digits=8") && uri.contains("period=60"), "{uri}");
     }
 }

@@ -6,13 +6,12 @@
 //! reading (not cancelling) to everyone.
 
 use axum::http::{HeaderMap, header};
-use sha2::{Digest, Sha256};
-use subtle::ConstantTimeEq;
 use time::OffsetDateTime;
 
-use crate::app::AppState;
+use crate::auth::token::token_matches;
 use crate::error::AppError;
-use crate::session::BrowserSession;
+use crate::web::session::BrowserSession;
+use crate::web::state::AppState;
 
 /// How a request proved it may see output.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -77,45 +76,10 @@ fn bearer(headers: &HeaderMap) -> Option<&str> {
     scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
 }
 
-/// Compares the token's SHA-256 with the configured one, in constant time.
-fn token_matches(expected_hex: Option<&str>, token: &str) -> bool {
-    let Some(expected) = expected_hex else {
-        return false;
-    };
-    let actual = sha256_hex(token);
-    bool::from(actual.as_bytes().ct_eq(expected.to_ascii_lowercase().as_bytes()))
-}
-
-/// The lowercase hex SHA-256 of `text`: what `api_token_sha256` holds.
-pub fn sha256_hex(text: &str) -> String {
-    Sha256::digest(text.as_bytes())
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
-}
-
-/// A new random API token (256 bits, hex).
-pub fn generate_token() -> String {
-    rand::random::<[u8; 32]>()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use axum::http::HeaderValue;
-
-    #[test]
-    fn tokens_are_checked_by_their_hash() {
-        let token = generate_token();
-        let hash = sha256_hex(&token);
-        assert!(token_matches(Some(&hash), &token));
-        assert!(token_matches(Some(&hash.to_uppercase()), &token));
-        assert!(!token_matches(Some(&hash), "guess"));
-        assert!(!token_matches(None, &token));
-    }
 
     #[test]
     fn the_bearer_scheme_is_case_insensitive() {

@@ -9,25 +9,25 @@ use askama_web::WebTemplate;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::{FromRequest, Multipart, Query, Request, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::Json;
+use axum::extract::{FromRequest, Query, Request, State};
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
-use axum::{Form, Json};
 use serde::Deserialize;
 use tower_sessions::Session;
 
-use crate::app::AppState;
-use crate::attempt::{self, Started};
-use crate::client::client_ip;
-use crate::csrf;
-use crate::error::AppError;
-use crate::guard::ClientKey;
-use crate::history::RunStatus;
-use crate::origin;
-use crate::routes::assets::asset_version;
-use crate::runner::later;
-use crate::session::{BrowserSession, Flash, FlashKind};
-use crate::view::{RunView, StateView};
+use crate::auth::attempt::{self, Started};
+use crate::model::client::ClientKey;
+use crate::model::run::RunStatus;
+use crate::model::time::later;
+use crate::web::form::VerifyForm;
+use crate::web::middleware::client_ip::client_ip;
+use crate::web::middleware::csrf::{self, with_cookie};
+use crate::web::negotiate::wants_html;
+use crate::web::routes::assets::asset_version;
+use crate::web::session::{BrowserSession, Flash, FlashKind};
+use crate::web::state::AppState;
+use crate::web::views::{RunView, StateView};
 
 /// How many runs the page lists.
 const PAGE_RUNS: usize = 20;
@@ -58,9 +58,17 @@ pub async fn index(State(state): State<AppState>, session: Session, headers: Hea
     let session = BrowserSession(session);
     let flash = session.take_flash().await;
     let (csrf, csrf_cookie) = csrf::for_page(&headers, state.config.server.cookies_secure());
-    let runs_table = state.runner.history().memo(|records| {
-        let runs = records.iter().rev().take(PAGE_RUNS).map(RunView::new).collect();
-        RunsTable { runs }.render().unwrap_or_default()
+    let history = state.runner.history();
+    let version = history.version();
+    let runs_table = state.caches.runs_table.get_or_make(version, || {
+        let runs = history
+            .snapshot()
+            .iter()
+            .rev()
+            .take(PAGE_RUNS)
+            .map(RunView::new)
+            .collect();
+        RunsTable { runs }.render().unwrap_or_default().into()
     });
     let page = IndexPage {
         action_name: state.config.action_name.clone(),
@@ -75,15 +83,6 @@ pub async fn index(State(state): State<AppState>, session: Session, headers: Hea
     with_cookie(page, csrf_cookie)
 }
 
-/// A page, with the `Set-Cookie` that hands out its CSRF token when the browser had none.
-pub fn with_cookie(page: impl IntoResponse, cookie: Option<HeaderValue>) -> Response {
-    let mut response = page.into_response();
-    if let Some(cookie) = cookie {
-        response.headers_mut().append(header::SET_COOKIE, cookie);
-    }
-    response
-}
-
 /// `POST /verify`
 pub async fn verify(
     State(state): State<AppState>,
@@ -96,20 +95,14 @@ pub async fn verify(
     let headers = request.headers().clone();
     let session = BrowserSession(session);
     let form = VerifyForm::from_request(request, &state).await;
-    let cookie_token = csrf::from_cookie(&headers);
     let form_token = form.as_ref().ok().and_then(|form| form.csrf.as_deref());
-    let proof = origin::Proof {
-        cookie_token: cookie_token.as_deref(),
-        form_token,
-    };
-    let public_url = state.config.server.public_url.as_ref();
-    let cross_site = origin::check(&headers, public_url, &proof).is_err();
+    let cross_site = csrf::is_cross_site(&headers, state.config.server.public_url.as_ref(), form_token);
     let request = attempt::Request {
         client,
         code: form.map(|form| form.code),
         cross_site,
     };
-    let outcome = attempt::attempt(&state, request).await;
+    let outcome = state.gatekeeper.attempt(request).await;
     match &outcome {
         Ok(_) => {
             session
@@ -191,76 +184,4 @@ async fn wait_for_end(state: &AppState, started: Started, wait: Option<Duration>
     body["success"] = success.into();
     body["run"] = serde_json::to_value(&record).unwrap_or_default();
     (status, Json(body)).into_response()
-}
-
-/// A browser's form post asks for HTML; `fetch`, curl and scripts do not.
-pub fn wants_html(headers: &HeaderMap) -> bool {
-    headers
-        .get(header::ACCEPT)
-        .and_then(|accept| accept.to_str().ok())
-        .is_some_and(|accept| accept.contains("text/html"))
-}
-
-/// The `code` field (and the page's `csrf` token), from a URL-encoded form (the original's), a multipart
-/// form (`FormData`), or JSON.
-#[derive(Default, Deserialize)]
-struct VerifyForm {
-    code: Option<String>,
-    csrf: Option<String>,
-}
-
-impl FromRequest<AppState> for VerifyForm {
-    type Rejection = AppError;
-
-    async fn from_request(request: Request, state: &AppState) -> Result<Self, Self::Rejection> {
-        let content_type = request
-            .headers()
-            .get(header::CONTENT_TYPE)
-            .and_then(|value| value.to_str().ok())
-            .unwrap_or_default()
-            .to_ascii_lowercase();
-        if content_type.starts_with("multipart/form-data") {
-            let multipart = Multipart::from_request(request, state)
-                .await
-                .map_err(|_| AppError::BadForm)?;
-            return multipart_form(multipart).await;
-        }
-        let body = if content_type.starts_with("application/json") {
-            Json::<VerifyForm>::from_request(request, state)
-                .await
-                .map(|Json(body)| body)
-                .map_err(|rejection| body_error(rejection.status()))?
-        } else {
-            Form::<VerifyForm>::from_request(request, state)
-                .await
-                .map(|Form(body)| body)
-                .map_err(|rejection| body_error(rejection.status()))?
-        };
-        Ok(body)
-    }
-}
-
-fn body_error(status: axum::http::StatusCode) -> AppError {
-    if status == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
-        AppError::PayloadTooLarge
-    } else {
-        AppError::BadForm
-    }
-}
-
-async fn multipart_form(mut multipart: Multipart) -> Result<VerifyForm, AppError> {
-    let mut form = VerifyForm::default();
-    while let Some(field) = multipart
-        .next_field()
-        .await
-        .map_err(|error| body_error(error.status()))?
-    {
-        let slot = match field.name() {
-            Some("code") => &mut form.code,
-            Some("csrf") => &mut form.csrf,
-            _ => continue,
-        };
-        *slot = Some(field.text().await.map_err(|error| body_error(error.status()))?);
-    }
-    Ok(form)
 }

@@ -72,7 +72,7 @@ impl BrowserSession {
 #[derive(Debug, Clone)]
 pub struct BoundedStore {
     capacity: usize,
-    records: std::sync::Arc<std::sync::Mutex<std::collections::HashMap<Id, Record>>>,
+    records: std::sync::Arc<parking_lot::Mutex<std::collections::HashMap<Id, Record>>>,
 }
 
 impl BoundedStore {
@@ -83,10 +83,8 @@ impl BoundedStore {
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<Id, Record>> {
-        self.records
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    fn lock(&self) -> parking_lot::MutexGuard<'_, std::collections::HashMap<Id, Record>> {
+        self.records.lock()
     }
 
     /// Makes room for one more record.

@@ -11,7 +11,7 @@ use askama::Template;
 use askama_web::WebTemplate;
 use axum::Json;
 use axum::body::{Body, Bytes};
-use axum::extract::{FromRequestParts, Path, Query, Request, State};
+use axum::extract::{FromRequest, FromRequestParts, Path, Query, Request, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::sse::{Event, KeepAlive, Sse};
@@ -21,18 +21,18 @@ use tokio::sync::{broadcast, mpsc};
 use tokio_stream::wrappers::ReceiverStream;
 use tower_sessions::Session;
 
-use crate::access::{self, Grant};
-use crate::app::AppState;
-use crate::client::client_ip;
-use crate::csrf;
 use crate::error::AppError;
-use crate::history::RunRecord;
-use crate::origin;
-use crate::output::{self, Line};
-use crate::routes::assets::asset_version;
-use crate::routes::run::{wants_html, with_cookie};
-use crate::session::{BrowserSession, Flash, FlashKind};
-use crate::view::{OutputLineView, RunView, clock_time};
+use crate::model::run::RunRecord;
+use crate::runs::output::{self, Line};
+use crate::web::access::{self, Grant};
+use crate::web::form::CancelForm;
+use crate::web::middleware::client_ip::client_ip;
+use crate::web::middleware::csrf::{self, with_cookie};
+use crate::web::negotiate::{wants_html, wants_json};
+use crate::web::routes::assets::asset_version;
+use crate::web::session::{BrowserSession, Flash, FlashKind};
+use crate::web::state::AppState;
+use crate::web::views::{OutputLineView, RunView, clock_time};
 
 /// Runs per page of the list.
 const PAGE_SIZE: usize = 50;
@@ -298,11 +298,6 @@ fn line_event(line: &Line) -> Event {
         .data(data.to_string())
 }
 
-#[derive(Deserialize, Default)]
-pub struct CancelForm {
-    csrf: Option<String>,
-}
-
 /// `POST /runs/{id}/cancel`
 pub async fn cancel(
     State(state): State<AppState>,
@@ -313,21 +308,18 @@ pub async fn cancel(
     find(&state, id)?;
     let client = client_ip(&request, &state.config.server.trusted_proxies);
     let headers = request.headers().clone();
+    let form = CancelForm::from_request(request, &state).await?;
     let html = wants_html(&headers);
-    let body = axum::body::to_bytes(request.into_body(), crate::app::BODY_LIMIT)
-        .await
-        .map_err(|_| AppError::PayloadTooLarge)?;
-    let form: CancelForm = cancel_form(&body);
     let session = BrowserSession(session);
     let grant = access::may_cancel(&state, &session, &headers).await?;
-    if let Grant::Session { .. } = grant {
-        let cookie_token = csrf::from_cookie(&headers);
-        let proof = origin::Proof {
-            cookie_token: cookie_token.as_deref(),
-            form_token: form.csrf.as_deref(),
-        };
-        origin::check(&headers, state.config.server.public_url.as_ref(), &proof)
-            .map_err(|_| AppError::Forbidden)?;
+    if let Grant::Session { .. } = grant
+        && csrf::is_cross_site(
+            &headers,
+            state.config.server.public_url.as_ref(),
+            form.csrf.as_deref(),
+        )
+    {
+        return Err(AppError::Forbidden);
     }
     let by = match grant {
         Grant::Token => "API token".to_string(),
@@ -349,17 +341,6 @@ pub async fn cancel(
     Ok((StatusCode::ACCEPTED, Json(body)).into_response())
 }
 
-/// Reads a URL-encoded body leniently: only `csrf` matters here, and a body without it is fine.
-fn cancel_form(body: &[u8]) -> CancelForm {
-    let text = String::from_utf8_lossy(body);
-    let csrf = text
-        .split('&')
-        .filter_map(|pair| pair.split_once('='))
-        .find(|(name, _)| *name == "csrf")
-        .map(|(_, value)| value.to_string());
-    CancelForm { csrf }
-}
-
 /// The `{id}` of a run's path; anything that is not a run number is a 404, as an unknown run is.
 pub struct RunId(pub u64);
 
@@ -376,11 +357,4 @@ impl<S: Send + Sync> FromRequestParts<S> for RunId {
 
 fn find(state: &AppState, id: u64) -> Result<RunRecord, AppError> {
     state.runner.history().record(id).ok_or(AppError::NotFound)
-}
-
-fn wants_json(headers: &HeaderMap) -> bool {
-    headers
-        .get(header::ACCEPT)
-        .and_then(|value| value.to_str().ok())
-        .is_some_and(|accept| accept.contains("application/json") && !accept.contains("text/html"))
 }

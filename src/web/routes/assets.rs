@@ -12,9 +12,9 @@ use axum::response::{IntoResponse, Response};
 
 use crate::error::AppError;
 
-const CSS: &str = include_str!("../../static/app.css");
-const JS: &str = include_str!("../../static/app.js");
-const FAVICON: &str = include_str!("../../static/favicon.svg");
+const CSS: &str = include_str!("../../../static/app.css");
+const JS: &str = include_str!("../../../static/app.js");
+const FAVICON: &str = include_str!("../../../static/favicon.svg");
 
 /// A short hash of every asset; changes whenever one does.
 pub fn asset_version() -> &'static str {

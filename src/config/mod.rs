@@ -15,11 +15,11 @@ use serde::Deserialize;
 
 use ipnet::IpNet;
 
-use crate::guard::GuardSettings;
-use crate::totp::{self, MIN_SECRET_BYTES, TotpSettings};
+pub use crate::model::secret::SecretKey;
+use crate::model::secret::parse_secret;
 
 /// The example configuration, with every key documented; `authrun example-config` prints it.
-pub const EXAMPLE: &str = include_str!("../config.example.toml");
+pub const EXAMPLE: &str = include_str!("../../config.example.toml");
 
 /// A configuration value that cannot be used.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -134,22 +134,6 @@ impl fmt::Debug for RawTotp {
     }
 }
 
-/// The TOTP key. Its `Debug` never shows it.
-#[derive(Clone, PartialEq, Eq)]
-pub struct SecretKey(Vec<u8>);
-
-impl SecretKey {
-    pub fn bytes(&self) -> &[u8] {
-        &self.0
-    }
-}
-
-impl fmt::Debug for SecretKey {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("SecretKey(<redacted>)")
-    }
-}
-
 /// Where the secret comes from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SecretSource {
@@ -175,11 +159,47 @@ pub struct Config {
     pub totp: TotpSettings,
     pub secret: SecretSource,
     pub server: ServerConfig,
-    pub regulation: GuardSettings,
+    pub regulation: RegulationSettings,
     pub audit_file: PathBuf,
     /// Where bans and pauses are kept across restarts.
     pub regulation_file: PathBuf,
     pub access: AccessConfig,
+}
+
+/// The brute-force limits, from the `[regulation]` section.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RegulationSettings {
+    pub client_max_failures: usize,
+    pub client_window: Duration,
+    pub client_ban: Duration,
+    pub global_max_failures: usize,
+    pub global_window: Duration,
+    pub global_pause: Duration,
+    pub global_pause_max: Duration,
+}
+
+impl Default for RegulationSettings {
+    fn default() -> Self {
+        Self {
+            client_max_failures: 5,
+            client_window: Duration::from_secs(10 * 60),
+            client_ban: Duration::from_secs(15 * 60),
+            global_max_failures: 10,
+            global_window: Duration::from_secs(60 * 60),
+            global_pause: Duration::from_secs(60 * 60),
+            global_pause_max: Duration::from_secs(24 * 60 * 60),
+        }
+    }
+}
+
+/// The TOTP parameters shared with the authenticator app.
+#[derive(Debug, Clone)]
+pub struct TotpSettings {
+    pub digits: u8,
+    pub period: u64,
+    pub skew: u8,
+    pub issuer: String,
+    pub account: String,
 }
 
 /// Who may see output and cancel runs.
@@ -666,8 +686,8 @@ impl Validator {
         })
     }
 
-    fn regulation(&self, raw: RawRegulation) -> Result<GuardSettings, ConfigError> {
-        let defaults = GuardSettings::default();
+    fn regulation(&self, raw: RawRegulation) -> Result<RegulationSettings, ConfigError> {
+        let defaults = RegulationSettings::default();
         let seconds = |key: &str, value: Option<u64>, default: Duration| match value {
             Some(0) => Err(self.error(
                 key,
@@ -682,7 +702,7 @@ impl Validator {
             Some(value) => Ok(value),
             None => Ok(default),
         };
-        let settings = GuardSettings {
+        let settings = RegulationSettings {
             client_max_failures: count(
                 "regulation.client_max_failures",
                 raw.client_max_failures,
@@ -869,19 +889,6 @@ impl Config {
         }
         Ok(())
     }
-}
-
-/// Decodes a base32 secret and refuses one shorter than 128 bits. The problem never quotes the secret.
-pub fn parse_secret(text: &str) -> Result<SecretKey, String> {
-    let bytes = totp::decode_secret(text).ok_or("the secret is not base32 (letters A-Z and digits 2-7)")?;
-    if bytes.len() < MIN_SECRET_BYTES {
-        return Err(format!(
-            "the secret is {} bits long; at least {} are required",
-            bytes.len() * 8,
-            MIN_SECRET_BYTES * 8
-        ));
-    }
-    Ok(SecretKey(bytes))
 }
 
 #[cfg(test)]

@@ -24,6 +24,9 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tower::{Service, ServiceExt};
 
+use crate::web::router::build_router;
+use crate::web::state::AppState;
+
 /// How much of the network one client may hold.
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
@@ -34,8 +37,38 @@ pub struct Limits {
 /// How long open connections get to finish after shutdown begins.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// Serves authrun on `listener` until `shutdown` resolves, then stops the running script (if any) and
+/// records its status. The script is stopped while open connections drain, so live output streams end
+/// with the run.
+pub async fn serve(
+    listener: TcpListener,
+    state: AppState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let runner = Arc::clone(&state.runner);
+    let limits = Limits {
+        max_connections: state.config.server.max_connections,
+        header_read_timeout: state.config.server.header_read_timeout,
+    };
+    let (stopping, stopped) = tokio::sync::oneshot::channel::<()>();
+    let stop_runner = tokio::spawn(async move {
+        if stopped.await.is_ok() {
+            runner.shutdown().await;
+        }
+    });
+    let signal = async move {
+        shutdown.await;
+        let _ = stopping.send(());
+    };
+    let served = serve_app(listener, build_router(state), limits, signal).await;
+    if let Err(error) = stop_runner.await {
+        tracing::error!(%error, "stopping the running script failed");
+    }
+    served
+}
+
 /// Serves `app` (the router and its edge) on `listener` until `shutdown` resolves.
-pub async fn serve<A>(
+pub async fn serve_app<A>(
     listener: TcpListener,
     app: A,
     limits: Limits,

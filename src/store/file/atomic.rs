@@ -2,66 +2,34 @@
 //!
 //! History, the generated secret and other state are rewritten whole: the new content goes to a temporary
 //! file beside the target, is flushed to disk, and then renamed over it, so a crash leaves either the old
-//! file or the new one, never a mix.
+//! file or the new one, never a mix. Also the two other things every state file needs: reading one that
+//! may not exist yet, and creating its owner-only directory.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
-use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
-/// Which state file an error is about, and how to repair it when it cannot be parsed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct StateFile {
-    /// "history file", "regulation state".
-    pub what: &'static str,
-    /// The fix for a file that cannot be parsed.
-    pub repair: &'static str,
-}
-
-/// Why a state file (the history, the regulation state) cannot be used.
-#[derive(Debug, thiserror::Error)]
-pub enum StateFileError {
-    #[error("{} {path}: cannot be parsed at line {line}, column {column}: {reason}\n  fix: {}", kind.what, kind.repair)]
-    Corrupt {
-        kind: StateFile,
-        path: PathBuf,
-        line: usize,
-        column: usize,
-        reason: String,
-    },
-    #[error(
-        "{} {path}: cannot be {action}: {source}\n  fix: check that the path and its directory are writable",
-        kind.what
-    )]
-    Io {
-        kind: StateFile,
-        path: PathBuf,
-        action: &'static str,
-        #[source]
-        source: io::Error,
-    },
-}
-
-impl StateFile {
-    /// `path` holds JSON that `error` could not read; the error names the position.
-    pub fn corrupt(self, path: &Path, error: &serde_json::Error) -> StateFileError {
-        StateFileError::Corrupt {
-            kind: self,
-            path: path.to_path_buf(),
-            line: error.line(),
-            column: error.column(),
-            reason: error.to_string(),
-        }
+/// The text of `path`, or `None` when it does not exist or holds only white space (a new state file).
+pub fn read_if_present(path: &Path) -> io::Result<Option<String>> {
+    match fs::read_to_string(path) {
+        Ok(text) if text.trim().is_empty() => Ok(None),
+        Ok(text) => Ok(Some(text)),
+        Err(error) if error.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(error) => Err(error),
     }
+}
 
-    /// `path` could not be read, written, ... (`action`).
-    pub fn io(self, path: &Path, action: &'static str, source: io::Error) -> StateFileError {
-        StateFileError::Io {
-            kind: self,
-            path: path.to_path_buf(),
-            action,
-            source,
-        }
+/// Creates `dir` and its missing parents, owner-only (0700). An existing directory is left as it is.
+pub fn create_private_dir(dir: &Path) -> io::Result<()> {
+    fs::DirBuilder::new().recursive(true).mode(0o700).create(dir)
+}
+
+/// Creates the directory `path` lives in, owner-only, when it has one.
+pub fn create_parent_dir(path: &Path) -> io::Result<()> {
+    match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => create_private_dir(dir),
+        _ => Ok(()),
     }
 }
 

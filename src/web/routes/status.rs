@@ -5,18 +5,18 @@
 //! so it is made once per change of what it says (the history, the run state, the millisecond) and the
 //! same bytes are handed to every request that asks in between.
 
-use std::sync::Mutex;
-
 use axum::body::{Body, Bytes};
 use axum::extract::State;
 use axum::http::{HeaderValue, header};
 use axum::response::Response;
 use serde::Serialize;
 
-use crate::app::AppState;
-use crate::history::format_time;
-use crate::runner::State as RunState;
 use time::OffsetDateTime;
+
+use crate::model::time::format_time;
+use crate::runs::gate::State as RunState;
+use crate::web::cache::StatusKey;
+use crate::web::state::AppState;
 
 /// The status answer's fields besides `history` (the original's field, oldest first), which is spliced in
 /// from the history's cached JSON.
@@ -35,41 +35,18 @@ struct StateFields {
     now: String,
 }
 
-/// The last status answer and what it was made from.
-#[derive(Default)]
-pub struct StatusCache(Mutex<Option<(CacheKey, Bytes)>>);
-
-/// Everything the status answer depends on that can change while authrun runs.
-#[derive(Clone, Copy, PartialEq, Eq)]
-struct CacheKey {
-    history_version: u64,
-    run_state: RunState,
-    /// `now`, to the millisecond: the answer's clock is no finer.
-    now_millis: i128,
-}
-
 /// `GET /get_deploy_status`
 pub async fn deploy_status(State(state): State<AppState>) -> Response {
     let now = state.clock.now();
-    let key = CacheKey {
+    let key = StatusKey {
         history_version: state.runner.history().version(),
         run_state: state.runner.state(now),
         now_millis: now.unix_timestamp_nanos() / 1_000_000,
     };
-    let mut cache = state
+    let body = state
+        .caches
         .status
-        .0
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner());
-    let body = match cache.as_ref() {
-        Some((cached_key, body)) if *cached_key == key => body.clone(),
-        _ => {
-            let body = status_body(&state, key.run_state, now);
-            *cache = Some((key, body.clone()));
-            body
-        }
-    };
-    drop(cache);
+        .get_or_make(key, || status_body(&state, key.run_state, now));
     let mut response = Response::new(Body::from(body));
     let headers = response.headers_mut();
     // Room for the edge's headers too, so the map is allocated once.
@@ -94,7 +71,7 @@ fn status_body(state: &AppState, run_state: RunState, now: OffsetDateTime) -> By
         cooldown_seconds: state.runner.cooldown().as_secs(),
         now: format_time(now),
     };
-    let history = state.runner.history().tail_json(state.config.status_entries);
+    let history = history_tail(state);
     let fields = serde_json::to_vec(&fields).unwrap_or_else(|_| b"{}".to_vec());
     let mut body = Vec::with_capacity(history.len() + fields.len() + 16);
     body.extend_from_slice(b"{\"history\":");
@@ -106,6 +83,19 @@ fn status_body(state: &AppState, run_state: RunState, now: OffsetDateTime) -> By
         body.push(b'}');
     }
     Bytes::from(body)
+}
+
+/// The newest `status_entries` runs as a JSON array, oldest first: serialised once per change of the
+/// history, so the answer costs the same however long the history is.
+fn history_tail(state: &AppState) -> Bytes {
+    let history = state.runner.history();
+    // The version first: a change between the two reads then only costs a remake, never a stale answer.
+    let version = history.version();
+    let records = history.snapshot();
+    state.caches.history_tail.get_or_make(version, || {
+        let start = records.len().saturating_sub(state.config.status_entries);
+        Bytes::from(serde_json::to_vec(&records[start..]).unwrap_or_else(|_| b"[]".to_vec()))
+    })
 }
 
 /// `GET /healthz`: the process answers.

@@ -6,8 +6,10 @@
 use time::OffsetDateTime;
 use time::macros::format_description;
 
-use crate::history::{RunRecord, format_time};
-use crate::runner::State;
+use crate::model::run::RunRecord;
+use crate::model::time::format_time;
+use crate::runs::gate::State;
+use crate::runs::output::{self, Line, Stream};
 
 /// The current state, as the page shows it.
 #[derive(Debug, Clone)]
@@ -100,11 +102,11 @@ pub struct OutputLineView {
 }
 
 impl OutputLineView {
-    pub fn new(line: &crate::output::Line) -> Self {
+    pub fn new(line: &Line) -> Self {
         Self {
             number: line.number,
-            stderr: line.stream == crate::output::Stream::Stderr,
-            text: crate::output::strip_ansi(&line.text),
+            stderr: line.stream == Stream::Stderr,
+            text: output::strip_ansi(&line.text),
         }
     }
 }

@@ -1,0 +1,61 @@
+//! The composition root: opens the stores named by the configuration and builds the services and the
+//! application state from them. Nothing else in authrun decides which store implementation is used.
+
+use std::sync::Arc;
+
+use crate::auth::attempt::Gatekeeper;
+use crate::auth::regulation::Guard;
+use crate::auth::totp::Verifier;
+use crate::clock::SharedClock;
+use crate::config::{Config, SecretKey};
+use crate::runs::runner::Runner;
+use crate::store::file::atomic;
+use crate::store::file::audit::AuditLog;
+use crate::store::file::history::FileHistory;
+use crate::store::file::regulation::FileRegulation;
+use crate::store::{AuditError, StoreError};
+use crate::web::cache::Caches;
+use crate::web::state::{AppState, AppStateInner};
+
+/// Why the application cannot start on its files.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The history or the regulation state.
+    #[error(transparent)]
+    State(#[from] StoreError),
+    #[error("{0}\n  fix: check that its directory exists and is writable by authrun")]
+    Audit(#[from] AuditError),
+    #[error("state directory {path}: cannot be created: {source}\n  fix: check the path of `state_dir`")]
+    StateDir {
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Opens the state directory, the history (recovering runs a crash left "Deploying"), the regulation
+/// state and the audit log, and restores the gate from the history.
+pub fn open(config: Config, secret: &SecretKey, clock: SharedClock) -> Result<AppState, StartError> {
+    atomic::create_private_dir(&config.state_dir).map_err(|source| StartError::StateDir {
+        path: config.state_dir.clone(),
+        source,
+    })?;
+    let history = Arc::new(FileHistory::open(&config.history_file, config.history_retention)?);
+    let regulation = Arc::new(FileRegulation::open(&config.regulation_file)?);
+    let audit = Arc::new(AuditLog::open(&config.audit_file)?);
+    let runner = Arc::new(Runner::new(config.script.clone(), Arc::clone(&clock), history));
+    let gatekeeper = Gatekeeper {
+        clock: Arc::clone(&clock),
+        verifier: Verifier::new(secret.bytes().to_vec(), config.totp.clone()),
+        guard: Guard::new(regulation, config.regulation.clone()),
+        audit,
+        runner: Arc::clone(&runner),
+    };
+    Ok(AppState::new(AppStateInner {
+        config: Arc::new(config),
+        clock,
+        runner,
+        gatekeeper,
+        caches: Caches::default(),
+    }))
+}

@@ -1,0 +1,45 @@
+//! What the audit log records: attempts and their outcomes, bans and pauses, unlocks.
+
+use serde::Serialize;
+use time::OffsetDateTime;
+
+use crate::model::client::ClientKey;
+use crate::model::regulation::RegulationEvent;
+
+/// What became of an attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    Started,
+    Wrong,
+    Malformed,
+    Replayed,
+    Running,
+    CoolingDown,
+    Banned,
+    Paused,
+    Forbidden,
+    Unavailable,
+}
+
+/// One line of the audit log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AuditEvent<'a> {
+    /// A verification attempt (never its code).
+    Attempt {
+        client: &'a ClientKey,
+        outcome: Outcome,
+        run_id: Option<u64>,
+    },
+    /// A ban or pause began or ended.
+    Regulation(&'a RegulationEvent),
+    /// An operator's `authrun unlock`: one client's ban, or (`None`) everything.
+    Unlocked { client: Option<&'a ClientKey> },
+}
+
+/// An event and when it happened.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditEntry<'a> {
+    pub time: OffsetDateTime,
+    pub event: AuditEvent<'a>,
+}

@@ -1,0 +1,7 @@
+//! The embedded store: state kept in files beside the configuration, written atomically.
+
+pub mod atomic;
+pub mod audit;
+pub mod history;
+pub mod regulation;
+pub mod secret;

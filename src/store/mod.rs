@@ -1,0 +1,147 @@
+//! Where authrun keeps what must survive a restart: the history of runs, the regulation state and the
+//! audit log, each behind a small trait so that another store (a database) can stand in for the files.
+//!
+//! The traits speak the model's language only; `file` holds the embedded default, JSON and JSON-lines
+//! files written atomically.
+
+pub mod file;
+
+use std::fmt;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use crate::model::audit::AuditEntry;
+use crate::model::regulation::RegulationState;
+use crate::model::run::RunRecord;
+
+/// Which state file an error is about, and how to repair it when it cannot be parsed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StateFile {
+    /// "history file", "regulation state".
+    pub what: &'static str,
+    /// The fix for a file that cannot be parsed.
+    pub repair: &'static str,
+}
+
+/// Why a state file (the history, the regulation state) cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("{} {path}: cannot be parsed at line {line}, column {column}: {reason}\n  fix: {}", kind.what, kind.repair)]
+    Corrupt {
+        kind: StateFile,
+        path: PathBuf,
+        line: usize,
+        column: usize,
+        reason: String,
+    },
+    #[error(
+        "{} {path}: cannot be {action}: {source}\n  fix: check that the path and its directory are writable",
+        kind.what
+    )]
+    Io {
+        kind: StateFile,
+        path: PathBuf,
+        action: &'static str,
+        #[source]
+        source: io::Error,
+    },
+}
+
+impl StateFile {
+    /// `path` holds JSON that `error` could not read; the error names the position.
+    pub fn corrupt(self, path: &Path, error: &serde_json::Error) -> StoreError {
+        StoreError::Corrupt {
+            kind: self,
+            path: path.to_path_buf(),
+            line: error.line(),
+            column: error.column(),
+            reason: error.to_string(),
+        }
+    }
+
+    /// `path` could not be read, written, ... (`action`).
+    pub fn io(self, path: &Path, action: &'static str, source: io::Error) -> StoreError {
+        StoreError::Io {
+            kind: self,
+            path: path.to_path_buf(),
+            action,
+            source,
+        }
+    }
+}
+
+/// The history of runs, oldest first.
+#[async_trait::async_trait]
+pub trait RunStore: Send + Sync + fmt::Debug {
+    /// Every run, oldest first. Cheap: the list is shared, not copied.
+    fn snapshot(&self) -> Arc<Vec<RunRecord>>;
+
+    /// Counts the changes of the history: equal versions, equal runs. Caches of views are keyed on it.
+    fn version(&self) -> u64;
+
+    /// The runs found going when the store was opened (authrun had stopped during them), as they were
+    /// found; the store has since marked them "Interrupted".
+    fn interrupted(&self) -> &[RunRecord];
+
+    /// Adds a run.
+    async fn append(&self, record: RunRecord) -> Result<(), StoreError>;
+
+    /// Replaces the run with `record`'s id (or adds it, if retention already dropped it).
+    async fn update(&self, record: RunRecord) -> Result<(), StoreError>;
+
+    /// Run `id`, if the history still holds it.
+    fn record(&self, id: u64) -> Option<RunRecord> {
+        self.snapshot()
+            .iter()
+            .rev()
+            .find(|record| record.id == Some(id))
+            .cloned()
+    }
+
+    /// The newest run, if any.
+    fn last(&self) -> Option<RunRecord> {
+        self.snapshot().last().cloned()
+    }
+
+    /// The highest id given so far.
+    fn last_id(&self) -> u64 {
+        self.snapshot().iter().filter_map(|r| r.id).max().unwrap_or(0)
+    }
+
+    /// The newest TOTP step that started a run.
+    fn last_totp_step(&self) -> Option<u64> {
+        self.snapshot().iter().filter_map(|r| r.totp_step).max()
+    }
+}
+
+/// The regulation state (bans, the pause, recent failures from anywhere).
+#[async_trait::async_trait]
+pub trait RegulationStore: Send + Sync + fmt::Debug {
+    /// Looks at the state as this instance last saw it.
+    fn read(&self, look: &mut (dyn for<'s> FnMut(&'s RegulationState) + Send));
+
+    /// Changes the state under the store's lock, after picking up changes made elsewhere (`authrun
+    /// unlock`). `change` returns whether it changed anything; only then is the state saved. The change
+    /// stays in memory even when saving fails.
+    async fn transact(
+        &self,
+        change: &mut (dyn for<'s> FnMut(&'s mut RegulationState) -> bool + Send),
+    ) -> Result<(), StoreError>;
+}
+
+/// The audit log cannot be written.
+#[derive(Debug, thiserror::Error)]
+#[error("audit log {path}: cannot be written: {source}")]
+pub struct AuditError {
+    pub path: PathBuf,
+    #[source]
+    pub source: io::Error,
+}
+
+/// Where audit lines go. A line that cannot be written is an error the caller must act on: authrun lets
+/// no attempt pass unaudited.
+#[async_trait::async_trait]
+pub trait AuditSink: Send + Sync + fmt::Debug {
+    async fn record(&self, entry: &AuditEntry<'_>) -> Result<(), AuditError>;
+}

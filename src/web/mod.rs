@@ -1,0 +1,17 @@
+//! The web face of authrun: the HTTP server and its limits, the middleware every request passes, the
+//! routes (one file per flow), the pages' views, sessions and the application state handlers share.
+//!
+//! `server` accepts connections and drives hyper; `router` builds the routes from `routes` and
+//! `middleware`; handlers take what they need from `state` and speak to the domain (`auth`, `runs`).
+
+pub mod access;
+pub mod cache;
+pub mod form;
+pub mod middleware;
+pub mod negotiate;
+pub mod router;
+pub mod routes;
+pub mod server;
+pub mod session;
+pub mod state;
+pub mod views;

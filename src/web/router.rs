@@ -1,0 +1,62 @@
+//! The routes and their middleware. [`build_router`] is pure, so tests drive it in-process.
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::http::StatusCode;
+use axum::routing::{get, post};
+use tower::ServiceBuilder;
+use tower_http::timeout::TimeoutLayer;
+use tower_sessions::cookie::SameSite;
+use tower_sessions::{Expiry, SessionManagerLayer};
+
+use crate::error::AppError;
+use crate::web::form::BODY_LIMIT;
+use crate::web::middleware::edge::Edge;
+use crate::web::routes;
+use crate::web::session::BoundedStore;
+use crate::web::state::AppState;
+
+/// The most browser sessions kept at once (a few hundred bytes each).
+const SESSION_CAPACITY: usize = 10_000;
+
+/// The routes and their middleware: a request passes the edge first (security headers, panic guard, log
+/// line), then (by route) the session and the body limit, then the time limit.
+pub fn build_router(state: AppState) -> Edge<Router> {
+    let request_timeout = state.config.server.request_timeout;
+    let sessions = SessionManagerLayer::new(BoundedStore::new(SESSION_CAPACITY))
+        .with_name("authrun_session")
+        .with_http_only(true)
+        .with_same_site(SameSite::Strict)
+        .with_secure(state.config.server.cookies_secure())
+        .with_expiry(Expiry::OnInactivity(time::Duration::hours(1)));
+    let timeout = || TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, request_timeout);
+    // Pages and the flows that remember something about a browser have a session; the API answers and
+    // assets do not need one. Pages get a time limit; waiting for a run to end (`?wait=`), the live output
+    // stream and the whole log may rightly take long, and the status, health and assets are answered from
+    // memory without waiting on anything, so a timer would only cost them.
+    let pages = Router::new()
+        .route("/", get(routes::run::index))
+        .route("/runs", get(routes::runs::list))
+        .route("/runs/{id}/cancel", post(routes::runs::cancel))
+        .layer(timeout())
+        .route("/verify", post(routes::run::verify))
+        .route("/runs/{id}", get(routes::runs::show))
+        .route("/runs/{id}/log", get(routes::runs::log))
+        .route("/runs/{id}/events", get(routes::runs::events))
+        // One `layer` call, so a request pays for one boxed service rather than one per layer. Only
+        // these routes read a body.
+        .layer(
+            ServiceBuilder::new()
+                .layer(sessions)
+                .layer(DefaultBodyLimit::max(BODY_LIMIT)),
+        );
+    let api = Router::new()
+        .route("/get_deploy_status", get(routes::status::deploy_status))
+        .route("/healthz", get(routes::status::health))
+        .route("/static/{name}", get(routes::assets::asset));
+    let router = pages
+        .merge(api)
+        .fallback(|| async { AppError::NotFound })
+        .with_state(state);
+    Edge::new(router)
+}

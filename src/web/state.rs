@@ -1,0 +1,38 @@
+//! What every handler can reach: one cloneable `Arc` of the application's parts.
+
+use std::sync::Arc;
+
+use crate::auth::attempt::Gatekeeper;
+use crate::clock::SharedClock;
+use crate::config::Config;
+use crate::runs::runner::Runner;
+use crate::web::cache::Caches;
+
+/// Everything a handler needs: one `Arc`, so handing it to a request costs one increment. Fields are
+/// reached through `Deref` (`state.runner`).
+#[derive(Clone)]
+pub struct AppState(Arc<AppStateInner>);
+
+pub struct AppStateInner {
+    pub config: Arc<Config>,
+    pub clock: SharedClock,
+    pub runner: Arc<Runner>,
+    /// The attempt of `POST /verify`: regulation, the code check, the audit, the gate.
+    pub gatekeeper: Gatekeeper,
+    /// Answers and fragments made once per change of the history.
+    pub caches: Caches,
+}
+
+impl AppState {
+    pub fn new(inner: AppStateInner) -> Self {
+        Self(Arc::new(inner))
+    }
+}
+
+impl std::ops::Deref for AppState {
+    type Target = AppStateInner;
+
+    fn deref(&self) -> &AppStateInner {
+        &self.0
+    }
+}
