@@ -182,6 +182,10 @@ async fn serve(file: Option<&Path>, bind: Option<String>, insecure_permissions: 
     };
     println!("authrun is serving {url}");
     tracing::info!(%url, "listening");
+    // Under systemd (`Type=notify`) the unit is ready once the listener is bound; elsewhere a no-op.
+    if let Err(error) = sd_notify::notify(&[sd_notify::NotifyState::Ready]) {
+        tracing::warn!(%error, "systemd could not be told that authrun is ready");
+    }
     match server::serve(listener, state, shutdown).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => fail(format!("the server stopped: {error}"), 1),

@@ -6,4 +6,5 @@
 mod commands;
 mod security;
 mod serve;
+mod service;
 mod support;
