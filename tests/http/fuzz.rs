@@ -4,13 +4,15 @@
 //! Each property draws random inputs with `proptest`: request bodies, code forms, header values and paths
 //! sent through the in-process router, arbitrary and mutated config files, history and regulation files,
 //! and strings given to the code parser. A failing input is shrunk to a minimal one, which the failure
-//! message prints. Inputs are random on every run; `PROPTEST_RNG_SEED=N` repeats a run.
+//! message prints with the seed and the command that repeats the run.
 //!
 //! Each property tries `AUTHRUN_FUZZ_CASES` inputs (default 128: about a second per property in a debug
-//! build). To fuzz longer:
+//! build), drawn from the seed `AUTHRUN_FUZZ_SEED`: by default a fixed one, so CI tries the same inputs
+//! every time and a failure there repeats anywhere; `random` draws a fresh seed per run. To fuzz longer,
+//! with new inputs:
 //!
 //! ```text
-//! AUTHRUN_FUZZ_CASES=100000 cargo test --release --test http fuzz::
+//! AUTHRUN_FUZZ_SEED=random AUTHRUN_FUZZ_CASES=100000 cargo test --release --test http fuzz::
 //! ```
 
 use std::cell::RefCell;
@@ -18,7 +20,7 @@ use std::collections::HashMap;
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use authrun::auth::regulation::Guard;
 use authrun::auth::totp::TotpCode;
@@ -34,7 +36,7 @@ use axum::http::{HeaderName, HeaderValue, Method, Request, StatusCode, Uri, head
 use proptest::collection::vec;
 use proptest::prelude::*;
 use proptest::sample::{Index, select};
-use proptest::test_runner::{Config as ProptestConfig, TestCaseError, TestRunner};
+use proptest::test_runner::{Config as ProptestConfig, RngAlgorithm, RngSeed, TestCaseError, TestRunner};
 use serde_json::Value;
 use tempfile::TempDir;
 
@@ -43,6 +45,9 @@ use crate::verify::wrong_code;
 
 /// Cases per property when `AUTHRUN_FUZZ_CASES` is not set.
 const DEFAULT_CASES: u32 = 128;
+
+/// The seed of the inputs when `AUTHRUN_FUZZ_SEED` is not set.
+const DEFAULT_SEED: u64 = 20_261_125;
 
 /// Regulation limits no fuzz run reaches, so requests get past the ban check to the deepest checks.
 const LIFTED: &str = "[regulation]\nclient_max_failures = 1000000\nglobal_max_failures = 1000000";
@@ -66,17 +71,104 @@ fn cases() -> u32 {
     }
 }
 
-/// Runs `test` on `cases` inputs drawn from `strategy`; panics with the minimal failing input.
-fn check<S: Strategy>(cases: u32, strategy: S, test: impl Fn(S::Value) -> Result<(), TestCaseError>) {
-    let config = ProptestConfig {
+/// The seed this test binary draws every property's inputs from (see [`seed_from`]), read once.
+fn seed() -> u64 {
+    static SEED: OnceLock<u64> = OnceLock::new();
+    *SEED.get_or_init(|| seed_from(std::env::var("AUTHRUN_FUZZ_SEED").ok().as_deref()))
+}
+
+/// The seed `AUTHRUN_FUZZ_SEED` asks for: a whole number, `random` for a fresh one, [`DEFAULT_SEED`] when
+/// unset.
+fn seed_from(setting: Option<&str>) -> u64 {
+    match setting.map(str::trim) {
+        None | Some("") => DEFAULT_SEED,
+        Some("random") => rand::random(),
+        Some(text) => text
+            .parse()
+            .unwrap_or_else(|_| panic!("AUTHRUN_FUZZ_SEED=`{text}` is neither a whole number nor `random`")),
+    }
+}
+
+/// A runner that draws `cases` inputs from `seed`: the same seed, the same inputs, in the same order.
+fn runner(cases: u32, seed: u64) -> TestRunner {
+    TestRunner::new(ProptestConfig {
         failure_persistence: None,
         max_shrink_iters: cases.saturating_mul(4).max(2048),
         max_shrink_time: 5_000,
+        // Named, so that no `PROPTEST_*` variable changes which inputs a seed stands for.
+        rng_algorithm: RngAlgorithm::ChaCha,
+        rng_seed: RngSeed::Fixed(seed),
         ..ProptestConfig::with_cases(cases)
-    };
-    if let Err(error) = TestRunner::new(config).run(&strategy, test) {
-        panic!("{error}");
+    })
+}
+
+/// Runs `test` on `cases` inputs drawn from `strategy`; panics with the minimal failing input and the
+/// command that draws the same inputs again.
+fn check<S: Strategy>(cases: u32, strategy: S, test: impl Fn(S::Value) -> Result<(), TestCaseError>) {
+    let seed = seed();
+    if let Err(error) = runner(cases, seed).run(&strategy, test) {
+        let test = std::thread::current()
+            .name()
+            .filter(|name| name.starts_with("fuzz::"))
+            .unwrap_or("fuzz::")
+            .to_string();
+        panic!(
+            "{error}\nrepeat with: AUTHRUN_FUZZ_SEED={seed} AUTHRUN_FUZZ_CASES={} cargo test --test http {test}",
+            self::cases()
+        );
     }
+}
+
+#[test]
+fn the_seed_setting_is_a_number_random_or_the_default() {
+    assert_eq!(seed_from(None), DEFAULT_SEED);
+    assert_eq!(seed_from(Some("")), DEFAULT_SEED);
+    assert_eq!(seed_from(Some(" 42 ")), 42);
+    assert_ne!(seed_from(Some("random")), seed_from(Some("random")));
+    let garbage = std::panic::catch_unwind(|| seed_from(Some("soon")));
+    assert!(garbage.is_err(), "a seed that is no number was taken");
+}
+
+/// The inputs `strategy` draws from `seed`, as printed.
+fn drawn<S: Strategy>(strategy: S, seed: u64) -> Vec<String> {
+    let drawn = RefCell::new(Vec::new());
+    runner(32, seed)
+        .run(&strategy, |input| {
+            drawn.borrow_mut().push(format!("{input:?}"));
+            Ok(())
+        })
+        .expect("recording inputs never fails");
+    drawn.into_inner()
+}
+
+/// A failure found with one seed (in CI, or printed by a failing property) repeats with that seed.
+#[test]
+fn the_same_seed_draws_the_same_inputs() {
+    let every_strategy = |seed: u64| {
+        [
+            drawn((content_type(), body_bytes()), seed),
+            drawn(code_form(), seed),
+            drawn(header_value(), seed),
+            drawn(request_path(), seed),
+            drawn(vec(mutation(), 1..4), seed),
+            drawn(history_file(), seed),
+            drawn(regulation_file(), seed),
+            drawn(extremes(), seed),
+        ]
+        .concat()
+    };
+    let first = every_strategy(DEFAULT_SEED);
+    assert_eq!(first.len(), 8 * 32);
+    assert_eq!(
+        first,
+        every_strategy(DEFAULT_SEED),
+        "one seed drew two sets of inputs"
+    );
+    assert_ne!(
+        first,
+        every_strategy(DEFAULT_SEED + 1),
+        "two seeds drew the same inputs"
+    );
 }
 
 /// One current-thread runtime per property; its `block_on` drives the router.
