@@ -6,7 +6,10 @@
 //! does it): without them these tests fail, saying so.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-// The scenarios use a subset of the HTTP tests' helpers.
+// The scenarios use a subset of the HTTP tests' helpers, and so of the helpers all tests share.
+#[allow(dead_code)]
+#[path = "../common/mod.rs"]
+mod common;
 #[allow(dead_code)]
 #[path = "../http/helpers.rs"]
 mod helpers;

@@ -18,7 +18,6 @@
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::fmt;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
 
@@ -40,8 +39,8 @@ use proptest::test_runner::{Config as ProptestConfig, RngAlgorithm, RngSeed, Tes
 use serde_json::Value;
 use tempfile::TempDir;
 
-use crate::helpers::{PEER, SECRET, START, TestApp, TestResponse, urlencode, write_script};
-use crate::verify::wrong_code;
+use crate::common::write_script;
+use crate::helpers::{PEER, SECRET, START, TestApp, TestResponse, peer, urlencode, wrong_code};
 
 /// Cases per property when `AUTHRUN_FUZZ_CASES` is not set.
 const DEFAULT_CASES: u32 = 128;
@@ -361,14 +360,14 @@ fn arbitrary_bodies_under_default_regulation_are_counted_then_refused_with_429()
     let app = TestApp::builder().build();
     let rt = runtime();
     let model = RefCell::new(RegulationModel::default());
-    let peer = |n: u8| SocketAddr::new(IpAddr::V4(Ipv4Addr::new(127, 0, 0, 1 + n)), 40000);
+    let client_at = |n: u8| peer(&format!("127.0.0.{}", 1 + n));
     let total = cases();
     check(
         total,
         (0u8..4, content_type(), body_bytes()),
         |(client, content_type, body)| {
             let request = post_verify_request(content_type.as_ref().map(|b| b.0.as_slice()), body.0);
-            let response = rt.block_on(app.send_from(request, peer(client)));
+            let response = rt.block_on(app.send_from(request, client_at(client)));
             let json = check_verify_answer(&response)?;
             let mut model = model.borrow_mut();
             let failures = model.failures.get(&client).copied().unwrap_or(0);

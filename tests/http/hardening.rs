@@ -12,10 +12,11 @@ use hyper::body::Frame;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::browser_flow::flash;
-use crate::helpers::{PEER, TcpServer, TestApp, TestResponse, assert_redirect_to, content_length, urlencode};
-use crate::regulation::{assert_refused, audit_lines, peer, post_code};
-use crate::verify::wrong_code;
+use crate::helpers::{
+    PEER, TcpServer, TestApp, assert_redirect_to, assert_refused, assert_security_headers, audit_lines,
+    content_length, peer, post_code, urlencode, wrong_code,
+};
+use crate::html::{csrf_input, flash, unescape_html};
 
 /// The longest a test waits for a real socket.
 const SOCKET_WAIT: Duration = Duration::from_secs(5);
@@ -30,10 +31,7 @@ async fn open_page(app: &TestApp) -> (String, String) {
     let cookie = page
         .cookie("authrun_csrf")
         .expect("the page sets the CSRF cookie");
-    let html = page.text();
-    let marker = "name=\"csrf\" value=\"";
-    let start = html.find(marker).expect("the form has a csrf input") + marker.len();
-    let token = html[start..][..html[start..].find('"').expect("the value ends")].to_string();
+    let token = csrf_input(&page.text()).expect("the form has a csrf input");
     assert_eq!(
         cookie,
         format!("authrun_csrf={token}"),
@@ -47,16 +45,6 @@ async fn flash_shown(app: &TestApp, cookie: &str) -> Option<(String, String)> {
     let page = app.get_with("/", &[("cookie", cookie)]).await;
     assert_eq!(page.status, StatusCode::OK);
     flash(&page.text()).map(|(kind, text)| (kind, unescape_html(&text)))
-}
-
-fn unescape_html(text: &str) -> String {
-    text.replace("&#39;", "'")
-        .replace("&#x27;", "'")
-        .replace("&quot;", "\"")
-        .replace("&#34;", "\"")
-        .replace("&lt;", "<")
-        .replace("&gt;", ">")
-        .replace("&amp;", "&")
 }
 
 const REFUSED_CROSS_SITE: &str =
@@ -297,25 +285,6 @@ async fn a_public_url_with_its_default_port_written_out_matches_the_browsers_ori
     let response = post_code(&app, &app.code_now(), PEER, &browser).await;
     assert_eq!(response.status, StatusCode::OK, "{}", response.text());
     app.wait_for_run(1).await;
-}
-
-fn assert_security_headers(what: &str, response: &TestResponse, no_store: bool) {
-    let csp = response
-        .header("content-security-policy")
-        .unwrap_or_else(|| panic!("{what}: no content-security-policy"));
-    assert!(csp.contains("script-src 'self'"), "{what}: {csp}");
-    assert!(csp.contains("frame-ancestors 'none'"), "{what}: {csp}");
-    assert!(!csp.contains("unsafe-inline"), "{what}: {csp}");
-    assert!(!csp.contains("unsafe-eval"), "{what}: {csp}");
-    assert_eq!(
-        response.header("x-content-type-options"),
-        Some("nosniff"),
-        "{what}"
-    );
-    assert_eq!(response.header("referrer-policy"), Some("no-referrer"), "{what}");
-    if no_store {
-        assert_eq!(response.header("cache-control"), Some("no-store"), "{what}");
-    }
 }
 
 #[tokio::test]

@@ -1,9 +1,10 @@
 //! `TestApp`: an authrun built in-process on a temp dir, with a real script, a manual clock and one helper
-//! per route, so tests read like what a user does.
+//! per route, so tests read like what a user does; the scripts tests run, and the assertions on authrun's
+//! answers that several test files make. The browser tests include this file too.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -26,6 +27,8 @@ use time::OffsetDateTime;
 use time::macros::datetime;
 use tower::ServiceExt;
 
+use crate::common::{code_not_in, json_lines, process_ended, process_state};
+
 /// The secret every test app uses (160 bits, base32).
 pub const SECRET: &str = "JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP";
 /// The peer address of in-process requests, unless a test names another.
@@ -35,6 +38,13 @@ pub const START: OffsetDateTime = datetime!(2026-11-25 12:00:10 UTC);
 /// A script that succeeds and counts its runs in `runs.txt` in its working directory.
 pub const COUNTING_SCRIPT: &str =
     "#!/bin/sh\necho \"run $AUTHRUN_RUN_ID\" >> runs.txt\necho hello from the script\n";
+/// A script that waits until the test creates `go` in its working directory ([`let_script_finish`]),
+/// then counts its run in `runs.txt`. The loop gives up after about 30 s so a failed test never leaves it
+/// behind for long.
+pub const BLOCKING_SCRIPT: &str = "#!/bin/sh\n\
+    i=0\n\
+    while [ ! -f go ] && [ \"$i\" -lt 600 ]; do sleep 0.05; i=$((i+1)); done\n\
+    echo \"run $AUTHRUN_RUN_ID\" >> runs.txt\n";
 
 /// Builds a [`TestApp`].
 pub struct TestAppBuilder {
@@ -160,19 +170,12 @@ impl TestApp {
 
     /// `POST /verify` as curl sends it (`code=...`, no Accept header).
     pub async fn post_verify(&self, code: &str) -> TestResponse {
-        let body = format!("code={}", urlencode(code));
-        self.post_form("/verify", &body, &[]).await
+        post_code(self, code, PEER, &[]).await
     }
 
     /// A URL-encoded POST with extra headers.
     pub async fn post_form(&self, path: &str, body: &str, headers: &[(&str, &str)]) -> TestResponse {
-        let mut request =
-            Request::post(path).header(header::CONTENT_TYPE, "application/x-www-form-urlencoded");
-        for (name, value) in headers {
-            request = request.header(*name, *value);
-        }
-        self.send(request.body(Body::from(body.to_string())).expect("request"))
-            .await
+        self.send(form_request(path, body, headers)).await
     }
 
     /// `POST /verify` as a browser's form post: Accept text/html, with the session cookie if given.
@@ -354,13 +357,7 @@ impl TestResponse {
 
     /// The `name=value` part of the session cookie this answer sets.
     pub fn session_cookie(&self) -> Option<String> {
-        self.headers
-            .get_all(header::SET_COOKIE)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .find(|v| v.starts_with("authrun_session="))
-            .and_then(|v| v.split(';').next())
-            .map(str::to_string)
+        self.cookie("authrun_session")
     }
 }
 
@@ -368,6 +365,112 @@ impl TestResponse {
 pub fn assert_redirect_to(response: &TestResponse, location: &str) {
     assert_eq!(response.status, StatusCode::SEE_OTHER, "{}", response.text());
     assert_eq!(response.header("location"), Some(location));
+}
+
+/// Asserts a refusal as an API client reads it: `status`, and JSON with `success: false`, the `error`
+/// code and a message for people.
+pub fn assert_refused(response: &TestResponse, status: StatusCode, error: &str) {
+    assert_eq!(response.status, status, "{}", response.text());
+    let body = response.json();
+    assert_eq!(body["success"], false, "{body}");
+    assert_eq!(body["error"], error, "{body}");
+    assert!(body["message"].as_str().is_some_and(|m| !m.is_empty()), "{body}");
+}
+
+/// Asserts that the answer's `Content-Type` starts with `expected` (`text/html`, `application/json`, ...).
+pub fn assert_content_type(response: &TestResponse, expected: &str) {
+    let content_type = response.header("content-type");
+    assert!(
+        content_type.is_some_and(|t| t.starts_with(expected)),
+        "Content-Type {content_type:?}, not {expected}"
+    );
+}
+
+/// Asserts the headers every answer carries (`what` names the answer in a failure); `no_store` for the
+/// answers that must never be cached (all but the static assets).
+pub fn assert_security_headers(what: &str, response: &TestResponse, no_store: bool) {
+    let csp = response
+        .header("content-security-policy")
+        .unwrap_or_else(|| panic!("{what}: no content-security-policy"));
+    assert!(csp.contains("script-src 'self'"), "{what}: {csp}");
+    assert!(csp.contains("frame-ancestors 'none'"), "{what}: {csp}");
+    assert!(!csp.contains("unsafe-inline"), "{what}: {csp}");
+    assert!(!csp.contains("unsafe-eval"), "{what}: {csp}");
+    assert_eq!(
+        response.header("x-content-type-options"),
+        Some("nosniff"),
+        "{what}"
+    );
+    assert_eq!(response.header("referrer-policy"), Some("no-referrer"), "{what}");
+    if no_store {
+        assert_eq!(response.header("cache-control"), Some("no-store"), "{what}");
+    }
+}
+
+/// A client at `address`, as the TCP peer of its requests.
+pub fn peer(address: &str) -> SocketAddr {
+    let ip: IpAddr = address.parse().expect("an IP address");
+    SocketAddr::new(ip, 40000)
+}
+
+/// A URL-encoded POST of `body` to `path`, with extra headers.
+pub fn form_request(path: &str, body: &str, headers: &[(&str, &str)]) -> Request<Body> {
+    let mut request = Request::post(path).header(header::CONTENT_TYPE, "application/x-www-form-urlencoded");
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    request.body(Body::from(body.to_string())).expect("request")
+}
+
+/// `POST /verify` with `code`, as curl sends it, from `from`, with extra headers.
+pub async fn post_code(
+    app: &TestApp,
+    code: &str,
+    from: SocketAddr,
+    headers: &[(&str, &str)],
+) -> TestResponse {
+    let body = format!("code={}", urlencode(code));
+    app.send_from(form_request("/verify", &body, headers), from).await
+}
+
+/// Posts `code` and asserts that a run started; returns its id.
+pub async fn start_run(app: &TestApp, code: &str) -> u64 {
+    let response = app.post_verify(code).await;
+    assert_eq!(response.status, StatusCode::OK, "{}", response.text());
+    let body = response.json();
+    assert_eq!(body["success"], true, "{body}");
+    body["run_id"].as_u64().expect("run_id")
+}
+
+/// The id of the newest run in the history.
+pub fn last_run_id(app: &TestApp) -> u64 {
+    app.state
+        .runner
+        .history()
+        .last()
+        .and_then(|record| record.id)
+        .expect("a run was recorded")
+}
+
+/// The audit log's lines, parsed.
+pub fn audit_lines(app: &TestApp) -> Vec<Value> {
+    json_lines(&app.path(".authrun/audit.log"))
+}
+
+/// Lets a [`BLOCKING_SCRIPT`] (or any script waiting for `go`) finish.
+pub fn let_script_finish(app: &TestApp) {
+    std::fs::write(app.path("go"), "").expect("create the go file");
+}
+
+/// A client for a [`TcpServer`], as a browser is: it keeps cookies and follows no redirect by itself;
+/// it ignores any proxy settings, as 127.0.0.1 is reached directly.
+pub fn tcp_client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .cookie_store(true)
+        .redirect(reqwest::redirect::Policy::none())
+        .no_proxy()
+        .build()
+        .expect("an HTTP client")
 }
 
 /// Percent-encodes a form value.
@@ -382,32 +485,14 @@ pub fn urlencode(value: &str) -> String {
         .collect()
 }
 
-/// Writes an executable script at `path`.
-pub fn write_script(path: &Path, body: &str) {
-    std::fs::write(path, body).expect("write script");
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).expect("chmod");
-}
-
-/// The scheduling state letter of a process (`R`, `S`, `Z`, ...), or `None` when it no longer exists.
-pub fn process_state(pid: i32) -> Option<char> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // "pid (comm) S ...": the command may contain spaces and parentheses, so start after the last ')'.
-    stat.rsplit_once(')')?.1.trim_start().chars().next()
-}
-
-/// Gone, or a zombie nobody reaped yet: either way it runs no more.
-pub fn is_dead(pid: i32) -> bool {
-    matches!(process_state(pid), None | Some('Z'))
-}
-
 /// Waits (at most 5 s) for `pid` to be gone; a stopped run's group is killed as the run ends.
 pub async fn assert_gone(pid: i32, what: &str) {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-    while !is_dead(pid) && tokio::time::Instant::now() < deadline {
+    while !process_ended(pid) && tokio::time::Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert!(
-        is_dead(pid),
+        process_ended(pid),
         "the run is over but {what} (pid {pid}) is still there (state {:?})",
         process_state(pid)
     );
@@ -421,11 +506,7 @@ pub fn wrong_code(app: &TestApp) -> String {
         .iter()
         .map(|offset| app.code_at(now + time::Duration::seconds(*offset)))
         .collect();
-    let current: u32 = window[1].parse().expect("a numeric code");
-    (1..)
-        .map(|delta| format!("{:06}", (current + delta) % 1_000_000))
-        .find(|candidate| !window.contains(candidate))
-        .expect("a code outside the window")
+    code_not_in(&window)
 }
 
 /// The `Content-Length` of a raw HTTP/1.1 answer's head (0 when it has none).

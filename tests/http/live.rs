@@ -11,9 +11,12 @@ use authrun::runs::output::{BUFFER_CAP, MAX_LINE_BYTES};
 use axum::http::StatusCode;
 use serde_json::Value;
 
-use crate::gate::{let_script_finish, start_run};
-use crate::helpers::{TestApp, TestAppBuilder, TestResponse, assert_gone, assert_redirect_to, is_dead};
-use crate::verify::wrong_code;
+use crate::common::process_ended;
+use crate::helpers::{
+    TestApp, TestAppBuilder, TestResponse, assert_content_type, assert_gone, assert_redirect_to, last_run_id,
+    let_script_finish, start_run, tcp_client, wrong_code,
+};
+use crate::html::{csrf_input, table_body, text_of_id, unescape_html};
 
 /// The API token of the apps built by [`with_token`].
 const TOKEN: &str = "3b1f0c55e2a04d5e9c6a7f18b2d4e6f0-live-output-tests";
@@ -43,16 +46,6 @@ fn with_token(builder: TestAppBuilder, access: &str) -> TestAppBuilder {
         "[access]\napi_token_sha256 = \"{}\"\n{access}",
         sha256_hex(TOKEN)
     ))
-}
-
-/// The id of the newest run in the history.
-fn last_run_id(app: &TestApp) -> u64 {
-    app.state
-        .runner
-        .history()
-        .last()
-        .and_then(|record| record.id)
-        .expect("a run was recorded")
 }
 
 fn assert_unauthorized(response: &TestResponse, what: &str) {
@@ -118,6 +111,13 @@ impl Jar {
             .collect::<Vec<_>>()
             .join("; ")
     }
+}
+
+/// The `Cookie` header of a browser that opened the page but entered no code.
+async fn visitor_cookies(app: &TestApp) -> String {
+    let mut visitor = Jar::default();
+    visitor.keep(&app.get("/").await);
+    visitor.header()
 }
 
 /// A browser that entered a valid code in the page's form: its cookies, and the run that started.
@@ -214,13 +214,7 @@ fn take_events(buffer: &mut Vec<u8>) -> Vec<SseEvent> {
 async fn read_events(app: &TestApp, path: &str, headers: &[(&str, &str)]) -> Vec<SseEvent> {
     let response = get_bounded(app, path, headers).await;
     assert_eq!(response.status, StatusCode::OK, "{}", response.text());
-    assert!(
-        response
-            .header("content-type")
-            .is_some_and(|t| t.starts_with("text/event-stream")),
-        "{:?}",
-        response.header("content-type")
-    );
+    assert_content_type(&response, "text/event-stream");
     let mut body = response.body.clone();
     let events = take_events(&mut body);
     assert!(
@@ -286,51 +280,6 @@ impl EventStream {
 // ---------------------------------------------------------------------------------------------------
 // Pages
 
-/// The text of the element with `id`, up to its first child tag.
-fn text_of_id<'a>(page: &'a str, id: &str) -> Option<&'a str> {
-    let at = page.find(&format!("id=\"{id}\""))?;
-    let rest = &page[at..];
-    let text = &rest[rest.find('>')? + 1..];
-    Some(text[..text.find('<')?].trim())
-}
-
-/// Decodes the character references a template escaper writes.
-fn unescape(text: &str) -> String {
-    let mut out = String::new();
-    let mut rest = text;
-    while let Some(amp) = rest.find('&') {
-        out.push_str(&rest[..amp]);
-        rest = &rest[amp..];
-        let Some(semi) = rest.find(';') else { break };
-        let entity = &rest[1..semi];
-        let decoded = match entity {
-            "lt" => Some('<'),
-            "gt" => Some('>'),
-            "amp" => Some('&'),
-            "quot" => Some('"'),
-            "apos" => Some('\''),
-            _ => entity
-                .strip_prefix("#x")
-                .or_else(|| entity.strip_prefix("#X"))
-                .and_then(|hex| u32::from_str_radix(hex, 16).ok())
-                .or_else(|| entity.strip_prefix('#').and_then(|dec| dec.parse().ok()))
-                .and_then(char::from_u32),
-        };
-        match decoded {
-            Some(c) => {
-                out.push(c);
-                rest = &rest[semi + 1..];
-            }
-            None => {
-                out.push('&');
-                rest = &rest[1..];
-            }
-        }
-    }
-    out.push_str(rest);
-    out
-}
-
 /// The output a run page shows, as (class, text) per line, text unescaped; `None` when the page shows
 /// no output.
 fn shown_output(page: &str) -> Option<Vec<(String, String)>> {
@@ -344,7 +293,7 @@ fn shown_output(page: &str) -> Option<Vec<(String, String)>> {
             let (class, text) = span.strip_prefix("<span class=\"")?.split_once("\">")?;
             Some((
                 class.to_string(),
-                unescape(text.strip_suffix('\n').unwrap_or(text)),
+                unescape_html(text.strip_suffix('\n').unwrap_or(text)),
             ))
         })
         .collect();
@@ -356,21 +305,11 @@ fn shown_texts(page: &str) -> Option<Vec<String>> {
     shown_output(page).map(|lines| lines.into_iter().map(|(_, text)| text).collect())
 }
 
-/// The value of the page's hidden `csrf` input.
-fn csrf_input(page: &str) -> Option<String> {
-    let at = page.find("name=\"csrf\"")?;
-    let tag_start = page[..at].rfind('<')?;
-    let tag = &page[tag_start..tag_start + page[tag_start..].find('>')?];
-    let value = &tag[tag.find("value=\"")? + "value=\"".len()..];
-    Some(value[..value.find('"')?].to_string())
-}
-
 /// The run ids the list of runs links to, in page order.
 fn listed_runs(page: &str) -> Vec<u64> {
-    let Some(start) = page.find("<tbody>") else {
+    let Some(body) = table_body(page) else {
         return Vec::new();
     };
-    let body = &page[start..start + page[start..].find("</tbody>").unwrap_or(0)];
     body.split("<a href=\"/runs/")
         .skip(1)
         .map(|link| {
@@ -413,12 +352,7 @@ async fn a_verified_browser_watches_the_output_live_over_tcp() {
         ))
         .build();
     let server = app.serve_tcp().await;
-    let browser = reqwest::Client::builder()
-        .cookie_store(true)
-        .redirect(reqwest::redirect::Policy::none())
-        .no_proxy()
-        .build()
-        .expect("client");
+    let browser = tcp_client();
     let posted = browser
         .post(server.url("/verify"))
         .header("accept", HTML)
@@ -533,9 +467,7 @@ async fn output_needs_a_verified_session_or_the_token() {
     );
 
     // Nothing at all, then a browser that opened the page (and keeps what it set) but entered no code.
-    let mut visitor = Jar::default();
-    visitor.keep(&app.get("/").await);
-    let visitor = visitor.header();
+    let visitor = visitor_cookies(&app).await;
     for headers in [vec![], vec![("cookie", visitor.as_str())]] {
         assert_unauthorized(&app.get_with(&events, &headers).await, "events");
         assert_unauthorized(&app.get_with(&log, &headers).await, "log");
@@ -661,9 +593,7 @@ async fn public_output_lets_anyone_read_but_not_cancel() {
         .script(&script("echo public-line\nwait_for go\n"))
         .build();
     let id = start_run(&app, &app.code_now()).await;
-    let mut visitor = Jar::default();
-    visitor.keep(&app.get("/").await);
-    let visitor = visitor.header();
+    let visitor = visitor_cookies(&app).await;
     let cancel = format!("/runs/{id}/cancel");
     assert_unauthorized(&app.post_form(&cancel, "", &[]).await, "cancel by anyone");
     assert_unauthorized(
@@ -710,12 +640,7 @@ async fn the_log_is_the_plain_text_of_every_line_in_order() {
         .get_with(&format!("/runs/{id}/log"), &[("authorization", BEARER)])
         .await;
     assert_eq!(log.status, StatusCode::OK, "{}", log.text());
-    assert!(
-        log.header("content-type")
-            .is_some_and(|t| t.starts_with("text/plain")),
-        "{:?}",
-        log.header("content-type")
-    );
+    assert_content_type(&log, "text/plain");
     assert_eq!(
         log.text(),
         "first\nsecond, on stderr\no looks like a tag\ne so does this\n\nlast\n"
@@ -738,7 +663,7 @@ async fn cancelling_with_the_token_stops_the_whole_process_group() {
     let id = start_run(&app, &app.code_now()).await;
     let child = pid_written(&app, "child.pid").await;
     let script_pid = pid_written(&app, "script.pid").await;
-    assert!(!is_dead(child), "the child is running before the cancel");
+    assert!(!process_ended(child), "the child is running before the cancel");
 
     let cancel = format!("/runs/{id}/cancel");
     let response = app.post_form(&cancel, "", &[("authorization", BEARER)]).await;
@@ -881,7 +806,7 @@ async fn viewers_that_stop_reading_never_hold_the_run_back() {
             .expect("send");
         stalled.push(stream);
     }
-    std::fs::write(app.path("go"), "").expect("let the script go");
+    let_script_finish(&app);
     let record = tokio::time::timeout(Duration::from_secs(30), app.wait_for_run(id))
         .await
         .expect("the run ends although nobody reads its output");

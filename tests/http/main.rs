@@ -4,7 +4,11 @@
 
 // Each test module uses its own subset of the helpers.
 #[allow(dead_code)]
+#[path = "../common/mod.rs"]
+mod common;
+#[allow(dead_code)]
 mod helpers;
+mod html;
 
 mod browser_flow;
 mod fuzz;

@@ -4,12 +4,12 @@
 use authrun::error::AUTH_FAILED;
 use axum::body::Body;
 use axum::http::{Method, Request, StatusCode, header};
-use serde_json::json;
+use serde_json::{Value, json};
 
-use crate::gate::{BLOCKING_SCRIPT, let_script_finish, start_run};
-use crate::helpers::{SECRET, TestApp, TestResponse};
-
-pub use crate::helpers::wrong_code;
+use crate::helpers::{
+    BLOCKING_SCRIPT, SECRET, TcpServer, TestApp, TestResponse, assert_content_type, assert_refused,
+    assert_security_headers, let_script_finish, start_run, tcp_client, wrong_code,
+};
 
 /// A POST to /verify with this content type and body, no Accept header.
 async fn post_raw(app: &TestApp, content_type: &str, body: impl Into<Body>) -> TestResponse {
@@ -20,12 +20,17 @@ async fn post_raw(app: &TestApp, content_type: &str, body: impl Into<Body>) -> T
     app.send(request).await
 }
 
-fn assert_refused(response: &TestResponse, status: StatusCode, error: &str) {
-    assert_eq!(response.status, status, "{}", response.text());
-    let body = response.json();
-    assert_eq!(body["success"], false, "{body}");
-    assert_eq!(body["error"], error, "{body}");
-    assert!(body["message"].as_str().is_some_and(|m| !m.is_empty()), "{body}");
+/// `POST /verify` over TCP with a multipart form, as a browser's `FormData` sends it: the status and the
+/// JSON answer.
+async fn post_multipart(server: &TcpServer, form: reqwest::multipart::Form) -> (reqwest::StatusCode, Value) {
+    let response = tcp_client()
+        .post(server.url("/verify"))
+        .multipart(form)
+        .send()
+        .await
+        .expect("the server answers");
+    let status = response.status();
+    (status, response.json().await.expect("JSON"))
 }
 
 /// The code an independent TOTP implementation (Python's standard library, as in RFC 6238) computes for
@@ -65,13 +70,7 @@ async fn a_valid_code_answers_200_with_the_run_and_runs_the_script_once() {
     let app = TestApp::builder().build();
     let response = app.post_verify(&app.code_now()).await;
     assert_eq!(response.status, StatusCode::OK, "{}", response.text());
-    assert!(
-        response
-            .header("content-type")
-            .is_some_and(|t| t.starts_with("application/json")),
-        "{:?}",
-        response.header("content-type")
-    );
+    assert_content_type(&response, "application/json");
     let body = response.json();
     assert_eq!(body["success"], true, "{body}");
     assert_eq!(body["message"], "Deploy started (run #1).", "{body}");
@@ -150,18 +149,11 @@ async fn a_code_in_a_json_body_is_accepted() {
 async fn a_code_in_a_multipart_form_is_accepted_over_tcp() {
     let app = TestApp::builder().build();
     let server = app.serve_tcp().await;
-    let client = reqwest::Client::new();
     let form = reqwest::multipart::Form::new()
         .text("note", "sent by FormData")
         .text("code", app.code_now());
-    let response = client
-        .post(server.url("/verify"))
-        .multipart(form)
-        .send()
-        .await
-        .expect("the server answers");
-    assert_eq!(response.status(), reqwest::StatusCode::OK);
-    let body: serde_json::Value = response.json().await.expect("JSON");
+    let (status, body) = post_multipart(&server, form).await;
+    assert_eq!(status, reqwest::StatusCode::OK, "{body}");
     assert_eq!(body["success"], true, "{body}");
     app.wait_for_run(1).await;
     assert_eq!(app.script_runs(), 1);
@@ -198,14 +190,8 @@ async fn a_multipart_body_over_4_kib_is_refused_with_413_over_tcp() {
     let form = reqwest::multipart::Form::new()
         .text("pad", "a".repeat(5000))
         .text("code", app.code_now());
-    let response = reqwest::Client::new()
-        .post(server.url("/verify"))
-        .multipart(form)
-        .send()
-        .await
-        .expect("the server answers");
-    assert_eq!(response.status(), reqwest::StatusCode::PAYLOAD_TOO_LARGE);
-    let body: serde_json::Value = response.json().await.expect("JSON");
+    let (status, body) = post_multipart(&server, form).await;
+    assert_eq!(status, reqwest::StatusCode::PAYLOAD_TOO_LARGE, "{body}");
     assert_eq!(body["error"], "payload_too_large", "{body}");
     assert_eq!(app.script_runs(), 0);
     server.shutdown().await;
@@ -244,29 +230,11 @@ async fn every_answer_carries_the_security_headers() {
         ),
     ];
     for (what, response, no_store) in &answers {
-        let csp = response
-            .header("content-security-policy")
-            .unwrap_or_else(|| panic!("{what}: no content-security-policy"));
-        assert!(csp.contains("script-src 'self'"), "{what}: {csp}");
-        assert!(csp.contains("frame-ancestors 'none'"), "{what}: {csp}");
-        assert_eq!(
-            response.header("x-content-type-options"),
-            Some("nosniff"),
-            "{what}"
-        );
-        assert_eq!(response.header("referrer-policy"), Some("no-referrer"), "{what}");
-        if *no_store {
-            assert_eq!(response.header("cache-control"), Some("no-store"), "{what}");
-        }
+        assert_security_headers(what, response, *no_store);
     }
     let (_, css, _) = &answers[3];
     assert_eq!(css.status, StatusCode::OK);
-    assert!(
-        css.header("content-type")
-            .is_some_and(|t| t.starts_with("text/css")),
-        "{:?}",
-        css.header("content-type")
-    );
+    assert_content_type(css, "text/css");
 }
 
 #[tokio::test]
