@@ -2,7 +2,7 @@
 
 use std::path::Path;
 
-use crate::support::{SECRET, Workspace, authrun, run};
+use crate::support::{DEPLOY_SCRIPT, Finished, SECRET, Workspace, authrun, run, serve_refused};
 
 const SUBCOMMANDS: [&str; 5] = ["serve", "qr", "secret", "check-config", "example-config"];
 
@@ -67,18 +67,9 @@ fn example_config_prints_the_example_which_checks_as_valid() {
     assert!(check.stdout.contains("valid"), "{check:#?}");
 }
 
-/// `authrun.toml` with a valid script and secret, then `extra` appended (it may open sections).
-fn config_with(workspace: &Workspace, extra: &str) -> std::path::PathBuf {
-    workspace.script("deploy.sh", "#!/bin/sh\necho deployed\n");
-    workspace.write(
-        "authrun.toml",
-        &format!("[totp]\nsecret = \"{SECRET}\"\n\n[script]\npath = \"deploy.sh\"\n{extra}"),
-    )
-}
-
 /// A configuration error as the user sees it: exit code 2, and on stderr the file (or variable), the key
 /// and a fix, never the secret.
-fn assert_config_error(out: &crate::support::Finished, origin: &Path, key: &str, secret: &str) {
+fn assert_config_error(out: &Finished, origin: &Path, key: &str, secret: &str) {
     assert_eq!(out.code(), 2, "{out:#?}");
     let shown = origin.display().to_string();
     assert!(out.stderr.contains(&shown), "no `{shown}`: {out:#?}");
@@ -90,7 +81,7 @@ fn assert_config_error(out: &crate::support::Finished, origin: &Path, key: &str,
     );
 }
 
-fn check_config(workspace: &Workspace, config: &Path) -> crate::support::Finished {
+fn check_config(workspace: &Workspace, config: &Path) -> Finished {
     run(authrun(workspace.path())
         .args(["check-config", "--config"])
         .arg(config))
@@ -98,8 +89,8 @@ fn check_config(workspace: &Workspace, config: &Path) -> crate::support::Finishe
 
 #[test]
 fn check_config_names_an_unknown_top_level_key() {
-    let workspace = Workspace::new();
-    let config = config_with(&workspace, "");
+    let workspace = Workspace::configured(DEPLOY_SCRIPT, "");
+    let config = workspace.config();
     let text = format!("colldown = 5\n{}", workspace.read("authrun.toml"));
     workspace.write("authrun.toml", &text);
     let out = check_config(&workspace, &config);
@@ -108,8 +99,8 @@ fn check_config_names_an_unknown_top_level_key() {
 
 #[test]
 fn check_config_names_an_unknown_key_in_a_section() {
-    let workspace = Workspace::new();
-    let config = config_with(&workspace, "colldown = 5\n");
+    let workspace = Workspace::configured(DEPLOY_SCRIPT, "colldown = 5");
+    let config = workspace.config();
     let out = check_config(&workspace, &config);
     assert_config_error(&out, &config, "colldown", SECRET);
 }
@@ -130,7 +121,7 @@ fn check_config_names_a_missing_script() {
 fn check_config_refuses_a_short_secret_without_showing_it() {
     let short = "JBSWY3DPEHPK3PXP";
     let workspace = Workspace::new();
-    workspace.script("deploy.sh", "#!/bin/sh\necho deployed\n");
+    workspace.script("deploy.sh", DEPLOY_SCRIPT);
     let config = workspace.write(
         "authrun.toml",
         &format!("[script]\npath = \"deploy.sh\"\n\n[totp]\nsecret = \"{short}\"\n"),
@@ -142,8 +133,8 @@ fn check_config_refuses_a_short_secret_without_showing_it() {
 
 #[test]
 fn check_config_names_an_environment_variable_with_a_bad_value() {
-    let workspace = Workspace::new();
-    let config = config_with(&workspace, "");
+    let workspace = Workspace::configured(DEPLOY_SCRIPT, "");
+    let config = workspace.config();
     let out = run(authrun(workspace.path())
         .args(["check-config", "--config"])
         .arg(&config)
@@ -157,18 +148,16 @@ fn check_config_names_an_environment_variable_with_a_bad_value() {
 
 #[test]
 fn serve_with_a_bad_config_exits_2_and_says_why() {
-    let workspace = Workspace::new();
-    let config = config_with(&workspace, "colldown = 5\n");
-    let out = run(authrun(workspace.path())
-        .args(["serve", "--bind", "127.0.0.1:0", "--config"])
-        .arg(&config));
+    let workspace = Workspace::configured(DEPLOY_SCRIPT, "colldown = 5");
+    let config = workspace.config();
+    let out = serve_refused(&workspace);
     assert_config_error(&out, &config, "colldown", SECRET);
     assert!(!out.stdout.contains("authrun is serving"), "{out:#?}");
 }
 
 #[test]
 fn qr_prints_the_uri_draws_the_code_and_writes_a_png() {
-    let workspace = Workspace::configured("#!/bin/sh\necho deployed\n", "");
+    let workspace = Workspace::configured(DEPLOY_SCRIPT, "");
     let out = run(authrun(workspace.path())
         .args(["qr", "--png", "out.png", "--config"])
         .arg(workspace.config()));

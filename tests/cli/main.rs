@@ -3,6 +3,10 @@
 //! variables, reading what it prints, the files it writes, and its HTTP answers over TCP.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+#[allow(dead_code)]
+#[path = "../common/mod.rs"]
+mod common;
+
 mod commands;
 mod security;
 mod serve;
