@@ -74,6 +74,13 @@ impl Scene {
             .expect("press Run");
     }
 
+    /// Waits until the page shows the state `label` ("Ready", "Running", "Cooling down").
+    pub async fn wait_state(&self, label: &str) {
+        self.browser
+            .wait_text(STATE_LABEL, &format!("the state {label}"), |text| text == label)
+            .await;
+    }
+
     /// Waits until the page shows the flash message `message`.
     pub async fn wait_flash(&self, kind: &str, message: &str) {
         let browser = &self.browser;

@@ -6,7 +6,7 @@ use serde_json::{Value, json};
 
 use crate::driver::{Options, PHONE};
 use crate::helpers::{TestApp, wrong_code};
-use crate::{NEWEST_BADGE, STATE_DETAIL, STATE_LABEL, Scene, assert_fits_width};
+use crate::{NEWEST_BADGE, STATE_DETAIL, Scene, assert_fits_width};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_page_loads_without_console_errors_or_requests_elsewhere() {
@@ -14,9 +14,7 @@ async fn the_page_loads_without_console_errors_or_requests_elsewhere() {
     scene.open("/").await;
     let browser = &scene.browser;
 
-    browser
-        .wait_text(STATE_LABEL, "the state Ready", |text| text == "Ready")
-        .await;
+    scene.wait_state("Ready").await;
     assert_eq!(browser.visible_text("h1").await.as_deref(), Some("Deploy"));
     assert_eq!(
         browser.visible_text(STATE_DETAIL).await.as_deref(),
@@ -157,9 +155,7 @@ async fn on_a_phone_nothing_overflows_and_the_button_can_be_tapped() {
     let scene = Scene::start("phone", app, options).await;
     let browser = &scene.browser;
     scene.open("/").await;
-    browser
-        .wait_text(STATE_LABEL, "the state Ready", |text| text == "Ready")
-        .await;
+    scene.wait_state("Ready").await;
     assert_eq!(browser.find_all("#runs tbody tr").await.len(), 3);
 
     let screen = browser.js("return [screen.width, screen.height];", vec![]).await;
@@ -238,9 +234,7 @@ async fn with_the_keyboard_alone_tab_reaches_the_field_and_the_button() {
     // Opened at its state section, as a link to it would: a page opened at a fragment gets no autofocus,
     // so the focus starts there and Tab has to bring it to the field.
     scene.open("/#state").await;
-    browser
-        .wait_text(STATE_LABEL, "the state Ready", |text| text == "Ready")
-        .await;
+    scene.wait_state("Ready").await;
     // The state is announced when it changes.
     let live = browser
         .find("#state")

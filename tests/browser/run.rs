@@ -56,9 +56,7 @@ async fn a_valid_code_starts_a_run_that_the_page_and_the_run_page_follow_live() 
     scene.open("/").await;
     scene.submit_code(&scene.app.code_now()).await;
     scene.wait_flash("success", "Deploy started (run #1).").await;
-    browser
-        .wait_text(STATE_LABEL, "the state Running", |text| text == "Running")
-        .await;
+    scene.wait_state("Running").await;
     browser
         .wait_text(NEWEST_BADGE, "run #1 Deploying", |text| text == "Deploying")
         .await;
@@ -130,11 +128,7 @@ async fn a_valid_code_starts_a_run_that_the_page_and_the_run_page_follow_live() 
             text == "Deploy succeeded"
         })
         .await;
-    browser
-        .wait_text(STATE_LABEL, "the state Cooling down", |text| {
-            text == "Cooling down"
-        })
-        .await;
+    scene.wait_state("Cooling down").await;
     assert_eq!(browser.visible_text("#state .state-link").await, None);
     assert_not_reloaded(browser, "the page").await;
     assert_eq!(scene.app.script_runs(), 1);
@@ -152,9 +146,7 @@ async fn without_javascript_the_form_redirects_and_a_reload_posts_nothing() {
     let scene = Scene::start("no_javascript", TestApp::builder().build(), options).await;
     let browser = &scene.browser;
     scene.open("/").await;
-    browser
-        .wait_text(STATE_LABEL, "the state Ready", |text| text == "Ready")
-        .await;
+    scene.wait_state("Ready").await;
     scene.submit_code(&scene.app.code_now()).await;
     scene.wait_flash("success", "Deploy started (run #1).").await;
     let url = browser.client.current_url().await.expect("the URL");
@@ -166,11 +158,7 @@ async fn without_javascript_the_form_redirects_and_a_reload_posts_nothing() {
     scene.app.wait_for_run(1).await;
 
     browser.client.refresh().await.expect("reload");
-    browser
-        .wait_text(STATE_LABEL, "the state Cooling down", |text| {
-            text == "Cooling down"
-        })
-        .await;
+    scene.wait_state("Cooling down").await;
     assert_eq!(
         browser.visible_text("#flash").await,
         None,
@@ -211,11 +199,7 @@ async fn during_the_cooldown_the_page_counts_down_to_the_next_run() {
     scene.submit_code(&scene.app.code_now()).await;
     scene.wait_flash("success", "Deploy started (run #1).").await;
     scene.app.wait_for_run(1).await;
-    browser
-        .wait_text(STATE_LABEL, "the state Cooling down", |text| {
-            text == "Cooling down"
-        })
-        .await;
+    scene.wait_state("Cooling down").await;
     let first = browser
         .wait_text(STATE_DETAIL, "when the next run is allowed", |text| {
             seconds_left(text).is_some()

@@ -1277,13 +1277,33 @@ fn run_record() -> impl Strategy<Value = String> {
                     ("error", error),
                     ("unknown", extra.map(str::to_string)),
                 ];
-                let members: Vec<String> = fields
-                    .into_iter()
-                    .filter_map(|(name, value)| value.map(|value| format!("\"{name}\": {value}")))
-                    .collect();
-                format!("{{{}}}", members.join(", "))
+                json_object(fields)
             },
         )
+}
+
+/// A JSON object of the `fields` that are present (each value written as JSON already).
+fn json_object<const N: usize>(fields: [(&str, Option<String>); N]) -> String {
+    let members: Vec<String> = fields
+        .into_iter()
+        .filter_map(|(name, value)| value.map(|value| format!("\"{name}\": {value}")))
+        .collect();
+    format!("{{{}}}", members.join(", "))
+}
+
+/// A file holding a `document` (most often), a document cut short, or anything at all.
+fn file_of(document: BoxedStrategy<String>) -> impl Strategy<Value = Bytes> {
+    prop_oneof![
+        6 => document.clone().prop_map(String::into_bytes),
+        1 => (document, any::<Index>()).prop_map(|(text, at)| {
+            let bytes = text.into_bytes();
+            let end = at.index(bytes.len() + 1);
+            bytes[..end].to_vec()
+        }),
+        1 => any::<String>().prop_map(String::into_bytes),
+        1 => vec(any::<u8>(), 0..128),
+    ]
+    .prop_map(Bytes)
 }
 
 /// History files: lists of entries (bare or wrapped as the status answer), cut short, or anything at all.
@@ -1296,17 +1316,7 @@ fn history_file() -> impl Strategy<Value = Bytes> {
         1 => list.prop_map(|list| format!("{{\"history\": {list}}}")),
     ]
     .boxed();
-    prop_oneof![
-        6 => document.clone().prop_map(String::into_bytes),
-        1 => (document, any::<Index>()).prop_map(|(text, at)| {
-            let bytes = text.into_bytes();
-            let end = at.index(bytes.len() + 1);
-            bytes[..end].to_vec()
-        }),
-        1 => any::<String>().prop_map(String::into_bytes),
-        1 => vec(any::<u8>(), 0..128),
-    ]
-    .prop_map(Bytes)
+    file_of(document)
 }
 
 /// Regulation state files: bans, the pause, the pause count and recent failures, valid or not.
@@ -1341,24 +1351,10 @@ fn regulation_file() -> impl Strategy<Value = Bytes> {
                 ("global_failures", failures),
                 ("unknown", extra.then(|| "1".to_string())),
             ];
-            let members: Vec<String> = fields
-                .into_iter()
-                .filter_map(|(name, value)| value.map(|value| format!("\"{name}\": {value}")))
-                .collect();
-            format!("{{{}}}", members.join(", "))
+            json_object(fields)
         })
         .boxed();
-    prop_oneof![
-        6 => document.clone().prop_map(String::into_bytes),
-        1 => (document, any::<Index>()).prop_map(|(text, at)| {
-            let bytes = text.into_bytes();
-            let end = at.index(bytes.len() + 1);
-            bytes[..end].to_vec()
-        }),
-        1 => any::<String>().prop_map(String::into_bytes),
-        1 => vec(any::<u8>(), 0..128),
-    ]
-    .prop_map(Bytes)
+    file_of(document)
 }
 
 fn unchanged(path: &Path, before: &[u8], error: &dyn fmt::Display) -> Result<(), TestCaseError> {

@@ -457,6 +457,20 @@ pub fn audit_lines(app: &TestApp) -> Vec<Value> {
     json_lines(&app.path(".authrun/audit.log"))
 }
 
+/// Runs the script `count` times, one run after another: each started with the code of its moment and
+/// waited for, the clock moved on by one code step (30 s) after each. The app must have no cooldown.
+/// Returns the runs' ids, in order.
+pub async fn run_one_after_another(app: &TestApp, count: usize) -> Vec<u64> {
+    let mut ids = Vec::with_capacity(count);
+    for _ in 0..count {
+        let id = start_run(app, &app.code_now()).await;
+        app.wait_for_run(id).await;
+        ids.push(id);
+        app.advance(30);
+    }
+    ids
+}
+
 /// Lets a [`BLOCKING_SCRIPT`] (or any script waiting for `go`) finish.
 pub fn let_script_finish(app: &TestApp) {
     std::fs::write(app.path("go"), "").expect("create the go file");

@@ -32,10 +32,12 @@ fn text_of_element<'a>(page: &'a str, attribute: &str) -> Option<&'a str> {
     Some(text[..text.find('<')?].trim())
 }
 
-/// What the page's first `<tbody>` holds (empty when it is not closed), or `None` without a table body.
-pub fn table_body(page: &str) -> Option<&str> {
-    let start = page.find("<tbody>")?;
-    Some(&page[start..start + page[start..].find("</tbody>").unwrap_or(0)])
+/// What the page's first `<tbody>` holds: empty without one (or when it is not closed).
+pub fn table_body(page: &str) -> &str {
+    let Some(start) = page.find("<tbody>") else {
+        return "";
+    };
+    &page[start..start + page[start..].find("</tbody>").unwrap_or(0)]
 }
 
 /// The value of the page's hidden `csrf` input.

@@ -14,7 +14,7 @@ use serde_json::Value;
 use crate::common::process_ended;
 use crate::helpers::{
     TestApp, TestAppBuilder, TestResponse, assert_content_type, assert_gone, assert_redirect_to, last_run_id,
-    let_script_finish, start_run, tcp_client, wrong_code,
+    let_script_finish, run_one_after_another, start_run, tcp_client, wrong_code,
 };
 use crate::html::{csrf_input, table_body, text_of_id, unescape_html};
 
@@ -307,10 +307,8 @@ fn shown_texts(page: &str) -> Option<Vec<String>> {
 
 /// The run ids the list of runs links to, in page order.
 fn listed_runs(page: &str) -> Vec<u64> {
-    let Some(body) = table_body(page) else {
-        return Vec::new();
-    };
-    body.split("<a href=\"/runs/")
+    table_body(page)
+        .split("<a href=\"/runs/")
         .skip(1)
         .map(|link| {
             let (id, rest) = link.split_once("\">").expect("a link");
@@ -913,11 +911,7 @@ async fn get_run_with_wait_answers_when_the_run_ends() {
 #[tokio::test]
 async fn the_list_of_runs_is_paged_newest_first() {
     let app = TestApp::builder().cooldown(0).build();
-    for _ in 0..60 {
-        let id = start_run(&app, &app.code_now()).await;
-        app.wait_for_run(id).await;
-        app.advance(30);
-    }
+    run_one_after_another(&app, 60).await;
 
     let first = app.get("/runs").await;
     assert_eq!(first.status, StatusCode::OK);
@@ -985,11 +979,7 @@ async fn output_is_shown_escaped_and_without_colours() {
 #[tokio::test]
 async fn only_the_newest_logs_are_kept() {
     let app = TestApp::builder().cooldown(0).script_key("keep_logs = 2").build();
-    for _ in 0..3 {
-        let id = start_run(&app, &app.code_now()).await;
-        app.wait_for_run(id).await;
-        app.advance(30);
-    }
+    run_one_after_another(&app, 3).await;
     let mut logs: Vec<String> = std::fs::read_dir(app.path(".authrun").join("runs"))
         .expect("the log directory")
         .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())

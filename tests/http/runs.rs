@@ -10,7 +10,8 @@ use serde_json::Value;
 use time::macros::datetime;
 
 use crate::helpers::{
-    BLOCKING_SCRIPT, START, TestApp, assert_gone, let_script_finish, start_run, tcp_client,
+    BLOCKING_SCRIPT, START, TestApp, assert_gone, let_script_finish, run_one_after_another, start_run,
+    tcp_client,
 };
 
 /// The entry of run `id` in a history list (the file on disk or the status answer's `history`).
@@ -298,16 +299,12 @@ async fn history_writes_are_atomic() {
         })
     };
 
-    const RUNS: u64 = 15;
-    for _ in 0..RUNS {
-        let id = start_run(&app, &app.code_now()).await;
-        app.wait_for_run(id).await;
-        app.advance(30);
-    }
+    const RUNS: usize = 15;
+    run_one_after_another(&app, RUNS).await;
     stop.store(true, Ordering::Relaxed);
     let reads = reader.join().expect("every read parsed as JSON");
     assert!(reads > 0);
-    assert_eq!(ids(&app.history_on_disk()).len(), RUNS as usize);
+    assert_eq!(ids(&app.history_on_disk()).len(), RUNS);
 
     let leftovers: Vec<String> = std::fs::read_dir(app.dir.path())
         .expect("read dir")
@@ -323,13 +320,7 @@ async fn retention_keeps_the_newest_runs() {
         .cooldown(0)
         .config("[history]\nretention = 3")
         .build();
-    let mut started = Vec::new();
-    for _ in 0..5 {
-        let id = start_run(&app, &app.code_now()).await;
-        app.wait_for_run(id).await;
-        started.push(id);
-        app.advance(30);
-    }
+    let started = run_one_after_another(&app, 5).await;
     let newest = &started[2..];
     assert_eq!(ids_in_memory(&app), newest);
     assert_eq!(ids(&app.history_on_disk()), newest);

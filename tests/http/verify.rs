@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 
 use crate::helpers::{
     BLOCKING_SCRIPT, SECRET, TcpServer, TestApp, TestResponse, assert_content_type, assert_refused,
-    assert_security_headers, let_script_finish, start_run, tcp_client, wrong_code,
+    assert_security_headers, let_script_finish, run_one_after_another, start_run, tcp_client, wrong_code,
 };
 
 /// A POST to /verify with this content type and body, no Accept header.
@@ -271,12 +271,7 @@ async fn the_status_history_is_oldest_first_and_limited_by_status_entries() {
         .cooldown(0)
         .config("[history]\nstatus_entries = 2")
         .build();
-    for run in 1..=3 {
-        let id = start_run(&app, &app.code_now()).await;
-        assert_eq!(id, run);
-        app.wait_for_run(id).await;
-        app.advance(30);
-    }
+    assert_eq!(run_one_after_another(&app, 3).await, [1, 2, 3]);
     let status = app.status().await;
     let history = status["history"].as_array().expect("history is a list");
     let ids: Vec<_> = history.iter().map(|r| r["id"].clone()).collect();
