@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use crate::driver::{Browser, Options};
-use crate::helpers::TestApp;
+use crate::helpers::{TestApp, let_script_finish};
 use crate::{NEWEST_BADGE, STATE_DETAIL, STATE_LABEL, Scene};
 
 /// Prints a line, waits for a file `go` in its working directory, prints another. It gives up (and
@@ -95,7 +95,7 @@ async fn a_valid_code_starts_a_run_that_the_page_and_the_run_page_follow_live() 
     mark_page(browser).await;
 
     // The second line and the outcome arrive by themselves.
-    std::fs::write(scene.app.path("go"), "").expect("create go");
+    let_script_finish(&scene.app);
     browser
         .wait_text("#output", "the second line", |text| {
             text.contains("Deployed to production")

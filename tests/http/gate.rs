@@ -104,7 +104,7 @@ async fn the_cooldown_counts_from_the_start_of_the_run() {
     let refused = app.post_verify(&app.code_now()).await;
     assert_refused(&refused, StatusCode::TOO_MANY_REQUESTS, "cooling_down");
     assert_eq!(refused.header("retry-after"), Some("1"));
-    let message = refused.json()["message"].as_str().unwrap_or_default().to_string();
+    let message = refused.message();
     assert!(message.starts_with(BUSY_MESSAGE), "{message}");
 
     app.advance(1);
@@ -124,7 +124,7 @@ async fn a_code_sent_while_a_run_is_going_is_refused_as_running() {
     let second_code = app.code_now();
     let refused = app.post_verify(&second_code).await;
     assert_refused(&refused, StatusCode::CONFLICT, "running");
-    let message = refused.json()["message"].as_str().unwrap_or_default().to_string();
+    let message = refused.message();
     assert!(message.starts_with(BUSY_MESSAGE), "{message}");
 
     let_script_finish(&app);

@@ -7,7 +7,7 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use axum::body::{Body, Bytes, HttpBody};
-use axum::http::{Request, StatusCode, header};
+use axum::http::StatusCode;
 use hyper::body::Frame;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -431,11 +431,7 @@ async fn a_64_kib_body_is_refused_with_413_in_every_encoding() {
         } else {
             Body::from(body)
         };
-        let request = Request::post("/verify")
-            .header(header::CONTENT_TYPE, content_type)
-            .body(body)
-            .expect("request");
-        let response = app.send(request).await;
+        let response = app.post_raw(content_type, body).await;
         assert_eq!(
             response.status,
             StatusCode::PAYLOAD_TOO_LARGE,

@@ -27,7 +27,7 @@ use time::OffsetDateTime;
 use time::macros::datetime;
 use tower::ServiceExt;
 
-use crate::common::{code_not_in, json_lines, process_ended, process_state};
+use crate::common::{code_not_in, json_lines, process_ended, process_state, write_script};
 
 /// The secret every test app uses (160 bits, base32).
 pub const SECRET: &str = "JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP";
@@ -89,9 +89,7 @@ impl TestAppBuilder {
 
     pub fn build(self) -> TestApp {
         let dir = tempfile::tempdir().expect("temp dir");
-        let script = dir.path().join("deploy.sh");
-        std::fs::write(&script, &self.script).expect("write script");
-        std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).expect("chmod script");
+        write_script(&dir.path().join("deploy.sh"), &self.script);
         let config = dir.path().join("authrun.toml");
         std::fs::write(&config, &self.config).expect("write config");
         std::fs::set_permissions(&config, std::fs::Permissions::from_mode(0o600)).expect("chmod config");
@@ -176,6 +174,15 @@ impl TestApp {
     /// A URL-encoded POST with extra headers.
     pub async fn post_form(&self, path: &str, body: &str, headers: &[(&str, &str)]) -> TestResponse {
         self.send(form_request(path, body, headers)).await
+    }
+
+    /// `POST /verify` with `body` as `content_type`, as an API client sends it (no Accept header).
+    pub async fn post_raw(&self, content_type: &str, body: impl Into<Body>) -> TestResponse {
+        let request = Request::post("/verify")
+            .header(header::CONTENT_TYPE, content_type)
+            .body(body.into())
+            .expect("request");
+        self.send(request).await
     }
 
     /// `POST /verify` as a browser's form post: Accept text/html, with the session cookie if given.
@@ -332,6 +339,11 @@ impl TestResponse {
 
     pub fn text(&self) -> String {
         String::from_utf8_lossy(&self.body).into_owned()
+    }
+
+    /// The JSON answer's `message`, what a user reads (empty without one).
+    pub fn message(&self) -> String {
+        self.json()["message"].as_str().unwrap_or_default().to_string()
     }
 
     pub fn header(&self, name: &str) -> Option<&str> {

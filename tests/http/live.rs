@@ -13,8 +13,8 @@ use serde_json::Value;
 
 use crate::common::process_ended;
 use crate::helpers::{
-    TestApp, TestAppBuilder, TestResponse, assert_content_type, assert_gone, assert_redirect_to, last_run_id,
-    let_script_finish, run_one_after_another, start_run, tcp_client, wrong_code,
+    TestApp, TestAppBuilder, TestResponse, assert_content_type, assert_gone, assert_redirect_to,
+    assert_refused, last_run_id, let_script_finish, run_one_after_another, start_run, tcp_client, wrong_code,
 };
 use crate::html::{csrf_input, table_body, text_of_id, unescape_html};
 
@@ -48,6 +48,7 @@ fn with_token(builder: TestAppBuilder, access: &str) -> TestAppBuilder {
     ))
 }
 
+/// Asserts the refusal of `what` (events, log, cancel) to someone who may not see or stop the run.
 fn assert_unauthorized(response: &TestResponse, what: &str) {
     assert_eq!(
         response.status,
@@ -55,9 +56,7 @@ fn assert_unauthorized(response: &TestResponse, what: &str) {
         "{what}: {}",
         response.text()
     );
-    let body = response.json();
-    assert_eq!(body["error"], "unauthorized", "{what}: {body}");
-    assert_eq!(body["success"], false, "{what}: {body}");
+    assert_refused(response, StatusCode::UNAUTHORIZED, "unauthorized");
 }
 
 /// A `GET` whose answer (a stream, possibly) must be complete within 20 s.

@@ -25,14 +25,6 @@ fn client(n: u8) -> SocketAddr {
     peer(&format!("192.0.2.{n}"))
 }
 
-/// The answer's `message`, what a user reads.
-fn message_of(response: &TestResponse) -> String {
-    response.json()["message"]
-        .as_str()
-        .unwrap_or_default()
-        .to_string()
-}
-
 /// Asserts a 429 `banned` answer with `Retry-After: retry_after`.
 fn assert_banned(response: &TestResponse, retry_after: u64) {
     assert_blocked(response, "banned", retry_after);
@@ -107,7 +99,7 @@ async fn five_wrong_codes_ban_the_client_for_fifteen_minutes_but_not_others() {
     let code = app.code_now();
     let banned = post_code(&app, &code, attacker, &[]).await;
     assert_banned(&banned, 900);
-    let message = message_of(&banned);
+    let message = banned.message();
     assert!(message.contains("Try again in 15 minutes"), "{message}");
     assert_eq!(app.script_runs(), 0);
     assert_eq!(app.status().await["history"], serde_json::json!([]));
@@ -144,7 +136,7 @@ async fn the_ban_ends_after_fifteen_minutes() {
     app.advance(BAN_SECONDS - 1);
     let last_second = post_code(&app, &app.code_now(), attacker, &[]).await;
     assert_banned(&last_second, 1);
-    let message = message_of(&last_second);
+    let message = last_second.message();
     assert!(message.contains("Try again in 1 minute"), "{message}");
 
     app.advance(1);
@@ -197,7 +189,7 @@ async fn ten_failures_from_anywhere_pause_everyone_for_an_hour() {
     let newcomer = client(100);
     let paused = post_code(&app, &app.code_now(), newcomer, &[]).await;
     assert_paused(&paused, 3600);
-    let message = message_of(&paused);
+    let message = paused.message();
     assert!(message.contains("paused for everyone"), "{message}");
     assert!(message.contains("60 minutes"), "{message}");
     assert_eq!(app.status().await["history"], serde_json::json!([]));
@@ -228,7 +220,7 @@ async fn pauses_double_until_a_code_is_accepted() {
     pause_everyone(&app, 1).await;
     let second = post_code(&app, &app.code_now(), newcomer, &[]).await;
     assert_paused(&second, 7200);
-    let message = message_of(&second);
+    let message = second.message();
     assert!(message.contains("2 h 0 min"), "{message}");
     app.advance(2 * PAUSE_SECONDS - 1);
     assert_paused(&post_code(&app, &app.code_now(), newcomer, &[]).await, 1);

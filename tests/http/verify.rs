@@ -7,18 +7,9 @@ use axum::http::{Method, Request, StatusCode, header};
 use serde_json::{Value, json};
 
 use crate::helpers::{
-    BLOCKING_SCRIPT, SECRET, TcpServer, TestApp, TestResponse, assert_content_type, assert_refused,
+    BLOCKING_SCRIPT, SECRET, TcpServer, TestApp, assert_content_type, assert_refused,
     assert_security_headers, let_script_finish, run_one_after_another, start_run, tcp_client, wrong_code,
 };
-
-/// A POST to /verify with this content type and body, no Accept header.
-async fn post_raw(app: &TestApp, content_type: &str, body: impl Into<Body>) -> TestResponse {
-    let request = Request::post("/verify")
-        .header(header::CONTENT_TYPE, content_type)
-        .body(body.into())
-        .expect("request");
-    app.send(request).await
-}
 
 /// `POST /verify` over TCP with a multipart form, as a browser's `FormData` sends it: the status and the
 /// JSON answer.
@@ -107,7 +98,7 @@ async fn malformed_missing_and_unreadable_codes_are_400() {
     }
     let missing = app.post_form("/verify", "foo=1", &[]).await;
     assert_refused(&missing, StatusCode::BAD_REQUEST, "missing_code");
-    let not_a_form = post_raw(&app, "text/plain", "\u{1}garbage\u{0}%%%").await;
+    let not_a_form = app.post_raw("text/plain", "\u{1}garbage\u{0}%%%").await;
     assert_eq!(
         not_a_form.status,
         StatusCode::BAD_REQUEST,
@@ -115,7 +106,7 @@ async fn malformed_missing_and_unreadable_codes_are_400() {
         not_a_form.text()
     );
     assert_eq!(not_a_form.json()["success"], false);
-    let bad_json = post_raw(&app, "application/json", "{\"code\": ").await;
+    let bad_json = app.post_raw("application/json", "{\"code\": ").await;
     assert_eq!(bad_json.status, StatusCode::BAD_REQUEST, "{}", bad_json.text());
     assert_eq!(bad_json.json()["success"], false);
     assert_eq!(app.script_runs(), 0);
@@ -138,7 +129,7 @@ async fn spaces_in_the_code_are_ignored() {
 async fn a_code_in_a_json_body_is_accepted() {
     let app = TestApp::builder().build();
     let body = json!({ "code": app.code_now() }).to_string();
-    let response = post_raw(&app, "application/json", body).await;
+    let response = app.post_raw("application/json", body).await;
     assert_eq!(response.status, StatusCode::OK, "{}", response.text());
     assert_eq!(response.json()["success"], true);
     app.wait_for_run(1).await;
@@ -178,7 +169,7 @@ async fn a_body_over_4_kib_is_refused_with_413() {
     let response = app.post_form("/verify", &form, &[]).await;
     assert_refused(&response, StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large");
     let body = json!({ "code": app.code_now(), "pad": padding }).to_string();
-    let response = post_raw(&app, "application/json", body).await;
+    let response = app.post_raw("application/json", body).await;
     assert_refused(&response, StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large");
     assert_eq!(app.script_runs(), 0);
 }
