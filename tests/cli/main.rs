@@ -3,8 +3,8 @@
 //! variables, reading what it prints, the files it writes, and its HTTP answers over TCP.
 //!
 //! `commands` covers what prints and exits, `serve` the server's life (start, deploy, shutdown, crash),
-//! `security` the operator's side of the security layer; the helpers are in `support`, and in `common`
-//! what the HTTP and browser tests need too.
+//! `security` the operator's side of the security layer, `service` running under systemd; the helpers
+//! are in `support`, and in `common` what the HTTP and browser tests need too.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 #[allow(dead_code)]
