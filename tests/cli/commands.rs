@@ -157,6 +157,40 @@ fn check_config_names_an_environment_variable_with_a_bad_value() {
 }
 
 #[test]
+fn check_config_blames_a_bad_variable_and_not_the_file() {
+    let workspace = Workspace::new();
+    let config = config_with(&workspace, "");
+    let out = run(authrun(workspace.path())
+        .args(["check-config", "--config"])
+        .arg(&config)
+        .env("AUTHRUN_SCRIPT_PATH", "nope.sh"));
+    assert_config_error(
+        &out,
+        Path::new("environment variable AUTHRUN_SCRIPT_PATH"),
+        "script.path",
+        SECRET,
+    );
+    assert!(!out.stderr.contains(&config.display().to_string()), "{out:#?}");
+}
+
+#[test]
+fn check_config_refuses_a_misspelled_variable() {
+    let workspace = Workspace::new();
+    let config = config_with(&workspace, "");
+    let out = run(authrun(workspace.path())
+        .args(["check-config", "--config"])
+        .arg(&config)
+        .env("AUTHRUN_SCRIPT_TIMEOUT", "60"));
+    assert_config_error(
+        &out,
+        Path::new("environment variable AUTHRUN_SCRIPT_TIMEOUT"),
+        "",
+        SECRET,
+    );
+    assert!(out.stderr.contains("[script] has no such key"), "{out:#?}");
+}
+
+#[test]
 fn serve_with_a_bad_config_exits_2_and_says_why() {
     let workspace = Workspace::new();
     let config = config_with(&workspace, "colldown = 5\n");
