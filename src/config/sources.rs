@@ -347,7 +347,7 @@ impl Environment {
             }
             let key = match key_for(name, shape) {
                 Mapped::Key(key) => key,
-                Mapped::Unknown(section) => return Err(unknown_variable(name, &section)),
+                Mapped::Unknown(key) => return Err(unknown_variable(name, &key)),
                 Mapped::NotConfig => continue,
             };
             let parsed = match find(shape, &key) {
@@ -383,7 +383,7 @@ impl Environment {
 enum Mapped {
     /// It sets this key (`section.key`, or a top-level key).
     Key(String),
-    /// It starts with this section's name but names no key of it: a typo.
+    /// It starts with a section's name but names no key of it (a typo): the `section.key` it would be.
     Unknown(String),
     /// Not a configuration variable (`AUTHRUN_CONFIG`, `AUTHRUN_RUN_ID`, anything else).
     NotConfig,
@@ -418,14 +418,15 @@ fn key_for(name: &str, shape: &Dict) -> Mapped {
     let wanted = &rest[section.len() + 1..];
     match keys.keys().find(|key| upper(key) == wanted) {
         Some(key) => Mapped::Key(format!("{section}.{key}")),
-        None => Mapped::Unknown(section.clone()),
+        None => Mapped::Unknown(format!("{section}.{}", wanted.to_ascii_lowercase())),
     }
 }
 
-fn unknown_variable(name: &str, section: &str) -> ConfigError {
+fn unknown_variable(name: &str, key: &str) -> ConfigError {
+    let section = key.split('.').next().unwrap_or_default();
     ConfigError {
         origin: format!("environment variable {name}"),
-        key: name.into(),
+        key: key.into(),
         problem: format!("[{section}] has no such key"),
         fix: format!(
             "correct the name (AUTHRUN_{}_<KEY>, with a key of [{section}] from `authrun example-config`) or unset it",
@@ -535,7 +536,7 @@ mod tests {
             Mapped::Key("access.api_token_sha256".into())
         );
         assert_eq!(key("AUTHRUN_SECRET"), Mapped::Key("totp.secret".into()));
-        assert_eq!(key("AUTHRUN_SCRIPT_FOO"), Mapped::Unknown("script".into()));
+        assert_eq!(key("AUTHRUN_SCRIPT_FOO"), Mapped::Unknown("script.foo".into()));
         for other in [
             "AUTHRUN_CONFIG",
             "AUTHRUN_RUN_ID",
