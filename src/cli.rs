@@ -36,8 +36,9 @@ const EXIT_CONFIG: u8 = 2;
                   Quick start: `authrun` serves the example deploy on http://127.0.0.1:5000/ with a \
                   secret it generates on first start; scan the QR code it prints. Write a config with \
                   `authrun example-config > authrun.toml` and pass it with --config.",
-    after_help = "Every config key can also be set from the environment as AUTHRUN_<SECTION>_<KEY>; \
-                  the secret as AUTHRUN_SECRET. Logs go to stderr; set RUST_LOG to change their level."
+    after_help = "Every config key can also be set from the environment as AUTHRUN_<SECTION>_<KEY> \
+                  (top-level keys as AUTHRUN_BIND, AUTHRUN_STATE_DIR); the secret as AUTHRUN_SECRET. \
+                  Logs go to stderr; set RUST_LOG to change their level."
 )]
 pub struct Cli {
     /// The TOML config file; without one, the built-in defaults are used.

@@ -9,7 +9,7 @@ use serde_json::Value;
 
 use crate::support::{
     DEPLOY_SCRIPT, Finished, SECRET, Server, Workspace, authrun, code_now, post_code, run, serve_configured,
-    serve_refused, wrong_code,
+    serve_refused, wait_for, wrong_code,
 };
 
 fn chmod(path: &Path, mode: u32) {
@@ -188,4 +188,34 @@ fn a_ban_survives_a_real_restart_and_unlock_works_while_stopped() {
     assert_checked(&third);
     let (status, body) = post_code(&third, &code_now(SECRET));
     assert_eq!(status, 200, "{body}\n{}", third.stderr());
+}
+
+/// The operator's story from issue 10: the token's hash set in the environment, not in the file, lets an
+/// API client read a run's output.
+#[test]
+fn an_api_token_hash_from_the_environment_lets_the_client_read_output() {
+    let token = authrun::auth::token::generate_token();
+    let workspace = Workspace::configured(DEPLOY_SCRIPT, "");
+    let server = Server::start(
+        authrun(workspace.path())
+            .args(["serve", "--bind", "127.0.0.1:0", "--config"])
+            .arg(workspace.config())
+            .env(
+                "AUTHRUN_ACCESS_API_TOKEN_SHA256",
+                authrun::auth::token::sha256_hex(&token),
+            ),
+    );
+    let started = server.post_form("/verify", &format!("code={}", code_now(SECRET)));
+    assert_eq!(started.status, 200, "{started:?}\n{}", server.stderr());
+    let log = format!("/runs/{}/log", started.json()["run_id"]);
+
+    assert_eq!(server.get(&log).status, 401, "without the token");
+    assert_eq!(server.get_with_token(&log, "not-the-token").status, 401);
+    let output = wait_for("the run's output", || {
+        let reply = server.get_with_token(&log, &token);
+        assert_eq!(reply.status, 200, "{reply:?}\n{}", server.stderr());
+        reply.body.contains("deployed").then_some(reply.body)
+    });
+    assert!(!server.stderr().contains(&token), "the token was logged");
+    assert!(output.contains("deployed"), "{output}");
 }

@@ -327,7 +327,13 @@ impl Server {
     }
 
     pub fn get(&self, path: &str) -> Reply {
-        http(self.addr, "GET", path, None)
+        http(self.addr, "GET", path, &[], None)
+    }
+
+    /// A GET with `Authorization: Bearer TOKEN`, as an API client sends it.
+    pub fn get_with_token(&self, path: &str, token: &str) -> Reply {
+        let authorization = format!("Bearer {token}");
+        http(self.addr, "GET", path, &[("Authorization", &authorization)], None)
     }
 
     /// Posts a URL-encoded form, as curl `-d` does.
@@ -336,6 +342,7 @@ impl Server {
             self.addr,
             "POST",
             path,
+            &[],
             Some(("application/x-www-form-urlencoded", form)),
         )
     }
@@ -381,11 +388,20 @@ pub fn start_run(server: &Server, secret: &str) -> u64 {
 }
 
 /// One HTTP/1.0 request (so the server closes the connection after answering and never chunks the body).
-fn http(addr: SocketAddr, method: &str, path: &str, body: Option<(&str, &str)>) -> Reply {
+fn http(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: Option<(&str, &str)>,
+) -> Reply {
     let mut stream = TcpStream::connect_timeout(&addr, WAIT).expect("connect to authrun");
     stream.set_read_timeout(Some(WAIT)).expect("read timeout");
     stream.set_write_timeout(Some(WAIT)).expect("write timeout");
     let mut request = format!("{method} {path} HTTP/1.0\r\nHost: {addr}\r\nAccept: application/json\r\n");
+    for (name, value) in headers {
+        request.push_str(&format!("{name}: {value}\r\n"));
+    }
     let content = match body {
         Some((content_type, content)) => {
             request.push_str(&format!(

@@ -121,8 +121,7 @@ impl TestApp {
 
     /// Opens the app on `dir` (config `authrun.toml`), as a start of authrun would.
     pub fn open(dir: TempDir, clock: Arc<ManualClock>) -> Result<Self, String> {
-        let config =
-            Config::load(Some(&dir.path().join("authrun.toml")), &|_| None).map_err(|e| e.to_string())?;
+        let config = Config::load(Some(&dir.path().join("authrun.toml")), &[]).map_err(|e| e.to_string())?;
         let SecretSource::Configured { key: secret, .. } = config.secret.clone() else {
             return Err("the test config names no secret".into());
         };
