@@ -8,7 +8,7 @@ use crate::auth::regulation::Guard;
 use crate::auth::totp::Verifier;
 use crate::clock::SharedClock;
 use crate::config::{Config, SecretKey};
-use crate::runs::runner::Runner;
+use crate::runs::runners::Runners;
 use crate::store::file::atomic;
 use crate::store::file::audit::AuditLog;
 use crate::store::file::history::FileHistory;
@@ -34,16 +34,24 @@ pub enum StartError {
 }
 
 /// Opens the state directory, the history (recovering runs a crash left "Deploying"), the regulation
-/// state and the audit log, and restores the gate from the history.
+/// state and the audit log, and restores every action's gate from the history.
 pub fn open(config: Config, secret: &SecretKey, clock: SharedClock) -> Result<AppState, StartError> {
     atomic::create_private_dir(&config.state_dir).map_err(|source| StartError::StateDir {
         path: config.state_dir.clone(),
         source,
     })?;
-    let history = Arc::new(FileHistory::open(&config.history_file, config.history_retention)?);
+    let history = FileHistory::open(&config.history_file, config.history_retention)?
+        .with_first_action(config.first_action().id.as_str());
+    let history = Arc::new(history);
     let regulation = Arc::new(FileRegulation::open(&config.regulation_file)?);
     let audit = Arc::new(AuditLog::open(&config.audit_file)?);
-    let runner = Arc::new(Runner::new(config.script.clone(), Arc::clone(&clock), history));
+    let runner = Arc::new(Runners::new(
+        &config.actions,
+        config.max_parallel,
+        Arc::clone(&clock),
+        history,
+    ));
+    let caches = Caches::new(config.actions.len());
     let gatekeeper = Gatekeeper {
         clock: Arc::clone(&clock),
         verifier: Verifier::new(secret.bytes().to_vec(), config.totp.clone()),
@@ -56,6 +64,6 @@ pub fn open(config: Config, secret: &SecretKey, clock: SharedClock) -> Result<Ap
         clock,
         runner,
         gatekeeper,
-        caches: Caches::default(),
+        caches,
     }))
 }

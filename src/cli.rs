@@ -301,8 +301,15 @@ fn check_config(file: Option<&Path>) -> ExitCode {
     let origin = file.map_or_else(|| "built-in defaults".to_string(), |f| f.display().to_string());
     println!("{origin}: valid");
     println!("  listens on   {}", config.bind);
-    println!("  runs         {}", config.script.path.display());
-    println!("  cooldown     {} s", config.script.cooldown.as_secs());
+    for action in &config.actions {
+        println!(
+            "  action       {} ({}): runs {}, cooldown {} s",
+            action.id,
+            action.name,
+            action.script.path.display(),
+            action.script.cooldown.as_secs()
+        );
+    }
     println!("  history      {}", config.history_file.display());
     match &config.secret {
         SecretSource::Configured { .. } => println!("  secret       configured"),

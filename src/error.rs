@@ -37,6 +37,9 @@ pub enum AppError {
     /// 409: a run is going.
     #[error("Backend is deploying or cooling down, please wait. A run has been going since {}.", format_time(*since))]
     Running { since: OffsetDateTime },
+    /// 409: `limit` runs of other actions are going, the most `[runs] max_parallel` allows.
+    #[error("As many runs as may go at once ({limit}) are going; try again when one has ended.")]
+    Busy { limit: usize },
     /// 429 with `Retry-After`: the last run started less than the cooldown ago.
     #[error("Backend is deploying or cooling down, please wait. The next run is allowed at {} (in {retry_after} s).", format_time(*until))]
     CoolingDown { until: OffsetDateTime, retry_after: u64 },
@@ -80,7 +83,7 @@ impl AppError {
         match self {
             Self::MissingCode | Self::BadForm | Self::MalformedCode { .. } => StatusCode::BAD_REQUEST,
             Self::WrongCode | Self::ReplayedCode | Self::Unauthorized => StatusCode::UNAUTHORIZED,
-            Self::Running { .. } | Self::NotRunning => StatusCode::CONFLICT,
+            Self::Running { .. } | Self::Busy { .. } | Self::NotRunning => StatusCode::CONFLICT,
             Self::CoolingDown { .. } | Self::Banned { .. } | Self::Paused { .. } => {
                 StatusCode::TOO_MANY_REQUESTS
             }
@@ -103,6 +106,7 @@ impl AppError {
             Self::WrongCode => "wrong_code",
             Self::ReplayedCode => "replayed_code",
             Self::Running { .. } => "running",
+            Self::Busy { .. } => "busy",
             Self::CoolingDown { .. } => "cooling_down",
             Self::Banned { .. } => "banned",
             Self::Paused { .. } => "paused",

@@ -1,5 +1,5 @@
-// Keeps the page current without a reload: refreshes the state and the recent runs from
-// /get_deploy_status while a run is going or cooling down, and shows times as "3 minutes ago".
+// Keeps an action's page current without a reload: refreshes the state and the recent runs from its
+// status answer (/get_deploy_status, or /actions/ID/status) while a run is going or cooling down, and shows times as "3 minutes ago".
 // The page is complete without it.
 "use strict";
 
@@ -116,7 +116,8 @@ const KINDS = {
 
   async function refresh() {
     try {
-      const response = await fetch("/get_deploy_status", { headers: { Accept: "application/json" } });
+      const url = stateBox.dataset.statusUrl || "/get_deploy_status";
+      const response = await fetch(url, { headers: { Accept: "application/json" } });
       if (!response.ok) return;
       const status = await response.json();
       serverOffset = Date.parse(status.now) - Date.now();

@@ -19,7 +19,7 @@ use crate::model::client::ClientKey;
 use crate::model::regulation::RegulationEvent;
 use crate::model::time::format_time;
 use crate::runs::gate::Refusal;
-use crate::runs::runner::Runner;
+use crate::runs::runners::Runners;
 use crate::store::AuditSink;
 
 /// The success answer of `POST /verify`: the original's two fields and the run's id and start.
@@ -27,6 +27,8 @@ use crate::store::AuditSink;
 pub struct Started {
     pub message: String,
     pub success: bool,
+    /// The id of the action that started.
+    pub action: String,
     pub run_id: u64,
     pub started_at: String,
     /// The run's page; `Accept: application/json` gets its record, `?wait=SECONDS` waits for its end.
@@ -39,6 +41,8 @@ pub struct Started {
 
 /// What the request brought, already read.
 pub struct Request {
+    /// The action to run: its place in the configuration.
+    pub action: usize,
     pub client: ClientKey,
     /// The `code` field, or why the body could not be read.
     pub code: Result<Option<String>, AppError>,
@@ -53,7 +57,7 @@ pub struct Gatekeeper {
     pub verifier: Verifier,
     pub guard: Guard,
     pub audit: Arc<dyn AuditSink>,
-    pub runner: Arc<Runner>,
+    pub runner: Arc<Runners>,
 }
 
 impl Gatekeeper {
@@ -79,13 +83,13 @@ impl Gatekeeper {
             Err(error) => return Err(self.fail(client, now, Outcome::Malformed, error).await),
         };
         let unix = u64::try_from(now.unix_timestamp()).unwrap_or(0);
-        let admission = self
-            .runner
-            .admit(now, |last| match self.verifier.verify(&code, unix, last) {
+        let admission = self.runner.admit(request.action, now, |last| {
+            match self.verifier.verify(&code, unix, last) {
                 Verdict::Accepted { step } => Ok(step),
                 Verdict::Wrong => Err(Refusal::WrongCode),
                 Verdict::Replayed => Err(Refusal::ReplayedCode),
-            });
+            }
+        });
         let admission = match admission {
             Ok(admission) => admission,
             Err(refusal) => return Err(self.refused(client, now, refusal).await),
@@ -102,9 +106,11 @@ impl Gatekeeper {
             tracing::error!(run = id, %error, "the run could not start");
             AppError::LaunchFailed
         })?;
+        let owner = self.runner.action(request.action).owner();
         Ok(Started {
-            message: format!("Deploy started (run #{id})."),
+            message: format!("{} started (run #{id}).", owner.name),
             success: true,
+            action: owner.id.to_string(),
             run_id: id,
             started_at: format_time(started_at),
             run_url: format!("/runs/{id}"),
@@ -149,6 +155,7 @@ impl Gatekeeper {
                     retry_after: seconds_until(until, now),
                 },
             ),
+            Refusal::Busy { limit } => (Outcome::Busy, AppError::Busy { limit }),
             Refusal::ShuttingDown => (Outcome::Unavailable, AppError::ShuttingDown),
             Refusal::WrongCode => return self.fail(client, now, Outcome::Wrong, AppError::WrongCode).await,
             Refusal::ReplayedCode => {

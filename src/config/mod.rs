@@ -23,6 +23,7 @@ use std::time::Duration;
 
 use ipnet::IpNet;
 
+pub use crate::model::action::ActionId;
 pub use crate::model::secret::SecretKey;
 use sources::Sources;
 
@@ -56,9 +57,11 @@ pub struct Config {
     pub file: Option<PathBuf>,
     pub bind: SocketAddr,
     pub state_dir: PathBuf,
-    pub action_name: String,
-    pub action_description: String,
-    pub script: ScriptConfig,
+    /// The actions in the order configured; never empty. The first is the one of `POST /verify` and
+    /// `GET /get_deploy_status` without `action=`.
+    pub actions: Vec<ActionConfig>,
+    /// Runs of different actions going at once.
+    pub max_parallel: usize,
     pub history_file: PathBuf,
     pub history_retention: usize,
     pub status_entries: usize,
@@ -147,7 +150,38 @@ pub struct PublicUrl {
     pub https: bool,
 }
 
-/// How the one script is run.
+/// One action: what the page calls it and the script it runs.
+#[derive(Debug, Clone)]
+pub struct ActionConfig {
+    pub id: ActionId,
+    /// The heading and the button's label.
+    pub name: String,
+    /// One line under the heading; may be empty.
+    pub description: String,
+    /// A warning shown beside the button, which the form asks to confirm.
+    pub confirm: Option<String>,
+    pub script: ScriptConfig,
+}
+
+impl Config {
+    /// The action `id`'s place in [`Config::actions`].
+    pub fn action_index(&self, id: &str) -> Option<usize> {
+        self.actions.iter().position(|action| action.id.as_str() == id)
+    }
+
+    /// The first action: `/verify`'s and `/get_deploy_status`'s without `action=`.
+    pub fn first_action(&self) -> &ActionConfig {
+        // Validation refuses a configuration without actions.
+        &self.actions[0]
+    }
+
+    /// The action at `index` in the configuration (the first if there is no such).
+    pub fn action(&self, index: usize) -> &ActionConfig {
+        self.actions.get(index).unwrap_or_else(|| self.first_action())
+    }
+}
+
+/// How an action's script is run.
 #[derive(Debug, Clone)]
 pub struct ScriptConfig {
     pub path: PathBuf,
@@ -254,15 +288,15 @@ mod tests {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config.example.toml");
         let config = Config::load(Some(&path), &[]).unwrap();
         assert_eq!(config.bind.to_string(), "127.0.0.1:5000");
-        assert_eq!(config.script.cooldown, Duration::from_secs(180));
-        assert_eq!(config.script.timeout, Duration::from_secs(1800));
+        assert_eq!(config.first_action().script.cooldown, Duration::from_secs(180));
+        assert_eq!(config.first_action().script.timeout, Duration::from_secs(1800));
         assert_eq!(config.totp.digits, 6);
     }
 
     #[test]
     fn defaults_match_the_original() {
         let config = load_text("[script]\npath = \"deploy.sh\"\n", &[]).unwrap();
-        assert_eq!(config.script.cooldown, Duration::from_secs(180));
+        assert_eq!(config.first_action().script.cooldown, Duration::from_secs(180));
         assert_eq!(config.history_retention, 1000);
         assert!(config.history_file.ends_with("history.json"));
         assert!(matches!(config.secret, SecretSource::Generated(_)));
@@ -310,7 +344,7 @@ mod tests {
         )
         .unwrap();
         assert_eq!(config.bind.to_string(), "127.0.0.1:8080");
-        assert_eq!(config.script.cooldown, Duration::from_secs(5));
+        assert_eq!(config.first_action().script.cooldown, Duration::from_secs(5));
         assert!(config.access.public_output);
         // A secret from the environment is not kept in the config file, whatever its permissions.
         assert!(matches!(
@@ -442,7 +476,7 @@ mod tests {
             ("AUTHRUN_SERVER_TRUSTED_PROXIES", "10.0.0.1, 192.168.0.0/16"),
         ];
         let config = load_text("[script]\npath = \"deploy.sh\"\nargs = [\"x\"]\n", &env).unwrap();
-        assert_eq!(config.script.args, ["--env", "prod, eu"]);
+        assert_eq!(config.first_action().script.args, ["--env", "prod, eu"]);
         let proxies: Vec<String> = config
             .server
             .trusted_proxies
@@ -464,7 +498,7 @@ mod tests {
     fn an_empty_variable_is_unset() {
         let env = [("AUTHRUN_SCRIPT_COOLDOWN_SECONDS", ""), ("AUTHRUN_BIND", "  ")];
         let config = load_text("[script]\npath = \"deploy.sh\"\ncooldown_seconds = 60\n", &env).unwrap();
-        assert_eq!(config.script.cooldown, Duration::from_secs(60));
+        assert_eq!(config.first_action().script.cooldown, Duration::from_secs(60));
         assert_eq!(config.bind.to_string(), "127.0.0.1:5000");
     }
 
@@ -516,17 +550,203 @@ mod tests {
         assert!(error.fix.contains("chmod +x"), "{error}");
     }
 
-    /// Every `section.key` of `config.example.toml` (top-level keys without a section), including the
-    /// ones commented out (`# public_url = ...`), in the order written.
-    fn example_keys() -> Vec<String> {
-        let mut section = String::new();
-        let mut keys = Vec::new();
-        for line in EXAMPLE.lines().map(str::trim) {
-            if let Some(name) = line.strip_prefix('[').and_then(|line| line.strip_suffix(']')) {
-                section = format!("{name}.");
+    const TWO_ACTIONS: &str = "[[actions]]\nid = \"deploy\"\nname = \"Deploy production\"\npath = \"deploy.sh\"\n\
+        confirm = \"This restarts production.\"\n\n[[actions]]\nid = \"restart-cache\"\npath = \"deploy.sh\"\n\
+        cooldown_seconds = 30\n";
+
+    #[test]
+    fn actions_are_read_in_order_with_the_defaults_of_the_one_action() {
+        let config = load_text(TWO_ACTIONS, &[]).unwrap();
+        let ids: Vec<&str> = config.actions.iter().map(|a| a.id.as_str()).collect();
+        assert_eq!(ids, ["deploy", "restart-cache"]);
+        let (deploy, cache) = (&config.actions[0], &config.actions[1]);
+        assert_eq!(deploy.name, "Deploy production");
+        assert_eq!(deploy.confirm.as_deref(), Some("This restarts production."));
+        assert_eq!(deploy.script.cooldown, Duration::from_secs(180));
+        assert_eq!(
+            cache.name, "restart-cache",
+            "an action without a name is called by its id"
+        );
+        assert_eq!(cache.confirm, None);
+        assert_eq!(cache.script.cooldown, Duration::from_secs(30));
+        assert_eq!(cache.script.timeout, Duration::from_secs(1800));
+        assert_eq!(config.max_parallel, 4);
+        assert_eq!(config.first_action().id.as_str(), "deploy");
+
+        let one = load_text("[script]\npath = \"deploy.sh\"\n", &[]).unwrap();
+        assert_eq!(one.actions.len(), 1);
+        assert_eq!(one.first_action().id.as_str(), "deploy");
+        assert_eq!(one.first_action().name, "Deploy");
+    }
+
+    #[test]
+    fn the_two_forms_cannot_be_mixed() {
+        let text = format!("[script]\npath = \"deploy.sh\"\n\n{TWO_ACTIONS}");
+        let error = load_text(&text, &[]).unwrap_err();
+        assert_eq!(error.key, "script.path");
+        assert!(error.origin.ends_with("authrun.toml:2:1"), "{error}");
+        assert!(
+            error.problem.contains("[[actions]] (") && error.problem.contains("authrun.toml:4:"),
+            "{error}"
+        );
+        assert!(error.problem.contains("[script]"), "{error}");
+
+        // A variable of the one action with the file's several is mixing too.
+        let env = [("AUTHRUN_SCRIPT_COOLDOWN_SECONDS", "5")];
+        let error = load_text(TWO_ACTIONS, &env).unwrap_err();
+        assert_eq!(
+            error.origin,
+            "environment variable AUTHRUN_SCRIPT_COOLDOWN_SECONDS"
+        );
+        assert!(error.problem.contains("[[actions]]"), "{error}");
+    }
+
+    #[test]
+    fn actions_from_the_environment_replace_the_files() {
+        let (dir, path) = workspace("[action]\nname = \"Old\"\n[script]\npath = \"deploy.sh\"\n");
+        let script = dir.path().join("deploy.sh").display().to_string();
+        let list = format!(
+            r#"[{{id = "a", path = "{script}"}}, {{id = "b", path = "{script}", cooldown_seconds = 7}}]"#
+        );
+        let config = Config::load(Some(&path), &[("AUTHRUN_ACTIONS", &list)]).unwrap();
+        let ids: Vec<&str> = config.actions.iter().map(|a| a.id.as_str()).collect();
+        assert_eq!(ids, ["a", "b"]);
+        assert_eq!(config.actions[1].script.cooldown, Duration::from_secs(7));
+
+        let list = format!(r#"[{{id = "a", path = "{script}"}}, {{id = "b", path = "nope.sh"}}]"#);
+        let error = Config::load(Some(&path), &[("AUTHRUN_ACTIONS", &list)]).unwrap_err();
+        assert_eq!(error.origin, "environment variable AUTHRUN_ACTIONS");
+        assert_eq!(error.key, "actions[2].path");
+    }
+
+    #[test]
+    fn each_action_is_checked_and_named_in_its_error() {
+        let missing = TWO_ACTIONS.replacen(
+            "path = \"deploy.sh\"\n\ncooldown",
+            "path = \"nope.sh\"\ncooldown",
+            1,
+        );
+        let missing = missing.replace(
+            "id = \"restart-cache\"\npath = \"deploy.sh\"",
+            "id = \"restart-cache\"\npath = \"nope.sh\"",
+        );
+        let error = load_text(&missing, &[]).unwrap_err();
+        assert_eq!(error.key, "actions[2].path");
+        assert!(error.problem.starts_with("action `restart-cache`: "), "{error}");
+        assert!(error.problem.contains("nope.sh"), "{error}");
+        assert!(error.origin.ends_with("authrun.toml:9:1"), "{error}");
+
+        let dir = tempfile::tempdir().unwrap();
+        let plain = dir.path().join("plain.sh");
+        std::fs::write(&plain, "#!/bin/sh\n").unwrap();
+        let text = TWO_ACTIONS.replace(
+            "id = \"restart-cache\"\npath = \"deploy.sh\"",
+            &format!("id = \"restart-cache\"\npath = \"{}\"", plain.display()),
+        );
+        let error = load_text(&text, &[]).unwrap_err();
+        assert!(error.problem.starts_with("action `restart-cache`: "), "{error}");
+        assert!(error.fix.contains("chmod +x"), "{error}");
+
+        let duplicate = TWO_ACTIONS.replace("restart-cache", "deploy");
+        let error = load_text(&duplicate, &[]).unwrap_err();
+        assert_eq!(error.key, "actions[2].id");
+        assert!(
+            error.problem.contains("`deploy` is also the id of action 1"),
+            "{error}"
+        );
+        assert!(error.origin.ends_with("authrun.toml:8:1"), "{error}");
+
+        for (bad, problem) in [("Restart Cache", "is not an action id"), ("", "has no id")] {
+            let text = TWO_ACTIONS.replace("restart-cache", bad);
+            let error = load_text(&text, &[]).unwrap_err();
+            assert_eq!(error.key, "actions[2].id");
+            assert!(error.problem.contains(problem), "{error}");
+        }
+        let text = TWO_ACTIONS.replace("id = \"restart-cache\"\n", "");
+        let error = load_text(&text, &[]).unwrap_err();
+        assert_eq!(error.key, "actions[2].id");
+
+        let error = load_text(
+            &TWO_ACTIONS.replace("cooldown_seconds = 30", "cooldown_seconds = \"soon\""),
+            &[],
+        )
+        .unwrap_err();
+        assert!(error.origin.ends_with("authrun.toml:10:1"), "{error}");
+        let error = load_text(
+            &TWO_ACTIONS.replace("cooldown_seconds = 30", "cooldown = 30"),
+            &[],
+        )
+        .unwrap_err();
+        assert_eq!(error.key, "cooldown");
+        assert!(error.origin.ends_with("authrun.toml:10:1"), "{error}");
+
+        let error = load_text("[script]\npath = \"deploy.sh\"\n[runs]\nmax_parallel = 0\n", &[]).unwrap_err();
+        assert_eq!(error.key, "runs.max_parallel");
+    }
+
+    #[test]
+    fn the_examples_two_actions_are_valid_in_place_of_the_one() {
+        // As a user does it: remove [action] and [script], uncomment the [[actions]] tables.
+        let mut text = String::new();
+        let (mut single, mut list) = (false, false);
+        for line in EXAMPLE.lines() {
+            if line.starts_with('[') {
+                single = line == "[action]" || line == "[script]";
+                list = false;
+            }
+            list |= line == "# [[actions]]";
+            if single {
                 continue;
             }
-            let assignment = line.strip_prefix("# ").unwrap_or(line);
+            let line = if list {
+                line.trim_start_matches('#').trim_start()
+            } else {
+                line
+            };
+            text.push_str(line);
+            text.push('\n');
+        }
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("scripts")).unwrap();
+        for name in ["deploy.sh", "restart-cache.sh"] {
+            executable(&dir.path().join("scripts").join(name));
+        }
+        let path = dir.path().join("authrun.toml");
+        std::fs::write(&path, text).unwrap();
+        let config = Config::load(Some(&path), &[]).unwrap_or_else(|error| panic!("{error}"));
+        let names: Vec<&str> = config.actions.iter().map(|a| a.name.as_str()).collect();
+        assert_eq!(names, ["Deploy production", "Restart the cache"]);
+        assert_eq!(config.actions[1].script.cooldown, Duration::from_secs(30));
+    }
+
+    /// Every `section.key` of `config.example.toml` (top-level keys without a section), including the
+    /// ones commented out (`# public_url = ...`), in the order written. A list of tables (`# [[actions]]`)
+    /// is one key, the list, set whole; the keys of its tables are the list's own.
+    fn example_keys() -> Vec<String> {
+        let mut section = String::new();
+        let mut in_list = false;
+        let mut keys = Vec::new();
+        for line in EXAMPLE.lines().map(str::trim) {
+            let uncommented = line.strip_prefix("# ").unwrap_or(line);
+            if let Some(name) = uncommented
+                .strip_prefix("[[")
+                .and_then(|line| line.strip_suffix("]]"))
+            {
+                if !keys.contains(&name.to_string()) {
+                    keys.push(name.to_string());
+                }
+                in_list = true;
+                continue;
+            }
+            if let Some(name) = line.strip_prefix('[').and_then(|line| line.strip_suffix(']')) {
+                section = format!("{name}.");
+                in_list = false;
+                continue;
+            }
+            if in_list {
+                continue;
+            }
+            let assignment = uncommented;
             if let Some((key, _)) = assignment.split_once(" = ")
                 && !key.is_empty()
                 && key
@@ -596,6 +816,10 @@ mod tests {
                 at("work")
             }
             ("script.log_dir", _) => at("logs"),
+            ("actions", _) => {
+                executable(&dir.join("other.sh"));
+                format!(r#"[{{id = "other", path = "{}"}}]"#, at("other.sh"))
+            }
             ("history.file", _) => at("runs.json"),
             ("totp.secret", _) => SECRET.into(),
             ("totp.secret_file", _) => {

@@ -24,6 +24,9 @@ pub struct Schema {
     pub audit: Audit,
     pub action: Action,
     pub script: Script,
+    /// `[[actions]]`: several actions, instead of the one of `[action]` and `[script]`.
+    pub actions: Vec<ActionEntry>,
+    pub runs: Runs,
     pub history: History,
     pub totp: Totp,
 }
@@ -39,6 +42,8 @@ impl Default for Schema {
             audit: Audit::default(),
             action: Action::default(),
             script: Script::default(),
+            actions: Vec::new(),
+            runs: Runs::default(),
             history: History::default(),
             totp: Totp::default(),
         }
@@ -193,6 +198,79 @@ impl Default for Script {
             kill_grace_seconds: 10,
             keep_logs: 100,
         }
+    }
+}
+
+/// One `[[actions]]` table: an id, and the keys of `[action]` and `[script]` with their defaults.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ActionEntry {
+    /// Names the action in URLs and in the history: 1 to 32 of a-z, 0-9 and -.
+    pub id: String,
+    /// The button's heading; unset: the id.
+    pub name: Option<String>,
+    /// One line under the heading; empty shows nothing.
+    pub description: String,
+    /// A warning shown beside the button; the form then asks to confirm before it posts.
+    pub confirm: Option<String>,
+    pub path: PathBuf,
+    pub args: Vec<String>,
+    pub working_dir: Option<PathBuf>,
+    pub log_dir: Option<PathBuf>,
+    pub cooldown_seconds: u64,
+    pub timeout_seconds: u64,
+    pub kill_grace_seconds: u64,
+    pub keep_logs: usize,
+}
+
+impl Default for ActionEntry {
+    /// `[action]`'s and `[script]`'s defaults: one place for both forms.
+    fn default() -> Self {
+        let (action, script) = (Action::default(), Script::default());
+        Self {
+            id: String::new(),
+            name: None,
+            description: action.description,
+            confirm: None,
+            path: script.path,
+            args: script.args,
+            working_dir: script.working_dir,
+            log_dir: script.log_dir,
+            cooldown_seconds: script.cooldown_seconds,
+            timeout_seconds: script.timeout_seconds,
+            kill_grace_seconds: script.kill_grace_seconds,
+            keep_logs: script.keep_logs,
+        }
+    }
+}
+
+impl ActionEntry {
+    /// The entry's `[script]` keys, which are checked as `[script]`'s are.
+    pub fn script(&self) -> Script {
+        Script {
+            path: self.path.clone(),
+            args: self.args.clone(),
+            working_dir: self.working_dir.clone(),
+            log_dir: self.log_dir.clone(),
+            cooldown_seconds: self.cooldown_seconds,
+            timeout_seconds: self.timeout_seconds,
+            kill_grace_seconds: self.kill_grace_seconds,
+            keep_logs: self.keep_logs,
+        }
+    }
+}
+
+/// `[runs]`: what the runs of all actions share.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Runs {
+    /// Runs of different actions going at once; one more is refused 409 `busy`.
+    pub max_parallel: usize,
+}
+
+impl Default for Runs {
+    fn default() -> Self {
+        Self { max_parallel: 4 }
     }
 }
 

@@ -116,16 +116,39 @@ impl Sources {
         self.layer(key) == FILE
     }
 
-    /// The name of the layer that gave `key` its value.
-    fn layer(&self, key: &str) -> &str {
-        self.merged.find_metadata(key).map_or(DEFAULTS, |meta| &meta.name)
+    /// The keys of `section` (`script`) set in the file or the environment, with the layer of each.
+    pub fn set_in(&self, section: &str) -> Vec<(String, bool)> {
+        let Some(Value::Dict(_, keys)) = self.shape.get(section) else {
+            return Vec::new();
+        };
+        keys.keys()
+            .map(|key| format!("{section}.{key}"))
+            .filter(|key| !self.is_default(key))
+            .map(|key| {
+                let from_environment = self.is_from_environment(&key);
+                (key, from_environment)
+            })
+            .collect()
     }
 
-    /// The variable that set `key`: `AUTHRUN_SCRIPT_PATH` for `script.path`, or an alias such as
-    /// `AUTHRUN_SECRET`.
+    /// Whether the value of `key` came from an environment variable.
+    pub fn is_from_environment(&self, key: &str) -> bool {
+        self.layer(key) == ENVIRONMENT
+    }
+
+    /// The name of the layer that gave `key` its value. A key inside a list (`actions.1.path`) has the
+    /// list's: a layer sets a list whole.
+    fn layer(&self, key: &str) -> &str {
+        prefixes(key)
+            .find_map(|prefix| self.merged.find_metadata(prefix))
+            .map_or(DEFAULTS, |meta| &meta.name)
+    }
+
+    /// The variable that set `key`: `AUTHRUN_SCRIPT_PATH` for `script.path`, `AUTHRUN_ACTIONS` for
+    /// `actions.1.path`, or an alias such as `AUTHRUN_SECRET`.
     fn variable(&self, key: &str) -> String {
-        self.variables
-            .get(key)
+        prefixes(key)
+            .find_map(|prefix| self.variables.get(prefix))
             .cloned()
             .unwrap_or_else(|| format!("{PREFIX}{}", key.replace('.', "_").to_ascii_uppercase()))
     }
@@ -281,19 +304,47 @@ fn key_of(message: &str) -> String {
         .unwrap_or_else(|| "(syntax)".into())
 }
 
-/// Line and column (from 1) of the key at `path` in TOML `text`; as deep as the file goes.
+/// `key` and the keys it is inside, longest first: `actions.1.path`, `actions.1`, `actions`.
+fn prefixes(key: &str) -> impl Iterator<Item = &str> {
+    std::iter::once(key).chain(key.rmatch_indices('.').map(move |(at, _)| &key[..at]))
+}
+
+/// Line and column (from 1) of the key at `path` in TOML `text`; as deep as the file goes. In a list of
+/// tables (`[[actions]]`) a number in `path` picks the table; without one, the first table holding the
+/// next key is taken.
 fn position(text: &str, path: &[&str]) -> Option<(usize, usize)> {
     use toml::de::{DeTable, DeValue};
     let document = DeTable::parse(text).ok()?;
     let mut table = document.get_ref();
     let mut found = None;
-    for name in path {
+    let mut names = path.iter().peekable();
+    while let Some(name) = names.next() {
         let Some((key, value)) = table.iter().find(|(key, _)| key.get_ref().as_ref() == *name) else {
             break;
         };
         found = Some(key.span().start);
         match value.get_ref() {
             DeValue::Table(inner) => table = inner,
+            DeValue::Array(items) => {
+                let tables = items.iter().filter_map(|item| match item.get_ref() {
+                    DeValue::Table(inner) => Some((item.span().start, inner)),
+                    _ => None,
+                });
+                let picked = match names.peek().and_then(|next| next.parse::<usize>().ok()) {
+                    Some(index) => {
+                        names.next();
+                        tables.clone().nth(index)
+                    }
+                    None => tables.clone().find(|(_, inner)| {
+                        names
+                            .peek()
+                            .is_some_and(|next| inner.iter().any(|(key, _)| key.get_ref().as_ref() == **next))
+                    }),
+                };
+                let Some((start, inner)) = picked else { break };
+                found = Some(start);
+                table = inner;
+            }
             _ => break,
         }
     }

@@ -15,8 +15,8 @@ use ipnet::IpNet;
 use super::schema::{self, Schema};
 use super::sources::Sources;
 use super::{
-    AccessConfig, Config, ConfigError, PublicUrl, RegulationSettings, ScriptConfig, SecretSource,
-    ServerConfig, TotpSettings,
+    AccessConfig, ActionConfig, ActionId, Config, ConfigError, PublicUrl, RegulationSettings, ScriptConfig,
+    SecretSource, ServerConfig, TotpSettings,
 };
 use crate::model::secret::parse_secret;
 
@@ -33,7 +33,12 @@ pub fn validate(raw: Schema, sources: &Sources, file: Option<&Path>) -> Result<C
         base
     })
     .unwrap_or_else(|_| base.to_path_buf());
-    let check = Check { sources, base };
+    let action_ids = raw.actions.iter().map(|action| action.id.clone()).collect();
+    let check = Check {
+        sources,
+        base,
+        action_ids,
+    };
     check.config(raw, file)
 }
 
@@ -41,13 +46,21 @@ pub fn validate(raw: Schema, sources: &Sources, file: Option<&Path>) -> Result<C
 struct Check<'a> {
     sources: &'a Sources,
     base: PathBuf,
+    /// The ids written in `[[actions]]`, valid or not, to name an action in its errors.
+    action_ids: Vec<String>,
 }
 
 impl Check<'_> {
     fn config(&self, raw: Schema, file: Option<&Path>) -> Result<Config, ConfigError> {
         let bind = self.bind(&raw.bind)?;
         let state_dir = self.resolve(&raw.state_dir);
-        let script = self.script(raw.script, &state_dir)?;
+        let actions = self.actions(raw.action, raw.script, raw.actions, &state_dir)?;
+        let max_parallel = self.at_least_one(
+            "runs.max_parallel",
+            raw.runs.max_parallel,
+            "0 would refuse every run",
+            "set how many runs of different actions may go at once, at least 1 (default 4)",
+        )?;
         let history_retention = self.at_least_one(
             "history.retention",
             raw.history.retention,
@@ -63,13 +76,12 @@ impl Check<'_> {
         let (totp, secret) = self.totp(raw.totp, &state_dir, file)?;
         let server = self.server(raw.server)?;
         let regulation = self.regulation(raw.regulation)?;
-        let access = self.access(raw.access, &script)?;
+        let access = self.access(raw.access, &actions)?;
         Ok(Config {
             file: file.map(Path::to_path_buf),
             bind,
-            action_name: raw.action.name,
-            action_description: raw.action.description,
-            script,
+            actions,
+            max_parallel,
             history_file: self.resolve(&raw.history.file),
             history_retention,
             status_entries,
@@ -87,13 +99,98 @@ impl Check<'_> {
         })
     }
 
+    /// An error about `key`. A key of an `[[actions]]` table (`actions.1.path`) is shown as `actions[2].path`
+    /// (tables counted from 1, as a reader counts them), and the problem names the action.
     fn error(&self, key: &str, problem: impl Into<String>, fix: impl Into<String>) -> ConfigError {
+        let mut problem = problem.into();
+        let mut shown = key.to_string();
+        if let Some((index, field)) = key
+            .strip_prefix("actions.")
+            .and_then(|rest| rest.split_once('.'))
+            .and_then(|(index, field)| Some((index.parse::<usize>().ok()?, field)))
+        {
+            shown = format!("actions[{}].{field}", index + 1);
+            match self.action_ids.get(index).filter(|id| !id.is_empty()) {
+                Some(id) if field != "id" => problem = format!("action `{id}`: {problem}"),
+                _ => {}
+            }
+        }
         ConfigError {
             origin: self.sources.origin(key),
-            key: key.into(),
-            problem: problem.into(),
+            key: shown,
+            problem,
             fix: fix.into(),
         }
+    }
+
+    /// The actions: `[[actions]]`, or the one of `[action]` and `[script]` (id `deploy`). A list from
+    /// the environment replaces the file's actions of either form; the two forms cannot be mixed.
+    fn actions(
+        &self,
+        action: schema::Action,
+        script: schema::Script,
+        list: Vec<schema::ActionEntry>,
+        state_dir: &Path,
+    ) -> Result<Vec<ActionConfig>, ConfigError> {
+        if list.is_empty() {
+            return Ok(vec![ActionConfig {
+                id: ActionId::default_id(),
+                name: action.name,
+                description: action.description,
+                confirm: None,
+                script: self.script("script", script, state_dir)?,
+            }]);
+        }
+        let list_from_environment = self.sources.is_from_environment("actions");
+        let single = ["action", "script"]
+            .iter()
+            .flat_map(|section| self.sources.set_in(section))
+            // The environment's list replaces what the file says, in either form.
+            .find(|(_, from_environment)| *from_environment || !list_from_environment);
+        if let Some((key, _)) = single {
+            return Err(self.error(
+                &key,
+                format!(
+                    "[action] and [script] configure one action, and [[actions]] ({}) several: \
+                     authrun takes one form or the other",
+                    self.sources.origin("actions")
+                ),
+                "move this key into an [[actions]] table (id = \"deploy\" keeps what the one action \
+                 was), or remove [[actions]]",
+            ));
+        }
+        let mut actions: Vec<ActionConfig> = Vec::with_capacity(list.len());
+        for (index, entry) in list.into_iter().enumerate() {
+            let at = format!("actions.{index}");
+            let id = ActionId::parse(&entry.id).ok_or_else(|| {
+                let problem = if entry.id.is_empty() {
+                    "this action has no id".to_string()
+                } else {
+                    format!("{} is not an action id", quoted(&entry.id))
+                };
+                self.error(
+                    &format!("{at}.id"),
+                    problem,
+                    "give each [[actions]] table an id of 1 to 32 of a-z, 0-9 and -, e.g. id = \"deploy\"",
+                )
+            })?;
+            if let Some(first) = actions.iter().position(|other| other.id == id) {
+                return Err(self.error(
+                    &format!("{at}.id"),
+                    format!("`{id}` is also the id of action {}", first + 1),
+                    "give each action its own id",
+                ));
+            }
+            let script = self.script(&at, entry.script(), state_dir)?;
+            actions.push(ActionConfig {
+                name: entry.name.unwrap_or_else(|| id.to_string()),
+                description: entry.description,
+                confirm: entry.confirm.filter(|text| !text.trim().is_empty()),
+                id,
+                script,
+            });
+        }
+        Ok(actions)
     }
 
     fn resolve(&self, path: &Path) -> PathBuf {
@@ -144,21 +241,23 @@ impl Check<'_> {
         })
     }
 
-    fn script(&self, raw: schema::Script, state_dir: &Path) -> Result<ScriptConfig, ConfigError> {
-        let path = self.executable("script.path", &raw.path)?;
+    /// The keys of `[script]`, or of an `[[actions]]` table: `at` is `script` or `actions.<index>`.
+    fn script(&self, at: &str, raw: schema::Script, state_dir: &Path) -> Result<ScriptConfig, ConfigError> {
+        let key = |name: &str| format!("{at}.{name}");
+        let path = self.executable(&key("path"), &raw.path)?;
         let working_dir = raw
             .working_dir
             .map_or_else(|| self.base.clone(), |dir| self.resolve(&dir));
         if !working_dir.is_dir() {
             return Err(self.error(
-                "script.working_dir",
+                &key("working_dir"),
                 format!("{} is not a directory", shown_path(&working_dir)),
                 "name an existing directory, or remove the key to use the config file's directory",
             ));
         }
-        let timeout = self.seconds("script.timeout_seconds", raw.timeout_seconds)?;
+        let timeout = self.seconds(&key("timeout_seconds"), raw.timeout_seconds)?;
         let timeout = self.at_least_one(
-            "script.timeout_seconds",
+            &key("timeout_seconds"),
             timeout,
             "a run cannot be given 0 seconds",
             "set a positive number of seconds (default 1800)",
@@ -170,9 +269,9 @@ impl Check<'_> {
             log_dir: raw
                 .log_dir
                 .map_or_else(|| state_dir.join("runs"), |dir| self.resolve(&dir)),
-            cooldown: self.seconds("script.cooldown_seconds", raw.cooldown_seconds)?,
+            cooldown: self.seconds(&key("cooldown_seconds"), raw.cooldown_seconds)?,
             timeout,
-            kill_grace: self.seconds("script.kill_grace_seconds", raw.kill_grace_seconds)?,
+            kill_grace: self.seconds(&key("kill_grace_seconds"), raw.kill_grace_seconds)?,
             keep_logs: raw.keep_logs.max(1),
         })
     }
@@ -280,7 +379,7 @@ impl Check<'_> {
             })
     }
 
-    fn access(&self, raw: schema::Access, script: &ScriptConfig) -> Result<AccessConfig, ConfigError> {
+    fn access(&self, raw: schema::Access, actions: &[ActionConfig]) -> Result<AccessConfig, ConfigError> {
         let hash = Some(raw.api_token_sha256).filter(|hash| !hash.is_empty());
         if let Some(hash) = &hash
             && (hash.len() != 64 || !hash.bytes().all(|b| b.is_ascii_hexdigit()))
@@ -293,7 +392,11 @@ impl Check<'_> {
         }
         let verified_minutes = self.at_most_ten_years("access.verified_minutes", raw.verified_minutes)?;
         // By default a request may wait as long as a run can last, stop included.
-        let longest_run = script.timeout + script.kill_grace * 2;
+        let longest_run = actions
+            .iter()
+            .map(|action| action.script.timeout + action.script.kill_grace * 2)
+            .max()
+            .unwrap_or_default();
         Ok(AccessConfig {
             verified_for: Duration::from_secs(verified_minutes * 60),
             public_output: raw.public_output,

@@ -16,6 +16,8 @@ pub enum Outcome {
     Replayed,
     Running,
     CoolingDown,
+    /// `max_parallel` runs of other actions were going.
+    Busy,
     Banned,
     Paused,
     Forbidden,

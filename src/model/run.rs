@@ -65,6 +65,10 @@ pub struct RunRecord {
     pub status: RunStatus,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub id: Option<u64>,
+    /// The id of the action the run belongs to; absent from entries written before authrun had several
+    /// actions, which belong to the first action (see [`RunRecord::belongs_to`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub action: Option<String>,
     #[serde(
         default,
         skip_serializing_if = "Option::is_none",
@@ -105,6 +109,7 @@ impl RunRecord {
             time,
             status: RunStatus::Deploying,
             id: Some(id),
+            action: None,
             finished: None,
             exit_code: None,
             duration_ms: None,
@@ -115,6 +120,12 @@ impl RunRecord {
             cancelled_at: None,
             error: None,
         }
+    }
+
+    /// Whether the run belongs to the action `id`; `first` is the id of the first configured action, which
+    /// entries without an action belong to.
+    pub fn belongs_to(&self, id: &str, first: &str) -> bool {
+        self.action.as_deref().unwrap_or(first) == id
     }
 
     /// Marks the run as ended at `at`.

@@ -1,8 +1,12 @@
-//! The gate: exactly one run at a time, a cooldown after each start, and a code accepted once.
+//! The gate: one run of each action at a time, a cooldown after each start, at most `max_parallel` runs
+//! of different actions at once, and a code accepted once across all actions.
 //!
 //! [`Gate::admit`] is the single atomic step of the product: (under the caller's lock) it checks that no
-//! run is going and the cooldown is over, lets `check` judge the code against the last accepted TOTP step,
-//! and marks the run as started. Pure state, no I/O: time is passed in.
+//! run of the action is going, that its cooldown is over and that there is room for one more run, lets
+//! `check` judge the code against the last accepted TOTP step, and marks the run as started. One gate
+//! holds every action, the last step and the run id counter together, so however many requests arrive
+//! for however many actions, a code starts at most one run and no id is given twice. Pure state, no I/O:
+//! time is passed in.
 
 use std::time::Duration;
 
@@ -10,7 +14,7 @@ use time::OffsetDateTime;
 
 use crate::model::time::later;
 
-/// What the runner is doing at a moment.
+/// What an action is doing at a moment.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum State {
     Idle,
@@ -32,8 +36,16 @@ impl State {
 /// Why a request may not start a run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Refusal {
-    Running { since: OffsetDateTime },
-    CoolingDown { until: OffsetDateTime },
+    Running {
+        since: OffsetDateTime,
+    },
+    CoolingDown {
+        until: OffsetDateTime,
+    },
+    /// `limit` runs of other actions are going.
+    Busy {
+        limit: usize,
+    },
     WrongCode,
     ReplayedCode,
     ShuttingDown,
@@ -46,48 +58,33 @@ pub type CodeCheck = Result<u64, Refusal>;
 #[derive(Debug)]
 #[must_use = "an admitted run holds the gate until it is launched"]
 pub struct Admission {
+    /// The action's place in the configuration.
+    pub action: usize,
     pub id: u64,
     pub started: OffsetDateTime,
     pub totp_step: u64,
-    /// The start of the run before, restored if this one is abandoned.
+    /// The start of the action's run before, restored if this one is abandoned.
     pub previous_start: Option<OffsetDateTime>,
 }
 
-/// The gate's state.
+/// One action, as the gate restores it from the history.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Restored {
+    pub cooldown: Duration,
+    /// When the action's newest run started.
+    pub last_start: Option<OffsetDateTime>,
+}
+
+/// One action's part of the gate.
 #[derive(Debug)]
-pub struct Gate {
+struct Slot {
     cooldown: Duration,
     running: Option<(u64, OffsetDateTime)>,
     last_start: Option<OffsetDateTime>,
-    last_step: Option<u64>,
-    next_id: u64,
-    shutting_down: bool,
 }
 
-impl Gate {
-    /// A gate restored from the history: the last start, the last accepted step and the last id given.
-    pub fn restore(
-        cooldown: Duration,
-        last_start: Option<OffsetDateTime>,
-        last_step: Option<u64>,
-        last_id: u64,
-    ) -> Self {
-        Self {
-            cooldown,
-            running: None,
-            last_start,
-            last_step,
-            next_id: last_id.saturating_add(1),
-            shutting_down: false,
-        }
-    }
-
-    pub fn cooldown(&self) -> Duration {
-        self.cooldown
-    }
-
-    /// The state at `now`.
-    pub fn state(&self, now: OffsetDateTime) -> State {
+impl Slot {
+    fn state(&self, now: OffsetDateTime) -> State {
         if let Some((id, since)) = self.running {
             return State::Running { id, since };
         }
@@ -96,29 +93,83 @@ impl Gate {
             _ => State::Idle,
         }
     }
+}
+
+/// The gate's state: every action's, and what they share.
+#[derive(Debug)]
+pub struct Gate {
+    slots: Vec<Slot>,
+    /// The newest TOTP step that started a run of any action.
+    last_step: Option<u64>,
+    next_id: u64,
+    max_parallel: usize,
+    shutting_down: bool,
+}
+
+impl Gate {
+    /// A gate restored from the history: each action's cooldown and last start (in the configuration's
+    /// order), the last accepted step and the last id given, of all actions.
+    pub fn restore(
+        actions: impl IntoIterator<Item = Restored>,
+        last_step: Option<u64>,
+        last_id: u64,
+        max_parallel: usize,
+    ) -> Self {
+        let slots = actions
+            .into_iter()
+            .map(|action| Slot {
+                cooldown: action.cooldown,
+                running: None,
+                last_start: action.last_start,
+            })
+            .collect();
+        Self {
+            slots,
+            last_step,
+            next_id: last_id.saturating_add(1),
+            max_parallel: max_parallel.max(1),
+            shutting_down: false,
+        }
+    }
+
+    /// The state of `action` at `now`; an action the gate does not know is idle.
+    pub fn state(&self, action: usize, now: OffsetDateTime) -> State {
+        self.slots.get(action).map_or(State::Idle, |slot| slot.state(now))
+    }
 
     /// The atomic check-and-start. `check` sees the last accepted TOTP step and judges the code; it runs
     /// only when a run could start, so a refused request learns nothing about its code.
     pub fn admit(
         &mut self,
+        action: usize,
         now: OffsetDateTime,
         check: impl FnOnce(Option<u64>) -> CodeCheck,
     ) -> Result<Admission, Refusal> {
         if self.shutting_down {
             return Err(Refusal::ShuttingDown);
         }
-        match self.state(now) {
+        let going = self.running();
+        let Some(slot) = self.slots.get_mut(action) else {
+            return Err(Refusal::ShuttingDown);
+        };
+        match slot.state(now) {
             State::Running { since, .. } => return Err(Refusal::Running { since }),
             State::CoolingDown { until } => return Err(Refusal::CoolingDown { until }),
             State::Idle => {}
+        }
+        if going >= self.max_parallel {
+            return Err(Refusal::Busy {
+                limit: self.max_parallel,
+            });
         }
         let totp_step = check(self.last_step)?;
         let id = self.next_id;
         self.next_id = self.next_id.saturating_add(1);
         self.last_step = Some(totp_step);
-        let previous_start = self.last_start.replace(now);
-        self.running = Some((id, now));
+        let previous_start = slot.last_start.replace(now);
+        slot.running = Some((id, now));
         Ok(Admission {
+            action,
             id,
             started: now,
             totp_step,
@@ -126,30 +177,52 @@ impl Gate {
         })
     }
 
-    /// Frees the gate from run `id`, which never started, and puts the cooldown back as it was. The code
+    /// Frees `action` from run `id`, which never started, and puts its cooldown back as it was. The code
     /// stays used.
-    pub fn abandon(&mut self, id: u64, previous_start: Option<OffsetDateTime>) {
-        if self.is_running(id) {
-            self.running = None;
-            self.last_start = previous_start;
+    pub fn abandon(&mut self, action: usize, id: u64, previous_start: Option<OffsetDateTime>) {
+        if let Some(slot) = self.running_slot(action, id) {
+            slot.running = None;
+            slot.last_start = previous_start;
         }
     }
 
-    /// Run `id` ended: the gate is free (the cooldown goes on).
-    pub fn release(&mut self, id: u64) {
-        if self.is_running(id) {
-            self.running = None;
+    /// Run `id` of `action` ended: the action is free (its cooldown goes on).
+    pub fn release(&mut self, action: usize, id: u64) {
+        if let Some(slot) = self.running_slot(action, id) {
+            slot.running = None;
         }
     }
 
-    pub fn is_running(&self, id: u64) -> bool {
-        self.running.is_some_and(|(running, _)| running == id)
+    pub fn is_running(&self, action: usize, id: u64) -> bool {
+        self.slots
+            .get(action)
+            .is_some_and(|slot| slot.running.is_some_and(|(running, _)| running == id))
     }
 
-    /// Refuses every run from now on; returns the one going, if any.
-    pub fn shut(&mut self) -> Option<u64> {
+    /// The action whose run `id` is going, if it is.
+    pub fn running_action(&self, id: u64) -> Option<usize> {
+        self.slots
+            .iter()
+            .position(|slot| slot.running.is_some_and(|(running, _)| running == id))
+    }
+
+    /// Refuses every run from now on; returns `action`'s run going, if any.
+    pub fn shut(&mut self, action: usize) -> Option<u64> {
         self.shutting_down = true;
-        self.running.map(|(id, _)| id)
+        self.slots
+            .get(action)
+            .and_then(|slot| slot.running.map(|(id, _)| id))
+    }
+
+    /// How many runs are going.
+    fn running(&self) -> usize {
+        self.slots.iter().filter(|slot| slot.running.is_some()).count()
+    }
+
+    fn running_slot(&mut self, action: usize, id: u64) -> Option<&mut Slot> {
+        self.slots
+            .get_mut(action)
+            .filter(|slot| slot.running.is_some_and(|(running, _)| running == id))
     }
 }
 
@@ -160,24 +233,34 @@ mod tests {
 
     const T0: OffsetDateTime = datetime!(2026-11-25 12:00:00 UTC);
 
+    fn actions(cooldowns: &[u64]) -> Vec<Restored> {
+        cooldowns
+            .iter()
+            .map(|seconds| Restored {
+                cooldown: Duration::from_secs(*seconds),
+                last_start: None,
+            })
+            .collect()
+    }
+
     #[test]
     fn one_run_then_the_cooldown_then_the_next() {
-        let mut gate = Gate::restore(Duration::from_secs(180), None, None, 0);
-        let first = gate.admit(T0, |_| Ok(1)).unwrap();
+        let mut gate = Gate::restore(actions(&[180]), None, 0, 4);
+        let first = gate.admit(0, T0, |_| Ok(1)).unwrap();
         assert_eq!(first.id, 1);
         assert_eq!(
-            gate.admit(T0, |_| Ok(2)).unwrap_err(),
+            gate.admit(0, T0, |_| Ok(2)).unwrap_err(),
             Refusal::Running { since: T0 }
         );
-        gate.release(1);
+        gate.release(0, 1);
         let until = T0 + time::Duration::seconds(180);
-        assert_eq!(gate.state(T0), State::CoolingDown { until });
+        assert_eq!(gate.state(0, T0), State::CoolingDown { until });
         assert_eq!(
-            gate.admit(T0, |_| panic!("no code is checked while cooling down"))
+            gate.admit(0, T0, |_| panic!("no code is checked while cooling down"))
                 .unwrap_err(),
             Refusal::CoolingDown { until }
         );
-        let second = gate.admit(until, |last| {
+        let second = gate.admit(0, until, |last| {
             assert_eq!(last, Some(1));
             Ok(2)
         });
@@ -186,12 +269,12 @@ mod tests {
 
     #[test]
     fn an_abandoned_run_gives_back_the_cooldown_but_not_the_code() {
-        let mut gate = Gate::restore(Duration::from_secs(180), None, None, 6);
-        let admitted = gate.admit(T0, |_| Ok(9)).unwrap();
+        let mut gate = Gate::restore(actions(&[180]), None, 6, 4);
+        let admitted = gate.admit(0, T0, |_| Ok(9)).unwrap();
         assert_eq!(admitted.id, 7);
-        gate.abandon(admitted.id, admitted.previous_start);
-        assert_eq!(gate.state(T0), State::Idle);
-        let again = gate.admit(T0, |last| {
+        gate.abandon(0, admitted.id, admitted.previous_start);
+        assert_eq!(gate.state(0, T0), State::Idle);
+        let again = gate.admit(0, T0, |last| {
             if last == Some(9) {
                 Err(Refusal::ReplayedCode)
             } else {
@@ -199,5 +282,37 @@ mod tests {
             }
         });
         assert_eq!(again.unwrap_err(), Refusal::ReplayedCode);
+    }
+
+    #[test]
+    fn actions_run_side_by_side_sharing_ids_and_codes() {
+        let mut gate = Gate::restore(actions(&[180, 30]), Some(3), 10, 4);
+        let a = gate.admit(0, T0, |_| Ok(4)).unwrap();
+        let b = gate.admit(1, T0, |last| {
+            assert_eq!(last, Some(4), "the step A used is used for B too");
+            Ok(5)
+        });
+        let b = b.unwrap();
+        assert_eq!((a.id, b.id), (11, 12));
+        gate.release(1, b.id);
+        assert_eq!(gate.state(0, T0), State::Running { id: 11, since: T0 });
+        let later = T0 + time::Duration::seconds(30);
+        assert_eq!(gate.state(1, later), State::Idle, "B's cooldown is its own");
+        assert_eq!(gate.running_action(11), Some(0));
+        assert_eq!(gate.running_action(12), None);
+    }
+
+    #[test]
+    fn past_max_parallel_a_run_is_busy_before_its_code_is_looked_at() {
+        let mut gate = Gate::restore(actions(&[0, 0, 0]), None, 0, 2);
+        let _a = gate.admit(0, T0, |_| Ok(1)).unwrap();
+        let b = gate.admit(1, T0, |_| Ok(2)).unwrap();
+        assert_eq!(
+            gate.admit(2, T0, |_| panic!("no code is checked while busy"))
+                .unwrap_err(),
+            Refusal::Busy { limit: 2 }
+        );
+        gate.release(1, b.id);
+        assert_eq!(gate.admit(2, T0, |_| Ok(3)).unwrap().id, 3);
     }
 }

@@ -1,6 +1,8 @@
-//! Runs: the gate that admits exactly one, the script's processes, and its output.
+//! Runs: the gate that admits exactly one run of an action, the scripts' processes, their output, and a
+//! runner per action.
 
 pub mod gate;
 pub mod output;
 pub mod process;
 pub mod runner;
+pub mod runners;

@@ -1,10 +1,11 @@
-//! Running the one script: admitting a run through the [`Gate`], starting it, and supervising it to its
-//! end.
+//! Running one action's script: admitting a run through the [`Gate`], starting it, and supervising it to
+//! its end. Each action has its runner; they share the gate (see `runs::runners`).
 //!
 //! [`Runner::admit`] takes the gate's lock for the one atomic check-and-start. [`Runner::launch`] then
 //! records the run, starts the script in its own process group with its output going straight to a log
 //! file, and hands it to a supervisor task that enforces the timeout and writes the final status.
 
+use std::collections::HashSet;
 use std::fs::OpenOptions;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::PathBuf;
@@ -21,6 +22,7 @@ use tokio::task::JoinHandle;
 
 use crate::clock::SharedClock;
 use crate::config::ScriptConfig;
+use crate::model::action::ActionId;
 use crate::model::run::{RunRecord, RunStatus};
 use crate::runs::gate::{Admission, CodeCheck, Gate, Refusal, State};
 use crate::runs::output::{self, LiveOutput};
@@ -49,13 +51,34 @@ pub enum LaunchError {
     },
 }
 
-/// Owns the gate and the running script.
+/// The action a runner runs, and how its runs are told apart in the history.
+#[derive(Debug, Clone)]
+pub struct Owner {
+    /// The action's place in the configuration, and in the gate.
+    pub index: usize,
+    pub id: ActionId,
+    /// What the page calls the action.
+    pub name: String,
+    /// The first action's id: history entries without an action are its runs.
+    pub first: ActionId,
+}
+
+impl Owner {
+    /// Whether the history's `record` is a run of this action.
+    pub fn owns(&self, record: &RunRecord) -> bool {
+        record.belongs_to(self.id.as_str(), self.first.as_str())
+    }
+}
+
+/// Runs one action's script: its running run, its live output, its logs.
 #[derive(Debug)]
 pub struct Runner {
+    owner: Owner,
     script: ScriptConfig,
     clock: SharedClock,
     history: Arc<dyn RunStore>,
-    gate: Mutex<Gate>,
+    /// Every action's gate, shared by all runners.
+    gate: Arc<Mutex<Gate>>,
     /// Tells the supervisor to stop the script (shutdown).
     stop: watch::Sender<bool>,
     /// Tells the supervisor of a run to cancel it, and who asked.
@@ -67,37 +90,29 @@ pub struct Runner {
 }
 
 impl Runner {
-    /// Restores the gate from the history, so a restart never lets a run through early nor accepts a code
-    /// that was already used, and kills what runs interrupted by a crash left running.
-    pub fn new(script: ScriptConfig, clock: SharedClock, history: Arc<dyn RunStore>) -> Self {
-        for record in history.interrupted() {
-            if let (Some(pid), Some(id)) = (record.pid, record.id) {
-                let killed = process::kill_leftovers(pid, id);
-                if killed > 0 {
-                    tracing::warn!(
-                        run = id,
-                        killed,
-                        "killed processes an interrupted run left running"
-                    );
-                }
-            }
-        }
-        let gate = Gate::restore(
-            script.cooldown,
-            history.last().map(|record| record.time),
-            history.last_totp_step(),
-            history.last_id(),
-        );
+    /// The runner of `owner`'s action, admitting its runs through the shared `gate`.
+    pub fn new(
+        owner: Owner,
+        script: ScriptConfig,
+        clock: SharedClock,
+        history: Arc<dyn RunStore>,
+        gate: Arc<Mutex<Gate>>,
+    ) -> Self {
         Self {
+            owner,
             script,
             clock,
             history,
-            gate: Mutex::new(gate),
+            gate,
             stop: watch::Sender::new(false),
             cancel: watch::Sender::new(None),
             live: Mutex::new(None),
             finished: watch::Sender::new(0),
         }
+    }
+
+    pub fn owner(&self) -> &Owner {
+        &self.owner
     }
 
     pub fn history(&self) -> &Arc<dyn RunStore> {
@@ -110,7 +125,7 @@ impl Runner {
 
     /// The state at `now`.
     pub fn state(&self, now: OffsetDateTime) -> State {
-        self.lock().state(now)
+        self.lock().state(self.owner.index, now)
     }
 
     /// The atomic check-and-start (see [`Gate::admit`]).
@@ -119,13 +134,14 @@ impl Runner {
         now: OffsetDateTime,
         check: impl FnOnce(Option<u64>) -> CodeCheck,
     ) -> Result<Admission, Refusal> {
-        self.lock().admit(now, check)
+        self.lock().admit(self.owner.index, now, check)
     }
 
     /// Gives up an admitted run before it is recorded: the gate is free and the cooldown is as it was. The
     /// code stays used.
     pub fn abandon(&self, admission: Admission) {
-        self.lock().abandon(admission.id, admission.previous_start);
+        self.lock()
+            .abandon(self.owner.index, admission.id, admission.previous_start);
     }
 
     /// Records the admitted run and starts the script. On error the run is recorded as failed where
@@ -133,6 +149,7 @@ impl Runner {
     pub async fn launch(self: &Arc<Self>, admission: Admission) -> Result<(), LaunchError> {
         let (id, previous_start) = (admission.id, admission.previous_start);
         let mut record = RunRecord::started(id, admission.started, admission.totp_step);
+        record.action = Some(self.owner.id.to_string());
         record.log = Some(log_name(id));
         let (mut child, live, capture) = match self.spawn(id) {
             Ok(spawned) => spawned,
@@ -156,10 +173,15 @@ impl Runner {
             }
             let _ = child.wait().await;
             capture.abort();
-            self.lock().abandon(id, previous_start);
+            self.lock().abandon(self.owner.index, id, previous_start);
             return Err(error.into());
         }
-        tracing::info!(run = id, script = %self.script.path.display(), "run started");
+        tracing::info!(
+            run = id,
+            action = %self.owner.id,
+            script = %self.script.path.display(),
+            "run started"
+        );
         *self.lock_live() = Some((id, Arc::clone(&live)));
         let runner = Arc::clone(self);
         tokio::spawn(async move { runner.supervise(child, record, live, capture).await });
@@ -182,7 +204,7 @@ impl Runner {
     /// Stops run `id` (SIGTERM to its process group, SIGKILL after the grace period); it ends as
     /// "Cancelled", recording `by`.
     pub fn cancel(&self, id: u64, by: String) -> Result<(), NotRunning> {
-        if !self.lock().is_running(id) {
+        if !self.lock().is_running(self.owner.index, id) {
             return Err(NotRunning);
         }
         self.cancel.send_replace(Some((id, by)));
@@ -199,7 +221,7 @@ impl Runner {
     /// Refuses new runs and stops the running one (SIGTERM, then SIGKILL after the grace period),
     /// returning once its final status is written.
     pub async fn shutdown(&self) {
-        let running = self.lock().shut();
+        let running = self.lock().shut(self.owner.index);
         self.stop.send_replace(true);
         if let Some(id) = running {
             tracing::info!(run = id, "stopping the running script for shutdown");
@@ -273,22 +295,38 @@ impl Runner {
         self.finish(record, status, exit.and_then(|exit| exit.code()))
             .await;
         live.end();
-        self.prune_logs(id);
+        self.prune_logs();
     }
 
-    /// Keeps the logs of the newest `keep_logs` runs.
-    fn prune_logs(&self, newest: u64) {
-        let keep = self.script.keep_logs as u64;
+    /// Keeps the logs of this action's newest `keep_logs` runs. Actions may share a log directory: the
+    /// logs of other actions' runs are theirs to prune, and a log whose run the history no longer holds
+    /// (older than its oldest run) is nobody's and goes.
+    fn prune_logs(&self) {
+        let history = self.history.snapshot();
+        let mut pruned = HashSet::new();
+        let mut kept = 0;
+        for record in history.iter().rev().filter(|record| self.owner.owns(record)) {
+            let Some(id) = record.id else { continue };
+            if kept < self.script.keep_logs {
+                kept += 1;
+            } else {
+                pruned.insert(id);
+            }
+        }
+        let oldest = history.iter().filter_map(|record| record.id).min().unwrap_or(0);
         let Ok(entries) = std::fs::read_dir(&self.script.log_dir) else {
             return;
         };
         for entry in entries.flatten() {
             let name = entry.file_name();
-            let id = name
+            let Some(id) = name
                 .to_str()
                 .and_then(|n| n.strip_suffix(".log"))
-                .and_then(|n| n.parse::<u64>().ok());
-            if id.is_some_and(|id| id + keep <= newest) {
+                .and_then(|n| n.parse::<u64>().ok())
+            else {
+                continue;
+            };
+            if pruned.contains(&id) || id < oldest {
                 let _ = std::fs::remove_file(entry.path());
             }
         }
@@ -307,7 +345,7 @@ impl Runner {
         if let Err(error) = self.history.update(record).await {
             tracing::error!(run = id, %error, "the final status of the run could not be written");
         }
-        self.lock().release(id);
+        self.lock().release(self.owner.index, id);
         self.finished.send_modify(|last| *last = (*last).max(id));
     }
 

@@ -2,7 +2,8 @@
 //!
 //! The status endpoint is polled by every open page and by scripts, and the page lists the recent runs:
 //! both are derived from the history, so each is made once per history version (and, for the status,
-//! per run state and millisecond) and the same bytes are handed to every request in between.
+//! per run state and millisecond) and the same bytes are handed to every request in between. Each action
+//! has its own, so polling one action's status costs what polling the only one did.
 
 use std::sync::Arc;
 
@@ -10,6 +11,7 @@ use parking_lot::Mutex;
 
 use axum::body::Bytes;
 
+use crate::model::run::RunRecord;
 use crate::runs::gate::State as RunState;
 
 /// One value and the key it was made for.
@@ -46,15 +48,41 @@ pub struct StatusKey {
     pub now_millis: i128,
 }
 
-/// The caches of one authrun.
+/// The caches of one action.
 #[derive(Debug, Default)]
-pub struct Caches {
-    /// The whole `/get_deploy_status` answer.
+pub struct ActionCaches {
+    /// The whole status answer (`/get_deploy_status`, `/actions/{id}/status`).
     pub status: Memo<StatusKey, Bytes>,
-    /// The newest runs as a JSON array, per history version.
+    /// The action's newest runs as a JSON array, per history version.
     pub history_tail: Memo<u64, Bytes>,
-    /// The page's table of recent runs, per history version.
+    /// The page's table of the action's recent runs, per history version.
     pub runs_table: Memo<u64, Arc<str>>,
+}
+
+/// The caches of one authrun: each action's.
+#[derive(Debug)]
+pub struct Caches {
+    actions: Vec<ActionCaches>,
+    /// Each action's newest run, in the configuration's order, per history version.
+    pub last_runs: Memo<u64, Arc<[Option<RunRecord>]>>,
+    /// For a place that names no action; never used by a valid request.
+    none: ActionCaches,
+}
+
+impl Caches {
+    /// Caches for `actions` actions.
+    pub fn new(actions: usize) -> Self {
+        Self {
+            actions: (0..actions).map(|_| ActionCaches::default()).collect(),
+            last_runs: Memo::default(),
+            none: ActionCaches::default(),
+        }
+    }
+
+    /// The caches of the action at `action` in the configuration.
+    pub fn action(&self, action: usize) -> &ActionCaches {
+        self.actions.get(action).unwrap_or(&self.none)
+    }
 }
 
 #[cfg(test)]

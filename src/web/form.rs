@@ -12,12 +12,13 @@ use crate::web::state::AppState;
 /// The largest request body accepted; a code form needs a few dozen bytes.
 pub const BODY_LIMIT: usize = 4 * 1024;
 
-/// The `code` field (and the page's `csrf` token), from a URL-encoded form (the original's), a multipart
-/// form (`FormData`), or JSON.
+/// The `code` field (and the page's `csrf` token, and the `action` to start when it is not the first),
+/// from a URL-encoded form (the original's), a multipart form (`FormData`), or JSON.
 #[derive(Default, Deserialize)]
 pub struct VerifyForm {
     pub code: Option<String>,
     pub csrf: Option<String>,
+    pub action: Option<String>,
 }
 
 impl FromRequest<AppState> for VerifyForm {
@@ -69,6 +70,7 @@ async fn multipart_form(mut multipart: Multipart) -> Result<VerifyForm, AppError
         let slot = match field.name() {
             Some("code") => &mut form.code,
             Some("csrf") => &mut form.csrf,
+            Some("action") => &mut form.action,
             _ => continue,
         };
         *slot = Some(field.text().await.map_err(|error| body_error(error.status()))?);

@@ -5,6 +5,7 @@
 //! `middleware`; handlers take what they need from `state` and speak to the domain (`auth`, `runs`).
 
 pub mod access;
+pub mod action;
 pub mod cache;
 pub mod form;
 pub mod middleware;

@@ -36,10 +36,12 @@ pub fn build_router(state: AppState) -> Edge<Router> {
     // memory without waiting on anything, so a timer would only cost them.
     let pages = Router::new()
         .route("/", get(routes::run::index))
+        .route("/actions/{id}", get(routes::run::show_action))
         .route("/runs", get(routes::runs::list))
         .route("/runs/{id}/cancel", post(routes::runs::cancel))
         .layer(timeout())
         .route("/verify", post(routes::run::verify))
+        .route("/actions/{id}/run", post(routes::run::run_action))
         .route("/runs/{id}", get(routes::runs::show))
         .route("/runs/{id}/log", get(routes::runs::log))
         .route("/runs/{id}/events", get(routes::runs::events))
@@ -52,6 +54,8 @@ pub fn build_router(state: AppState) -> Edge<Router> {
         );
     let api = Router::new()
         .route("/get_deploy_status", get(routes::status::deploy_status))
+        .route("/actions/{id}/status", get(routes::status::action_status))
+        .route("/actions", get(routes::status::actions))
         .route("/healthz", get(routes::status::health))
         .route("/static/{name}", get(routes::assets::asset));
     let router = pages

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use crate::auth::attempt::Gatekeeper;
 use crate::clock::SharedClock;
 use crate::config::Config;
-use crate::runs::runner::Runner;
+use crate::runs::runners::Runners;
 use crate::web::cache::Caches;
 
 /// Everything a handler needs: one `Arc`, so handing it to a request costs one increment. Fields are
@@ -16,7 +16,9 @@ pub struct AppState(Arc<AppStateInner>);
 pub struct AppStateInner {
     pub config: Arc<Config>,
     pub clock: SharedClock,
-    pub runner: Arc<Runner>,
+    /// The runners of all actions. Starting a run names its action; the rest names the run (its id is
+    /// unique across actions), and the run's action is found from it.
+    pub runner: Arc<Runners>,
     /// The attempt of `POST /verify`: regulation, the code check, the audit, the gate.
     pub gatekeeper: Gatekeeper,
     /// Answers and fragments made once per change of the history.

@@ -6,6 +6,7 @@
 use time::OffsetDateTime;
 use time::macros::format_description;
 
+use crate::config::Config;
 use crate::model::run::RunRecord;
 use crate::model::time::format_time;
 use crate::runs::gate::State;
@@ -70,6 +71,38 @@ pub struct RunView {
     pub exit_code: String,
     /// Who cancelled it, or why it failed to start or was stopped.
     pub note: String,
+    /// The action it ran, where the page says so (see [`RunView::with_action`]).
+    pub action: Option<ActionLabel>,
+}
+
+/// An action as a run's page and the list of runs name it.
+#[derive(Debug, Clone)]
+pub struct ActionLabel {
+    pub name: String,
+    /// The action's page; none for an action no longer configured.
+    pub link: Option<String>,
+}
+
+impl ActionLabel {
+    /// The action `record` belongs to (entries without one belong to the first action).
+    pub fn of(record: &RunRecord, config: &Config) -> Self {
+        let first = config.first_action();
+        let id = record.action.as_deref().unwrap_or(first.id.as_str());
+        match config.action_index(id).map(|index| config.action(index)) {
+            Some(action) => Self {
+                name: action.name.clone(),
+                link: Some(if config.actions.len() == 1 {
+                    "/".to_string()
+                } else {
+                    format!("/actions/{id}")
+                }),
+            },
+            None => Self {
+                name: id.to_string(),
+                link: None,
+            },
+        }
+    }
 }
 
 impl RunView {
@@ -89,7 +122,14 @@ impl RunView {
                 (None, Some(error)) => error.clone(),
                 (None, None) => String::new(),
             },
+            action: None,
         }
+    }
+
+    /// The view naming the run's action.
+    pub fn with_action(mut self, record: &RunRecord, config: &Config) -> Self {
+        self.action = Some(ActionLabel::of(record, config));
+        self
     }
 }
 

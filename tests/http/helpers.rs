@@ -51,6 +51,8 @@ pub struct TestAppBuilder {
     script: String,
     config: String,
     history: Option<String>,
+    /// `[[actions]]`: id, script body, extra keys of its table.
+    actions: Vec<(String, String, String)>,
 }
 
 impl TestAppBuilder {
@@ -81,6 +83,15 @@ impl TestAppBuilder {
         self
     }
 
+    /// Adds an action (the app then has `[[actions]]` instead of `[script]`): its script (`body`) is
+    /// `<id>/run.sh` and runs in the directory `<id>`, so each action counts its runs and waits for its
+    /// `go` file there ([`action_runs`], [`let_action_finish`]). `keys`: more lines of its table.
+    pub fn action(mut self, id: &str, body: &str, keys: &str) -> Self {
+        self.actions
+            .push((id.to_string(), body.to_string(), keys.to_string()));
+        self
+    }
+
     /// The history file's content before start.
     pub fn history(mut self, json: &str) -> Self {
         self.history = Some(json.to_string());
@@ -90,8 +101,19 @@ impl TestAppBuilder {
     pub fn build(self) -> TestApp {
         let dir = tempfile::tempdir().expect("temp dir");
         write_script(&dir.path().join("deploy.sh"), &self.script);
+        let mut text = self.config;
+        if !self.actions.is_empty() {
+            text = text.replacen("[script]\npath = \"deploy.sh\"\n", "", 1);
+        }
+        for (id, body, keys) in &self.actions {
+            std::fs::create_dir(dir.path().join(id)).expect("the action's directory");
+            write_script(&dir.path().join(id).join("run.sh"), body);
+            text.push_str(&format!(
+                "\n[[actions]]\nid = \"{id}\"\npath = \"{id}/run.sh\"\nworking_dir = \"{id}\"\n{keys}\n"
+            ));
+        }
         let config = dir.path().join("authrun.toml");
-        std::fs::write(&config, &self.config).expect("write config");
+        std::fs::write(&config, &text).expect("write config");
         std::fs::set_permissions(&config, std::fs::Permissions::from_mode(0o600)).expect("chmod config");
         if let Some(history) = &self.history {
             std::fs::write(dir.path().join("history.json"), history).expect("write history");
@@ -116,6 +138,7 @@ impl TestApp {
             script: COUNTING_SCRIPT.to_string(),
             config: format!("[script]\npath = \"deploy.sh\"\n\n[totp]\nsecret = \"{SECRET}\"\n"),
             history: None,
+            actions: Vec::new(),
         }
     }
 
@@ -480,6 +503,33 @@ pub async fn run_one_after_another(app: &TestApp, count: usize) -> Vec<u64> {
         app.advance(30);
     }
     ids
+}
+
+/// `POST /actions/{id}/run` with `code`, as curl sends it.
+pub async fn post_run(app: &TestApp, id: &str, code: &str) -> TestResponse {
+    let body = format!("code={}", urlencode(code));
+    app.send(form_request(&format!("/actions/{id}/run"), &body, &[]))
+        .await
+}
+
+/// Posts `code` to action `id` and asserts that a run of it started; returns the run's id.
+pub async fn start_action(app: &TestApp, id: &str, code: &str) -> u64 {
+    let response = post_run(app, id, code).await;
+    assert_eq!(response.status, StatusCode::OK, "{}", response.text());
+    let body = response.json();
+    assert_eq!(body["success"], true, "{body}");
+    assert_eq!(body["action"], id, "{body}");
+    body["run_id"].as_u64().expect("run_id")
+}
+
+/// How many times action `id`'s counting or blocking script ran (see [`TestAppBuilder::action`]).
+pub fn action_runs(app: &TestApp, id: &str) -> usize {
+    std::fs::read_to_string(app.path(id).join("runs.txt")).map_or(0, |text| text.lines().count())
+}
+
+/// Lets action `id`'s [`BLOCKING_SCRIPT`] finish.
+pub fn let_action_finish(app: &TestApp, id: &str) {
+    std::fs::write(app.path(id).join("go"), "").expect("create the go file");
 }
 
 /// Lets a [`BLOCKING_SCRIPT`] (or any script waiting for `go`) finish.

@@ -3,6 +3,8 @@
 //!
 //! One file per flow, named for what a user does or meets (the code it mostly drives in brackets):
 //! - `smoke`: the shortest story, a valid code runs the script.
+//! - `actions`: several actions, each with its gate and cooldown, sharing codes, ids, the history and
+//!   `max_parallel`; their routes and pages (`runs::gate`, `runs::runners`, `web::action`).
 //! - `verify`: `POST /verify` and the status answer as an API client meets them (`web::routes::run`,
 //!   `web::routes::status`, `auth::totp`).
 //! - `browser_flow`: the page and its form with JavaScript off (`web::routes::run`, `web::session`).
@@ -28,6 +30,7 @@ mod common;
 mod helpers;
 mod html;
 
+mod actions;
 mod browser_flow;
 mod fuzz;
 mod gate;

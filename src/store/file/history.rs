@@ -1,9 +1,13 @@
 //! The history of runs in `history.json`, kept in memory too.
 //!
+//! One file holds the runs of every action; retention counts each action's runs apart, so a busy action
+//! does not push a quiet one's runs out.
+//!
 //! An entry is written when a run starts ("Deploying") and rewritten when it ends, so a crash never loses
 //! a run. The whole file is replaced atomically on every change, and a file that cannot be parsed stops
 //! start-up instead of being overwritten. Readers are served from memory.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -12,6 +16,7 @@ use parking_lot::{Mutex, MutexGuard};
 
 use serde::Deserialize;
 
+use crate::model::action::DEFAULT_ID;
 use crate::model::run::{RunRecord, RunStatus};
 use crate::store::file::atomic;
 use crate::store::{RunStore, StateFile, StoreError};
@@ -32,7 +37,10 @@ struct Wrapped {
 #[derive(Debug)]
 pub struct FileHistory {
     path: PathBuf,
+    /// How many runs of each action are kept.
     retention: usize,
+    /// The first action's id: entries without an action are its runs.
+    first_action: String,
     records: Mutex<Arc<Vec<RunRecord>>>,
     /// The runs found "Deploying" on open, as they were, before being marked "Interrupted".
     interrupted: Vec<RunRecord>,
@@ -55,6 +63,7 @@ impl FileHistory {
         let history = Self {
             path: path.to_path_buf(),
             retention: retention.max(1),
+            first_action: DEFAULT_ID.to_string(),
             records: Mutex::new(Arc::new(records)),
             interrupted,
             write_lock: tokio::sync::Mutex::new(()),
@@ -65,6 +74,12 @@ impl FileHistory {
             atomic::write_atomic(path, &bytes, 0o644).map_err(|source| history.io("written", source))?;
         }
         Ok(history)
+    }
+
+    /// Names the first action (`deploy` unless told), whose runs the entries without an action are.
+    pub fn with_first_action(mut self, id: &str) -> Self {
+        self.first_action = id.to_string();
+        self
     }
 
     pub fn path(&self) -> &Path {
@@ -88,11 +103,30 @@ impl FileHistory {
         written.map_err(|source| self.io("written", source))
     }
 
-    /// Keeps the newest `retention` runs, saying so when older ones go.
+    /// Keeps each action's newest `retention` runs, saying so when older ones go.
     fn trim(&self, list: &mut Vec<RunRecord>) {
-        if list.len() > self.retention {
-            let dropped = list.len() - self.retention;
-            list.drain(..dropped);
+        // No action can have more runs than the list: most changes stop here.
+        if list.len() <= self.retention {
+            return;
+        }
+        let action = |record: &RunRecord| -> String {
+            record.action.clone().unwrap_or_else(|| self.first_action.clone())
+        };
+        let mut counts: HashMap<String, usize> = HashMap::new();
+        for record in list.iter() {
+            *counts.entry(action(record)).or_default() += 1;
+        }
+        let before = list.len();
+        // Oldest first: each action drops its runs past `retention` from its oldest.
+        list.retain(|record| match counts.get_mut(&action(record)) {
+            Some(count) if *count > self.retention => {
+                *count -= 1;
+                false
+            }
+            _ => true,
+        });
+        let dropped = before - list.len();
+        if dropped > 0 {
             tracing::info!(
                 dropped,
                 retention = self.retention,

@@ -151,9 +151,14 @@ fn log(seen: &Seen, response: &Response) {
     }
 }
 
-/// The routes that open pages and scripts poll: the status, the health check and the assets.
+/// The routes that open pages and scripts poll: the statuses, the list of actions, the health check and
+/// the assets.
 fn is_polled(path: &str) -> bool {
-    path == "/get_deploy_status" || path == "/healthz" || path.starts_with("/static/")
+    path == "/get_deploy_status"
+        || path == "/healthz"
+        || path == "/actions"
+        || path.starts_with("/static/")
+        || (path.starts_with("/actions/") && path.ends_with("/status"))
 }
 
 /// `path` as logged: quoted, and cut to [`LOGGED_PATH_BYTES`] on a character boundary.

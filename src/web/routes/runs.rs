@@ -25,6 +25,7 @@ use crate::error::AppError;
 use crate::model::run::RunRecord;
 use crate::runs::output::{self, Line};
 use crate::web::access::{self, Grant};
+use crate::web::action;
 use crate::web::form::CancelForm;
 use crate::web::middleware::client_ip::client_ip;
 use crate::web::middleware::csrf::{self, with_cookie};
@@ -32,7 +33,7 @@ use crate::web::negotiate::{wants_html, wants_json};
 use crate::web::routes::assets::asset_version;
 use crate::web::session::{BrowserSession, Flash, FlashKind};
 use crate::web::state::AppState;
-use crate::web::views::{OutputLineView, RunView, clock_time};
+use crate::web::views::{ActionLabel, OutputLineView, RunView, clock_time};
 
 /// Runs per page of the list.
 const PAGE_SIZE: usize = 50;
@@ -48,35 +49,64 @@ const VIEWER_QUEUE: usize = 256;
 pub struct RunsPage {
     runs: Vec<RunView>,
     page: usize,
-    newer: Option<usize>,
-    older: Option<usize>,
+    /// The pages before and after, as links (with `action=` when the list is one action's).
+    newer: Option<String>,
+    older: Option<String>,
+    /// The action whose runs are listed; `None`: every action's.
+    action: Option<ActionLabel>,
+    /// Several actions are configured: each run says which it ran.
+    several: bool,
     asset_version: &'static str,
 }
 
 #[derive(Deserialize)]
 pub struct PageQuery {
     page: Option<usize>,
+    /// Only this action's runs.
+    action: Option<String>,
 }
 
-/// `GET /runs`: newest first, [`PAGE_SIZE`] a page.
-pub async fn list(State(state): State<AppState>, Query(query): Query<PageQuery>) -> RunsPage {
+/// `GET /runs`: newest first, [`PAGE_SIZE`] a page; `?action=<id>`: that action's runs only.
+pub async fn list(
+    State(state): State<AppState>,
+    Query(query): Query<PageQuery>,
+) -> Result<RunsPage, AppError> {
+    let only = query
+        .action
+        .as_deref()
+        .map(|id| action::selected(&state, Some(id)))
+        .transpose()?;
+    let owner = only.map(|index| state.runner.action(index).owner().clone());
     let history = state.runner.history().snapshot();
     let page = query.page.unwrap_or(1).max(1);
     let skip = (page - 1).saturating_mul(PAGE_SIZE);
-    let runs = history
+    let mut listed = history
         .iter()
         .rev()
-        .skip(skip)
+        .filter(|record| owner.as_ref().is_none_or(|owner| owner.owns(record)))
+        .skip(skip);
+    let runs = listed
+        .by_ref()
         .take(PAGE_SIZE)
-        .map(RunView::new)
+        .map(|record| RunView::new(record).with_action(record, &state.config))
         .collect();
-    RunsPage {
+    let more = listed.next().is_some();
+    let link = |page: usize| match &owner {
+        Some(owner) => format!("/runs?action={}&page={page}", owner.id),
+        None => format!("/runs?page={page}"),
+    };
+    Ok(RunsPage {
         runs,
         page,
-        newer: (page > 1).then(|| page - 1),
-        older: (history.len() > skip.saturating_add(PAGE_SIZE)).then_some(page + 1),
+        newer: (page > 1).then(|| link(page - 1)),
+        older: more.then(|| link(page + 1)),
+        action: owner.map(|owner| ActionLabel {
+            name: owner.name,
+            link: Some(format!("/actions/{}", owner.id)),
+        }),
+        several: state.config.actions.len() > 1,
         asset_version: asset_version(),
-    }
+    })
 }
 
 #[derive(Template, WebTemplate)]
@@ -139,7 +169,7 @@ pub async fn show(
     let (csrf, csrf_cookie) = csrf::for_page(&headers, state.config.server.cookies_secure());
     let page = RunPage {
         number: id,
-        run: RunView::new(&record),
+        run: RunView::new(&record).with_action(&record, &state.config),
         running,
         flash: session.take_flash().await,
         csrf,
