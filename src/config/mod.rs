@@ -103,6 +103,7 @@ pub struct RawScript {
     pub timeout_seconds: Option<u64>,
     pub kill_grace_seconds: Option<u64>,
     pub keep_logs: Option<usize>,
+    pub leave_running: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -253,6 +254,8 @@ pub struct ScriptConfig {
     pub kill_grace: Duration,
     /// How many runs' logs are kept.
     pub keep_logs: usize,
+    /// Whether processes the script leaves running when it exits are left alone instead of stopped.
+    pub leave_running: bool,
 }
 
 impl Config {
@@ -341,6 +344,20 @@ fn apply_env(raw: &mut RawConfig, env: &dyn Fn(&str) -> Option<String>) -> Resul
             })
             .transpose()
     };
+    let flag = |name: &str| -> Result<Option<bool>, ConfigError> {
+        text(name)
+            .map(|value| match value.trim().to_ascii_lowercase().as_str() {
+                "true" | "yes" | "on" | "1" => Ok(true),
+                "false" | "no" | "off" | "0" => Ok(false),
+                _ => Err(ConfigError {
+                    origin: format!("environment variable {name}"),
+                    key: name.into(),
+                    problem: format!("`{value}` is neither true nor false"),
+                    fix: format!("set {name} to true or false, or unset it"),
+                }),
+            })
+            .transpose()
+    };
     set(&mut raw.bind, text("AUTHRUN_BIND"));
     set(&mut raw.state_dir, path("AUTHRUN_STATE_DIR"));
     set(&mut raw.action.name, text("AUTHRUN_ACTION_NAME"));
@@ -359,6 +376,10 @@ fn apply_env(raw: &mut RawConfig, env: &dyn Fn(&str) -> Option<String>) -> Resul
     set(
         &mut raw.script.kill_grace_seconds,
         number("AUTHRUN_SCRIPT_KILL_GRACE_SECONDS")?,
+    );
+    set(
+        &mut raw.script.leave_running,
+        flag("AUTHRUN_SCRIPT_LEAVE_RUNNING")?,
     );
     set(&mut raw.history.file, path("AUTHRUN_HISTORY_FILE"));
     let usize_of = |n: Option<u64>| n.map(|n| usize::try_from(n).unwrap_or(usize::MAX));
@@ -533,6 +554,7 @@ impl Validator {
             timeout: Duration::from_secs(timeout),
             kill_grace: Duration::from_secs(kill_grace),
             keep_logs: raw.keep_logs.unwrap_or(100).max(1),
+            leave_running: raw.leave_running.unwrap_or(false),
         })
     }
 
@@ -972,6 +994,25 @@ mod tests {
             error.origin,
             "environment variable AUTHRUN_SCRIPT_TIMEOUT_SECONDS"
         );
+    }
+
+    #[test]
+    fn leave_running_is_off_unless_the_file_or_the_environment_turns_it_on() {
+        let text = "[script]\npath = \"deploy.sh\"\n";
+        assert!(!load_text(text, &no_env).unwrap().script.leave_running);
+        let on = "[script]\npath = \"deploy.sh\"\nleave_running = true\n";
+        assert!(load_text(on, &no_env).unwrap().script.leave_running);
+        let env = |value: &'static str| {
+            move |name: &str| (name == "AUTHRUN_SCRIPT_LEAVE_RUNNING").then(|| value.to_string())
+        };
+        assert!(!load_text(on, &env("false")).unwrap().script.leave_running);
+        assert!(load_text(text, &env("yes")).unwrap().script.leave_running);
+        let error = load_text(text, &env("maybe")).unwrap_err();
+        assert_eq!(error.origin, "environment variable AUTHRUN_SCRIPT_LEAVE_RUNNING");
+        assert!(error.problem.contains("maybe"), "{error}");
+        let error = load_text("[script]\npath = \"deploy.sh\"\nleave_running = 1\n", &no_env).unwrap_err();
+        assert!(error.origin.ends_with("authrun.toml:3:17"), "{error}");
+        assert!(error.to_string().contains("boolean"), "{error}");
     }
 
     #[test]
