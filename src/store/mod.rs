@@ -36,6 +36,15 @@ pub enum StoreError {
         reason: String,
     },
     #[error(
+        "{} {path}: is {found}, not a regular file\n  fix: move it aside; authrun keeps this state in a regular file",
+        kind.what
+    )]
+    NotAFile {
+        kind: StateFile,
+        path: PathBuf,
+        found: &'static str,
+    },
+    #[error(
         "{} {path}: cannot be {action}: {source}\n  fix: check that the path and its directory are writable",
         kind.what
     )]

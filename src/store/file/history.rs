@@ -62,7 +62,7 @@ impl FileHistory {
         };
         if !history.interrupted.is_empty() {
             let bytes = serialize(&history.snapshot());
-            atomic::write_atomic(path, &bytes, 0o644).map_err(|source| history.io("written", source))?;
+            atomic::write_atomic(path, &bytes).map_err(|source| history.io("written", source))?;
         }
         Ok(history)
     }
@@ -82,7 +82,7 @@ impl FileHistory {
             serialize(list)
         };
         let path = self.path.clone();
-        let written = tokio::task::spawn_blocking(move || atomic::write_atomic(&path, &bytes, 0o644))
+        let written = tokio::task::spawn_blocking(move || atomic::write_atomic(&path, &bytes))
             .await
             .unwrap_or_else(|join| Err(std::io::Error::other(join)));
         written.map_err(|source| self.io("written", source))
@@ -141,8 +141,7 @@ impl RunStore for FileHistory {
 }
 
 fn read_file(path: &Path) -> Result<Vec<RunRecord>, StoreError> {
-    let Some(text) = atomic::read_if_present(path).map_err(|source| HISTORY_FILE.io(path, "read", source))?
-    else {
+    let Some(text) = atomic::read_if_present(path).map_err(|error| error.about(HISTORY_FILE, path))? else {
         return Ok(Vec::new());
     };
     parse(&text).map_err(|error| HISTORY_FILE.corrupt(path, &error))
@@ -207,5 +206,22 @@ mod tests {
         assert_eq!(ids, [3, 4, 5]);
         let reopened = FileHistory::open(&path, 3).unwrap();
         assert_eq!(reopened.snapshot().len(), 3);
+    }
+
+    #[tokio::test]
+    async fn the_history_file_is_owner_only_also_when_it_was_not() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("history.json");
+        // As the original AuthRun left it.
+        std::fs::write(&path, "[]").unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let history = FileHistory::open(&path, 3).unwrap();
+        history
+            .append(RunRecord::started(1, datetime!(2026-11-25 19:00:00 UTC), 1))
+            .await
+            .unwrap();
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600, "{mode:o}");
     }
 }
