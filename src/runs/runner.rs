@@ -1,9 +1,14 @@
 //! Running the one script: admitting a run through the [`Gate`], starting it, and supervising it to its
 //! end.
 //!
-//! [`Runner::admit`] takes the gate's lock for the one atomic check-and-start. [`Runner::launch`] then
-//! records the run, starts the script in its own process group with its output going straight to a log
-//! file, and hands it to a supervisor task that enforces the timeout and writes the final status.
+//! [`Runner::admit`] takes the gate's lock for the one atomic check-and-start, and makes the new run's id
+//! and code durable before anyone hears of them. [`Runner::launch`] then records the run, starts the
+//! script in its own process group with its output going straight to a log file, and hands it to a
+//! supervisor task that enforces the timeout and writes the final status.
+//!
+//! Under a disk fault: an admission whose id and code cannot be written is taken back whole (nothing was
+//! used); a run whose record cannot be written is refused before its script starts (its id and code stay
+//! used, as the mark on disk says); the end of a run that cannot be written is kept in memory.
 
 use std::fs::OpenOptions;
 use std::os::unix::fs::OpenOptionsExt;
@@ -13,7 +18,6 @@ use std::sync::Arc;
 use parking_lot::{Mutex, MutexGuard};
 use std::time::Duration;
 
-use nix::sys::signal::Signal;
 use time::OffsetDateTime;
 use tokio::process::Child;
 use tokio::sync::watch;
@@ -113,13 +117,21 @@ impl Runner {
         self.lock().state(now)
     }
 
-    /// The atomic check-and-start (see [`Gate::admit`]).
-    pub fn admit(
+    /// The atomic check-and-start (see [`Gate::admit`]), then the run's id and code step made durable
+    /// ([`RunStore::reserve`]), so that neither is ever given twice. When that write fails the admission
+    /// is taken back whole, as a restart would find it, and refused as [`Refusal::Unrecorded`].
+    pub async fn admit(
         &self,
         now: OffsetDateTime,
         check: impl FnOnce(Option<u64>) -> CodeCheck,
     ) -> Result<Admission, Refusal> {
-        self.lock().admit(now, check)
+        let admission = self.lock().admit(now, check)?;
+        if let Err(error) = self.history.reserve(admission.id, admission.totp_step).await {
+            tracing::error!(run = admission.id, %error, "the run could not be reserved; nothing started");
+            self.lock().take_back(&admission);
+            return Err(Refusal::Unrecorded);
+        }
+        Ok(admission)
     }
 
     /// Gives up an admitted run before it is recorded: the gate is free and the cooldown is as it was. The
@@ -128,13 +140,20 @@ impl Runner {
         self.lock().abandon(admission.id, admission.previous_start);
     }
 
-    /// Records the admitted run and starts the script. On error the run is recorded as failed where
-    /// possible, and the gate is released.
+    /// Records the admitted run and starts the script. A run that cannot be recorded is not started and
+    /// the gate is released (the cooldown is as it was); a script that cannot be started ends the run as
+    /// failed.
     pub async fn launch(self: &Arc<Self>, admission: Admission) -> Result<(), LaunchError> {
-        let (id, previous_start) = (admission.id, admission.previous_start);
+        let id = admission.id;
         let mut record = RunRecord::started(id, admission.started, admission.totp_step);
         record.log = Some(log_name(id));
-        let (mut child, live, capture) = match self.spawn(id) {
+        // On disk before the script starts: nobody is told of a run that is not recorded, and no script
+        // runs that the history does not know.
+        if let Err(error) = self.history.append(record.clone()).await {
+            self.abandon(admission);
+            return Err(error.into());
+        }
+        let (child, live, capture) = match self.spawn(id) {
             Ok(spawned) => spawned,
             Err(source) => {
                 let error = LaunchError::Spawn {
@@ -146,18 +165,11 @@ impl Runner {
                 return Err(error);
             }
         };
-        // The script starts first and the run is recorded right after (one atomic write, with the pid):
-        // nobody is told the run started before it is on disk, and a run that cannot be recorded is
-        // stopped at once.
+        // The pid lets the next start find what the run left behind should authrun crash; the run goes
+        // on without it.
         record.pid = child.id();
-        if let Err(error) = self.history.append(record.clone()).await {
-            if let Some(pgid) = process::process_group(&child) {
-                process::signal_group(pgid, Signal::SIGKILL);
-            }
-            let _ = child.wait().await;
-            capture.abort();
-            self.lock().abandon(id, previous_start);
-            return Err(error.into());
+        if let Err(error) = self.history.update(record.clone()).await {
+            tracing::warn!(run = id, %error, "the script's pid could not be written");
         }
         tracing::info!(run = id, script = %self.script.path.display(), "run started");
         *self.lock_live() = Some((id, Arc::clone(&live)));

@@ -7,6 +7,7 @@
 mod helpers;
 
 mod browser_flow;
+mod faults;
 mod fuzz;
 mod gate;
 mod hardening;
