@@ -1,5 +1,5 @@
-//! The script's processes: started in a process group of their own, stopped as a group (SIGTERM, a
-//! grace, SIGKILL), and found again after a crash.
+//! The script's processes: started in a process group of their own and stopped as a group (SIGTERM, a
+//! grace, SIGKILL). What they leave behind is `leftovers`' business.
 
 use std::os::unix::process::ExitStatusExt;
 use std::process::{ExitStatus, Stdio};
@@ -90,42 +90,6 @@ pub fn signal_group(pgid: Pid, signal: Signal) {
 /// Whether any process of the group is left (signal 0 checks without sending).
 fn group_alive(pgid: Pid) -> bool {
     killpg(pgid, None).is_ok()
-}
-
-/// Kills what a run left behind when authrun died: the processes of its process group that still carry
-/// its `AUTHRUN_RUN_ID`, so an unrelated group that reused the id is never touched. Returns how many.
-pub fn kill_leftovers(pgid: u32, run_id: u64) -> usize {
-    let Ok(entries) = std::fs::read_dir("/proc") else {
-        return 0;
-    };
-    let marker = format!("AUTHRUN_RUN_ID={run_id}");
-    let mut killed = 0;
-    for entry in entries.flatten() {
-        let Some(pid) = entry
-            .file_name()
-            .to_str()
-            .and_then(|name| name.parse::<i32>().ok())
-        else {
-            continue;
-        };
-        let in_group = std::fs::read_to_string(entry.path().join("stat"))
-            .ok()
-            .and_then(|stat| process_group_of(&stat))
-            .is_some_and(|group| u32::try_from(group).ok() == Some(pgid));
-        let ours = in_group
-            && std::fs::read(entry.path().join("environ"))
-                .is_ok_and(|environ| environ.split(|b| *b == 0).any(|var| var == marker.as_bytes()));
-        if ours && nix::sys::signal::kill(Pid::from_raw(pid), Signal::SIGKILL).is_ok() {
-            killed += 1;
-        }
-    }
-    killed
-}
-
-/// The process group in a `/proc/PID/stat` line: the third field after the command's closing parenthesis.
-fn process_group_of(stat: &str) -> Option<i32> {
-    let after_command = &stat[stat.rfind(')')? + 1..];
-    after_command.split_whitespace().nth(2)?.parse().ok()
 }
 
 /// Between fork and exec: asks the kernel to SIGKILL the script when authrun's thread that started it

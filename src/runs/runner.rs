@@ -18,6 +18,7 @@ use std::sync::Arc;
 use parking_lot::{Mutex, MutexGuard};
 use std::time::Duration;
 
+use nix::unistd::Pid;
 use time::OffsetDateTime;
 use tokio::process::Child;
 use tokio::sync::watch;
@@ -27,6 +28,7 @@ use crate::clock::SharedClock;
 use crate::config::ScriptConfig;
 use crate::model::run::{RunRecord, RunStatus};
 use crate::runs::gate::{Admission, CodeCheck, Gate, Refusal, State};
+use crate::runs::leftovers;
 use crate::runs::output::{self, LiveOutput};
 use crate::runs::process;
 use crate::store::file::atomic;
@@ -76,7 +78,7 @@ impl Runner {
     pub fn new(script: ScriptConfig, clock: SharedClock, history: Arc<dyn RunStore>) -> Self {
         for record in history.interrupted() {
             if let (Some(pid), Some(id)) = (record.pid, record.id) {
-                let killed = process::kill_leftovers(pid, id);
+                let killed = leftovers::kill_interrupted(pid, id);
                 if killed > 0 {
                     tracing::warn!(
                         run = id,
@@ -228,7 +230,7 @@ impl Runner {
             .append(true)
             .mode(0o600)
             .open(&path)?;
-        let mut child = process::command(&self.script, id).spawn()?;
+        let mut child = leftovers::spawn(&mut process::command(&self.script, id))?;
         let (live, capture) = output::capture(child.stdout.take(), child.stderr.take(), log, path);
         Ok((child, live, capture))
     }
@@ -272,6 +274,7 @@ impl Runner {
                 (status, exit)
             }
         };
+        self.clean_up(id, pgid).await;
         if tokio::time::timeout(OUTPUT_DRAIN, capture).await.is_err() {
             // A background process of the script still holds its output: it goes on to the log.
             tracing::info!(
@@ -286,6 +289,28 @@ impl Runner {
             .await;
         live.end();
         self.prune_logs(id);
+    }
+
+    /// After the script of run `id` (process group `pgid`) ended: stops what it left running, in its
+    /// group or not, unless `leave_running` says to leave it (which the log then says).
+    async fn clean_up(&self, id: u64, pgid: Pid) {
+        leftovers::forget(pgid);
+        let grace = self.script.kill_grace;
+        if self.script.leave_running {
+            let left = leftovers::count(id, pgid).await;
+            if left > 0 {
+                tracing::info!(
+                    run = id,
+                    left,
+                    "the script left processes running (leave_running)"
+                );
+            }
+        } else {
+            let stopped = leftovers::stop(id, pgid, grace).await;
+            if stopped > 0 {
+                tracing::info!(run = id, stopped, "stopped the processes the script left running");
+            }
+        }
     }
 
     /// Keeps the logs of the newest `keep_logs` runs.

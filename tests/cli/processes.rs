@@ -1,13 +1,34 @@
-//! What a run's script gets and leaves behind: it inherits no file descriptor but its stdin, stdout and
-//! stderr.
+//! What a run leaves behind: the script's background processes end with the run (in its process group or
+//! in a session of their own) unless `[script] leave_running` says otherwise, and the script inherits no
+//! file descriptor but its stdin, stdout and stderr.
 
 use std::os::fd::AsRawFd;
 use std::os::unix::process::CommandExt;
 
+use nix::sys::signal::Signal;
 use serde_json::Value;
 
-use crate::serve::{run_in, start_run};
-use crate::support::{SECRET, Server, Workspace, authrun, wait_for};
+use crate::serve::{KillOnDrop, run_in, serve_configured, start_run};
+use crate::support::{SECRET, Server, Workspace, authrun, process_ended, wait_for, wait_for_pid};
+
+/// A script that starts one command in the background in its process group and one in a session of its
+/// own, writes their pids, and succeeds at once.
+const LEAVES_TWO_BEHIND: &str = "#!/bin/sh\n\
+    sleep 301 &\n\
+    echo $! > background.pid\n\
+    setsid sleep 302 &\n\
+    echo $! > setsid.pid\n";
+
+/// Whether `pid` is gone from the process table (a zombie is still there: nobody collected its exit).
+fn process_gone(pid: i32) -> bool {
+    !std::path::Path::new(&format!("/proc/{pid}")).exists()
+}
+
+/// The parent of `pid`, from `/proc/PID/stat`.
+fn parent_of(pid: i32) -> Option<i32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat.rsplit_once(')')?.1.split_whitespace().nth(1)?.parse().ok()
+}
 
 /// Waits until run `id` has a final status in the status answer, and returns it.
 fn wait_for_end(server: &Server, id: u64) -> Value {
@@ -17,6 +38,79 @@ fn wait_for_end(server: &Server, id: u64) -> Value {
         let entry = run_in(&history, id)?.clone();
         (entry["status"] != "Deploying").then_some(entry)
     })
+}
+
+#[test]
+fn the_scripts_background_processes_end_with_its_run() {
+    let workspace = Workspace::configured(LEAVES_TWO_BEHIND, "cooldown_seconds = 0");
+    let server = serve_configured(&workspace);
+    let id = start_run(&server, SECRET);
+    let background = wait_for_pid(&workspace, "background.pid");
+    let _background = KillOnDrop(background);
+    let setsid = wait_for_pid(&workspace, "setsid.pid");
+    let _setsid = KillOnDrop(setsid);
+
+    let entry = wait_for_end(&server, id);
+    assert_eq!(entry["status"], "Deploy succeeded", "{entry}");
+    for (pid, what) in [(background, "sleep 301 &"), (setsid, "setsid sleep 302")] {
+        assert!(
+            process_gone(pid),
+            "`{what}` (pid {pid}) is still there after the run ended (parent {:?})\n{}",
+            parent_of(pid),
+            server.stderr()
+        );
+    }
+}
+
+#[test]
+fn leave_running_hands_the_background_processes_to_authrun_which_collects_them() {
+    let workspace = Workspace::configured(LEAVES_TWO_BEHIND, "cooldown_seconds = 0\nleave_running = true");
+    let server = serve_configured(&workspace);
+    let id = start_run(&server, SECRET);
+    let background = wait_for_pid(&workspace, "background.pid");
+    let _background = KillOnDrop(background);
+    let setsid = wait_for_pid(&workspace, "setsid.pid");
+    let _setsid = KillOnDrop(setsid);
+
+    let entry = wait_for_end(&server, id);
+    assert_eq!(entry["status"], "Deploy succeeded", "{entry}");
+    let authrun = server.pid().as_raw();
+    for pid in [background, setsid] {
+        assert!(
+            !process_ended(pid),
+            "pid {pid} ended although leave_running is set"
+        );
+        // Orphaned when the script exited, they were given to authrun (a child subreaper), not init.
+        assert_eq!(parent_of(pid), Some(authrun), "the parent of pid {pid}");
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), Signal::SIGKILL).expect("kill it");
+    }
+    for pid in [background, setsid] {
+        wait_for(&format!("authrun to collect the exit of pid {pid}"), || {
+            process_gone(pid).then_some(())
+        });
+    }
+}
+
+#[test]
+fn a_process_in_a_session_of_its_own_is_stopped_with_the_run_at_shutdown() {
+    let script = "#!/bin/sh\nsetsid sleep 302 &\necho $! > setsid.pid\nexec sleep 300\n";
+    let workspace = Workspace::configured(script, "cooldown_seconds = 0");
+    let mut server = serve_configured(&workspace);
+    let id = start_run(&server, SECRET);
+    let setsid = wait_for_pid(&workspace, "setsid.pid");
+    let _setsid = KillOnDrop(setsid);
+
+    server.signal(Signal::SIGTERM);
+    let exit = server.wait_exit();
+    assert_eq!(exit.code(), Some(0), "{exit}\n{}", server.stderr());
+    assert_eq!(
+        run_in(&workspace.history(), id).expect("the run")["status"],
+        "Interrupted"
+    );
+    assert!(
+        process_ended(setsid),
+        "`setsid sleep 302` (pid {setsid}) outlived the run and authrun"
+    );
 }
 
 #[test]

@@ -9,7 +9,7 @@ use axum::http::StatusCode;
 use serde_json::Value;
 use time::macros::datetime;
 
-use crate::helpers::{START, TestApp, assert_gone};
+use crate::helpers::{START, TestApp, assert_gone, is_dead};
 
 /// A script that waits until the test creates `go` in its working directory. The loop gives up after
 /// about 30 s so a failed test never leaves it behind for long.
@@ -222,6 +222,26 @@ async fn a_timeout_kills_the_whole_process_group() {
         .parse()
         .expect("a pid");
     assert_gone(pid, "the child that ignores SIGTERM").await;
+}
+
+#[tokio::test]
+async fn a_command_the_script_left_running_in_its_group_ends_with_the_run() {
+    let app = TestApp::builder()
+        .script("#!/bin/sh\nsleep 301 &\necho $! > child.pid\necho done\n")
+        .build();
+    let id = start_run(&app).await;
+    assert_eq!(app.wait_for_run(id).await.status.as_str(), "Deploy succeeded");
+    let pid: i32 = std::fs::read_to_string(app.path("child.pid"))
+        .expect("the script wrote the pid")
+        .trim()
+        .parse()
+        .expect("a pid");
+    // Stopped before the end of the run is recorded.
+    let left = !is_dead(pid);
+    if left {
+        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::SIGKILL);
+    }
+    assert!(!left, "`sleep 301 &` (pid {pid}) outlived the run");
 }
 
 #[tokio::test]
