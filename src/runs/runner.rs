@@ -131,6 +131,7 @@ impl Runner {
         if let Err(error) = self.history.reserve(admission.id, admission.totp_step).await {
             tracing::error!(run = admission.id, %error, "the run could not be reserved; nothing started");
             self.lock().take_back(&admission);
+            self.gate_freed();
             return Err(Refusal::Unrecorded);
         }
         Ok(admission)
@@ -140,6 +141,13 @@ impl Runner {
     /// code stays used.
     pub fn abandon(&self, admission: Admission) {
         self.lock().abandon(admission.id, admission.previous_start);
+        self.gate_freed();
+    }
+
+    /// Wakes a shutdown that found an admitted run holding the gate, now given up before its script
+    /// started (its id is not "finished": a run taken back gives its id to the next one).
+    fn gate_freed(&self) {
+        self.finished.send_modify(|_| {});
     }
 
     /// Records the admitted run and starts the script. A run that cannot be recorded is not started and
@@ -217,7 +225,11 @@ impl Runner {
         self.stop.send_replace(true);
         if let Some(id) = running {
             tracing::info!(run = id, "stopping the running script for shutdown");
-            self.wait_finished(id).await;
+            let mut finished = self.finished.subscribe();
+            // The run ends, or (admitted but given up before its script started) frees the gate.
+            let _ = finished
+                .wait_for(|last| *last >= id || !self.lock().is_running(id))
+                .await;
         }
     }
 

@@ -424,6 +424,25 @@ async fn a_graceful_shutdown_records_the_running_run_as_interrupted() {
 }
 
 #[tokio::test]
+async fn a_shutdown_that_finds_a_run_admitted_but_never_started_does_not_wait_for_it() {
+    // The gate holds a run admitted whose audit line, say, could not be written: it is given up.
+    let app = TestApp::builder().build();
+    let runner = std::sync::Arc::clone(&app.state.runner);
+    let admission = runner.admit(app.clock_now(), |_| Ok(1)).await.expect("admitted");
+    let shutdown = tokio::spawn({
+        let runner = std::sync::Arc::clone(&runner);
+        async move { runner.shutdown().await }
+    });
+    tokio::task::yield_now().await;
+    runner.abandon(admission);
+    tokio::time::timeout(std::time::Duration::from_secs(10), shutdown)
+        .await
+        .expect("the shutdown returned")
+        .expect("the shutdown task");
+    assert_eq!(app.script_runs(), 0);
+}
+
+#[tokio::test]
 async fn a_script_that_cannot_start_is_recorded_as_failed_and_frees_the_gate() {
     let app = TestApp::builder()
         .script("#!/nonexistent/interp\necho never\n")
