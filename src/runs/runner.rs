@@ -129,7 +129,8 @@ impl Runner {
     ) -> Result<Admission, Refusal> {
         let admission = self.lock().admit(now, check)?;
         if let Err(error) = self.history.reserve(admission.id, admission.totp_step).await {
-            tracing::error!(run = admission.id, %error, "the run could not be reserved; nothing started");
+            // No run id in this line: the id is given back, to the next run.
+            tracing::error!(%error, "a run could not be reserved; nothing started, nothing was used");
             self.lock().take_back(&admission);
             self.gate_freed();
             return Err(Refusal::Unrecorded);
