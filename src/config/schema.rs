@@ -179,6 +179,8 @@ pub struct Script {
     pub kill_grace_seconds: u64,
     /// How many runs' output logs are kept.
     pub keep_logs: usize,
+    /// Leave processes the script started in the background running when its run ends.
+    pub leave_running: bool,
 }
 
 impl Default for Script {
@@ -192,6 +194,7 @@ impl Default for Script {
             timeout_seconds: 30 * 60,
             kill_grace_seconds: 10,
             keep_logs: 100,
+            leave_running: false,
         }
     }
 }

@@ -29,6 +29,7 @@ mod helpers;
 mod html;
 
 mod browser_flow;
+mod faults;
 mod fuzz;
 mod gate;
 mod hardening;

@@ -9,6 +9,7 @@ use axum::http::StatusCode;
 use serde_json::Value;
 use time::macros::datetime;
 
+use crate::common::process_ended;
 use crate::helpers::{
     BLOCKING_SCRIPT, START, TestApp, assert_gone, let_script_finish, run_one_after_another, start_run,
     tcp_client,
@@ -216,6 +217,26 @@ async fn a_timeout_kills_the_whole_process_group() {
 }
 
 #[tokio::test]
+async fn a_command_the_script_left_running_in_its_group_ends_with_the_run() {
+    let app = TestApp::builder()
+        .script("#!/bin/sh\nsleep 301 &\necho $! > child.pid\necho done\n")
+        .build();
+    let id = start_run(&app, &app.code_now()).await;
+    assert_eq!(app.wait_for_run(id).await.status.as_str(), "Deploy succeeded");
+    let pid: i32 = std::fs::read_to_string(app.path("child.pid"))
+        .expect("the script wrote the pid")
+        .trim()
+        .parse()
+        .expect("a pid");
+    // Stopped before the end of the run is recorded.
+    let left = !process_ended(pid);
+    if left {
+        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::SIGKILL);
+    }
+    assert!(!left, "`sleep 301 &` (pid {pid}) outlived the run");
+}
+
+#[tokio::test]
 async fn a_run_left_deploying_by_a_crash_is_recovered_as_interrupted() {
     let crashed_at = datetime!(2026-11-25 11:59:00 UTC);
     let step = crashed_at.unix_timestamp() / 30;
@@ -367,6 +388,25 @@ async fn a_graceful_shutdown_records_the_running_run_as_interrupted() {
     let on_disk = entry(&app.history_on_disk(), id);
     assert_eq!(on_disk["status"], "Interrupted", "{on_disk}");
     assert!(on_disk["finished"].is_string(), "{on_disk}");
+}
+
+#[tokio::test]
+async fn a_shutdown_that_finds_a_run_admitted_but_never_started_does_not_wait_for_it() {
+    // The gate holds a run admitted whose audit line, say, could not be written: it is given up.
+    let app = TestApp::builder().build();
+    let runner = std::sync::Arc::clone(&app.state.runner);
+    let admission = runner.admit(app.clock_now(), |_| Ok(1)).await.expect("admitted");
+    let shutdown = tokio::spawn({
+        let runner = std::sync::Arc::clone(&runner);
+        async move { runner.shutdown().await }
+    });
+    tokio::task::yield_now().await;
+    runner.abandon(admission);
+    tokio::time::timeout(std::time::Duration::from_secs(10), shutdown)
+        .await
+        .expect("the shutdown returned")
+        .expect("the shutdown task");
+    assert_eq!(app.script_runs(), 0);
 }
 
 #[tokio::test]
