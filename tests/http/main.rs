@@ -13,5 +13,6 @@ mod hardening;
 mod live;
 mod regulation;
 mod runs;
+mod sessions;
 mod smoke;
 mod verify;
