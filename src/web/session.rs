@@ -54,8 +54,13 @@ impl BrowserSession {
         }
     }
 
-    /// Marks the session as having entered a valid code, until `until`.
+    /// Marks the session as having entered a valid code, until `until`, under a new id: whoever knew the
+    /// old one (a cookie planted in this browser by someone else) holds nothing once it gains rights.
     pub async fn set_verified(&self, until: OffsetDateTime) {
+        if let Err(error) = self.0.cycle_id().await {
+            tracing::warn!(%error, "the session could not be given a new id; it stays unverified");
+            return;
+        }
         if let Err(error) = self.0.insert(VERIFIED_KEY, until.unix_timestamp()).await {
             tracing::warn!(%error, "the session's verification could not be stored");
         }

@@ -199,14 +199,12 @@ async fn a_browser_post_with_the_session_but_without_its_token_is_refused() {
         .await;
     assert_refused(&forged, StatusCode::FORBIDDEN, "forbidden");
 
-    // A browser's form post is shown the refusal on the page it is sent back to.
+    // A browser's form post is shown the refusal on the page, at once: a refused post gets no session.
     let html = app.post_verify_html(&code, Some(&cookie)).await;
-    assert_redirect_to(&html, "/");
-    let session = html.session_cookie().expect("the flash is kept in a session");
-    assert_eq!(
-        flash_shown(&app, &format!("{cookie}; {session}")).await,
-        Some(("error".into(), REFUSED_CROSS_SITE.into()))
-    );
+    assert_eq!(html.status, StatusCode::FORBIDDEN, "{}", html.text());
+    assert_eq!(html.session_cookie(), None, "a refused post created a session");
+    let shown = flash(&html.text()).map(|(kind, text)| (kind, unescape_html(&text)));
+    assert_eq!(shown, Some(("error".into(), REFUSED_CROSS_SITE.into())));
     assert_eq!(app.status().await["history"], serde_json::json!([]));
 
     // With the token, the same code still works: the refusals did not use it up.

@@ -2,7 +2,8 @@
 //!
 //! `POST /verify` answers API clients with the original's JSON (and real status codes), and browsers
 //! (`Accept: text/html`) with a 303 redirect back to the page and a flash message, so a reload never posts
-//! the code again.
+//! the code again. Only a browser that enters a valid code gets a verified session, under a new id; a
+//! cross-site post gets no session at all.
 
 use askama::Template;
 use askama_web::WebTemplate;
@@ -17,6 +18,7 @@ use serde::Deserialize;
 use tower_sessions::Session;
 
 use crate::auth::attempt::{self, Started};
+use crate::error::AppError;
 use crate::model::client::ClientKey;
 use crate::model::run::RunStatus;
 use crate::model::time::later;
@@ -55,9 +57,13 @@ pub struct IndexPage {
 
 /// `GET /`
 pub async fn index(State(state): State<AppState>, session: Session, headers: HeaderMap) -> Response {
-    let session = BrowserSession(session);
-    let flash = session.take_flash().await;
-    let (csrf, csrf_cookie) = csrf::for_page(&headers, state.config.server.cookies_secure());
+    let flash = BrowserSession(session).take_flash().await;
+    page(&state, &headers, flash)
+}
+
+/// The page, showing `flash` if there is one.
+fn page(state: &AppState, headers: &HeaderMap, flash: Option<Flash>) -> Response {
+    let (csrf, csrf_cookie) = csrf::for_page(headers, state.config.server.cookies_secure());
     let history = state.runner.history();
     let version = history.version();
     let runs_table = state.caches.runs_table.get_or_make(version, || {
@@ -103,35 +109,45 @@ pub async fn verify(
         cross_site,
     };
     let outcome = state.gatekeeper.attempt(request).await;
-    match &outcome {
-        Ok(_) => {
+    if let Err(error) = &outcome {
+        tracing::info!(outcome = error.code(), "verification refused");
+    }
+    if !html {
+        // API clients read output with the API token: they get no session.
+        return match outcome {
+            Ok(started) => match query.wait() {
+                Some(wait) => wait_for_end(&state, started, wait).await,
+                None => Json(started).into_response(),
+            },
+            Err(error) => error.into_response(),
+        };
+    }
+    let flash = match outcome {
+        Ok(started) => {
             session
                 .set_verified(later(state.clock.now(), state.config.access.verified_for))
-                .await
+                .await;
+            Flash {
+                kind: FlashKind::Success,
+                message: started.message,
+            }
         }
-        Err(error) => tracing::info!(outcome = error.code(), "verification refused"),
-    }
-    match (outcome, html) {
-        (Ok(started), false) => match query.wait() {
-            Some(wait) => wait_for_end(&state, started, wait).await,
-            None => Json(started).into_response(),
-        },
-        (Err(error), false) => error.into_response(),
-        (outcome, true) => {
-            let flash = match outcome {
-                Ok(started) => Flash {
-                    kind: FlashKind::Success,
-                    message: started.message,
-                },
-                Err(error) => Flash {
-                    kind: FlashKind::Error,
-                    message: error.to_string(),
-                },
+        // A cross-site post is free to send (not a failure), so it gets no session: that would be a
+        // cookie to plant in another browser, and memory to fill. The page is shown with the refusal.
+        Err(error @ AppError::Forbidden) => {
+            let flash = Flash {
+                kind: FlashKind::Error,
+                message: error.to_string(),
             };
-            session.set_flash(flash).await;
-            Redirect::to("/").into_response()
+            return (error.status(), page(&state, &headers, Some(flash))).into_response();
         }
-    }
+        Err(error) => Flash {
+            kind: FlashKind::Error,
+            message: error.to_string(),
+        },
+    };
+    session.set_flash(flash).await;
+    Redirect::to("/").into_response()
 }
 
 #[derive(Debug, Default, Deserialize)]
