@@ -803,7 +803,7 @@ async fn a_browser_cancels_with_the_token_of_the_run_page() {
     let record = app.wait_for_run(id).await;
     assert_eq!(record.status.as_str(), "Cancelled");
     let by = record.cancelled_by.clone().unwrap_or_default();
-    assert!(by.starts_with("session from"), "{record:?}");
+    assert_eq!(by, "a verified session", "{record:?}");
     assert!(record.cancelled_at.is_some(), "{record:?}");
 
     let after = app.get_with(&run_page, &[("cookie", &cookie)]).await.text();

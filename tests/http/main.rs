@@ -7,6 +7,7 @@
 mod helpers;
 
 mod browser_flow;
+mod exposure;
 mod fuzz;
 mod gate;
 mod hardening;

@@ -321,12 +321,17 @@ pub async fn cancel(
     {
         return Err(AppError::Forbidden);
     }
+    // The record is public (the status endpoint, the run page): it says how the canceller proved itself,
+    // and the log says from where.
     let by = match grant {
-        Grant::Token => "API token".to_string(),
-        _ => format!("session from {client}"),
+        Grant::Token => "API token",
+        Grant::Session { .. } | Grant::Public => "a verified session",
     };
-    state.runner.cancel(id, by).map_err(|_| AppError::NotRunning)?;
-    tracing::info!(run = id, "cancel requested");
+    state
+        .runner
+        .cancel(id, by.to_string())
+        .map_err(|_| AppError::NotRunning)?;
+    tracing::info!(run = id, by, %client, "cancel requested");
     let message = format!("Cancelling run #{id}.");
     if html {
         session
