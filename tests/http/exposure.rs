@@ -1,10 +1,10 @@
 //! What the public answers must not give away: the public record of a cancelled run does not name the
-//! operator's address.
+//! operator's address, and a script that cannot start does not reveal its path.
 
 use std::net::SocketAddr;
 
 use axum::body::Body;
-use axum::http::{Method, Request};
+use axum::http::{Method, Request, StatusCode};
 use serde_json::Value;
 
 use crate::gate::BLOCKING_SCRIPT;
@@ -98,4 +98,58 @@ async fn a_run_cancelled_from_the_page_does_not_name_the_operators_address() {
     }
     let run: Value = serde_json::from_str(&run).expect("JSON");
     assert_eq!(run["cancelled_by"], "a verified session", "{run}");
+}
+
+fn assert_refusal(response: &TestResponse, status: StatusCode, error: &str, what: &str) {
+    assert_eq!(response.status, status, "{what}: {}", response.text());
+    assert!(
+        response
+            .header("content-type")
+            .is_some_and(|t| t.starts_with("application/json")),
+        "{what}: {:?}",
+        response.header("content-type")
+    );
+    let body = response.json();
+    assert_eq!(body["success"], false, "{what}: {body}");
+    assert_eq!(body["error"], error, "{what}: {body}");
+    assert!(
+        body["message"].as_str().is_some_and(|m| !m.is_empty()),
+        "{what}: {body}"
+    );
+}
+
+#[tokio::test]
+async fn a_script_that_cannot_start_does_not_reveal_its_path() {
+    let app = TestApp::builder()
+        .script("#!/nonexistent/interp\necho never\n")
+        .build();
+    let response = app.post_verify(&app.code_now()).await;
+    assert_refusal(
+        &response,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "launch_failed",
+        "launch",
+    );
+
+    let dir = app.dir.path().to_string_lossy().into_owned();
+    let status = app.status().await;
+    assert_eq!(
+        status["history"][0]["error"], "the script could not be started",
+        "{status}"
+    );
+    let run = app
+        .get_with("/runs/1", &[("accept", "application/json")])
+        .await
+        .text();
+    let page = app.get_with("/runs/1", &[("accept", HTML)]).await.text();
+    for (what, answer) in [("status", status.to_string()), ("run", run), ("run page", page)] {
+        assert!(
+            !answer.contains(&dir),
+            "the {what} shows the script's path: {answer}"
+        );
+        assert!(
+            !answer.contains("deploy.sh"),
+            "the {what} names the script: {answer}"
+        );
+    }
 }
