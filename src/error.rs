@@ -25,6 +25,9 @@ pub enum AppError {
     /// 400: the body is not a form.
     #[error("Auth failed: the request body is not a form with a `code` field.")]
     BadForm,
+    /// 400: the query string does not fit the route's parameters (`?page=abc`, bytes that are not UTF-8).
+    #[error("The query string is not valid: {detail}.")]
+    BadQuery { detail: String },
     /// 400: the code is not `digits` digits.
     #[error("Auth failed: the code must be {digits} digits.")]
     MalformedCode { digits: u8 },
@@ -78,7 +81,9 @@ pub enum AppError {
 impl AppError {
     pub fn status(&self) -> StatusCode {
         match self {
-            Self::MissingCode | Self::BadForm | Self::MalformedCode { .. } => StatusCode::BAD_REQUEST,
+            Self::MissingCode | Self::BadForm | Self::BadQuery { .. } | Self::MalformedCode { .. } => {
+                StatusCode::BAD_REQUEST
+            }
             Self::WrongCode | Self::ReplayedCode | Self::Unauthorized => StatusCode::UNAUTHORIZED,
             Self::Running { .. } | Self::NotRunning => StatusCode::CONFLICT,
             Self::CoolingDown { .. } | Self::Banned { .. } | Self::Paused { .. } => {
@@ -99,6 +104,7 @@ impl AppError {
         match self {
             Self::MissingCode => "missing_code",
             Self::BadForm => "bad_form",
+            Self::BadQuery { .. } => "bad_query",
             Self::MalformedCode { .. } => "malformed_code",
             Self::WrongCode => "wrong_code",
             Self::ReplayedCode => "replayed_code",

@@ -1,5 +1,6 @@
 //! What the public answers must not give away: the public record of a cancelled run does not name the
-//! operator's address, and a script that cannot start does not reveal its path.
+//! operator's address, a script that cannot start does not reveal its path, and a bad query string is
+//! refused in the JSON format of every other refusal.
 
 use std::net::SocketAddr;
 
@@ -152,4 +153,29 @@ async fn a_script_that_cannot_start_does_not_reveal_its_path() {
             "the {what} names the script: {answer}"
         );
     }
+}
+
+#[tokio::test]
+async fn a_bad_query_string_is_refused_as_json() {
+    let app = TestApp::builder().build();
+    let requests = [
+        (Method::GET, "/runs?page=abc"),
+        (Method::GET, "/runs?page=-1"),
+        (Method::GET, "/runs/1?wait=x"),
+        (Method::GET, "/runs/1/events?after=x"),
+        (Method::POST, "/verify?wait=%ff"),
+        (Method::POST, "/verify?wait=soon"),
+    ];
+    for (method, path) in requests {
+        let what = format!("{method} {path}");
+        let headers = [("content-type", "application/x-www-form-urlencoded")];
+        let response = send(&app, method, path, &headers, "code=123456", crate::helpers::PEER).await;
+        assert_refusal(&response, StatusCode::BAD_REQUEST, "bad_query", &what);
+    }
+    assert_eq!(app.script_runs(), 0);
+    let message = app.get("/runs?page=abc").await.json()["message"].to_string();
+    assert!(
+        message.contains("page"),
+        "the refusal names the parameter: {message}"
+    );
 }

@@ -624,6 +624,7 @@ const SEGMENTS: &[&str] = &[
     "verify",
     "get_deploy_status",
     "healthz",
+    "runs",
     "app.css",
     "app.js",
     "favicon.svg",
@@ -697,6 +698,11 @@ fn arbitrary_paths_answer_200_404_or_405() {
             404 => {
                 let json = api_json(&response)?;
                 prop_assert_eq!(error_code(&json), "not_found");
+            }
+            // `/runs?page=` with what is not a number.
+            400 => {
+                let json = api_json(&response)?;
+                prop_assert_eq!(error_code(&json), "bad_query");
             }
             405 => {}
             _ => prop_assert!(false, "{} {path} answered {}", method, describe(&response)),

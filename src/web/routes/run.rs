@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Json;
-use axum::extract::{FromRequest, Query, Request, State};
+use axum::extract::{FromRequest, Request, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
 use serde::Deserialize;
@@ -26,6 +26,7 @@ use crate::web::form::VerifyForm;
 use crate::web::middleware::client_ip::client_ip;
 use crate::web::middleware::csrf::{self, with_cookie};
 use crate::web::negotiate::wants_html;
+use crate::web::query::Query;
 use crate::web::routes::assets::asset_version;
 use crate::web::session::{BrowserSession, Flash, FlashKind};
 use crate::web::state::AppState;
@@ -152,20 +153,28 @@ pub async fn verify(
 
 #[derive(Debug, Default, Deserialize)]
 pub struct VerifyQuery {
-    /// `true` waits until the run ends; a number waits at most that many seconds.
-    wait: Option<String>,
+    /// `true` waits until the run ends; a number waits at most that many seconds; anything else is a
+    /// bad query rather than no wait, so a typo does not turn `curl --fail` into a false success.
+    #[serde(default, deserialize_with = "wait")]
+    wait: Option<Option<Duration>>,
 }
 
 impl VerifyQuery {
     fn wait(&self) -> Option<Option<Duration>> {
-        match self.wait.as_deref()? {
-            "true" | "yes" => Some(None),
-            "false" | "0" | "no" | "" => None,
-            seconds => seconds
-                .parse()
-                .ok()
-                .map(|seconds| Some(Duration::from_secs(seconds))),
-        }
+        self.wait
+    }
+}
+
+/// `wait`: `Some(None)` until the end, `Some(Some(limit))`, or `None` for no wait.
+fn wait<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Option<Option<Duration>>, D::Error> {
+    let text = String::deserialize(deserializer)?;
+    match text.as_str() {
+        "true" | "yes" => Ok(Some(None)),
+        "false" | "0" | "no" | "" => Ok(None),
+        seconds => seconds
+            .parse()
+            .map(|seconds| Some(Some(Duration::from_secs(seconds))))
+            .map_err(|_| serde::de::Error::custom("expected true, false or a number of seconds")),
     }
 }
 
