@@ -58,6 +58,11 @@ pub enum AppError {
     /// 403: a cross-site form post, or a browser post without the page's token.
     #[error("Refused: this request did not come from authrun's own page. Reload the page and try again.")]
     Forbidden,
+    /// 421: the `Host` names neither authrun's address, `localhost`, nor its `public_url` (DNS rebinding).
+    #[error(
+        "authrun does not answer to this host name. Open it by its address or localhost, or set [server] public_url to the URL you open."
+    )]
+    UnknownHost,
     /// 413: the body is larger than a form needs.
     #[error("The request body is too large.")]
     PayloadTooLarge,
@@ -90,6 +95,7 @@ impl AppError {
                 StatusCode::TOO_MANY_REQUESTS
             }
             Self::Forbidden => StatusCode::FORBIDDEN,
+            Self::UnknownHost => StatusCode::MISDIRECTED_REQUEST,
             Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Self::NotFound => StatusCode::NOT_FOUND,
             Self::ShuttingDown | Self::LaunchFailed | Self::AuditUnavailable => {
@@ -113,6 +119,7 @@ impl AppError {
             Self::Banned { .. } => "banned",
             Self::Paused { .. } => "paused",
             Self::Forbidden => "forbidden",
+            Self::UnknownHost => "unknown_host",
             Self::Unauthorized => "unauthorized",
             Self::NotRunning => "not_running",
             Self::AuditUnavailable => "audit_unavailable",

@@ -12,6 +12,7 @@ use tower_sessions::{Expiry, SessionManagerLayer};
 use crate::error::AppError;
 use crate::web::form::BODY_LIMIT;
 use crate::web::middleware::edge::Edge;
+use crate::web::middleware::host::AllowedHosts;
 use crate::web::routes;
 use crate::web::session::{BoundedStore, Budgets};
 use crate::web::state::AppState;
@@ -26,10 +27,11 @@ const SESSION_BUDGETS: Budgets = Budgets {
 /// A session not saved for this long is gone (longer when `verified_minutes` is longer).
 const SESSION_IDLE: time::Duration = time::Duration::hours(1);
 
-/// The routes and their middleware: a request passes the edge first (security headers, panic guard, log
-/// line), then (by route) the session and the body limit, then the time limit.
+/// The routes and their middleware: a request passes the edge first (the names answered, security
+/// headers, panic guard, log line), then (by route) the session and the body limit, then the time limit.
 pub fn build_router(state: AppState) -> Edge<Router> {
     let request_timeout = state.config.server.request_timeout;
+    let hosts = AllowedHosts::new(state.config.server.public_url.as_ref());
     let verified_for = time::Duration::try_from(state.config.access.verified_for).unwrap_or(SESSION_IDLE);
     let lifetime = SESSION_IDLE.max(verified_for);
     let store = BoundedStore::new(state.clock.clone(), lifetime, SESSION_BUDGETS);
@@ -68,5 +70,5 @@ pub fn build_router(state: AppState) -> Edge<Router> {
         .merge(api)
         .fallback(|| async { AppError::NotFound })
         .with_state(state);
-    Edge::new(router)
+    Edge::new(router, hosts)
 }

@@ -1,11 +1,12 @@
 //! What the public answers must not give away: the public record of a cancelled run does not name the
-//! operator's address, a script that cannot start does not reveal its path, and a bad query string is
-//! refused in the JSON format of every other refusal.
+//! operator's address, a script that cannot start does not reveal its path, a bad query string is
+//! refused in the JSON format of every other refusal, and only authrun's own names are answered (DNS
+//! rebinding).
 
 use std::net::SocketAddr;
 
 use axum::body::Body;
-use axum::http::{Method, Request, StatusCode};
+use axum::http::{Method, Request, StatusCode, header};
 use serde_json::Value;
 
 use crate::gate::BLOCKING_SCRIPT;
@@ -178,4 +179,113 @@ async fn a_bad_query_string_is_refused_as_json() {
         message.contains("page"),
         "the refusal names the parameter: {message}"
     );
+}
+
+/// A name that is neither ours nor loopback: what a DNS-rebinding page makes the browser send.
+const REBOUND: &str = "rebind.attacker.example:5000";
+
+async fn with_host(app: &TestApp, method: Method, path: &str, host: &str) -> TestResponse {
+    let headers = [
+        (header::HOST.as_str(), host),
+        ("content-type", "application/x-www-form-urlencoded"),
+    ];
+    let body = format!("code={}", app.code_now());
+    send(app, method, path, &headers, &body, crate::helpers::PEER).await
+}
+
+#[tokio::test]
+async fn without_a_public_url_only_addresses_and_localhost_are_answered() {
+    let app = TestApp::builder().build();
+    for host in [
+        "127.0.0.1:5000",
+        "127.0.0.1",
+        "localhost:5000",
+        "LocalHost",
+        "localhost.:5000",
+        "[::1]:5000",
+        "192.0.2.7:8080",
+        "[2001:db8::1]",
+    ] {
+        let page = with_host(&app, Method::GET, "/", host).await;
+        assert_eq!(page.status, StatusCode::OK, "Host: {host}: {}", page.text());
+    }
+    for host in [
+        REBOUND,
+        "rebind.attacker.example",
+        "localhost.attacker.example",
+        "127.0.0.1.attacker.example:5000",
+        "[::1",
+        "127.0.0.1:http",
+    ] {
+        for (method, path) in [
+            (Method::GET, "/"),
+            (Method::GET, "/get_deploy_status"),
+            (Method::GET, "/healthz"),
+            (Method::GET, "/runs"),
+            (Method::POST, "/verify"),
+        ] {
+            let what = format!("{method} {path} with Host: {host}");
+            let response = with_host(&app, method, path, host).await;
+            assert_refusal(&response, StatusCode::MISDIRECTED_REQUEST, "unknown_host", &what);
+            assert_eq!(
+                response.header("x-content-type-options"),
+                Some("nosniff"),
+                "{what}"
+            );
+        }
+    }
+    // The refused post with a valid code started nothing; the same code works at the right address.
+    assert_eq!(app.script_runs(), 0);
+    let ok = with_host(&app, Method::POST, "/verify", "127.0.0.1:5000").await;
+    assert_eq!(ok.status, StatusCode::OK, "{}", ok.text());
+    app.wait_for_run(1).await;
+}
+
+#[tokio::test]
+async fn with_a_public_url_its_host_and_addresses_are_answered() {
+    let app = TestApp::builder()
+        .config("[server]\npublic_url = \"https://deploy.example.com\"")
+        .build();
+    for host in [
+        "deploy.example.com",
+        "Deploy.Example.COM:443",
+        "127.0.0.1:5000",
+        "localhost:5000",
+    ] {
+        let response = with_host(&app, Method::GET, "/get_deploy_status", host).await;
+        assert_eq!(
+            response.status,
+            StatusCode::OK,
+            "Host: {host}: {}",
+            response.text()
+        );
+    }
+    for host in [REBOUND, "example.com", "deploy.example.com.attacker.example"] {
+        let response = with_host(&app, Method::GET, "/", host).await;
+        assert_refusal(&response, StatusCode::MISDIRECTED_REQUEST, "unknown_host", host);
+    }
+}
+
+/// Over a real connection too, where the client (not the test) writes the `Host` line.
+#[tokio::test]
+async fn a_rebound_name_is_refused_over_tcp() {
+    let app = TestApp::builder().build();
+    let server = app.serve_tcp().await;
+    let client = reqwest::Client::builder().no_proxy().build().expect("client");
+    let ok = client
+        .get(server.url("/healthz"))
+        .send()
+        .await
+        .expect("the server answers");
+    assert_eq!(ok.status(), reqwest::StatusCode::OK);
+    let refused = client
+        .get(server.url("/healthz"))
+        .header(header::HOST, REBOUND)
+        .send()
+        .await
+        .expect("the server answers");
+    assert_eq!(refused.status(), reqwest::StatusCode::MISDIRECTED_REQUEST);
+    let body: Value = refused.json().await.expect("JSON");
+    assert_eq!(body["error"], "unknown_host", "{body}");
+    server.shutdown().await;
 }

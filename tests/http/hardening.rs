@@ -20,7 +20,7 @@ use crate::verify::wrong_code;
 /// The longest a test waits for a real socket.
 const SOCKET_WAIT: Duration = Duration::from_secs(5);
 
-const HOST: (&str, &str) = ("host", "deploy.local:5000");
+const HOST: (&str, &str) = ("host", "localhost:5000");
 
 /// `GET /` as a browser: the CSRF cookie it sets and the form's hidden CSRF token.
 async fn open_page(app: &TestApp) -> (String, String) {
@@ -88,7 +88,7 @@ async fn foreign_origins_never_reach_the_code_check() {
     // More refusals than a ban needs: they are not failures, so the client is never banned.
     let foreign = [
         vec![HOST, ("origin", "https://evil.example")],
-        vec![HOST, ("origin", "http://deploy.local:5000.evil.example")],
+        vec![HOST, ("origin", "http://localhost:5000.evil.example")],
         vec![HOST, ("origin", "null"), ("sec-fetch-site", "cross-site")],
         vec![
             HOST,
@@ -96,9 +96,9 @@ async fn foreign_origins_never_reach_the_code_check() {
             ("cookie", "authrun_csrf=00112233445566778899aabbccddeeff"),
         ],
         vec![HOST, ("referer", "https://evil.example/deploy")],
-        vec![HOST, ("referer", "http://deploy.local:5000.evil.example/")],
+        vec![HOST, ("referer", "http://localhost:5000.evil.example/")],
         vec![HOST, ("sec-fetch-site", "cross-site")],
-        vec![("origin", "http://deploy.local:5000")],
+        vec![("origin", "http://localhost:5000")],
     ];
     for headers in &foreign {
         let response = post_code(&app, &wrong_code(&app), PEER, headers).await;
@@ -141,7 +141,7 @@ async fn a_form_post_with_a_null_origin_passes_with_the_pages_token() {
 #[tokio::test]
 async fn our_own_origin_or_referer_reaches_the_code_check() {
     let app = TestApp::builder().cooldown(0).build();
-    let own_origin = [HOST, ("origin", "http://deploy.local:5000")];
+    let own_origin = [HOST, ("origin", "http://localhost:5000")];
     let wrong = post_code(&app, &wrong_code(&app), PEER, &own_origin).await;
     assert_refused(&wrong, StatusCode::UNAUTHORIZED, "wrong_code");
     let ok = post_code(&app, &app.code_now(), PEER, &own_origin).await;
@@ -149,7 +149,7 @@ async fn our_own_origin_or_referer_reaches_the_code_check() {
     app.wait_for_run(1).await;
 
     app.advance(30);
-    let own_referer = [HOST, ("referer", "http://deploy.local:5000/?from=page")];
+    let own_referer = [HOST, ("referer", "http://localhost:5000/?from=page")];
     let wrong = post_code(&app, &wrong_code(&app), PEER, &own_referer).await;
     assert_refused(&wrong, StatusCode::UNAUTHORIZED, "wrong_code");
     let ok = post_code(&app, &app.code_now(), PEER, &own_referer).await;
@@ -516,7 +516,7 @@ async fn read_until_closed(stream: &mut TcpStream) -> Vec<u8> {
     bytes
 }
 
-const HEALTH_REQUEST: &[u8] = b"GET /healthz HTTP/1.1\r\nHost: authrun\r\n\r\n";
+const HEALTH_REQUEST: &[u8] = b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n";
 
 #[tokio::test]
 async fn a_client_that_never_finishes_its_request_head_is_disconnected() {
@@ -525,7 +525,7 @@ async fn a_client_that_never_finishes_its_request_head_is_disconnected() {
         .build();
     let server = app.serve_tcp().await;
     let mut slow = TcpStream::connect(tcp_addr(&server)).await.expect("connect");
-    slow.write_all(b"POST /verify HTTP/1.1\r\nHost: authrun\r\nContent-Type: applic")
+    slow.write_all(b"POST /verify HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: applic")
         .await
         .expect("send part of a head");
     let sent = read_until_closed(&mut slow).await;
@@ -578,7 +578,7 @@ async fn a_connection_over_the_cap_is_answered_503() {
     loop {
         let mut stream = TcpStream::connect(&addr).await.expect("connect");
         let _ = stream
-            .write_all(b"GET /healthz HTTP/1.1\r\nHost: authrun\r\nConnection: close\r\n\r\n")
+            .write_all(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
             .await;
         let answer = read_until_closed(&mut stream).await;
         if answer.starts_with(b"HTTP/1.1 200") {

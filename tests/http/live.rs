@@ -875,7 +875,7 @@ async fn viewers_that_stop_reading_never_hold_the_run_back() {
             .await
             .expect("connect");
         let request =
-            format!("GET /runs/{id}/events HTTP/1.1\r\nHost: authrun\r\nAuthorization: {BEARER}\r\n\r\n");
+            format!("GET /runs/{id}/events HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: {BEARER}\r\n\r\n");
         tokio::io::AsyncWriteExt::write_all(&mut stream, request.as_bytes())
             .await
             .expect("send");
