@@ -27,7 +27,7 @@ impl AllowedHosts {
         let public = public_url
             .and_then(|url| url.origin.split_once("://"))
             .and_then(|(_, authority)| name_of(authority))
-            .map(Arc::from);
+            .map(|name| Arc::from(name.to_ascii_lowercase()));
         Self { public }
     }
 
@@ -48,16 +48,19 @@ impl AllowedHosts {
     /// Whether `authority` (`host[:port]`) names authrun.
     fn allows(&self, authority: &str) -> bool {
         name_of(authority).is_some_and(|name| {
-            name == "localhost"
-                || is_address(&name)
-                || self.public.as_deref().is_some_and(|public| *public == name)
+            name.eq_ignore_ascii_case("localhost")
+                || is_address(name)
+                || self
+                    .public
+                    .as_deref()
+                    .is_some_and(|public| public.eq_ignore_ascii_case(name))
         })
     }
 }
 
-/// The host of `host[:port]`, lowercase and without a final dot, or `None` when it is not well formed.
-/// An IPv6 address keeps its brackets.
-fn name_of(authority: &str) -> Option<String> {
+/// The host of `host[:port]`, without a final dot, or `None` when it is not well formed. An IPv6 address
+/// keeps its brackets.
+fn name_of(authority: &str) -> Option<&str> {
     let (name, port) = if authority.starts_with('[') {
         let end = authority.find(']')?;
         let (name, rest) = authority.split_at(end + 1);
@@ -72,7 +75,7 @@ fn name_of(authority: &str) -> Option<String> {
             || name
                 .bytes()
                 .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.'));
-    well_formed.then(|| name.to_ascii_lowercase())
+    well_formed.then_some(name)
 }
 
 fn is_address(name: &str) -> bool {
