@@ -42,6 +42,9 @@ pub struct NotRunning;
 /// How long the output may keep flowing after the script ended before the run is declared over.
 const OUTPUT_DRAIN: Duration = Duration::from_secs(2);
 
+/// What a run's public record says when its script could not be started.
+const SPAWN_FAILED: &str = "the script could not be started";
+
 /// Why an admitted run could not start. The gate is released (the cooldown still applies).
 #[derive(Debug, thiserror::Error)]
 pub enum LaunchError {
@@ -171,7 +174,8 @@ impl Runner {
                     path: self.script.path.clone(),
                     source,
                 };
-                record.error = Some(error.to_string());
+                // The record is public: the path and the cause go to the log with the returned error.
+                record.error = Some(SPAWN_FAILED.into());
                 self.finish(record, RunStatus::Failed, None).await;
                 return Err(error);
             }

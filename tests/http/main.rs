@@ -14,6 +14,11 @@
 //!   (`web::routes::runs`, `web::access`, `runs::output`).
 //! - `hardening`: cross-site posts, security headers, slow and excess connections, body limits
 //!   (`web::middleware`, `web::server`).
+//! - `sessions`: session fixation, the session store under a flood, expiry by the product's clock
+//!   (`web::session`).
+//! - `exposure`: what public answers must not reveal, bad query strings, the Host check
+//!   (`web::middleware::host`, `web::query`).
+//! - `faults`: a full disk while a run starts and ends (`runs::runner`, `store::file`).
 //! - `fuzz`: properties over arbitrary requests and files, from a fixed seed unless told otherwise.
 //!
 //! The helpers: `helpers` (the `TestApp`, one helper per route, the assertions several files make),
@@ -29,6 +34,7 @@ mod helpers;
 mod html;
 
 mod browser_flow;
+mod exposure;
 mod faults;
 mod fuzz;
 mod gate;
@@ -36,5 +42,6 @@ mod hardening;
 mod live;
 mod regulation;
 mod runs;
+mod sessions;
 mod smoke;
 mod verify;

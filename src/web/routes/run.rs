@@ -2,7 +2,8 @@
 //!
 //! `POST /verify` answers API clients with the original's JSON (and real status codes), and browsers
 //! (`Accept: text/html`) with a 303 redirect back to the page and a flash message, so a reload never posts
-//! the code again.
+//! the code again. Only a browser that enters a valid code gets a verified session, under a new id; a
+//! cross-site post gets no session at all.
 
 use askama::Template;
 use askama_web::WebTemplate;
@@ -10,13 +11,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Json;
-use axum::extract::{FromRequest, Query, Request, State};
+use axum::extract::{FromRequest, Request, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
 use serde::Deserialize;
 use tower_sessions::Session;
 
 use crate::auth::attempt::{self, Started};
+use crate::error::AppError;
 use crate::model::client::ClientKey;
 use crate::model::run::RunStatus;
 use crate::model::time::later;
@@ -24,6 +26,7 @@ use crate::web::form::VerifyForm;
 use crate::web::middleware::client_ip::client_ip;
 use crate::web::middleware::csrf::{self, with_cookie};
 use crate::web::negotiate::wants_html;
+use crate::web::query::Query;
 use crate::web::routes::assets::asset_version;
 use crate::web::session::{BrowserSession, Flash, FlashKind};
 use crate::web::state::AppState;
@@ -55,9 +58,13 @@ pub struct IndexPage {
 
 /// `GET /`
 pub async fn index(State(state): State<AppState>, session: Session, headers: HeaderMap) -> Response {
-    let session = BrowserSession(session);
-    let flash = session.take_flash().await;
-    let (csrf, csrf_cookie) = csrf::for_page(&headers, state.config.server.cookies_secure());
+    let flash = BrowserSession(session).take_flash().await;
+    page(&state, &headers, flash)
+}
+
+/// The page, showing `flash` if there is one.
+fn page(state: &AppState, headers: &HeaderMap, flash: Option<Flash>) -> Response {
+    let (csrf, csrf_cookie) = csrf::for_page(headers, state.config.server.cookies_secure());
     let history = state.runner.history();
     let version = history.version();
     let runs_table = state.caches.runs_table.get_or_make(version, || {
@@ -103,53 +110,71 @@ pub async fn verify(
         cross_site,
     };
     let outcome = state.gatekeeper.attempt(request).await;
-    match &outcome {
-        Ok(_) => {
+    if let Err(error) = &outcome {
+        tracing::info!(outcome = error.code(), "verification refused");
+    }
+    if !html {
+        // API clients read output with the API token: they get no session.
+        return match outcome {
+            Ok(started) => match query.wait() {
+                Some(wait) => wait_for_end(&state, started, wait).await,
+                None => Json(started).into_response(),
+            },
+            Err(error) => error.into_response(),
+        };
+    }
+    let flash = match outcome {
+        Ok(started) => {
             session
                 .set_verified(later(state.clock.now(), state.config.access.verified_for))
-                .await
+                .await;
+            Flash {
+                kind: FlashKind::Success,
+                message: started.message,
+            }
         }
-        Err(error) => tracing::info!(outcome = error.code(), "verification refused"),
-    }
-    match (outcome, html) {
-        (Ok(started), false) => match query.wait() {
-            Some(wait) => wait_for_end(&state, started, wait).await,
-            None => Json(started).into_response(),
-        },
-        (Err(error), false) => error.into_response(),
-        (outcome, true) => {
-            let flash = match outcome {
-                Ok(started) => Flash {
-                    kind: FlashKind::Success,
-                    message: started.message,
-                },
-                Err(error) => Flash {
-                    kind: FlashKind::Error,
-                    message: error.to_string(),
-                },
+        // A cross-site post is free to send (not a failure), so it gets no session: that would be a
+        // cookie to plant in another browser, and memory to fill. The page is shown with the refusal.
+        Err(error @ AppError::Forbidden) => {
+            let flash = Flash {
+                kind: FlashKind::Error,
+                message: error.to_string(),
             };
-            session.set_flash(flash).await;
-            Redirect::to("/").into_response()
+            return (error.status(), page(&state, &headers, Some(flash))).into_response();
         }
-    }
+        Err(error) => Flash {
+            kind: FlashKind::Error,
+            message: error.to_string(),
+        },
+    };
+    session.set_flash(flash).await;
+    Redirect::to("/").into_response()
 }
 
 #[derive(Debug, Default, Deserialize)]
 pub struct VerifyQuery {
-    /// `true` waits until the run ends; a number waits at most that many seconds.
-    wait: Option<String>,
+    /// `true` waits until the run ends; a number waits at most that many seconds; anything else is a
+    /// bad query rather than no wait, so a typo does not turn `curl --fail` into a false success.
+    #[serde(default, deserialize_with = "wait")]
+    wait: Option<Option<Duration>>,
 }
 
 impl VerifyQuery {
     fn wait(&self) -> Option<Option<Duration>> {
-        match self.wait.as_deref()? {
-            "true" | "yes" => Some(None),
-            "false" | "0" | "no" | "" => None,
-            seconds => seconds
-                .parse()
-                .ok()
-                .map(|seconds| Some(Duration::from_secs(seconds))),
-        }
+        self.wait
+    }
+}
+
+/// `wait`: `Some(None)` until the end, `Some(Some(limit))`, or `None` for no wait.
+fn wait<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Option<Option<Duration>>, D::Error> {
+    let text = String::deserialize(deserializer)?;
+    match text.as_str() {
+        "true" | "yes" => Ok(Some(None)),
+        "false" | "0" | "no" | "" => Ok(None),
+        seconds => seconds
+            .parse()
+            .map(|seconds| Some(Some(Duration::from_secs(seconds))))
+            .map_err(|_| serde::de::Error::custom("expected true, false or a number of seconds")),
     }
 }
 

@@ -11,7 +11,7 @@ use askama::Template;
 use askama_web::WebTemplate;
 use axum::Json;
 use axum::body::{Body, Bytes};
-use axum::extract::{FromRequest, FromRequestParts, Path, Query, Request, State};
+use axum::extract::{FromRequest, FromRequestParts, Path, Request, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::sse::{Event, KeepAlive, Sse};
@@ -29,6 +29,7 @@ use crate::web::form::CancelForm;
 use crate::web::middleware::client_ip::client_ip;
 use crate::web::middleware::csrf::{self, with_cookie};
 use crate::web::negotiate::{wants_html, wants_json};
+use crate::web::query::Query;
 use crate::web::routes::assets::asset_version;
 use crate::web::session::{BrowserSession, Flash, FlashKind};
 use crate::web::state::AppState;
@@ -321,12 +322,17 @@ pub async fn cancel(
     {
         return Err(AppError::Forbidden);
     }
+    // The record is public (the status endpoint, the run page): it says how the canceller proved itself,
+    // and the log says from where.
     let by = match grant {
-        Grant::Token => "API token".to_string(),
-        _ => format!("session from {client}"),
+        Grant::Token => "API token",
+        Grant::Session { .. } | Grant::Public => "a verified session",
     };
-    state.runner.cancel(id, by).map_err(|_| AppError::NotRunning)?;
-    tracing::info!(run = id, "cancel requested");
+    state
+        .runner
+        .cancel(id, by.to_string())
+        .map_err(|_| AppError::NotRunning)?;
+    tracing::info!(run = id, by, %client, "cancel requested");
     let message = format!("Cancelling run #{id}.");
     if html {
         session
