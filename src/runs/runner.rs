@@ -4,6 +4,9 @@
 //! [`Runner::admit`] takes the gate's lock for the one atomic check-and-start. [`Runner::launch`] then
 //! records the run, starts the script in its own process group with its output going straight to a log
 //! file, and hands it to a supervisor task that enforces the timeout and writes the final status.
+//!
+//! Every rule about time here (the timeout, the kill grace, the output drain) waits on the
+//! [`Clock`](crate::clock::Clock), so a test moves a manual clock past them.
 
 use std::fs::OpenOptions;
 use std::os::unix::fs::OpenOptionsExt;
@@ -22,6 +25,7 @@ use tokio::task::JoinHandle;
 use crate::clock::SharedClock;
 use crate::config::ScriptConfig;
 use crate::model::run::{RunRecord, RunStatus};
+use crate::model::time::later;
 use crate::runs::gate::{Admission, CodeCheck, Gate, Refusal, State};
 use crate::runs::output::{self, LiveOutput};
 use crate::runs::process;
@@ -33,7 +37,8 @@ use crate::store::{RunStore, StoreError};
 #[error("that run is not going")]
 pub struct NotRunning;
 
-/// How long the output may keep flowing after the script ended before the run is declared over.
+/// How long the output may keep flowing after the script ended before the run is declared over (on the
+/// [`Clock`](crate::clock::Clock)).
 const OUTPUT_DRAIN: Duration = Duration::from_secs(2);
 
 /// Why an admitted run could not start. The gate is released (the cooldown still applies).
@@ -238,9 +243,10 @@ impl Runner {
         let mut stop = self.stop.subscribe();
         let mut cancel = self.cancel.subscribe();
         let mut record = record;
+        let timeout = self.clock.sleep_until(later(record.time, self.script.timeout));
         let ended = tokio::select! {
             status = child.wait() => Ok(status),
-            () = tokio::time::sleep(self.script.timeout) => Err(RunStatus::TimedOut),
+            () = timeout => Err(RunStatus::TimedOut),
             _ = stop.wait_for(|stop| *stop) => Err(RunStatus::Interrupted),
             by = cancel.wait_for(|cancel| cancel.as_ref().is_some_and(|(run, _)| *run == id)) => {
                 record.cancelled_by = by.ok().and_then(|by| by.as_ref().map(|(_, by)| by.clone()));
@@ -256,11 +262,16 @@ impl Runner {
             }
             Err(status) => {
                 tracing::warn!(run = id, status = %status, "stopping the script's process group");
-                let exit = process::stop_group(pgid, &mut child, self.script.kill_grace).await;
+                let grace = self.clock.sleep(self.script.kill_grace);
+                let exit = process::stop_group(pgid, &mut child, grace).await;
                 (status, exit)
             }
         };
-        if tokio::time::timeout(OUTPUT_DRAIN, capture).await.is_err() {
+        let drained = tokio::select! {
+            _ = capture => true,
+            () = self.clock.sleep(OUTPUT_DRAIN) => false,
+        };
+        if !drained {
             // A background process of the script still holds its output: it goes on to the log.
             tracing::info!(
                 run = id,

@@ -12,7 +12,9 @@ use axum::http::StatusCode;
 use serde_json::Value;
 
 use crate::gate::{let_script_finish, start_run};
-use crate::helpers::{TestApp, TestAppBuilder, TestResponse, assert_gone, assert_redirect_to, is_dead};
+use crate::helpers::{
+    TestApp, TestAppBuilder, TestResponse, assert_gone, assert_redirect_to, is_dead, pid_written,
+};
 use crate::verify::wrong_code;
 
 /// The API token of the apps built by [`with_token`].
@@ -383,26 +385,6 @@ fn listed_runs(page: &str) -> Vec<u64> {
 }
 
 // ---------------------------------------------------------------------------------------------------
-// Processes
-
-/// Waits (at most 10 s) until the script wrote a pid to `name` in its working directory.
-async fn pid_written(app: &TestApp, name: &str) -> i32 {
-    let path = app.path(name);
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        let text = std::fs::read_to_string(&path).unwrap_or_default();
-        if text.ends_with('\n') {
-            return text.trim().parse().expect("a pid");
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the script wrote no {name} within 10 s"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-}
-
-// ---------------------------------------------------------------------------------------------------
 // 1. Live
 
 #[tokio::test]
@@ -747,6 +729,13 @@ async fn cancelling_with_the_token_stops_the_whole_process_group() {
     assert_eq!(body["success"], true, "{body}");
     assert_eq!(body["run_id"], id, "{body}");
 
+    // SIGTERM ends the script; the child ignores it until the grace period is over.
+    assert_gone(script_pid, "the script").await;
+    assert!(
+        !is_dead(child),
+        "the child was killed before the grace period was over"
+    );
+    app.advance(1);
     let record = app.wait_for_run(id).await;
     assert_eq!(record.status.as_str(), "Cancelled");
     let shown = run_json(&app, id).await;
@@ -754,7 +743,6 @@ async fn cancelling_with_the_token_stops_the_whole_process_group() {
     assert_eq!(shown["cancelled_by"], "API token", "{shown}");
     assert!(shown["cancelled_at"].is_string(), "{shown}");
     assert!(shown["finished"].is_string(), "{shown}");
-    assert_gone(script_pid, "the script").await;
     assert_gone(child, "the child that ignores SIGTERM").await;
 
     let again = app.post_form(&cancel, "", &[("authorization", BEARER)]).await;

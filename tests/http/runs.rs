@@ -9,7 +9,7 @@ use axum::http::StatusCode;
 use serde_json::Value;
 use time::macros::datetime;
 
-use crate::helpers::{START, TestApp, assert_gone};
+use crate::helpers::{START, TestApp, assert_gone, is_dead, pid_written};
 
 /// A script that waits until the test creates `go` in its working directory. The loop gives up after
 /// about 30 s so a failed test never leaves it behind for long.
@@ -204,23 +204,29 @@ async fn a_timeout_kills_the_whole_process_group() {
             "#!/bin/sh\n\
              sh -c 'trap \"\" TERM; echo $$ > child.pid; exec sleep 60' &\n\
              while [ ! -s child.pid ]; do sleep 0.01; done\n\
+             echo $$ > script.pid\n\
              sleep 60\n",
         )
         .script_key("timeout_seconds = 1")
         .script_key("kill_grace_seconds = 1")
         .build();
     let id = start_run(&app).await;
+    let script = pid_written(&app, "script.pid").await;
+    let pid = pid_written(&app, "child.pid").await;
+
+    // The timeout: SIGTERM to the group ends the script; the child ignores it for the grace period.
+    app.advance(1);
+    assert_gone(script, "the script").await;
+    assert!(
+        !is_dead(pid),
+        "the child was killed before the grace period was over"
+    );
+    app.advance(1);
     let record = app.wait_for_run(id).await;
 
     assert_eq!(record.status.as_str(), "Timed out");
     assert!(record.finished.is_some(), "{record:?}");
     assert_eq!(entry(&app.history_on_disk(), id)["status"], "Timed out");
-
-    let pid: i32 = std::fs::read_to_string(app.path("child.pid"))
-        .expect("the child wrote its pid")
-        .trim()
-        .parse()
-        .expect("a pid");
     assert_gone(pid, "the child that ignores SIGTERM").await;
 }
 
