@@ -4,6 +4,7 @@
 //! safely.
 
 use std::collections::VecDeque;
+use std::pin::Pin;
 use std::time::Duration;
 
 use authrun::auth::token::sha256_hex;
@@ -13,7 +14,7 @@ use serde_json::Value;
 
 use crate::gate::{let_script_finish, start_run};
 use crate::helpers::{
-    TestApp, TestAppBuilder, TestResponse, assert_gone, assert_redirect_to, is_dead, pid_written,
+    TestApp, TestAppBuilder, TestResponse, assert_gone, assert_redirect_to, eventually, is_dead, pid_written,
 };
 use crate::verify::wrong_code;
 
@@ -929,11 +930,15 @@ async fn waiting_for_a_run_that_fails_answers_424() {
 #[tokio::test]
 async fn a_wait_of_one_second_answers_202_while_the_run_goes_on() {
     let app = TestApp::builder().script(&script("wait_for go\n")).build();
-    let response = post_verify_waiting(&app, "1").await;
+    let (response, ()) = tokio::join!(post_verify_waiting(&app, "1"), async {
+        // The wait counts from the request, which came before the run started.
+        eventually("the run starts", || app.record(1).is_some()).await;
+        app.advance(1);
+    });
     let_script_finish(&app);
     app.wait_for_run(1).await;
     let response = response.expect(
-        "POST /verify?wait=1 should answer after about 1 s while the run goes on, \
+        "POST /verify?wait=1 should answer once the clock passed 1 s while the run goes on, \
          but it did not answer within 10 s",
     );
     assert_eq!(response.status, StatusCode::ACCEPTED, "{}", response.text());
@@ -969,6 +974,35 @@ async fn get_run_with_wait_answers_when_the_run_ends() {
     assert_eq!(record["status"], "Deploy succeeded", "{record}");
     assert!(record["finished"].is_string(), "{record}");
     app.wait_for_run(id).await;
+}
+
+#[tokio::test]
+async fn get_run_with_wait_answers_the_running_record_once_the_wait_is_over() {
+    let app = TestApp::builder().script(&script("wait_for go\n")).build();
+    let id = start_run(&app, &app.code_now()).await;
+
+    let path = format!("/runs/{id}?wait=5");
+    let mut waiting = std::pin::pin!(app.get_with(&path, &[("accept", "application/json")]));
+    // In-process, nothing before the wait waits on anything: after one look the request is waiting.
+    assert!(!has_answered(&mut waiting).await, "GET {path} answered at once");
+    app.advance(4);
+    assert!(!has_answered(&mut waiting).await, "GET {path} answered after 4 s");
+    app.advance(1);
+    let response = tokio::time::timeout(Duration::from_secs(10), waiting)
+        .await
+        .expect("the answer once the clock passed 5 s");
+    assert_eq!(response.status, StatusCode::OK, "{}", response.text());
+    let record = response.json();
+    assert_eq!(record["id"], id, "{record}");
+    assert_eq!(record["status"], "Deploying", "{record}");
+    let_script_finish(&app);
+    app.wait_for_run(id).await;
+}
+
+/// Looks at a request once, without waiting for it: whether it has answered (the answer is dropped).
+async fn has_answered<F: Future + Unpin>(request: &mut F) -> bool {
+    std::future::poll_fn(|context| std::task::Poll::Ready(Pin::new(&mut *request).poll(context).is_ready()))
+        .await
 }
 
 // 8. Pages

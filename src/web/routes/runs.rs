@@ -118,7 +118,10 @@ pub async fn show(
             return Ok(Json(record).into_response());
         };
         let wait = Duration::from_secs(seconds).min(state.config.access.max_wait);
-        let _ = tokio::time::timeout(wait, state.runner.wait_finished(id)).await;
+        tokio::select! {
+            () = state.runner.wait_finished(id) => {}
+            () = state.clock.sleep(wait) => {}
+        }
         return Ok(Json(find(&state, id)?).into_response());
     }
     let session = BrowserSession(session);
@@ -217,6 +220,7 @@ pub async fn events(
     let (sender, receiver) = mpsc::channel(VIEWER_QUEUE);
     tokio::spawn(feed_viewer(state, id, after, sender));
     let stream = ReceiverStream::new(receiver);
+    // Keeps idle connections open through proxies: about the socket, not a rule, so on real time.
     Ok(Sse::new(stream)
         .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
         .into_response())
