@@ -6,7 +6,9 @@
 //! file, and hands it to a supervisor task that enforces the timeout and writes the final status.
 //!
 //! Every rule about time here (the timeout, the kill grace, the output drain) waits on the
-//! [`Clock`](crate::clock::Clock), so a test moves a manual clock past them.
+//! [`Clock`](crate::clock::Clock), so a test moves a manual clock past them. File work (the log
+//! directory, opening the log, pruning old logs) runs on the blocking pool, never on the worker thread of
+//! the request that started the run; starting the process itself is quick and stays there.
 
 use std::fs::OpenOptions;
 use std::os::unix::fs::OpenOptionsExt;
@@ -139,7 +141,7 @@ impl Runner {
         let (id, previous_start) = (admission.id, admission.previous_start);
         let mut record = RunRecord::started(id, admission.started, admission.totp_step);
         record.log = Some(log_name(id));
-        let (mut child, live, capture) = match self.spawn(id) {
+        let (mut child, live, capture) = match self.spawn(id).await {
             Ok(spawned) => spawned,
             Err(source) => {
                 let error = LaunchError::Spawn {
@@ -212,15 +214,20 @@ impl Runner {
         }
     }
 
-    fn spawn(&self, id: u64) -> std::io::Result<(Child, Arc<LiveOutput>, JoinHandle<()>)> {
-        atomic::create_private_dir(&self.script.log_dir)?;
-        let path = self.log_path(id);
-        // Output can hold secrets: the log is the owner's only.
-        let log = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .mode(0o600)
-            .open(&path)?;
+    async fn spawn(&self, id: u64) -> std::io::Result<(Child, Arc<LiveOutput>, JoinHandle<()>)> {
+        let (dir, path) = (self.script.log_dir.clone(), self.log_path(id));
+        let log = blocking(move || {
+            atomic::create_private_dir(&dir)?;
+            // Output can hold secrets: the log is the owner's only.
+            let log = OpenOptions::new()
+                .create(true)
+                .append(true)
+                .mode(0o600)
+                .open(&path)?;
+            Ok((log, path))
+        })
+        .await;
+        let (log, path) = log?;
         let mut child = process::command(&self.script, id).spawn()?;
         let (live, capture) = output::capture(child.stdout.take(), child.stderr.take(), log, path);
         Ok((child, live, capture))
@@ -281,28 +288,16 @@ impl Runner {
         if let Some(note) = exit.and_then(process::signal_note) {
             record.error = Some(note);
         }
+        // Before the end is told, so whoever waits for it finds only the logs that are kept.
+        let (dir, keep) = (self.script.log_dir.clone(), self.script.keep_logs as u64);
+        let _ = blocking(move || {
+            prune_logs(&dir, keep, id);
+            Ok(())
+        })
+        .await;
         self.finish(record, status, exit.and_then(|exit| exit.code()))
             .await;
         live.end();
-        self.prune_logs(id);
-    }
-
-    /// Keeps the logs of the newest `keep_logs` runs.
-    fn prune_logs(&self, newest: u64) {
-        let keep = self.script.keep_logs as u64;
-        let Ok(entries) = std::fs::read_dir(&self.script.log_dir) else {
-            return;
-        };
-        for entry in entries.flatten() {
-            let name = entry.file_name();
-            let id = name
-                .to_str()
-                .and_then(|n| n.strip_suffix(".log"))
-                .and_then(|n| n.parse::<u64>().ok());
-            if id.is_some_and(|id| id + keep <= newest) {
-                let _ = std::fs::remove_file(entry.path());
-            }
-        }
     }
 
     async fn finish(&self, mut record: RunRecord, status: RunStatus, exit_code: Option<i32>) {
@@ -334,4 +329,30 @@ impl Runner {
 /// The log file of run `id`, inside the log directory.
 pub fn log_name(id: u64) -> String {
     format!("{id}.log")
+}
+
+/// Keeps the logs of the newest `keep` runs, up to run `newest`.
+fn prune_logs(dir: &std::path::Path, keep: u64, newest: u64) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let id = name
+            .to_str()
+            .and_then(|n| n.strip_suffix(".log"))
+            .and_then(|n| n.parse::<u64>().ok());
+        if id.is_some_and(|id| id + keep <= newest) {
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
+}
+
+/// Runs file work on the blocking pool.
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> std::io::Result<T> + Send + 'static,
+) -> std::io::Result<T> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .unwrap_or_else(|join| Err(std::io::Error::other(join)))
 }

@@ -3,7 +3,7 @@
 //! `POST /verify` answers API clients with the original's JSON (and real status codes), and browsers
 //! (`Accept: text/html`) with a 303 redirect back to the page and a flash message, so a reload never posts
 //! the code again. `POST /verify?wait=` holds the answer until the run ends, at most until the clock
-//! reaches the limit.
+//! reaches the limit. What it calls does its file work on the blocking pool (the stores, the run's log).
 
 use askama::Template;
 use askama_web::WebTemplate;

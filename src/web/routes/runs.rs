@@ -3,8 +3,12 @@
 //!
 //! The list and each run's summary are public, as the status endpoint is; output and cancelling need a
 //! verified session or the API token (see `access`).
+//!
+//! Log files are read on the blocking pool (`spawn_blocking`), never on a worker thread: a log can be
+//! large and a slow disk would stall every request on that worker. `?wait=` waits on the clock.
 
 use std::convert::Infallible;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use askama::Template;
@@ -128,8 +132,7 @@ pub async fn show(
     let grant = access::may_read(&state, &session, &headers).await.ok();
     let (output, total) = match grant {
         Some(_) => {
-            let (lines, total) =
-                output::tail(&state.runner.log_path(id), PAGE_LINES, PAGE_TAIL_BYTES).unwrap_or_default();
+            let (lines, total) = tail(state.runner.log_path(id)).await;
             (
                 Some(lines.iter().map(OutputLineView::new).collect::<Vec<_>>()),
                 total,
@@ -157,6 +160,16 @@ pub async fn show(
         asset_version: asset_version(),
     };
     Ok(with_cookie(page, csrf_cookie))
+}
+
+/// The end of a log for the run page (see [`output::tail`]), read on the blocking pool; nothing when it
+/// cannot be read.
+async fn tail(path: PathBuf) -> (Vec<Line>, u64) {
+    tokio::task::spawn_blocking(move || output::tail(&path, PAGE_LINES, PAGE_TAIL_BYTES))
+        .await
+        .ok()
+        .and_then(Result::ok)
+        .unwrap_or_default()
 }
 
 /// `GET /runs/{id}/log`: the whole output as plain text.
