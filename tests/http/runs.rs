@@ -207,21 +207,21 @@ async fn a_timeout_kills_the_whole_process_group() {
              echo $$ > script.pid\n\
              sleep 60\n",
         )
-        .script_key("timeout_seconds = 1")
-        .script_key("kill_grace_seconds = 1")
+        .script_key("timeout_seconds = 600")
+        .script_key("kill_grace_seconds = 60")
         .build();
     let id = start_run(&app).await;
     let script = pid_written(&app, "script.pid").await;
     let pid = pid_written(&app, "child.pid").await;
 
     // The timeout: SIGTERM to the group ends the script; the child ignores it for the grace period.
-    app.advance(1);
+    app.advance(600);
     assert_gone(script, "the script").await;
     assert!(
         !is_dead(pid),
         "the child was killed before the grace period was over"
     );
-    app.advance(1);
+    app.advance(60);
     let record = app.wait_for_run(id).await;
 
     assert_eq!(record.status.as_str(), "Timed out");
