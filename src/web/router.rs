@@ -41,6 +41,7 @@ pub fn build_router(state: AppState) -> Edge<Router> {
         .with_same_site(SameSite::Strict)
         .with_secure(state.config.server.cookies_secure())
         .with_expiry(Expiry::OnInactivity(lifetime));
+    // Protects the server from slow requests, as the socket limits do: real time, not the `Clock`.
     let timeout = || TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, request_timeout);
     // Pages and the flows that remember something about a browser have a session; the API answers and
     // assets do not need one. Pages get a time limit; waiting for a run to end (`?wait=`), the live output

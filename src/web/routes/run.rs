@@ -4,6 +4,8 @@
 //! (`Accept: text/html`) with a 303 redirect back to the page and a flash message, so a reload never posts
 //! the code again. Only a browser that enters a valid code gets a verified session, under a new id; a
 //! cross-site post gets no session at all.
+//! `POST /verify?wait=` holds the answer until the run ends, at most until the clock reaches the limit.
+//! What it calls does its file work on the blocking pool (the stores, the run's log).
 
 use askama::Template;
 use askama_web::WebTemplate;
@@ -15,6 +17,7 @@ use axum::extract::{FromRequest, Request, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
 use serde::Deserialize;
+use time::OffsetDateTime;
 use tower_sessions::Session;
 
 use crate::auth::attempt::{self, Started};
@@ -97,6 +100,8 @@ pub async fn verify(
     session: Session,
     request: Request,
 ) -> Response {
+    // `?wait=` counts from here, before the run can start.
+    let asked = state.clock.now();
     let html = wants_html(request.headers());
     let client = ClientKey::of(client_ip(&request, &state.config.server.trusted_proxies));
     let headers = request.headers().clone();
@@ -117,7 +122,7 @@ pub async fn verify(
         // API clients read output with the API token: they get no session.
         return match outcome {
             Ok(started) => match query.wait() {
-                Some(wait) => wait_for_end(&state, started, wait).await,
+                Some(wait) => wait_for_end(&state, started, later(asked, wait_limit(&state, wait))).await,
                 None => Json(started).into_response(),
             },
             Err(error) => error.into_response(),
@@ -178,16 +183,21 @@ fn wait<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Option<Opti
     }
 }
 
-/// Holds the answer until the run ends (or `wait` elapses): 200 when it succeeded, 424 when it ended
-/// otherwise, 202 while it is still going. `curl --fail` thus fails unless the deploy succeeded.
-async fn wait_for_end(state: &AppState, started: Started, wait: Option<Duration>) -> Response {
-    let limit = wait
-        .unwrap_or(state.config.access.max_wait)
-        .min(state.config.access.max_wait);
+/// How long `?wait=` holds the answer: what the client asked, at most `max_wait`.
+fn wait_limit(state: &AppState, wait: Option<Duration>) -> Duration {
+    let max_wait = state.config.access.max_wait;
+    wait.unwrap_or(max_wait).min(max_wait)
+}
+
+/// Holds the answer until the run ends (or the clock reaches `deadline`): 200 when it succeeded, 424
+/// when it ended otherwise, 202 while it is still going. `curl --fail` thus fails unless the deploy
+/// succeeded.
+async fn wait_for_end(state: &AppState, started: Started, deadline: OffsetDateTime) -> Response {
     let id = started.run_id;
-    let ended = tokio::time::timeout(limit, state.runner.wait_finished(id))
-        .await
-        .is_ok();
+    let ended = tokio::select! {
+        () = state.runner.wait_finished(id) => true,
+        () = state.clock.sleep_until(deadline) => false,
+    };
     let record = state.runner.history().record(id);
     let (status, success, message) = match &record {
         Some(record) if ended && record.status == RunStatus::Succeeded => {

@@ -3,8 +3,12 @@
 //!
 //! The list and each run's summary are public, as the status endpoint is; output and cancelling need a
 //! verified session or the API token (see `access`).
+//!
+//! Log files are read on the blocking pool (`spawn_blocking`), never on a worker thread: a log can be
+//! large and a slow disk would stall every request on that worker. `?wait=` waits on the clock.
 
 use std::convert::Infallible;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use askama::Template;
@@ -119,15 +123,17 @@ pub async fn show(
             return Ok(Json(record).into_response());
         };
         let wait = Duration::from_secs(seconds).min(state.config.access.max_wait);
-        let _ = tokio::time::timeout(wait, state.runner.wait_finished(id)).await;
+        tokio::select! {
+            () = state.runner.wait_finished(id) => {}
+            () = state.clock.sleep(wait) => {}
+        }
         return Ok(Json(find(&state, id)?).into_response());
     }
     let session = BrowserSession(session);
     let grant = access::may_read(&state, &session, &headers).await.ok();
     let (output, total) = match grant {
         Some(_) => {
-            let (lines, total) =
-                output::tail(&state.runner.log_path(id), PAGE_LINES, PAGE_TAIL_BYTES).unwrap_or_default();
+            let (lines, total) = tail(state.runner.log_path(id)).await;
             (
                 Some(lines.iter().map(OutputLineView::new).collect::<Vec<_>>()),
                 total,
@@ -155,6 +161,16 @@ pub async fn show(
         asset_version: asset_version(),
     };
     Ok(with_cookie(page, csrf_cookie))
+}
+
+/// The end of a log for the run page (see [`output::tail`]), read on the blocking pool; nothing when it
+/// cannot be read.
+async fn tail(path: PathBuf) -> (Vec<Line>, u64) {
+    tokio::task::spawn_blocking(move || output::tail(&path, PAGE_LINES, PAGE_TAIL_BYTES))
+        .await
+        .ok()
+        .and_then(Result::ok)
+        .unwrap_or_default()
 }
 
 /// `GET /runs/{id}/log`: the whole output as plain text.
@@ -218,6 +234,7 @@ pub async fn events(
     let (sender, receiver) = mpsc::channel(VIEWER_QUEUE);
     tokio::spawn(feed_viewer(state, id, after, sender));
     let stream = ReceiverStream::new(receiver);
+    // Keeps idle connections open through proxies: about the socket, not a rule, so on real time.
     Ok(Sse::new(stream)
         .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
         .into_response())
