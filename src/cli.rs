@@ -18,6 +18,7 @@ use crate::config::{self, Config, ConfigError, SecretSource};
 use crate::model::audit::{AuditEntry, AuditEvent};
 use crate::model::client::ClientKey;
 use crate::model::secret::generate_secret;
+use crate::runs::leftovers;
 use crate::store::file::audit::AuditLog;
 use crate::store::file::regulation;
 use crate::store::file::secret::{persist, resolve_secret};
@@ -165,6 +166,10 @@ async fn serve(file: Option<&Path>, bind: Option<String>, insecure_permissions: 
     }
     if let Some(path) = &secret.new_file {
         announce_new_secret(path, &verifier);
+    }
+    // Orphans of scripts become authrun's children, so a run's leftovers can be stopped when it ends.
+    if let Err(error) = leftovers::become_subreaper() {
+        tracing::warn!(%error, "cannot adopt what scripts leave running; processes outside their group survive runs");
     }
     let listener = match tokio::net::TcpListener::bind(bind).await {
         Ok(listener) => listener,

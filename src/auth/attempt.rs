@@ -83,13 +83,16 @@ impl Gatekeeper {
             Err(error) => return Err(self.fail(client, now, Outcome::Malformed, error).await),
         };
         let unix = u64::try_from(now.unix_timestamp()).unwrap_or(0);
-        let admission = self.runner.admit(request.action, now, |last| {
-            match self.verifier.verify(&code, unix, last) {
-                Verdict::Accepted { step } => Ok(step),
-                Verdict::Wrong => Err(Refusal::WrongCode),
-                Verdict::Replayed => Err(Refusal::ReplayedCode),
-            }
-        });
+        let admission = self
+            .runner
+            .admit(request.action, now, |last| {
+                match self.verifier.verify(&code, unix, last) {
+                    Verdict::Accepted { step } => Ok(step),
+                    Verdict::Wrong => Err(Refusal::WrongCode),
+                    Verdict::Replayed => Err(Refusal::ReplayedCode),
+                }
+            })
+            .await;
         let admission = match admission {
             Ok(admission) => admission,
             Err(refusal) => return Err(self.refused(client, now, refusal).await),
@@ -157,6 +160,7 @@ impl Gatekeeper {
             ),
             Refusal::Busy { limit } => (Outcome::Busy, AppError::Busy { limit }),
             Refusal::ShuttingDown => (Outcome::Unavailable, AppError::ShuttingDown),
+            Refusal::Unrecorded => (Outcome::Unavailable, AppError::LaunchFailed),
             Refusal::WrongCode => return self.fail(client, now, Outcome::Wrong, AppError::WrongCode).await,
             Refusal::ReplayedCode => {
                 return self

@@ -193,6 +193,8 @@ pub struct ScriptConfig {
     pub kill_grace: Duration,
     /// How many runs' logs are kept.
     pub keep_logs: usize,
+    /// Processes the script left behind keep running when its run ends (they are stopped otherwise).
+    pub leave_running: bool,
 }
 
 impl Config {

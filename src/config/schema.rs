@@ -184,6 +184,8 @@ pub struct Script {
     pub kill_grace_seconds: u64,
     /// How many runs' output logs are kept.
     pub keep_logs: usize,
+    /// Leave processes the script started in the background running when its run ends.
+    pub leave_running: bool,
 }
 
 impl Default for Script {
@@ -197,6 +199,7 @@ impl Default for Script {
             timeout_seconds: 30 * 60,
             kill_grace_seconds: 10,
             keep_logs: 100,
+            leave_running: false,
         }
     }
 }
@@ -221,6 +224,7 @@ pub struct ActionEntry {
     pub timeout_seconds: u64,
     pub kill_grace_seconds: u64,
     pub keep_logs: usize,
+    pub leave_running: bool,
 }
 
 impl Default for ActionEntry {
@@ -240,6 +244,7 @@ impl Default for ActionEntry {
             timeout_seconds: script.timeout_seconds,
             kill_grace_seconds: script.kill_grace_seconds,
             keep_logs: script.keep_logs,
+            leave_running: script.leave_running,
         }
     }
 }
@@ -256,6 +261,7 @@ impl ActionEntry {
             timeout_seconds: self.timeout_seconds,
             kill_grace_seconds: self.kill_grace_seconds,
             keep_logs: self.keep_logs,
+            leave_running: self.leave_running,
         }
     }
 }

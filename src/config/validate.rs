@@ -273,6 +273,7 @@ impl Check<'_> {
             timeout,
             kill_grace: self.seconds(&key("kill_grace_seconds"), raw.kill_grace_seconds)?,
             keep_logs: raw.keep_logs.max(1),
+            leave_running: raw.leave_running,
         })
     }
 

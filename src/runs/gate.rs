@@ -49,6 +49,8 @@ pub enum Refusal {
     WrongCode,
     ReplayedCode,
     ShuttingDown,
+    /// The run could not be recorded before it started (the store failed); nothing was used up.
+    Unrecorded,
 }
 
 /// What a code check found: the step the code belongs to, or why it is refused.
@@ -65,6 +67,8 @@ pub struct Admission {
     pub totp_step: u64,
     /// The start of the action's run before, restored if this one is abandoned.
     pub previous_start: Option<OffsetDateTime>,
+    /// The last accepted step before this run's, restored if this one is taken back.
+    pub previous_step: Option<u64>,
 }
 
 /// One action, as the gate restores it from the history.
@@ -165,7 +169,7 @@ impl Gate {
         let totp_step = check(self.last_step)?;
         let id = self.next_id;
         self.next_id = self.next_id.saturating_add(1);
-        self.last_step = Some(totp_step);
+        let previous_step = self.last_step.replace(totp_step);
         let previous_start = slot.last_start.replace(now);
         slot.running = Some((id, now));
         Ok(Admission {
@@ -174,7 +178,25 @@ impl Gate {
             started: now,
             totp_step,
             previous_start,
+            previous_step,
         })
+    }
+
+    /// Takes back `admission` entirely, when nothing of it could be recorded: its code is unused again
+    /// and its action's cooldown is as it was, exactly what a restart would find. Its id is given again
+    /// unless another action's run was admitted since (which then holds a later id and a later step).
+    pub fn take_back(&mut self, admission: &Admission) {
+        let Some(slot) = self.running_slot(admission.action, admission.id) else {
+            return;
+        };
+        slot.running = None;
+        slot.last_start = admission.previous_start;
+        if self.last_step == Some(admission.totp_step) {
+            self.last_step = admission.previous_step;
+        }
+        if self.next_id == admission.id.saturating_add(1) {
+            self.next_id = admission.id;
+        }
     }
 
     /// Frees `action` from run `id`, which never started, and puts its cooldown back as it was. The code
@@ -314,5 +336,32 @@ mod tests {
         );
         gate.release(1, b.id);
         assert_eq!(gate.admit(2, T0, |_| Ok(3)).unwrap().id, 3);
+    }
+
+    #[test]
+    fn a_run_taken_back_gives_back_its_id_its_code_and_the_cooldown() {
+        let mut gate = Gate::restore(actions(&[180]), Some(8), 6, 4);
+        let admitted = gate.admit(0, T0, |_| Ok(9)).unwrap();
+        gate.take_back(&admitted);
+        assert_eq!(gate.state(0, T0), State::Idle);
+        let again = gate.admit(0, T0, |last| {
+            assert_eq!(last, Some(8));
+            Ok(9)
+        });
+        assert_eq!(again.unwrap().id, 7);
+    }
+
+    #[test]
+    fn a_run_taken_back_after_another_actions_gives_back_neither_id_nor_step() {
+        let mut gate = Gate::restore(actions(&[180, 180]), Some(8), 6, 4);
+        let a = gate.admit(0, T0, |_| Ok(9)).unwrap();
+        let b = gate.admit(1, T0, |_| Ok(10)).unwrap();
+        gate.take_back(&a);
+        assert_eq!(gate.state(0, T0), State::Idle);
+        let again = gate.admit(0, T0, |last| {
+            assert_eq!(last, Some(10), "b's step stays used");
+            Ok(11)
+        });
+        assert_eq!(again.unwrap().id, b.id + 1, "no id is given twice");
     }
 }

@@ -1,7 +1,8 @@
-//! Runs: the gate that admits exactly one run of an action, the scripts' processes, their output, and a
-//! runner per action.
+//! Runs: the gate that admits exactly one run of an action, the scripts' processes and what they leave
+//! behind, their output, and a runner per action.
 
 pub mod gate;
+pub mod leftovers;
 pub mod output;
 pub mod process;
 pub mod runner;

@@ -1,9 +1,19 @@
 //! Running one action's script: admitting a run through the [`Gate`], starting it, and supervising it to
 //! its end. Each action has its runner; they share the gate (see `runs::runners`).
 //!
-//! [`Runner::admit`] takes the gate's lock for the one atomic check-and-start. [`Runner::launch`] then
-//! records the run, starts the script in its own process group with its output going straight to a log
-//! file, and hands it to a supervisor task that enforces the timeout and writes the final status.
+//! [`Runner::admit`] takes the gate's lock for the one atomic check-and-start, and makes the new run's id
+//! and code durable before anyone hears of them. [`Runner::launch`] then records the run, starts the
+//! script in its own process group with its output going straight to a log file, and hands it to a
+//! supervisor task that enforces the timeout and writes the final status.
+//!
+//! Under a disk fault: an admission whose id and code cannot be written is taken back whole (nothing was
+//! used); a run whose record cannot be written is refused before its script starts (its id and code stay
+//! used, as the mark on disk says); the end of a run that cannot be written is kept in memory.
+//!
+//! Every rule about time here (the timeout, the kill grace, the output drain) waits on the
+//! [`Clock`](crate::clock::Clock), so a test moves a manual clock past them. File work (the log
+//! directory, opening the log, pruning old logs) runs on the blocking pool, never on the worker thread of
+//! the request that started the run; starting the process itself is quick and stays there.
 
 use std::collections::HashSet;
 use std::fs::OpenOptions;
@@ -14,7 +24,7 @@ use std::sync::Arc;
 use parking_lot::{Mutex, MutexGuard};
 use std::time::Duration;
 
-use nix::sys::signal::Signal;
+use nix::unistd::Pid;
 use time::OffsetDateTime;
 use tokio::process::Child;
 use tokio::sync::watch;
@@ -24,7 +34,9 @@ use crate::clock::SharedClock;
 use crate::config::ScriptConfig;
 use crate::model::action::ActionId;
 use crate::model::run::{RunRecord, RunStatus};
+use crate::model::time::later;
 use crate::runs::gate::{Admission, CodeCheck, Gate, Refusal, State};
+use crate::runs::leftovers;
 use crate::runs::output::{self, LiveOutput};
 use crate::runs::process;
 use crate::store::file::atomic;
@@ -35,8 +47,12 @@ use crate::store::{RunStore, StoreError};
 #[error("that run is not going")]
 pub struct NotRunning;
 
-/// How long the output may keep flowing after the script ended before the run is declared over.
+/// How long the output may keep flowing after the script ended before the run is declared over (on the
+/// [`Clock`](crate::clock::Clock)).
 const OUTPUT_DRAIN: Duration = Duration::from_secs(2);
+
+/// What a run's public record says when its script could not be started.
+const SPAWN_FAILED: &str = "the script could not be started";
 
 /// Why an admitted run could not start. The gate is released (the cooldown still applies).
 #[derive(Debug, thiserror::Error)]
@@ -128,13 +144,23 @@ impl Runner {
         self.lock().state(self.owner.index, now)
     }
 
-    /// The atomic check-and-start (see [`Gate::admit`]).
-    pub fn admit(
+    /// The atomic check-and-start (see [`Gate::admit`]), then the run's id and code step made durable
+    /// ([`RunStore::reserve`]), so that neither is ever given twice. When that write fails the admission
+    /// is taken back whole, as a restart would find it, and refused as [`Refusal::Unrecorded`].
+    pub async fn admit(
         &self,
         now: OffsetDateTime,
         check: impl FnOnce(Option<u64>) -> CodeCheck,
     ) -> Result<Admission, Refusal> {
-        self.lock().admit(self.owner.index, now, check)
+        let admission = self.lock().admit(self.owner.index, now, check)?;
+        if let Err(error) = self.history.reserve(admission.id, admission.totp_step).await {
+            // No run id in this line: the id is given back, to the next run.
+            tracing::error!(%error, "a run could not be reserved; nothing started, nothing was used");
+            self.lock().take_back(&admission);
+            self.gate_freed();
+            return Err(Refusal::Unrecorded);
+        }
+        Ok(admission)
     }
 
     /// Gives up an admitted run before it is recorded: the gate is free and the cooldown is as it was. The
@@ -142,39 +168,47 @@ impl Runner {
     pub fn abandon(&self, admission: Admission) {
         self.lock()
             .abandon(self.owner.index, admission.id, admission.previous_start);
+        self.gate_freed();
     }
 
-    /// Records the admitted run and starts the script. On error the run is recorded as failed where
-    /// possible, and the gate is released.
+    /// Wakes a shutdown that found an admitted run holding the gate, now given up before its script
+    /// started (its id is not "finished": a run taken back gives its id to the next one).
+    fn gate_freed(&self) {
+        self.finished.send_modify(|_| {});
+    }
+
+    /// Records the admitted run and starts the script. A run that cannot be recorded is not started and
+    /// the gate is released (the cooldown is as it was); a script that cannot be started ends the run as
+    /// failed.
     pub async fn launch(self: &Arc<Self>, admission: Admission) -> Result<(), LaunchError> {
-        let (id, previous_start) = (admission.id, admission.previous_start);
+        let id = admission.id;
         let mut record = RunRecord::started(id, admission.started, admission.totp_step);
         record.action = Some(self.owner.id.to_string());
         record.log = Some(log_name(id));
-        let (mut child, live, capture) = match self.spawn(id) {
+        // On disk before the script starts: nobody is told of a run that is not recorded, and no script
+        // runs that the history does not know.
+        if let Err(error) = self.history.append(record.clone()).await {
+            self.abandon(admission);
+            return Err(error.into());
+        }
+        let (child, live, capture) = match self.spawn(id).await {
             Ok(spawned) => spawned,
             Err(source) => {
                 let error = LaunchError::Spawn {
                     path: self.script.path.clone(),
                     source,
                 };
-                record.error = Some(error.to_string());
+                // The record is public: the path and the cause go to the log with the returned error.
+                record.error = Some(SPAWN_FAILED.into());
                 self.finish(record, RunStatus::Failed, None).await;
                 return Err(error);
             }
         };
-        // The script starts first and the run is recorded right after (one atomic write, with the pid):
-        // nobody is told the run started before it is on disk, and a run that cannot be recorded is
-        // stopped at once.
+        // The pid lets the next start find what the run left behind should authrun crash; the run goes
+        // on without it.
         record.pid = child.id();
-        if let Err(error) = self.history.append(record.clone()).await {
-            if let Some(pgid) = process::process_group(&child) {
-                process::signal_group(pgid, Signal::SIGKILL);
-            }
-            let _ = child.wait().await;
-            capture.abort();
-            self.lock().abandon(self.owner.index, id, previous_start);
-            return Err(error.into());
+        if let Err(error) = self.history.update(record.clone()).await {
+            tracing::warn!(run = id, %error, "the script's pid could not be written");
         }
         tracing::info!(
             run = id,
@@ -225,20 +259,29 @@ impl Runner {
         self.stop.send_replace(true);
         if let Some(id) = running {
             tracing::info!(run = id, "stopping the running script for shutdown");
-            self.wait_finished(id).await;
+            let mut finished = self.finished.subscribe();
+            // The run ends, or (admitted but given up before its script started) frees the gate.
+            let _ = finished
+                .wait_for(|last| *last >= id || !self.lock().is_running(self.owner.index, id))
+                .await;
         }
     }
 
-    fn spawn(&self, id: u64) -> std::io::Result<(Child, Arc<LiveOutput>, JoinHandle<()>)> {
-        atomic::create_private_dir(&self.script.log_dir)?;
-        let path = self.log_path(id);
-        // Output can hold secrets: the log is the owner's only.
-        let log = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .mode(0o600)
-            .open(&path)?;
-        let mut child = process::command(&self.script, id).spawn()?;
+    async fn spawn(&self, id: u64) -> std::io::Result<(Child, Arc<LiveOutput>, JoinHandle<()>)> {
+        let (dir, path) = (self.script.log_dir.clone(), self.log_path(id));
+        let log = blocking(move || {
+            atomic::create_private_dir(&dir)?;
+            // Output can hold secrets: the log is the owner's only.
+            let log = OpenOptions::new()
+                .create(true)
+                .append(true)
+                .mode(0o600)
+                .open(&path)?;
+            Ok((log, path))
+        })
+        .await;
+        let (log, path) = log?;
+        let mut child = leftovers::spawn(&mut process::command(&self.script, id))?;
         let (live, capture) = output::capture(child.stdout.take(), child.stderr.take(), log, path);
         Ok((child, live, capture))
     }
@@ -260,9 +303,10 @@ impl Runner {
         let mut stop = self.stop.subscribe();
         let mut cancel = self.cancel.subscribe();
         let mut record = record;
+        let timeout = self.clock.sleep_until(later(record.time, self.script.timeout));
         let ended = tokio::select! {
             status = child.wait() => Ok(status),
-            () = tokio::time::sleep(self.script.timeout) => Err(RunStatus::TimedOut),
+            () = timeout => Err(RunStatus::TimedOut),
             _ = stop.wait_for(|stop| *stop) => Err(RunStatus::Interrupted),
             by = cancel.wait_for(|cancel| cancel.as_ref().is_some_and(|(run, _)| *run == id)) => {
                 record.cancelled_by = by.ok().and_then(|by| by.as_ref().map(|(_, by)| by.clone()));
@@ -278,11 +322,17 @@ impl Runner {
             }
             Err(status) => {
                 tracing::warn!(run = id, status = %status, "stopping the script's process group");
-                let exit = process::stop_group(pgid, &mut child, self.script.kill_grace).await;
+                let grace = self.clock.sleep(self.script.kill_grace);
+                let exit = process::stop_group(pgid, &mut child, grace).await;
                 (status, exit)
             }
         };
-        if tokio::time::timeout(OUTPUT_DRAIN, capture).await.is_err() {
+        self.clean_up(id, pgid).await;
+        let drained = tokio::select! {
+            _ = capture => true,
+            () = self.clock.sleep(OUTPUT_DRAIN) => false,
+        };
+        if !drained {
             // A background process of the script still holds its output: it goes on to the log.
             tracing::info!(
                 run = id,
@@ -292,42 +342,36 @@ impl Runner {
         if let Some(note) = exit.and_then(process::signal_note) {
             record.error = Some(note);
         }
+        // Before the end is told, so whoever waits for it finds only the logs that are kept.
+        let (dir, pruned) = (self.script.log_dir.clone(), self.logs_to_prune());
+        let _ = blocking(move || {
+            prune_logs(&dir, &pruned);
+            Ok(())
+        })
+        .await;
         self.finish(record, status, exit.and_then(|exit| exit.code()))
             .await;
         live.end();
-        self.prune_logs();
     }
 
-    /// Keeps the logs of this action's newest `keep_logs` runs. Actions may share a log directory: the
-    /// logs of other actions' runs are theirs to prune, and a log whose run the history no longer holds
-    /// (older than its oldest run) is nobody's and goes.
-    fn prune_logs(&self) {
-        let history = self.history.snapshot();
-        let mut pruned = HashSet::new();
-        let mut kept = 0;
-        for record in history.iter().rev().filter(|record| self.owner.owns(record)) {
-            let Some(id) = record.id else { continue };
-            if kept < self.script.keep_logs {
-                kept += 1;
-            } else {
-                pruned.insert(id);
+    /// After the script of run `id` (process group `pgid`) ended: stops what it left running, in its
+    /// group or not, unless `leave_running` says to leave it (which the log then says).
+    async fn clean_up(&self, id: u64, pgid: Pid) {
+        leftovers::forget(pgid);
+        let grace = self.script.kill_grace;
+        if self.script.leave_running {
+            let left = leftovers::count(id, pgid).await;
+            if left > 0 {
+                tracing::info!(
+                    run = id,
+                    left,
+                    "the script left processes running (leave_running)"
+                );
             }
-        }
-        let oldest = history.iter().filter_map(|record| record.id).min().unwrap_or(0);
-        let Ok(entries) = std::fs::read_dir(&self.script.log_dir) else {
-            return;
-        };
-        for entry in entries.flatten() {
-            let name = entry.file_name();
-            let Some(id) = name
-                .to_str()
-                .and_then(|n| n.strip_suffix(".log"))
-                .and_then(|n| n.parse::<u64>().ok())
-            else {
-                continue;
-            };
-            if pruned.contains(&id) || id < oldest {
-                let _ = std::fs::remove_file(entry.path());
+        } else {
+            let stopped = leftovers::stop(id, pgid, grace).await;
+            if stopped > 0 {
+                tracing::info!(run = id, stopped, "stopped the processes the script left running");
             }
         }
     }
@@ -349,6 +393,25 @@ impl Runner {
         self.finished.send_modify(|last| *last = (*last).max(id));
     }
 
+    /// Which logs to delete: those of this action's runs but its newest `keep_logs`, and those whose run
+    /// the history no longer holds (older than its oldest run). Actions may share a log directory: the
+    /// logs of other actions' runs are theirs to prune.
+    fn logs_to_prune(&self) -> Pruned {
+        let history = self.history.snapshot();
+        let mut runs = HashSet::new();
+        let mut kept = 0;
+        for record in history.iter().rev().filter(|record| self.owner.owns(record)) {
+            let Some(id) = record.id else { continue };
+            if kept < self.script.keep_logs {
+                kept += 1;
+            } else {
+                runs.insert(id);
+            }
+        }
+        let before = history.iter().filter_map(|record| record.id).min().unwrap_or(0);
+        Pruned { runs, before }
+    }
+
     fn lock_live(&self) -> MutexGuard<'_, Option<(u64, Arc<LiveOutput>)>> {
         self.live.lock()
     }
@@ -361,4 +424,36 @@ impl Runner {
 /// The log file of run `id`, inside the log directory.
 pub fn log_name(id: u64) -> String {
     format!("{id}.log")
+}
+
+/// The logs to delete: of these runs, and of every run before this id.
+struct Pruned {
+    runs: HashSet<u64>,
+    before: u64,
+}
+
+/// Deletes the logs in `dir` that `pruned` names.
+fn prune_logs(dir: &std::path::Path, pruned: &Pruned) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let id = name
+            .to_str()
+            .and_then(|n| n.strip_suffix(".log"))
+            .and_then(|n| n.parse::<u64>().ok());
+        if id.is_some_and(|id| id < pruned.before || pruned.runs.contains(&id)) {
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
+}
+
+/// Runs file work on the blocking pool.
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> std::io::Result<T> + Send + 'static,
+) -> std::io::Result<T> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .unwrap_or_else(|join| Err(std::io::Error::other(join)))
 }

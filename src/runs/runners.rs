@@ -15,8 +15,8 @@ use crate::clock::SharedClock;
 use crate::config::ActionConfig;
 use crate::model::action::ActionId;
 use crate::runs::gate::{Admission, CodeCheck, Gate, Refusal, Restored, State};
+use crate::runs::leftovers;
 use crate::runs::output::LiveOutput;
-use crate::runs::process;
 use crate::runs::runner::{LaunchError, NotRunning, Owner, Runner};
 use crate::store::RunStore;
 
@@ -40,7 +40,7 @@ impl Runners {
     ) -> Self {
         for record in history.interrupted() {
             if let (Some(pid), Some(id)) = (record.pid, record.id) {
-                let killed = process::kill_leftovers(pid, id);
+                let killed = leftovers::kill_interrupted(pid, id);
                 if killed > 0 {
                     tracing::warn!(
                         run = id,
@@ -121,14 +121,14 @@ impl Runners {
         self.action(action).cooldown()
     }
 
-    /// The atomic check-and-start of a run of `action` (see [`Gate::admit`]).
-    pub fn admit(
+    /// The atomic check-and-start of a run of `action`, made durable (see [`Runner::admit`]).
+    pub async fn admit(
         &self,
         action: usize,
         now: OffsetDateTime,
         check: impl FnOnce(Option<u64>) -> CodeCheck,
     ) -> Result<Admission, Refusal> {
-        self.gate.lock().admit(action, now, check)
+        self.action(action).admit(now, check).await
     }
 
     /// Gives up an admitted run before it is recorded (see [`Runner::abandon`]).

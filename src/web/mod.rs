@@ -10,6 +10,7 @@ pub mod cache;
 pub mod form;
 pub mod middleware;
 pub mod negotiate;
+pub mod query;
 pub mod router;
 pub mod routes;
 pub mod server;

@@ -12,6 +12,7 @@
 mod common;
 
 mod commands;
+mod processes;
 mod security;
 mod serve;
 mod service;

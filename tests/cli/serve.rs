@@ -1,6 +1,6 @@
 //! `authrun serve`: the first start, a deploy over HTTP, shutdown, a crash, and start-up failures.
 
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 
 use nix::sys::signal::Signal;
 use serde_json::Value;
@@ -21,7 +21,7 @@ fn serve(workspace: &Workspace) -> Server {
 }
 
 /// Kills a process the test started indirectly, should the product leave it running.
-struct KillOnDrop(i32);
+pub(crate) struct KillOnDrop(pub(crate) i32);
 
 impl Drop for KillOnDrop {
     fn drop(&mut self) {
@@ -31,7 +31,7 @@ impl Drop for KillOnDrop {
     }
 }
 
-fn run_in(history: &[Value], id: u64) -> Option<&Value> {
+pub(crate) fn run_in(history: &[Value], id: u64) -> Option<&Value> {
     history.iter().find(|entry| entry["id"].as_u64() == Some(id))
 }
 
@@ -246,4 +246,43 @@ fn the_log_has_a_line_per_request_except_for_successful_status_polls() {
         "status polls were logged:\n{log}"
     );
     assert!(!log.contains("123456"), "a query string was logged:\n{log}");
+}
+
+/// Puts what `kind` names at `path`: a named pipe, a directory, or a symlink to a device.
+fn plant(kind: &str, path: &std::path::Path) {
+    match kind {
+        "named pipe" => {
+            nix::unistd::mkfifo(path, nix::sys::stat::Mode::from_bits_truncate(0o600)).expect("mkfifo")
+        }
+        "directory" => std::fs::create_dir(path).expect("mkdir"),
+        _ => std::os::unix::fs::symlink("/dev/null", path).expect("symlink to /dev/null"),
+    }
+}
+
+#[test]
+fn a_state_path_that_is_not_a_regular_file_stops_start_up_at_once_naming_it() {
+    // A named pipe would block the read (or the open) forever; a directory or a device cannot hold state.
+    let cases = [
+        ("history.json", "named pipe"),
+        (".authrun/regulation.json", "named pipe"),
+        (".authrun/audit.log", "named pipe"),
+        ("history.json", "directory"),
+        ("history.json", "device"),
+    ];
+    for (relative, kind) in cases {
+        let workspace = Workspace::configured("#!/bin/sh\necho deployed\n", "");
+        std::fs::DirBuilder::new()
+            .mode(0o700)
+            .create(workspace.join(".authrun"))
+            .expect("create the state dir");
+        let path = workspace.join(relative);
+        plant(kind, &path);
+        let out = run(authrun(workspace.path())
+            .args(["serve", "--bind", "127.0.0.1:0", "--config"])
+            .arg(workspace.config()));
+        assert_eq!(out.code(), 2, "{relative} ({kind}): {out:#?}");
+        let shown = path.display().to_string();
+        assert!(out.stderr.contains(&shown), "no `{shown}`: {out:#?}");
+        assert!(out.stderr.contains(kind), "no `{kind}`: {out:#?}");
+    }
 }

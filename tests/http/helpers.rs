@@ -4,7 +4,7 @@
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::os::unix::fs::PermissionsExt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -560,6 +560,28 @@ pub fn urlencode(value: &str) -> String {
         .collect()
 }
 
+/// Waits (at most 10 s) until the script wrote a pid to `name` in its working directory.
+pub async fn pid_written(app: &TestApp, name: &str) -> i32 {
+    let path = app.path(name);
+    let mut text = String::new();
+    eventually(&format!("the script writes {name}"), || {
+        text = std::fs::read_to_string(&path).unwrap_or_default();
+        text.ends_with('\n')
+    })
+    .await;
+    text.trim().parse().expect("a pid")
+}
+
+/// Waits (at most 10 s) until `done` holds, looking every 10 ms: for what the script or a request does
+/// on its own, never for time to pass (the test moves the clock for that).
+pub async fn eventually(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !done() {
+        assert!(tokio::time::Instant::now() < deadline, "not within 10 s: {what}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
 /// Waits (at most 5 s) for `pid` to be gone; a stopped run's group is killed as the run ends.
 pub async fn assert_gone(pid: i32, what: &str) {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
@@ -593,4 +615,56 @@ pub fn content_length(head: &str) -> usize {
                 .then(|| value.trim().parse::<usize>().ok())?
         })
         .unwrap_or(0)
+}
+
+/// A small tmpfs mounted on a temp dir of its own, so a test can fill a real filesystem. It is unmounted
+/// when dropped, also when the test fails. Mounting needs root, as the test machines and CI run.
+pub struct Tmpfs {
+    dir: TempDir,
+}
+
+impl Tmpfs {
+    /// Mounts a tmpfs of `size` (`mount -o size=`, e.g. `64k`).
+    pub fn mount(size: &str) -> Self {
+        let dir = tempfile::tempdir().expect("temp dir for the tmpfs");
+        let status = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size},mode=0700"), "tmpfs"])
+            .arg(dir.path())
+            .status()
+            .expect("run mount");
+        assert!(
+            status.success(),
+            "mount -t tmpfs failed ({status}): this test fills a real filesystem and needs root"
+        );
+        Self { dir }
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Fills the filesystem with the file `fill`, leaving `spare` bytes (a multiple of the 4 KiB page).
+    pub fn fill(&self, spare: u64) {
+        let stat = nix::sys::statvfs::statvfs(self.path()).expect("statvfs of the tmpfs");
+        let free = stat.blocks_available() * stat.fragment_size();
+        assert!(free > spare, "the tmpfs has only {free} bytes free");
+        let fill = std::fs::File::create(self.path().join("fill")).expect("create the fill file");
+        std::io::Write::write_all(&mut &fill, &vec![0u8; (free - spare) as usize]).expect("fill the tmpfs");
+        fill.sync_all().expect("sync the fill file");
+    }
+
+    /// Gives the space taken by [`fill`](Self::fill) back.
+    pub fn free(&self) {
+        std::fs::remove_file(self.path().join("fill")).expect("remove the fill file");
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        // Lazy, so a file still open on it cannot keep it mounted.
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(self.dir.path())
+            .status();
+    }
 }

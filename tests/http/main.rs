@@ -16,6 +16,11 @@
 //!   (`web::routes::runs`, `web::access`, `runs::output`).
 //! - `hardening`: cross-site posts, security headers, slow and excess connections, body limits
 //!   (`web::middleware`, `web::server`).
+//! - `sessions`: session fixation, the session store under a flood, expiry by the product's clock
+//!   (`web::session`).
+//! - `exposure`: what public answers must not reveal, bad query strings, the Host check
+//!   (`web::middleware::host`, `web::query`).
+//! - `faults`: a full disk while a run starts and ends (`runs::runner`, `store::file`).
 //! - `fuzz`: properties over arbitrary requests and files, from a fixed seed unless told otherwise.
 //!
 //! The helpers: `helpers` (the `TestApp`, one helper per route, the assertions several files make),
@@ -32,11 +37,14 @@ mod html;
 
 mod actions;
 mod browser_flow;
+mod exposure;
+mod faults;
 mod fuzz;
 mod gate;
 mod hardening;
 mod live;
 mod regulation;
 mod runs;
+mod sessions;
 mod smoke;
 mod verify;

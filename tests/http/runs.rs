@@ -9,9 +9,10 @@ use axum::http::StatusCode;
 use serde_json::Value;
 use time::macros::datetime;
 
+use crate::common::process_ended;
 use crate::helpers::{
-    BLOCKING_SCRIPT, START, TestApp, assert_gone, let_script_finish, run_one_after_another, start_run,
-    tcp_client,
+    BLOCKING_SCRIPT, START, TestApp, assert_gone, let_script_finish, pid_written, run_one_after_another,
+    start_run, tcp_client,
 };
 
 /// The entry of run `id` in a history list (the file on disk or the status answer's `history`).
@@ -195,24 +196,50 @@ async fn a_timeout_kills_the_whole_process_group() {
             "#!/bin/sh\n\
              sh -c 'trap \"\" TERM; echo $$ > child.pid; exec sleep 60' &\n\
              while [ ! -s child.pid ]; do sleep 0.01; done\n\
+             echo $$ > script.pid\n\
              sleep 60\n",
         )
-        .script_key("timeout_seconds = 1")
-        .script_key("kill_grace_seconds = 1")
+        .script_key("timeout_seconds = 600")
+        .script_key("kill_grace_seconds = 60")
         .build();
     let id = start_run(&app, &app.code_now()).await;
+    let script = pid_written(&app, "script.pid").await;
+    let pid = pid_written(&app, "child.pid").await;
+
+    // The timeout: SIGTERM to the group ends the script; the child ignores it for the grace period.
+    app.advance(600);
+    assert_gone(script, "the script").await;
+    assert!(
+        !process_ended(pid),
+        "the child was killed before the grace period was over"
+    );
+    app.advance(60);
     let record = app.wait_for_run(id).await;
 
     assert_eq!(record.status.as_str(), "Timed out");
     assert!(record.finished.is_some(), "{record:?}");
     assert_eq!(entry(&app.history_on_disk(), id)["status"], "Timed out");
+    assert_gone(pid, "the child that ignores SIGTERM").await;
+}
 
+#[tokio::test]
+async fn a_command_the_script_left_running_in_its_group_ends_with_the_run() {
+    let app = TestApp::builder()
+        .script("#!/bin/sh\nsleep 301 &\necho $! > child.pid\necho done\n")
+        .build();
+    let id = start_run(&app, &app.code_now()).await;
+    assert_eq!(app.wait_for_run(id).await.status.as_str(), "Deploy succeeded");
     let pid: i32 = std::fs::read_to_string(app.path("child.pid"))
-        .expect("the child wrote its pid")
+        .expect("the script wrote the pid")
         .trim()
         .parse()
         .expect("a pid");
-    assert_gone(pid, "the child that ignores SIGTERM").await;
+    // Stopped before the end of the run is recorded.
+    let left = !process_ended(pid);
+    if left {
+        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::SIGKILL);
+    }
+    assert!(!left, "`sleep 301 &` (pid {pid}) outlived the run");
 }
 
 #[tokio::test]
@@ -367,6 +394,28 @@ async fn a_graceful_shutdown_records_the_running_run_as_interrupted() {
     let on_disk = entry(&app.history_on_disk(), id);
     assert_eq!(on_disk["status"], "Interrupted", "{on_disk}");
     assert!(on_disk["finished"].is_string(), "{on_disk}");
+}
+
+#[tokio::test]
+async fn a_shutdown_that_finds_a_run_admitted_but_never_started_does_not_wait_for_it() {
+    // The gate holds a run admitted whose audit line, say, could not be written: it is given up.
+    let app = TestApp::builder().build();
+    let runner = std::sync::Arc::clone(&app.state.runner);
+    let admission = runner
+        .admit(0, app.clock_now(), |_| Ok(1))
+        .await
+        .expect("admitted");
+    let shutdown = tokio::spawn({
+        let runner = std::sync::Arc::clone(&runner);
+        async move { runner.shutdown().await }
+    });
+    tokio::task::yield_now().await;
+    runner.abandon(admission);
+    tokio::time::timeout(std::time::Duration::from_secs(10), shutdown)
+        .await
+        .expect("the shutdown returned")
+        .expect("the shutdown task");
+    assert_eq!(app.script_runs(), 0);
 }
 
 #[tokio::test]

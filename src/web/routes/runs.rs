@@ -3,15 +3,19 @@
 //!
 //! The list and each run's summary are public, as the status endpoint is; output and cancelling need a
 //! verified session or the API token (see `access`).
+//!
+//! Log files are read on the blocking pool (`spawn_blocking`), never on a worker thread: a log can be
+//! large and a slow disk would stall every request on that worker. `?wait=` waits on the clock.
 
 use std::convert::Infallible;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use askama::Template;
 use askama_web::WebTemplate;
 use axum::Json;
 use axum::body::{Body, Bytes};
-use axum::extract::{FromRequest, FromRequestParts, Path, Query, Request, State};
+use axum::extract::{FromRequest, FromRequestParts, Path, Request, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::sse::{Event, KeepAlive, Sse};
@@ -30,6 +34,7 @@ use crate::web::form::CancelForm;
 use crate::web::middleware::client_ip::client_ip;
 use crate::web::middleware::csrf::{self, with_cookie};
 use crate::web::negotiate::{wants_html, wants_json};
+use crate::web::query::Query;
 use crate::web::routes::assets::asset_version;
 use crate::web::session::{BrowserSession, Flash, FlashKind};
 use crate::web::state::AppState;
@@ -148,15 +153,17 @@ pub async fn show(
             return Ok(Json(record).into_response());
         };
         let wait = Duration::from_secs(seconds).min(state.config.access.max_wait);
-        let _ = tokio::time::timeout(wait, state.runner.wait_finished(id)).await;
+        tokio::select! {
+            () = state.runner.wait_finished(id) => {}
+            () = state.clock.sleep(wait) => {}
+        }
         return Ok(Json(find(&state, id)?).into_response());
     }
     let session = BrowserSession(session);
     let grant = access::may_read(&state, &session, &headers).await.ok();
     let (output, total) = match grant {
         Some(_) => {
-            let (lines, total) =
-                output::tail(&state.runner.log_path(id), PAGE_LINES, PAGE_TAIL_BYTES).unwrap_or_default();
+            let (lines, total) = tail(state.runner.log_path(id)).await;
             (
                 Some(lines.iter().map(OutputLineView::new).collect::<Vec<_>>()),
                 total,
@@ -184,6 +191,16 @@ pub async fn show(
         asset_version: asset_version(),
     };
     Ok(with_cookie(page, csrf_cookie))
+}
+
+/// The end of a log for the run page (see [`output::tail`]), read on the blocking pool; nothing when it
+/// cannot be read.
+async fn tail(path: PathBuf) -> (Vec<Line>, u64) {
+    tokio::task::spawn_blocking(move || output::tail(&path, PAGE_LINES, PAGE_TAIL_BYTES))
+        .await
+        .ok()
+        .and_then(Result::ok)
+        .unwrap_or_default()
 }
 
 /// `GET /runs/{id}/log`: the whole output as plain text.
@@ -247,6 +264,7 @@ pub async fn events(
     let (sender, receiver) = mpsc::channel(VIEWER_QUEUE);
     tokio::spawn(feed_viewer(state, id, after, sender));
     let stream = ReceiverStream::new(receiver);
+    // Keeps idle connections open through proxies: about the socket, not a rule, so on real time.
     Ok(Sse::new(stream)
         .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
         .into_response())
@@ -351,12 +369,17 @@ pub async fn cancel(
     {
         return Err(AppError::Forbidden);
     }
+    // The record is public (the status endpoint, the run page): it says how the canceller proved itself,
+    // and the log says from where.
     let by = match grant {
-        Grant::Token => "API token".to_string(),
-        _ => format!("session from {client}"),
+        Grant::Token => "API token",
+        Grant::Session { .. } | Grant::Public => "a verified session",
     };
-    state.runner.cancel(id, by).map_err(|_| AppError::NotRunning)?;
-    tracing::info!(run = id, "cancel requested");
+    state
+        .runner
+        .cancel(id, by.to_string())
+        .map_err(|_| AppError::NotRunning)?;
+    tracing::info!(run = id, by, %client, "cancel requested");
     let message = format!("Cancelling run #{id}.");
     if html {
         session
