@@ -48,8 +48,9 @@ const KINDS = {
 
   const LABELS = { idle: "Ready", running: "Running", cooling_down: "Cooling down" };
 
-  function cell(row, child) {
+  function cell(row, child, className) {
     const td = document.createElement("td");
+    if (className) td.className = className;
     if (typeof child === "string") td.textContent = child; else td.appendChild(child);
     row.appendChild(td);
   }
@@ -75,7 +76,7 @@ const KINDS = {
       time.title = exact(run.time);
       time.textContent = relative(run.time);
       cell(tr, time);
-      cell(tr, duration(run.duration_ms));
+      cell(tr, duration(run.duration_ms), "duration");
       return tr;
     });
     body.replaceChildren.apply(body, rows);
@@ -193,4 +194,101 @@ const KINDS = {
     summary.dataset.running = "false";
     document.title = "Run #" + id + ": " + run.status + " - authrun";
   });
+})();
+
+// The page of several actions: keeps each card's state and newest run current from GET /actions, every
+// 10 s, or every second while one runs or cools down. The page is complete without it.
+(function () {
+  const cards = document.querySelectorAll(".card[data-action]");
+  if (cards.length === 0) return;
+  const LABELS = { idle: "Ready", running: "Running", cooling_down: "Cooling down" };
+
+  // "19:43:36 UTC" and "2026-11-25 19:43:36 UTC", as the server writes times.
+  function clock(iso) {
+    const time = new Date(iso);
+    return Number.isNaN(time.getTime()) ? "" : time.toISOString().slice(11, 19) + " UTC";
+  }
+  function exact(iso) {
+    const time = new Date(iso);
+    return Number.isNaN(time.getTime()) ? "" : time.toISOString().slice(0, 19).replace("T", " ") + " UTC";
+  }
+
+  function renderState(box, action) {
+    box.dataset.state = action.state;
+    box.className = "state state-" + action.state;
+    box.querySelector(".state-label").textContent = LABELS[action.state] || action.state;
+    const detail = box.querySelector(".state-detail");
+    let link = box.querySelector(".state-link");
+    if (action.state === "running") {
+      detail.textContent = "Run #" + action.run_id + " has been going since " + clock(action.running_since) + ".";
+      if (!link) {
+        link = document.createElement("a");
+        link.className = "state-link";
+        link.textContent = "Watch the output";
+        box.appendChild(link);
+      }
+      link.href = "/runs/" + action.run_id;
+    } else {
+      detail.textContent = action.state === "cooling_down"
+        ? "The next run is allowed at " + clock(action.next_run_at) + "."
+        : "Enter a code to start a run.";
+      if (link) link.remove();
+    }
+  }
+
+  function renderLastRun(text, run) {
+    if (!run) {
+      text.textContent = "No runs yet.";
+      return;
+    }
+    const parts = [document.createTextNode("Last run: ")];
+    if (run.id) {
+      const a = document.createElement("a");
+      a.href = "/runs/" + run.id;
+      a.textContent = "#" + run.id;
+      parts.push(a);
+    } else {
+      parts.push(document.createTextNode("-"));
+    }
+    const badge = document.createElement("span");
+    badge.className = "badge badge-" + (KINDS[run.status] || "failed");
+    badge.textContent = run.status;
+    const time = document.createElement("time");
+    time.dateTime = run.time;
+    time.title = exact(run.time);
+    time.textContent = exact(run.time);
+    parts.push(document.createTextNode(" "), badge, document.createTextNode(" "), time);
+    text.replaceChildren.apply(text, parts);
+  }
+
+  async function refresh() {
+    try {
+      const response = await fetch("/actions", { headers: { Accept: "application/json" } });
+      if (!response.ok) return false;
+      const actions = await response.json();
+      let busy = false;
+      actions.forEach(function (action) {
+        const card = document.getElementById("action-" + action.id);
+        if (!card) return;
+        renderState(card.querySelector(".state"), action);
+        renderLastRun(card.querySelector(".last-run-text"), action.last_run);
+        busy = busy || action.state !== "idle";
+      });
+      return busy;
+    } catch (_) {
+      return false; // Offline for a moment: keep what is shown and try again later.
+    }
+  }
+
+  function anyBusy() {
+    return Array.prototype.some.call(cards, function (card) {
+      return card.querySelector(".state").dataset.state !== "idle";
+    });
+  }
+
+  async function loop() {
+    const busy = await refresh();
+    setTimeout(loop, busy ? 1000 : 10000);
+  }
+  setTimeout(loop, anyBusy() ? 1000 : 10000);
 })();

@@ -14,6 +14,7 @@ mod common;
 #[path = "../http/helpers.rs"]
 mod helpers;
 
+mod actions;
 mod driver;
 mod page;
 mod run;
