@@ -63,6 +63,7 @@ pub struct RawServer {
     pub public_url: Option<String>,
     pub trusted_proxies: Option<Vec<String>>,
     pub max_connections: Option<usize>,
+    pub max_connections_per_client: Option<usize>,
     pub header_read_timeout_seconds: Option<u64>,
     pub request_timeout_seconds: Option<u64>,
 }
@@ -223,6 +224,8 @@ pub struct ServerConfig {
     /// Proxies whose `X-Forwarded-For` is believed.
     pub trusted_proxies: Vec<IpNet>,
     pub max_connections: usize,
+    /// Connections one client address may hold at once; `trusted_proxies` are exempt.
+    pub max_connections_per_client: usize,
     pub header_read_timeout: Duration,
     pub request_timeout: Duration,
 }
@@ -388,6 +391,10 @@ fn apply_env(raw: &mut RawConfig, env: &dyn Fn(&str) -> Option<String>) -> Resul
                 .map(str::to_string)
                 .collect()
         }),
+    );
+    set(
+        &mut raw.server.max_connections_per_client,
+        usize_of(number("AUTHRUN_SERVER_MAX_CONNECTIONS_PER_CLIENT")?),
     );
     set(&mut raw.audit.file, path("AUTHRUN_AUDIT_FILE"));
     let small = |n: Option<u64>| n.map(|n| u8::try_from(n).unwrap_or(u8::MAX));
@@ -592,6 +599,7 @@ impl Validator {
             .map(|entry| self.proxy(entry))
             .collect::<Result<_, _>>()?;
         let max_connections = raw.max_connections.unwrap_or(512);
+        let max_connections_per_client = raw.max_connections_per_client.unwrap_or(32);
         let header_read_timeout = self.at_most_ten_years(
             "server.header_read_timeout_seconds",
             raw.header_read_timeout_seconds.unwrap_or(10),
@@ -602,6 +610,10 @@ impl Validator {
         )?;
         for (key, value) in [
             ("server.max_connections", max_connections as u64),
+            (
+                "server.max_connections_per_client",
+                max_connections_per_client as u64,
+            ),
             ("server.header_read_timeout_seconds", header_read_timeout),
             ("server.request_timeout_seconds", request_timeout),
         ] {
@@ -613,6 +625,7 @@ impl Validator {
             public_url,
             trusted_proxies,
             max_connections,
+            max_connections_per_client,
             header_read_timeout: Duration::from_secs(header_read_timeout),
             request_timeout: Duration::from_secs(request_timeout),
         })
@@ -972,6 +985,29 @@ mod tests {
             error.origin,
             "environment variable AUTHRUN_SCRIPT_TIMEOUT_SECONDS"
         );
+    }
+
+    #[test]
+    fn connections_per_client_default_to_32_and_can_be_set() {
+        let config = load_text("[script]\npath = \"deploy.sh\"\n", &no_env).unwrap();
+        assert_eq!(config.server.max_connections_per_client, 32);
+        let text = "[script]\npath = \"deploy.sh\"\n[server]\nmax_connections_per_client = 4\n";
+        assert_eq!(
+            load_text(text, &no_env)
+                .unwrap()
+                .server
+                .max_connections_per_client,
+            4
+        );
+        let env =
+            |name: &str| (name == "AUTHRUN_SERVER_MAX_CONNECTIONS_PER_CLIENT").then(|| "1000".to_string());
+        assert_eq!(
+            load_text(text, &env).unwrap().server.max_connections_per_client,
+            1000
+        );
+        let zero = "[script]\npath = \"deploy.sh\"\n[server]\nmax_connections_per_client = 0\n";
+        let error = load_text(zero, &no_env).unwrap_err();
+        assert_eq!(error.key, "server.max_connections_per_client");
     }
 
     #[test]
