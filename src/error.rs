@@ -55,6 +55,9 @@ pub enum AppError {
     /// 403: a cross-site form post, or a browser post without the page's token.
     #[error("Refused: this request did not come from authrun's own page. Reload the page and try again.")]
     Forbidden,
+    /// 408: the request's body did not arrive within the request timeout.
+    #[error("The request did not arrive in time; send it again.")]
+    RequestTimeout,
     /// 413: the body is larger than a form needs.
     #[error("The request body is too large.")]
     PayloadTooLarge,
@@ -85,6 +88,7 @@ impl AppError {
                 StatusCode::TOO_MANY_REQUESTS
             }
             Self::Forbidden => StatusCode::FORBIDDEN,
+            Self::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
             Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Self::NotFound => StatusCode::NOT_FOUND,
             Self::ShuttingDown | Self::LaunchFailed | Self::AuditUnavailable => {
@@ -111,6 +115,7 @@ impl AppError {
             Self::NotRunning => "not_running",
             Self::AuditUnavailable => "audit_unavailable",
             Self::Internal => "internal",
+            Self::RequestTimeout => "request_timeout",
             Self::PayloadTooLarge => "payload_too_large",
             Self::NotFound => "not_found",
             Self::ShuttingDown => "shutting_down",
