@@ -7,6 +7,7 @@
 mod helpers;
 
 mod browser_flow;
+mod connections;
 mod fuzz;
 mod gate;
 mod hardening;
