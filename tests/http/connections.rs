@@ -317,3 +317,28 @@ async fn http2_allows_few_streams_per_connection_and_times_out_stalled_ones() {
     assert_eq!(h2_get(&mut client, &server, "/healthz").await, StatusCode::OK);
     server.shutdown().await;
 }
+
+#[tokio::test]
+async fn http2_streams_beyond_the_first_take_slots_like_connections() {
+    // Two slots: the connection's, and one for a second request going at once.
+    let app = TestApp::builder().config("[server]\nmax_connections = 2").build();
+    let server = app.serve_tcp().await;
+    let (mut client, _driver) = h2_connect(ATTACKER, &server).await;
+    let mut stalled = Vec::new();
+    for _ in 0..2 {
+        client = client.ready().await.expect("a stream");
+        stalled.push(stalled_verify(&mut client, &server));
+    }
+    client = client.ready().await.expect("a stream");
+    let (third, _body) = stalled_verify(&mut client, &server);
+    let third = tokio::time::timeout(SOCKET_WAIT, third)
+        .await
+        .expect("the third stream is answered at once")
+        .expect("a response");
+    assert_eq!(third.status(), StatusCode::SERVICE_UNAVAILABLE);
+    // A new connection finds no slot either.
+    let refused = health_from(VICTIM, &server).await;
+    assert!(refused.starts_with("HTTP/1.1 503"), "{refused:?}");
+    drop(stalled);
+    server.shutdown().await;
+}
