@@ -65,8 +65,8 @@ pub struct Limits {
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 /// Requests one HTTP/2 connection may have going at once; a browser needs a handful.
 pub const H2_MAX_STREAMS: u32 = 16;
-/// The largest request head, in either protocol (hyper's own HTTP/2 default; a browser's head with its
-/// cookies is a few KiB).
+/// The largest HTTP/2 request head (hyper's default, said here; a browser's head with its cookies is a
+/// few KiB). An HTTP/1 head must fit the connection's buffer.
 const MAX_HEAD_BYTES: u32 = 16 * 1024;
 /// What an HTTP/1 connection buffers at most, and an HTTP/2 stream and connection may receive unread:
 /// request bodies are at most 4 KiB, so more only serves an attacker.
