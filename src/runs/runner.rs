@@ -358,7 +358,6 @@ impl Runner {
     /// group or not, unless `leave_running` says to leave it (which the log then says).
     async fn clean_up(&self, id: u64, pgid: Pid) {
         leftovers::forget(pgid);
-        let grace = self.script.kill_grace;
         if self.script.leave_running {
             let left = leftovers::count(id, pgid).await;
             if left > 0 {
@@ -369,7 +368,7 @@ impl Runner {
                 );
             }
         } else {
-            let stopped = leftovers::stop(id, pgid, grace).await;
+            let stopped = leftovers::stop(id, pgid, self.clock.sleep(self.script.kill_grace)).await;
             if stopped > 0 {
                 tracing::info!(run = id, stopped, "stopped the processes the script left running");
             }

@@ -37,6 +37,7 @@ mod html;
 
 mod actions;
 mod browser_flow;
+mod connections;
 mod exposure;
 mod faults;
 mod fuzz;
