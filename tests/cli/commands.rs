@@ -117,6 +117,55 @@ fn check_config_names_a_missing_script() {
     assert!(out.stderr.contains("nope.sh"), "{out:#?}");
 }
 
+/// Two actions, `deploy` and `restart-cache`, whose scripts are `deploy.sh` and `cache`.
+fn two_actions(cache: &str) -> String {
+    format!(
+        "[totp]\nsecret = \"{SECRET}\"\n\n[[actions]]\nid = \"deploy\"\nname = \"Deploy production\"\n\
+         path = \"deploy.sh\"\n\n[[actions]]\nid = \"restart-cache\"\npath = \"{cache}\"\ncooldown_seconds = 30\n"
+    )
+}
+
+#[test]
+fn check_config_lists_each_action() {
+    let workspace = Workspace::new();
+    workspace.script("deploy.sh", DEPLOY_SCRIPT);
+    workspace.script("cache.sh", DEPLOY_SCRIPT);
+    let config = workspace.write("authrun.toml", &two_actions("cache.sh"));
+    let out = check_config(&workspace, &config);
+    assert_eq!(out.code(), 0, "{out:#?}");
+    let deploy = out.stdout.find("deploy (Deploy production)");
+    let cache = out.stdout.find("restart-cache (restart-cache)");
+    assert!(deploy.is_some() && cache.is_some() && deploy < cache, "{out:#?}");
+    assert!(out.stdout.contains("cooldown 30 s"), "{out:#?}");
+}
+
+#[test]
+fn check_config_names_the_action_whose_script_is_missing_and_a_duplicate_id() {
+    let workspace = Workspace::new();
+    workspace.script("deploy.sh", DEPLOY_SCRIPT);
+    let config = workspace.write("authrun.toml", &two_actions("nope.sh"));
+    let out = check_config(&workspace, &config);
+    assert_config_error(&out, &config, "actions[2].path", SECRET);
+    assert!(out.stderr.contains("action `restart-cache`"), "{out:#?}");
+    assert!(out.stderr.contains("nope.sh"), "{out:#?}");
+
+    let duplicate = two_actions("deploy.sh").replace("restart-cache", "deploy");
+    let config = workspace.write("authrun.toml", &duplicate);
+    let out = check_config(&workspace, &config);
+    assert_config_error(&out, &config, "actions[2].id", SECRET);
+    assert!(
+        out.stderr.contains("`deploy` is also the id of action 1"),
+        "{out:#?}"
+    );
+
+    // Both forms at once: the error names both.
+    let mixed = format!("[script]\npath = \"deploy.sh\"\n\n{}", two_actions("deploy.sh"));
+    let config = workspace.write("authrun.toml", &mixed);
+    let out = check_config(&workspace, &config);
+    assert_config_error(&out, &config, "script.path", SECRET);
+    assert!(out.stderr.contains("[[actions]]"), "{out:#?}");
+}
+
 #[test]
 fn check_config_refuses_a_short_secret_without_showing_it() {
     let short = "JBSWY3DPEHPK3PXP";
