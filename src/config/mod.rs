@@ -15,6 +15,7 @@ use serde::Deserialize;
 
 use ipnet::IpNet;
 
+pub use crate::model::audit::Rotation;
 pub use crate::model::secret::SecretKey;
 use crate::model::secret::parse_secret;
 
@@ -77,12 +78,15 @@ pub struct RawRegulation {
     pub global_window_seconds: Option<u64>,
     pub global_pause_seconds: Option<u64>,
     pub global_pause_max_seconds: Option<u64>,
+    pub exempt_networks: Option<Vec<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RawAudit {
     pub file: Option<PathBuf>,
+    pub max_bytes: Option<u64>,
+    pub keep_files: Option<usize>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -161,6 +165,8 @@ pub struct Config {
     pub server: ServerConfig,
     pub regulation: RegulationSettings,
     pub audit_file: PathBuf,
+    /// When the audit log is rotated, and how many old files are kept.
+    pub audit_rotation: Rotation,
     /// Where bans and pauses are kept across restarts.
     pub regulation_file: PathBuf,
     pub access: AccessConfig,
@@ -176,6 +182,9 @@ pub struct RegulationSettings {
     pub global_window: Duration,
     pub global_pause: Duration,
     pub global_pause_max: Duration,
+    /// Clients in these networks (the office, its VPN) are never paused and do not count towards the
+    /// pause; their own failures still ban them.
+    pub exempt_networks: Vec<IpNet>,
 }
 
 impl Default for RegulationSettings {
@@ -188,6 +197,7 @@ impl Default for RegulationSettings {
             global_window: Duration::from_secs(60 * 60),
             global_pause: Duration::from_secs(60 * 60),
             global_pause_max: Duration::from_secs(24 * 60 * 60),
+            exempt_networks: Vec::new(),
         }
     }
 }
@@ -370,6 +380,10 @@ fn apply_env(raw: &mut RawConfig, env: &dyn Fn(&str) -> Option<String>) -> Resul
         &mut raw.history.status_entries,
         usize_of(number("AUTHRUN_HISTORY_STATUS_ENTRIES")?),
     );
+    set(
+        &mut raw.audit.keep_files,
+        usize_of(number("AUTHRUN_AUDIT_KEEP_FILES")?),
+    );
     let secret = text("AUTHRUN_TOTP_SECRET").or_else(|| text("AUTHRUN_SECRET"));
     if secret.is_some() {
         // A secret from the environment replaces whatever the file names.
@@ -380,16 +394,24 @@ fn apply_env(raw: &mut RawConfig, env: &dyn Fn(&str) -> Option<String>) -> Resul
         raw.totp.secret_file = Some(file);
     }
     set(&mut raw.server.public_url, text("AUTHRUN_SERVER_PUBLIC_URL"));
-    set(
-        &mut raw.server.trusted_proxies,
-        text("AUTHRUN_SERVER_TRUSTED_PROXIES").map(|list| {
+    let list = |name: &str| {
+        text(name).map(|list| {
             list.split([',', ' '])
                 .filter(|s| !s.is_empty())
                 .map(str::to_string)
                 .collect()
-        }),
+        })
+    };
+    set(
+        &mut raw.server.trusted_proxies,
+        list("AUTHRUN_SERVER_TRUSTED_PROXIES"),
+    );
+    set(
+        &mut raw.regulation.exempt_networks,
+        list("AUTHRUN_REGULATION_EXEMPT_NETWORKS"),
     );
     set(&mut raw.audit.file, path("AUTHRUN_AUDIT_FILE"));
+    set(&mut raw.audit.max_bytes, number("AUTHRUN_AUDIT_MAX_BYTES")?);
     let small = |n: Option<u64>| n.map(|n| u8::try_from(n).unwrap_or(u8::MAX));
     set(&mut raw.totp.digits, small(number("AUTHRUN_TOTP_DIGITS")?));
     set(
@@ -445,6 +467,7 @@ impl Validator {
         let server = self.server(raw.server)?;
         let regulation = self.regulation(raw.regulation)?;
         let access = self.access(raw.access, &script)?;
+        let audit_rotation = self.rotation(&raw.audit)?;
         let audit_file = raw
             .audit
             .file
@@ -453,6 +476,7 @@ impl Validator {
             server,
             regulation,
             audit_file,
+            audit_rotation,
             regulation_file: state_dir.join("regulation.json"),
             access,
             file: file.map(Path::to_path_buf),
@@ -647,16 +671,58 @@ impl Validator {
     }
 
     fn proxy(&self, entry: &str) -> Result<IpNet, ConfigError> {
+        self.network("server.trusted_proxies", entry)
+    }
+
+    /// An address or CIDR network, as `key` lists them.
+    fn network(&self, key: &str, entry: &str) -> Result<IpNet, ConfigError> {
         entry
             .parse::<IpNet>()
             .or_else(|_| entry.parse::<std::net::IpAddr>().map(IpNet::from))
             .map_err(|_| {
                 self.error(
-                    "server.trusted_proxies",
+                    key,
                     format!("`{entry}` is not an IP address or CIDR network"),
                     "list addresses like \"127.0.0.1\" or networks like \"10.0.0.0/8\"",
                 )
             })
+    }
+
+    fn exempt_network(&self, entry: &str) -> Result<IpNet, ConfigError> {
+        let key = "regulation.exempt_networks";
+        let network = self.network(key, entry)?;
+        if network.prefix_len() == 0 {
+            return Err(self.error(
+                key,
+                format!("`{entry}` is every address: nobody would ever be paused"),
+                "list only the networks your team deploys from, e.g. the office VPN \"10.8.0.0/16\"",
+            ));
+        }
+        Ok(network)
+    }
+
+    fn rotation(&self, raw: &RawAudit) -> Result<Rotation, ConfigError> {
+        let defaults = Rotation::default();
+        let max_bytes = raw.max_bytes.unwrap_or(defaults.max_bytes);
+        if max_bytes < 4096 {
+            return Err(self.error(
+                "audit.max_bytes",
+                format!("{max_bytes} bytes would rotate every few lines"),
+                "set at least 4096 (default 10485760, 10 MiB)",
+            ));
+        }
+        let keep_files = raw.keep_files.unwrap_or(defaults.keep_files);
+        if !(1..=1000).contains(&keep_files) {
+            return Err(self.error(
+                "audit.keep_files",
+                format!("{keep_files} rotated files cannot be kept"),
+                "keep between 1 and 1000 rotated files (default 5)",
+            ));
+        }
+        Ok(Rotation {
+            max_bytes,
+            keep_files,
+        })
     }
 
     fn access(&self, raw: RawAccess, script: &ScriptConfig) -> Result<AccessConfig, ConfigError> {
@@ -688,6 +754,12 @@ impl Validator {
 
     fn regulation(&self, raw: RawRegulation) -> Result<RegulationSettings, ConfigError> {
         let defaults = RegulationSettings::default();
+        let exempt_networks = raw
+            .exempt_networks
+            .unwrap_or_default()
+            .iter()
+            .map(|entry| self.exempt_network(entry))
+            .collect::<Result<_, _>>()?;
         let seconds = |key: &str, value: Option<u64>, default: Duration| match value {
             Some(0) => Err(self.error(
                 key,
@@ -738,6 +810,7 @@ impl Validator {
                 raw.global_pause_max_seconds,
                 defaults.global_pause_max,
             )?,
+            exempt_networks,
         };
         if settings.global_pause_max < settings.global_pause {
             return Err(self.error(
@@ -972,6 +1045,66 @@ mod tests {
             error.origin,
             "environment variable AUTHRUN_SCRIPT_TIMEOUT_SECONDS"
         );
+    }
+
+    #[test]
+    fn audit_rotation_and_exempt_networks_are_read_checked_and_overridable() {
+        let config = load_text("[script]\npath = \"deploy.sh\"\n", &no_env).unwrap();
+        assert_eq!(config.audit_rotation.max_bytes, 10 * 1024 * 1024);
+        assert_eq!(config.audit_rotation.keep_files, 5);
+        assert!(config.regulation.exempt_networks.is_empty());
+
+        let text = "[script]\npath = \"deploy.sh\"\n[audit]\nmax_bytes = 65536\nkeep_files = 2\n\
+                    [regulation]\nexempt_networks = [\"10.8.0.0/16\", \"192.0.2.7\", \"2001:db8::/48\"]\n";
+        let config = load_text(text, &no_env).unwrap();
+        assert_eq!(
+            config.audit_rotation,
+            Rotation {
+                max_bytes: 65536,
+                keep_files: 2
+            }
+        );
+        let exempt: Vec<String> = config
+            .regulation
+            .exempt_networks
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(exempt, ["10.8.0.0/16", "192.0.2.7/32", "2001:db8::/48"]);
+
+        let env = |name: &str| match name {
+            "AUTHRUN_AUDIT_MAX_BYTES" => Some("8192".to_string()),
+            "AUTHRUN_AUDIT_KEEP_FILES" => Some("9".to_string()),
+            "AUTHRUN_REGULATION_EXEMPT_NETWORKS" => Some("10.9.0.0/16, fd00::/8".to_string()),
+            _ => None,
+        };
+        let config = load_text(text, &env).unwrap();
+        assert_eq!(config.audit_rotation.max_bytes, 8192);
+        assert_eq!(config.audit_rotation.keep_files, 9);
+        assert_eq!(config.regulation.exempt_networks.len(), 2);
+
+        for (text, key, fix) in [
+            ("[audit]\nmax_bytes = 100", "audit.max_bytes", "4096"),
+            (
+                "[audit]\nkeep_files = 0",
+                "audit.keep_files",
+                "between 1 and 1000",
+            ),
+            (
+                "[regulation]\nexempt_networks = [\"office\"]",
+                "regulation.exempt_networks",
+                "10.0.0.0/8",
+            ),
+            (
+                "[regulation]\nexempt_networks = [\"0.0.0.0/0\"]",
+                "regulation.exempt_networks",
+                "VPN",
+            ),
+        ] {
+            let error = load_text(&format!("[script]\npath = \"deploy.sh\"\n{text}\n"), &no_env).unwrap_err();
+            assert_eq!(error.key, key, "{text}: {error}");
+            assert!(error.fix.contains(fix), "{text}: {error}");
+        }
     }
 
     #[test]

@@ -43,3 +43,23 @@ pub struct AuditEntry<'a> {
     pub time: OffsetDateTime,
     pub event: AuditEvent<'a>,
 }
+
+/// When the audit log is rotated, and how many rotated files are kept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rotation {
+    /// The size past which the log is renamed `<file>.1` (the older ones move up a number) and a new
+    /// one begins.
+    pub max_bytes: u64,
+    /// Rotated files kept; the oldest beyond them is deleted.
+    pub keep_files: usize,
+}
+
+impl Default for Rotation {
+    /// 10 MiB times 5: at about 120 bytes a line, the last 500,000 attempts.
+    fn default() -> Self {
+        Self {
+            max_bytes: 10 * 1024 * 1024,
+            keep_files: 5,
+        }
+    }
+}
