@@ -42,7 +42,7 @@ pub fn open(config: Config, secret: &SecretKey, clock: SharedClock) -> Result<Ap
     })?;
     let history = Arc::new(FileHistory::open(&config.history_file, config.history_retention)?);
     let regulation = Arc::new(FileRegulation::open(&config.regulation_file)?);
-    let audit = Arc::new(AuditLog::open(&config.audit_file)?);
+    let audit = Arc::new(AuditLog::open(&config.audit_file, Some(config.audit_rotation))?);
     let runner = Arc::new(Runner::new(config.script.clone(), Arc::clone(&clock), history));
     let gatekeeper = Gatekeeper {
         clock: Arc::clone(&clock),

@@ -238,7 +238,7 @@ fn unlock(file: Option<&Path>, client: Option<IpAddr>) -> ExitCode {
         time: SystemClock.now(),
         event: AuditEvent::Unlocked { client: key.as_ref() },
     };
-    let audited = AuditLog::open(&config.audit_file).and_then(|log| log.record_now(&entry));
+    let audited = AuditLog::open(&config.audit_file, None).and_then(|log| log.record_now(&entry));
     if let Err(error) = audited {
         return fail(error, 1);
     }

@@ -7,7 +7,7 @@ use crate::model::client::ClientKey;
 use crate::model::regulation::RegulationEvent;
 
 /// What became of an attempt.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Outcome {
     Started,
@@ -30,6 +30,14 @@ pub enum AuditEvent<'a> {
         client: &'a ClientKey,
         outcome: Outcome,
         run_id: Option<u64>,
+    },
+    /// Refusals of a blocked or cross-site client, counted rather than written one by one: `count`
+    /// of them since `since`. `None` stands for the clients beyond those counted one by one.
+    Refusals {
+        client: Option<&'a ClientKey>,
+        outcome: Outcome,
+        count: u64,
+        since: OffsetDateTime,
     },
     /// A ban or pause began or ended.
     Regulation(&'a RegulationEvent),
