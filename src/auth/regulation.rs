@@ -4,7 +4,12 @@
 //! malformed codes) are counted per client and in total. Too many from one client within a window ban that
 //! client; too many in total pause code checking for everyone, each further pause before a successful run
 //! lasting twice as long as the last, up to a maximum. While banned or paused a request is refused before
-//! its code is looked at, so nothing can be learned from it.
+//! its code is looked at, so nothing can be learned from it. Clients in the exempt networks (the team's
+//! own) are never paused and do not count towards the pause; their own limit still holds.
+//!
+//! Attempts are judged one at a time ([`Guard::turn`]): the check that a client may try, the check of its
+//! code and the counting of a failure happen under one lock, so however many attempts arrive at once, no
+//! more codes are checked than the limits allow.
 //!
 //! Bans, the pause and the recent global failures live in a [`RegulationStore`], so a restart forgives
 //! nothing; failures per client are counted in memory only (a restart loses at most one window of them).
@@ -42,6 +47,27 @@ pub struct Guard {
     store: Arc<dyn RegulationStore>,
     /// Recent failures per client.
     client_failures: Mutex<HashMap<ClientKey, VecDeque<OffsetDateTime>>>,
+    /// Held by the attempt being judged, from its block check until its failure is counted.
+    judging: tokio::sync::Mutex<()>,
+}
+
+/// One attempt's turn to be judged: while it is held no other attempt is, so a failure is counted before
+/// the next attempt's block check. Dropping it ends the turn.
+#[must_use = "the turn ends when it is dropped"]
+#[derive(Debug)]
+pub struct Turn<'a> {
+    guard: &'a Guard,
+    client: &'a ClientKey,
+    now: OffsetDateTime,
+    _judging: tokio::sync::MutexGuard<'a, ()>,
+}
+
+/// What counting a failure started, and whether the store could keep it.
+#[derive(Debug)]
+pub struct Counted {
+    /// Bans and pauses it started; they are in force whether or not they were saved.
+    pub events: Vec<RegulationEvent>,
+    pub saved: Result<(), StoreError>,
 }
 
 impl Guard {
@@ -50,6 +76,7 @@ impl Guard {
             settings,
             store,
             client_failures: Mutex::new(HashMap::new()),
+            judging: tokio::sync::Mutex::new(()),
         }
     }
 
@@ -69,11 +96,13 @@ impl Guard {
         Ok(events)
     }
 
-    /// The block in force for `client` at `now`, if any.
+    /// The block in force for `client` at `now`, if any. Exempt clients are never paused.
     pub fn blocked(&self, client: &ClientKey, now: OffsetDateTime) -> Option<Blocked> {
+        let exempt = self.is_exempt(client);
         let mut blocked = None;
         self.store.read(&mut |state| {
-            blocked = if let Some(until) = state.paused_until.filter(|until| now < *until) {
+            let paused = state.paused_until.filter(|until| now < *until && !exempt);
+            blocked = if let Some(until) = paused {
                 Some(Blocked::Paused { until })
             } else {
                 state
@@ -86,16 +115,37 @@ impl Guard {
         blocked
     }
 
+    /// Waits for `client`'s turn to be judged at `now`, then refuses it if it is blocked.
+    pub async fn turn<'a>(&'a self, client: &'a ClientKey, now: OffsetDateTime) -> Result<Turn<'a>, Blocked> {
+        let judging = self.judging.lock().await;
+        match self.blocked(client, now) {
+            Some(blocked) => Err(blocked),
+            None => Ok(Turn {
+                guard: self,
+                client,
+                now,
+                _judging: judging,
+            }),
+        }
+    }
+
+    /// Whether `client` is in one of the exempt networks.
+    pub fn is_exempt(&self, client: &ClientKey) -> bool {
+        let exempt = &self.settings.exempt_networks;
+        !exempt.is_empty()
+            && client
+                .network()
+                .is_some_and(|network| exempt.iter().any(|net| net.contains(&network)))
+    }
+
     /// Counts a failed attempt by `client`, starting a ban or a pause when a limit is reached. The count
     /// holds in memory even when the store cannot save it.
-    pub async fn record_failure(
-        &self,
-        client: &ClientKey,
-        now: OffsetDateTime,
-    ) -> Result<Vec<RegulationEvent>, StoreError> {
+    async fn record_failure(&self, client: &ClientKey, now: OffsetDateTime) -> Counted {
         let ban = self.count_client_failure(client, now);
+        let counts_globally = !self.is_exempt(client);
         let mut events = Vec::new();
-        self.store
+        let saved = self
+            .store
             .transact(&mut |state| {
                 events.clear();
                 if ban {
@@ -106,11 +156,13 @@ impl Guard {
                         until,
                     });
                 }
-                events.extend(self.count_global_failure(state, now));
+                if counts_globally {
+                    events.extend(self.count_global_failure(state, now));
+                }
                 true
             })
-            .await?;
-        Ok(events)
+            .await;
+        Counted { events, saved }
     }
 
     /// A successful run: the next pause starts again from the base length.
@@ -183,6 +235,13 @@ impl Guard {
     }
 }
 
+impl Turn<'_> {
+    /// Counts this attempt as a failure, before the turn passes to the next attempt.
+    pub async fn fail(&self) -> Counted {
+        self.guard.record_failure(self.client, self.now).await
+    }
+}
+
 fn push_in_window(failures: &mut VecDeque<OffsetDateTime>, now: OffsetDateTime, window: Duration) {
     while failures.front().is_some_and(|first| later(*first, window) <= now) {
         failures.pop_front();
@@ -246,7 +305,10 @@ mod tests {
 
     async fn fail(guard: &Guard, who: &ClientKey, at: OffsetDateTime) -> Vec<RegulationEvent> {
         guard.refresh(at).await.unwrap();
-        guard.record_failure(who, at).await.unwrap()
+        let turn = guard.turn(who, at).await.expect("not blocked");
+        let counted = turn.fail().await;
+        counted.saved.unwrap();
+        counted.events
     }
 
     #[tokio::test]

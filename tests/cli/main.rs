@@ -3,6 +3,8 @@
 //! variables, reading what it prints, the files it writes, and its HTTP answers over TCP.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod attack;
+mod audit;
 mod commands;
 mod security;
 mod serve;

@@ -43,7 +43,7 @@ fn unlock(workspace: &Workspace, args: &[&str]) -> Finished {
 
 /// A code that is none of those the server may accept around now (two steps either side, so a step
 /// boundary between computing and checking it changes nothing).
-fn wrong_code() -> String {
+pub fn wrong_code() -> String {
     let bytes = authrun::model::secret::decode_secret(SECRET).expect("a base32 secret");
     let verifier = authrun::auth::totp::Verifier::new(
         bytes,

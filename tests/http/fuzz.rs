@@ -1363,10 +1363,13 @@ fn accepted_regulation_files_never_break_the_guard() {
                 .map_err(|error| fail(format!("refresh: {error}")))?;
             let _ = guard.blocked(&client, START);
             for _ in 0..RegulationSettings::default().client_max_failures {
-                guard
-                    .record_failure(&client, START)
+                let Ok(turn) = guard.turn(&client, START).await else {
+                    break;
+                };
+                turn.fail()
                     .await
-                    .map_err(|error| fail(format!("record_failure: {error}")))?;
+                    .saved
+                    .map_err(|error| fail(format!("counting a failure: {error}")))?;
             }
             guard
                 .record_success()

@@ -566,3 +566,24 @@ async fn a_trusted_proxy_reaching_a_dual_stack_listener_over_ipv4_is_still_trust
         "{lines:#?}"
     );
 }
+
+#[tokio::test]
+async fn exempt_networks_are_neither_paused_nor_counted_towards_the_pause() {
+    let app = TestApp::builder()
+        .config("[regulation]\nexempt_networks = [\"10.8.0.0/16\", \"2001:db8:8::/48\"]")
+        .build();
+    let office = |host: &str| peer(&format!("10.8.0.{host}"));
+    // Ten wrong codes from the office: each address is banned on its own limit, nobody else is paused.
+    fail_five_times(&app, office("1"), &[]).await;
+    fail_five_times(&app, peer("2001:db8:8:1::5"), &[]).await;
+    assert_banned(&post_code(&app, &app.code_now(), office("1"), &[]).await, 900);
+    assert!(events(&audit_lines(&app), "pause_started").is_empty());
+
+    // Ten from anywhere else pause everyone but the office.
+    pause_everyone(&app, 1).await;
+    assert_paused(&post_code(&app, &app.code_now(), client(100), &[]).await, 3600);
+    let deploy = post_code(&app, &app.code_now(), office("2"), &[]).await;
+    assert_eq!(deploy.status, StatusCode::OK, "{}", deploy.text());
+    app.wait_for_run(1).await;
+    assert_banned(&post_code(&app, &app.code_now(), office("1"), &[]).await, 900);
+}

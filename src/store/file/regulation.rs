@@ -66,7 +66,7 @@ impl RegulationStore for FileRegulation {
     ) -> Result<(), StoreError> {
         let _writing = self.writing.lock().await;
         let path = Arc::clone(&self.path);
-        let (lock, reloaded) = blocking(move || {
+        let prepared = blocking(move || {
             let lock = FileLock::take(&path)?;
             let marker = reload_marker(&path);
             if !marker.exists() {
@@ -76,7 +76,15 @@ impl RegulationStore for FileRegulation {
             let _ = std::fs::remove_file(&marker);
             Ok((lock, Some(state)))
         })
-        .await?;
+        .await;
+        let (lock, reloaded) = match prepared {
+            Ok(prepared) => prepared,
+            Err(error) => {
+                // The file cannot be used now (a full disk, say); the change holds in memory all the same.
+                change(&mut self.lock());
+                return Err(error);
+            }
+        };
         let bytes = {
             let mut state = self.lock();
             if let Some(reloaded) = reloaded {
