@@ -4,6 +4,7 @@
 use std::sync::Arc;
 
 use crate::auth::attempt::Gatekeeper;
+use crate::auth::refusals::Refusals;
 use crate::auth::regulation::Guard;
 use crate::auth::totp::Verifier;
 use crate::clock::SharedClock;
@@ -50,6 +51,7 @@ pub fn open(config: Config, secret: &SecretKey, clock: SharedClock) -> Result<Ap
         guard: Guard::new(regulation, config.regulation.clone()),
         audit,
         runner: Arc::clone(&runner),
+        refusals: Refusals::default(),
     };
     Ok(AppState::new(AppStateInner {
         config: Arc::new(config),

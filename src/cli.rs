@@ -182,7 +182,9 @@ async fn serve(file: Option<&Path>, bind: Option<String>, insecure_permissions: 
     };
     println!("authrun is serving {url}");
     tracing::info!(%url, "listening");
-    match server::serve(listener, state, shutdown).await {
+    let served = server::serve(listener, state.clone(), shutdown).await;
+    state.gatekeeper.flush().await;
+    match served {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => fail(format!("the server stopped: {error}"), 1),
     }

@@ -5,13 +5,16 @@
 //! is judged at a time, see `auth::regulation`), room for its audit lines is reserved (a log that cannot
 //! take them refuses the attempt unchecked), and the gate is checked before the code, so while a run goes
 //! or cools down nothing is learned about a code. A failure (malformed, wrong or replayed code) is counted
-//! before the turn passes on. Every attempt leaves an audit line, written before the answer.
+//! before the turn passes on. Every attempt leaves an audit line, written before the answer; refusals
+//! made before the code was looked at (blocked, cross-site, no room in the audit log) are counted instead,
+//! a line a minute per client (`auth::refusals`), in the audit log and in the server log.
 
 use std::sync::Arc;
 
 use serde::Serialize;
 use time::OffsetDateTime;
 
+use crate::auth::refusals::{Refusals, Report};
 use crate::auth::regulation::{Blocked, Guard};
 use crate::auth::totp::{TotpCode, Verdict, Verifier};
 use crate::clock::SharedClock;
@@ -56,6 +59,16 @@ pub struct Gatekeeper {
     pub guard: Guard,
     pub audit: Arc<dyn AuditSink>,
     pub runner: Arc<Runner>,
+    pub refusals: Refusals,
+}
+
+/// Whether `error` is a refusal the gatekeeper counted and logged itself (a line a minute per client), so
+/// the web layer logs its request at `debug` only.
+pub fn is_counted_refusal(error: &AppError) -> bool {
+    matches!(
+        error,
+        AppError::Banned { .. } | AppError::Paused { .. } | AppError::Forbidden | AppError::AuditUnavailable
+    )
 }
 
 /// An attempt judged and refused.
@@ -108,9 +121,10 @@ impl Gatekeeper {
             return Err(error);
         }
         if request.cross_site {
-            self.audit_attempt(now, client, Outcome::Forbidden, None).await?;
+            self.refused_unchecked(now, client, &AppError::Forbidden).await;
             return Err(AppError::Forbidden);
         }
+        self.report_due(now).await;
         let turn = match self.guard.turn(client, now).await {
             Ok(turn) => turn,
             Err(blocked) => {
@@ -207,8 +221,8 @@ impl Gatekeeper {
         TotpCode::parse(&code, digits).map_err(|_| AppError::MalformedCode { digits })
     }
 
-    /// Audits an attempt refused before its code was looked at; the refusal stands even when the line
-    /// cannot be written.
+    /// Counts an attempt refused before its code was looked at, writing a line when one is due. The
+    /// refusal stands even when the line cannot be written.
     async fn refused_unchecked(&self, now: OffsetDateTime, client: &ClientKey, error: &AppError) {
         let outcome = match error {
             AppError::Paused { .. } => Outcome::Paused,
@@ -216,7 +230,47 @@ impl Gatekeeper {
             AppError::Forbidden => Outcome::Forbidden,
             _ => Outcome::Unavailable,
         };
-        let _ = self.audit_attempt(now, client, outcome, None).await;
+        if let Some(report) = self.refusals.note(client, outcome, now) {
+            self.report(report).await;
+        }
+        self.report_due(now).await;
+    }
+
+    /// Writes the counts of other clients' minutes that are over.
+    async fn report_due(&self, now: OffsetDateTime) {
+        for report in self.refusals.due(now) {
+            self.report(report).await;
+        }
+    }
+
+    /// Writes counted refusals to the audit log and the server log.
+    async fn report(&self, report: Report) {
+        let client = report.client.as_ref();
+        let shown = client.map_or_else(|| "others".to_string(), ToString::to_string);
+        tracing::info!(
+            client = %shown,
+            outcome = report.outcome.as_str(),
+            count = report.count,
+            "verification refused"
+        );
+        let entry = AuditEntry {
+            time: report.time,
+            event: AuditEvent::Refusals {
+                client,
+                outcome: report.outcome,
+                count: report.count,
+                since: report.since,
+            },
+        };
+        // Best effort: the log's trouble is reported by the log itself.
+        let _ = self.audit.record(&entry).await;
+    }
+
+    /// Writes the refusals counted and not yet written; for a server that stops.
+    pub async fn flush(&self) {
+        for report in self.refusals.drain() {
+            self.report(report).await;
+        }
     }
 
     async fn audit_attempt(

@@ -22,6 +22,24 @@ pub enum Outcome {
     Unavailable,
 }
 
+impl Outcome {
+    /// The word the audit log writes.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Started => "started",
+            Self::Wrong => "wrong",
+            Self::Malformed => "malformed",
+            Self::Replayed => "replayed",
+            Self::Running => "running",
+            Self::CoolingDown => "cooling_down",
+            Self::Banned => "banned",
+            Self::Paused => "paused",
+            Self::Forbidden => "forbidden",
+            Self::Unavailable => "unavailable",
+        }
+    }
+}
+
 /// One line of the audit log.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AuditEvent<'a> {

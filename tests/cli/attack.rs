@@ -8,10 +8,11 @@
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpStream};
 
+use nix::sys::signal::Signal;
 use serde_json::Value;
 
 use crate::security::wrong_code;
-use crate::support::{Server, WAIT, Workspace, authrun, run};
+use crate::support::{SECRET, Server, WAIT, Workspace, authrun, code_now, run, wait_for};
 
 const SCRIPT: &str = "#!/bin/sh\necho deployed\n";
 
@@ -74,6 +75,13 @@ fn read_answer(stream: &mut TcpStream) -> (u16, Value) {
         .unwrap_or_else(|| panic!("no status in {head:?}"));
     let body = serde_json::from_str(body).unwrap_or(Value::Null);
     (status, body)
+}
+
+/// One request from `source`, answered.
+fn post_from(server: &Server, source: Ipv4Addr, request: &[u8]) -> (u16, Value) {
+    let mut stream = connect_from(&runtime(), source, server.addr);
+    stream.write_all(request).expect("send the request");
+    read_answer(&mut stream)
 }
 
 /// Opens one connection per source, sends every byte of `request` but the last on each, then the last
@@ -177,4 +185,73 @@ fn a_burst_of_wrong_codes_gets_no_more_codes_checked_than_the_limits_allow() {
         assert_only(&answers, &[(401, "wrong_code"), (429, "paused")]);
     }
     assert_eq!(audited(&audit_lines(&workspace), "wrong"), 30);
+}
+
+#[test]
+fn a_blocked_or_cross_site_client_flooding_verify_costs_one_line_a_minute() {
+    let workspace = Workspace::configured(SCRIPT, "");
+    let server = serve_with_64_threads(&workspace);
+    let banned = Ipv4Addr::new(127, 0, 0, 3);
+    let wrong = verify_request(&server, &wrong_code(), "");
+    for _ in 0..5 {
+        assert_eq!(post_from(&server, banned, &wrong).0, 401);
+    }
+    let audit_before = audit_lines(&workspace).len();
+
+    let valid = verify_request(&server, &code_now(SECRET), "");
+    for _ in 0..1000 {
+        let (status, body) = post_from(&server, banned, &valid);
+        assert_eq!((status, &body["error"]), (429, &Value::from("banned")), "{body}");
+    }
+    let cross_site = Ipv4Addr::new(127, 0, 0, 4);
+    let foreign = verify_request(&server, &code_now(SECRET), "Origin: https://evil.example\r\n");
+    for _ in 0..1000 {
+        let (status, body) = post_from(&server, cross_site, &foreign);
+        assert_eq!(
+            (status, &body["error"]),
+            (403, &Value::from("forbidden")),
+            "{body}"
+        );
+    }
+
+    let lines = audit_lines(&workspace);
+    let new_lines = &lines[audit_before..];
+    // The ban began with the fifth wrong code; the flood adds one line per client, the minute has not
+    // ended yet.
+    assert_eq!(new_lines.len(), 2, "{new_lines:#?}");
+    assert_eq!(new_lines[0]["client"], "127.0.0.3");
+    assert_eq!(new_lines[0]["outcome"], "banned");
+    assert_eq!(new_lines[1]["client"], "127.0.0.4");
+    assert_eq!(new_lines[1]["outcome"], "forbidden");
+    // The log is written by a thread of its own, so lines from before the flood may come late: only the
+    // lines about the flood's answers count.
+    let about_the_flood = |line: &&str| {
+        [
+            "status=429",
+            "status=403",
+            "outcome=\"banned\"",
+            "outcome=\"forbidden\"",
+        ]
+        .iter()
+        .any(|mark| line.contains(mark))
+    };
+    wait_for("a line about each flooding client", || {
+        (server.stderr().lines().filter(about_the_flood).count() >= 2).then_some(())
+    });
+    let stderr = server.stderr();
+    let logged: Vec<&str> = stderr.lines().filter(about_the_flood).collect();
+    assert!(
+        logged.len() <= 4,
+        "2000 refusals logged {} lines:\n{}",
+        logged.len(),
+        logged.join("\n")
+    );
+
+    // A server that stops writes what it counted: every refusal is accounted for.
+    let mut server = server;
+    server.signal(Signal::SIGTERM);
+    assert!(server.wait_exit().success(), "{}", server.stderr());
+    let lines = audit_lines(&workspace);
+    assert_eq!(audited(&lines, "banned"), 1000, "{lines:#?}");
+    assert_eq!(audited(&lines, "forbidden"), 1000, "{lines:#?}");
 }

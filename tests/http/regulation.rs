@@ -310,9 +310,10 @@ async fn a_blocked_request_is_refused_before_its_code_is_checked() {
 
     let lines = audit_lines(&app);
     let outcomes = outcomes_of(&lines, "192.0.2.1");
+    // Refusals within a minute are counted on one line, written when the minute is over.
     assert_eq!(
         outcomes,
-        ["wrong", "wrong", "wrong", "wrong", "wrong", "banned", "banned"],
+        ["wrong", "wrong", "wrong", "wrong", "wrong", "banned"],
         "{lines:?}"
     );
     assert!(
@@ -565,6 +566,28 @@ async fn a_trusted_proxy_reaching_a_dual_stack_listener_over_ipv4_is_still_trust
         "203.0.113.7",
         "{lines:#?}"
     );
+}
+
+#[tokio::test]
+async fn a_blocked_clients_refusals_are_audited_once_a_minute_with_their_count() {
+    let app = TestApp::builder().build();
+    let attacker = client(1);
+    fail_five_times(&app, attacker, &[]).await;
+    for _ in 0..100 {
+        assert_banned(&post_code(&app, &app.code_now(), attacker, &[]).await, 900);
+    }
+    app.advance(61);
+    assert_banned(&post_code(&app, &app.code_now(), attacker, &[]).await, 839);
+
+    let lines = audit_lines(&app);
+    let refusals: Vec<&Value> = lines.iter().filter(|line| line["outcome"] == "banned").collect();
+    assert_eq!(refusals.len(), 2, "{lines:#?}");
+    // The first refusal at once, then one line for the rest of its minute and the one after it.
+    assert_eq!(refusals[0]["time"], "2026-11-25T12:00:10Z");
+    assert!(refusals[0].get("count").is_none(), "{lines:#?}");
+    assert_eq!(refusals[1]["time"], "2026-11-25T12:01:11Z");
+    assert_eq!(refusals[1]["count"], 100, "{lines:#?}");
+    assert_eq!(refusals[1]["since"], "2026-11-25T12:00:10Z", "{lines:#?}");
 }
 
 #[tokio::test]

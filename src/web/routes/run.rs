@@ -23,6 +23,7 @@ use crate::model::time::later;
 use crate::web::form::VerifyForm;
 use crate::web::middleware::client_ip::client_ip;
 use crate::web::middleware::csrf::{self, with_cookie};
+use crate::web::middleware::edge::LoggedByHandler;
 use crate::web::negotiate::wants_html;
 use crate::web::routes::assets::asset_version;
 use crate::web::session::{BrowserSession, Flash, FlashKind};
@@ -103,15 +104,18 @@ pub async fn verify(
         cross_site,
     };
     let outcome = state.gatekeeper.attempt(request).await;
+    // Refusals the gatekeeper counts it also logs, a line a minute per client.
+    let counted = outcome.as_ref().is_err_and(attempt::is_counted_refusal);
     match &outcome {
         Ok(_) => {
             session
                 .set_verified(later(state.clock.now(), state.config.access.verified_for))
                 .await
         }
+        Err(_) if counted => {}
         Err(error) => tracing::info!(outcome = error.code(), "verification refused"),
     }
-    match (outcome, html) {
+    let mut response = match (outcome, html) {
         (Ok(started), false) => match query.wait() {
             Some(wait) => wait_for_end(&state, started, wait).await,
             None => Json(started).into_response(),
@@ -131,7 +135,11 @@ pub async fn verify(
             session.set_flash(flash).await;
             Redirect::to("/").into_response()
         }
+    };
+    if counted {
+        response.extensions_mut().insert(LoggedByHandler);
     }
+    response
 }
 
 #[derive(Debug, Default, Deserialize)]
