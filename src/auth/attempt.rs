@@ -166,9 +166,6 @@ impl Gatekeeper {
             return Err(error);
         }
         drop(turn);
-        if let Err(error) = self.guard.record_success().await {
-            tracing::error!(%error, "the end of regulation could not be recorded");
-        }
         self.runner.launch(admission).await.map_err(|error| {
             tracing::error!(run = id, %error, "the run could not start");
             AppError::LaunchFailed

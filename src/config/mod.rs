@@ -196,7 +196,7 @@ impl Default for RegulationSettings {
             global_max_failures: 10,
             global_window: Duration::from_secs(60 * 60),
             global_pause: Duration::from_secs(60 * 60),
-            global_pause_max: Duration::from_secs(24 * 60 * 60),
+            global_pause_max: Duration::from_secs(48 * 60 * 60),
             exempt_networks: Vec::new(),
         }
     }

@@ -257,7 +257,7 @@ async fn ten_failures_from_anywhere_pause_everyone_for_an_hour() {
 }
 
 #[tokio::test]
-async fn pauses_double_until_a_code_is_accepted() {
+async fn pauses_double_even_after_an_accepted_code_and_step_back_after_two_quiet_days() {
     let app = TestApp::builder()
         .cooldown(0)
         .config("[regulation]\nclient_max_failures = 100")
@@ -268,6 +268,11 @@ async fn pauses_double_until_a_code_is_accepted() {
     assert_paused(&post_code(&app, &app.code_now(), newcomer, &[]).await, 3600);
     app.advance(PAUSE_SECONDS);
 
+    // An accepted code changes nothing: an attacker waiting for the team's deploy must not get the
+    // short pauses back.
+    let accepted = post_code(&app, &app.code_now(), newcomer, &[]).await;
+    assert_eq!(accepted.status, StatusCode::OK, "{}", accepted.text());
+    app.wait_for_run(1).await;
     pause_everyone(&app, 1).await;
     let second = post_code(&app, &app.code_now(), newcomer, &[]).await;
     assert_paused(&second, 7200);
@@ -277,18 +282,16 @@ async fn pauses_double_until_a_code_is_accepted() {
     assert_paused(&post_code(&app, &app.code_now(), newcomer, &[]).await, 1);
     app.advance(1);
 
-    // An accepted code ends the doubling: the next pause is one hour again.
-    let accepted = post_code(&app, &app.code_now(), newcomer, &[]).await;
-    assert_eq!(accepted.status, StatusCode::OK, "{}", accepted.text());
-    app.wait_for_run(1).await;
+    // Two days without a pause take one doubling back: 2 hours again, not 4.
+    app.advance(48 * 3600);
     pause_everyone(&app, 1).await;
-    assert_paused(&post_code(&app, &app.code_now(), newcomer, &[]).await, 3600);
+    assert_paused(&post_code(&app, &app.code_now(), newcomer, &[]).await, 7200);
 
     let started: Vec<u64> = events(&audit_lines(&app), "pause_started")
         .iter()
         .map(|line| line["pause_number"].as_u64().unwrap_or_default())
         .collect();
-    assert_eq!(started, [1, 2, 1]);
+    assert_eq!(started, [1, 2, 2]);
     assert_eq!(events(&audit_lines(&app), "pause_ended").len(), 2);
 }
 
