@@ -15,7 +15,7 @@ use serde::Serialize;
 use time::OffsetDateTime;
 
 use crate::auth::refusals::{Refusals, Report};
-use crate::auth::regulation::{Blocked, Guard};
+use crate::auth::regulation::{Blocked, Guard, Turn};
 use crate::auth::totp::{TotpCode, Verdict, Verifier};
 use crate::clock::SharedClock;
 use crate::error::{AppError, seconds_until};
@@ -141,24 +141,7 @@ impl Gatekeeper {
         }
         let admission = match self.judge(request.code, now) {
             Ok(admission) => admission,
-            Err(judged) => {
-                let events = if judged.failure {
-                    let counted = turn.fail().await;
-                    if let Err(error) = counted.saved {
-                        // The failure is counted in memory; only its persistence failed.
-                        tracing::error!(%error, "the failure could not be persisted");
-                    }
-                    counted.events
-                } else {
-                    Vec::new()
-                };
-                let audited = self.audit_attempt(now, client, judged.outcome, None).await;
-                let regulation_audited = self.audit_regulation(now, &events).await;
-                return Err(match audited.and(regulation_audited) {
-                    Ok(()) => judged.error,
-                    Err(unavailable) => unavailable,
-                });
-            }
+            Err(judged) => return Err(self.refused(&turn, client, now, judged).await),
         };
         let (id, started_at) = (admission.id, admission.started);
         if let Err(error) = self.audit_attempt(now, client, Outcome::Started, Some(id)).await {
@@ -210,6 +193,32 @@ impl Gatekeeper {
                 Verdict::Replayed => Err(Refusal::ReplayedCode),
             })
             .map_err(|refusal| Judged::refusal(refusal, now))
+    }
+
+    /// Counts a failure within the turn, and audits the refusal and any ban or pause it started.
+    async fn refused(
+        &self,
+        turn: &Turn<'_>,
+        client: &ClientKey,
+        now: OffsetDateTime,
+        judged: Judged,
+    ) -> AppError {
+        let events = if judged.failure {
+            let counted = turn.fail().await;
+            if let Err(error) = counted.saved {
+                // The failure is counted in memory; only its persistence failed.
+                tracing::error!(%error, "the failure could not be persisted");
+            }
+            counted.events
+        } else {
+            Vec::new()
+        };
+        let audited = self.audit_attempt(now, client, judged.outcome, None).await;
+        let regulation_audited = self.audit_regulation(now, &events).await;
+        match audited.and(regulation_audited) {
+            Ok(()) => judged.error,
+            Err(unavailable) => unavailable,
+        }
     }
 
     fn parse(&self, code: Result<Option<String>, AppError>) -> Result<TotpCode, AppError> {
