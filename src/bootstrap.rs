@@ -57,7 +57,7 @@ pub fn open(config: Config, secret: &SecretKey, clock: SharedClock) -> Result<Ap
         config: Arc::new(config),
         clock,
         runner,
-        gatekeeper,
+        gatekeeper: Arc::new(gatekeeper),
         caches: Caches::default(),
     }))
 }

@@ -111,8 +111,20 @@ impl Judged {
 }
 
 impl Gatekeeper {
-    /// Runs the whole attempt and returns what to answer.
-    pub async fn attempt(&self, request: Request) -> Result<Started, AppError> {
+    /// Runs the whole attempt and returns what to answer. It runs to its end even when the client goes
+    /// away (the server then drops its request): a code that was checked is always counted and audited,
+    /// and a run that was admitted always launched or given up.
+    pub async fn attempt(self: &Arc<Self>, request: Request) -> Result<Started, AppError> {
+        let gatekeeper = Arc::clone(self);
+        tokio::spawn(async move { gatekeeper.attempt_to_the_end(request).await })
+            .await
+            .unwrap_or_else(|panicked| {
+                tracing::error!(%panicked, "an attempt failed");
+                Err(AppError::Internal)
+            })
+    }
+
+    async fn attempt_to_the_end(&self, request: Request) -> Result<Started, AppError> {
         let now = self.clock.now();
         let client = &request.client;
         // Blocked clients are refused here at once, without queueing for a turn.

@@ -6,8 +6,10 @@
 use std::net::{IpAddr, SocketAddr};
 
 use axum::body::Body;
+use axum::extract::ConnectInfo;
 use axum::http::{Request, StatusCode, header};
 use serde_json::Value;
+use tower::ServiceExt;
 
 use crate::gate::{BLOCKING_SCRIPT, let_script_finish};
 use crate::helpers::{PEER, SECRET, TestApp, TestResponse, urlencode};
@@ -612,4 +614,36 @@ async fn exempt_networks_are_neither_paused_nor_counted_towards_the_pause() {
     assert_eq!(deploy.status, StatusCode::OK, "{}", deploy.text());
     app.wait_for_run(1).await;
     assert_banned(&post_code(&app, &app.code_now(), office("1"), &[]).await, 900);
+}
+
+#[tokio::test]
+async fn attempts_whose_clients_hang_up_are_still_judged_and_counted() {
+    let app = TestApp::builder().build();
+    for n in 1..=GLOBAL_MAX_FAILURES {
+        let mut request = Request::post("/verify")
+            .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+            .body(Body::from(format!("code={}", wrong_code(&app))))
+            .expect("request");
+        request.extensions_mut().insert(ConnectInfo(client(n)));
+        // The client goes away: the server drops its request after its first look at it.
+        let answering = app.router.clone().oneshot(request);
+        let _ = tokio::time::timeout(std::time::Duration::ZERO, answering).await;
+    }
+    let mut waited = 0;
+    while audit_lines(&app)
+        .iter()
+        .filter(|line| line["outcome"] == "wrong")
+        .count()
+        < 10
+    {
+        waited += 1;
+        assert!(
+            waited < 2000,
+            "the attempts were not all judged: {:#?}",
+            audit_lines(&app)
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    let paused = post_code(&app, &app.code_now(), client(100), &[]).await;
+    assert_paused(&paused, 3600);
 }
