@@ -28,6 +28,7 @@ use crate::model::time::later;
 use crate::web::form::VerifyForm;
 use crate::web::middleware::client_ip::client_ip;
 use crate::web::middleware::csrf::{self, with_cookie};
+use crate::web::middleware::edge::LoggedByHandler;
 use crate::web::negotiate::wants_html;
 use crate::web::query::Query;
 use crate::web::routes::assets::asset_version;
@@ -115,14 +116,36 @@ pub async fn verify(
         cross_site,
     };
     let outcome = state.gatekeeper.attempt(request).await;
-    if let Err(error) = &outcome {
-        tracing::info!(outcome = error.code(), "verification refused");
+    // Refusals the gatekeeper counts it also logs, a line a minute per client.
+    let counted = outcome.as_ref().is_err_and(attempt::is_counted_refusal);
+    match &outcome {
+        Err(_) if counted => {}
+        Err(error) => tracing::info!(outcome = error.code(), "verification refused"),
+        Ok(_) => {}
     }
+    let mut response = respond(&state, &session, &headers, &query, asked, outcome, html).await;
+    if counted {
+        response.extensions_mut().insert(LoggedByHandler);
+    }
+    response
+}
+
+/// The answer to an attempt: JSON for API clients (which read output with the API token and get no
+/// session), a redirect with a flash for browsers, whose session is verified under a new id by a valid
+/// code. A cross-site post gets no session at all.
+async fn respond(
+    state: &AppState,
+    session: &BrowserSession,
+    headers: &HeaderMap,
+    query: &VerifyQuery,
+    asked: OffsetDateTime,
+    outcome: Result<Started, AppError>,
+    html: bool,
+) -> Response {
     if !html {
-        // API clients read output with the API token: they get no session.
         return match outcome {
             Ok(started) => match query.wait() {
-                Some(wait) => wait_for_end(&state, started, later(asked, wait_limit(&state, wait))).await,
+                Some(wait) => wait_for_end(state, started, later(asked, wait_limit(state, wait))).await,
                 None => Json(started).into_response(),
             },
             Err(error) => error.into_response(),
@@ -145,7 +168,7 @@ pub async fn verify(
                 kind: FlashKind::Error,
                 message: error.to_string(),
             };
-            return (error.status(), page(&state, &headers, Some(flash))).into_response();
+            return (error.status(), page(state, headers, Some(flash))).into_response();
         }
         Err(error) => Flash {
             kind: FlashKind::Error,
