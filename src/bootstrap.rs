@@ -14,6 +14,7 @@ use crate::store::file::atomic;
 use crate::store::file::audit::AuditLog;
 use crate::store::file::history::FileHistory;
 use crate::store::file::regulation::FileRegulation;
+use crate::store::file::sessions::FileSessions;
 use crate::store::{AuditError, StoreError};
 use crate::web::cache::Caches;
 use crate::web::state::{AppState, AppStateInner};
@@ -53,11 +54,13 @@ pub fn open(config: Config, secret: &SecretKey, clock: SharedClock) -> Result<Ap
         runner: Arc::clone(&runner),
         refusals: Refusals::default(),
     };
+    let sessions = Arc::new(FileSessions::open(&config.state_dir.join("sessions.json"))?);
     Ok(AppState::new(AppStateInner {
         config: Arc::new(config),
         clock,
         runner,
         gatekeeper: Arc::new(gatekeeper),
         caches: Caches::default(),
+        sessions,
     }))
 }

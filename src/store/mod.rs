@@ -145,6 +145,25 @@ pub trait RegulationStore: Send + Sync + fmt::Debug {
     ) -> Result<(), StoreError>;
 }
 
+/// A browser session worth keeping across a restart: a verified one (it took a valid code). It holds the
+/// session's id, which is as good as its cookie: the store keeps it owner-only.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct KeptSession {
+    pub record: tower_sessions::session::Record,
+    #[serde(with = "time::serde::rfc3339")]
+    pub expires: time::OffsetDateTime,
+}
+
+/// The verified browser sessions, so that a restart signs no operator out.
+#[async_trait::async_trait]
+pub trait SessionKeeper: Send + Sync + fmt::Debug {
+    /// The sessions kept when the store was opened.
+    fn kept(&self) -> Vec<KeptSession>;
+
+    /// Replaces what is kept with `sessions`.
+    async fn keep(&self, sessions: Vec<KeptSession>) -> Result<(), StoreError>;
+}
+
 /// The audit log cannot be written.
 #[derive(Debug, thiserror::Error)]
 #[error("audit log {path}: cannot be written: {source}")]

@@ -36,7 +36,8 @@ pub fn build_router(state: AppState) -> Edge<Router> {
     let hosts = AllowedHosts::new(state.config.server.public_url.as_ref());
     let verified_for = time::Duration::try_from(state.config.access.verified_for).unwrap_or(SESSION_IDLE);
     let lifetime = SESSION_IDLE.max(verified_for);
-    let store = BoundedStore::new(state.clock.clone(), lifetime, SESSION_BUDGETS);
+    let store =
+        BoundedStore::new(state.clock.clone(), lifetime, SESSION_BUDGETS).kept_in(state.sessions.clone());
     let sessions = SessionManagerLayer::new(store)
         .with_name("authrun_session")
         .with_http_only(true)

@@ -6,6 +6,7 @@ use crate::auth::attempt::Gatekeeper;
 use crate::clock::SharedClock;
 use crate::config::Config;
 use crate::runs::runner::Runner;
+use crate::store::SessionKeeper;
 use crate::web::cache::Caches;
 
 /// Everything a handler needs: one `Arc`, so handing it to a request costs one increment. Fields are
@@ -21,6 +22,8 @@ pub struct AppStateInner {
     pub gatekeeper: Arc<Gatekeeper>,
     /// Answers and fragments made once per change of the history.
     pub caches: Caches,
+    /// Where verified browser sessions are kept across a restart.
+    pub sessions: Arc<dyn SessionKeeper>,
 }
 
 impl AppState {
