@@ -983,6 +983,58 @@ async fn get_run_with_wait_answers_when_the_run_ends() {
     app.wait_for_run(id).await;
 }
 
+#[tokio::test]
+async fn get_run_with_wait_true_answers_424_for_a_failed_run_as_verify_does() {
+    let app = TestApp::builder()
+        .script(&script("wait_for go\necho broken >&2\nexit 3\n"))
+        .build();
+    let id = start_run(&app, &app.code_now()).await;
+    let path = format!("/runs/{id}?wait=true");
+    let waiting = app.get_with(&path, &[("accept", "application/json")]);
+    let go = app.path("go");
+    let release = tokio::spawn(async move { std::fs::write(go, "").expect("create go") });
+    let response = tokio::time::timeout(Duration::from_secs(10), waiting)
+        .await
+        .expect("the answer within 10 s");
+    release.await.expect("the release task");
+    assert_eq!(
+        response.status,
+        StatusCode::FAILED_DEPENDENCY,
+        "{}",
+        response.text()
+    );
+    let body = response.json();
+    assert_eq!(body["success"], false, "{body}");
+    assert_eq!(body["status"], "Deploy failed", "{body}");
+    assert_eq!(body["exit_code"], 3, "{body}");
+    assert_eq!(body["message"], format!("Run #{id}: Deploy failed."), "{body}");
+}
+
+#[tokio::test]
+async fn get_run_with_a_short_wait_answers_202_while_the_run_goes_on() {
+    let app = TestApp::builder().script(&script("wait_for go\n")).build();
+    let id = start_run(&app, &app.code_now()).await;
+    let response = tokio::time::timeout(
+        Duration::from_secs(10),
+        app.get_with(&format!("/runs/{id}?wait=1"), &[("accept", "application/json")]),
+    )
+    .await;
+    let_script_finish(&app);
+    app.wait_for_run(id).await;
+    let response = response.expect("GET /runs/ID?wait=1 answers within 10 s while the run goes on");
+    assert_eq!(response.status, StatusCode::ACCEPTED, "{}", response.text());
+    let body = response.json();
+    assert_eq!(body["success"], false, "{body}");
+    assert_eq!(body["status"], "Deploying", "{body}");
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("still going"),
+        "{body}"
+    );
+}
+
 // 8. Pages
 
 #[tokio::test]

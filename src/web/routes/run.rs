@@ -18,7 +18,7 @@ use tower_sessions::Session;
 
 use crate::auth::attempt::{self, Started};
 use crate::model::client::ClientKey;
-use crate::model::run::RunStatus;
+use crate::model::run::{RunRecord, RunStatus};
 use crate::model::time::later;
 use crate::web::form::VerifyForm;
 use crate::web::middleware::client_ip::client_ip;
@@ -141,7 +141,8 @@ pub struct VerifyQuery {
 }
 
 impl VerifyQuery {
-    fn wait(&self) -> Option<Option<Duration>> {
+    /// `None`: do not wait; `Some(None)`: until the run ends; `Some(Some(limit))`: at most `limit`.
+    pub fn wait(&self) -> Option<Option<Duration>> {
         match self.wait.as_deref()? {
             "true" | "yes" => Some(None),
             "false" | "0" | "no" | "" => None,
@@ -164,7 +165,18 @@ async fn wait_for_end(state: &AppState, started: Started, wait: Option<Duration>
         .await
         .is_ok();
     let record = state.runner.history().record(id);
-    let (status, success, message) = match &record {
+    let (status, success, message) = wait_outcome(id, record.as_ref(), ended);
+    let mut body = serde_json::to_value(&started).unwrap_or_default();
+    body["message"] = message.into();
+    body["success"] = success.into();
+    body["run"] = serde_json::to_value(&record).unwrap_or_default();
+    (status, Json(body)).into_response()
+}
+
+/// How a wait for run `id` ends, for `/verify?wait=` and `/runs/ID?wait=` alike: 200 when the run
+/// succeeded, 424 when it ended otherwise, 202 while it is still going; with `success` and the message.
+pub fn wait_outcome(id: u64, record: Option<&RunRecord>, ended: bool) -> (StatusCode, bool, String) {
+    match record {
         Some(record) if ended && record.status == RunStatus::Succeeded => {
             (StatusCode::OK, true, format!("Run #{id}: {}.", record.status))
         }
@@ -176,12 +188,7 @@ async fn wait_for_end(state: &AppState, started: Started, wait: Option<Duration>
         _ => (
             StatusCode::ACCEPTED,
             false,
-            format!("Run #{id} is still going; follow it at {}.", started.run_url),
+            format!("Run #{id} is still going; follow it at /runs/{id}."),
         ),
-    };
-    let mut body = serde_json::to_value(&started).unwrap_or_default();
-    body["message"] = message.into();
-    body["success"] = success.into();
-    body["run"] = serde_json::to_value(&record).unwrap_or_default();
-    (status, Json(body)).into_response()
+    }
 }

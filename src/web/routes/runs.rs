@@ -30,6 +30,7 @@ use crate::web::middleware::client_ip::client_ip;
 use crate::web::middleware::csrf::{self, with_cookie};
 use crate::web::negotiate::{wants_html, wants_json};
 use crate::web::routes::assets::asset_version;
+use crate::web::routes::run::{VerifyQuery, wait_outcome};
 use crate::web::session::{BrowserSession, Flash, FlashKind};
 use crate::web::state::AppState;
 use crate::web::views::{OutputLineView, RunView, clock_time};
@@ -97,29 +98,33 @@ pub struct RunPage {
     asset_version: &'static str,
 }
 
-#[derive(Deserialize)]
-pub struct RunQuery {
-    /// Seconds to wait for the run to end before answering (JSON only).
-    wait: Option<u64>,
-}
-
 /// `GET /runs/{id}`: the run's page, or its record as JSON (`Accept: application/json`), optionally
 /// after waiting for it to end.
 pub async fn show(
     State(state): State<AppState>,
     RunId(id): RunId,
-    Query(query): Query<RunQuery>,
+    Query(query): Query<VerifyQuery>,
     session: Session,
     headers: HeaderMap,
 ) -> Result<Response, AppError> {
     let record = find(&state, id)?;
     if wants_json(&headers) {
-        let Some(seconds) = query.wait else {
+        let Some(wait) = query.wait() else {
             return Ok(Json(record).into_response());
         };
-        let wait = Duration::from_secs(seconds).min(state.config.access.max_wait);
-        let _ = tokio::time::timeout(wait, state.runner.wait_finished(id)).await;
-        return Ok(Json(find(&state, id)?).into_response());
+        let wait = wait
+            .unwrap_or(state.config.access.max_wait)
+            .min(state.config.access.max_wait);
+        let ended = tokio::time::timeout(wait, state.runner.wait_finished(id))
+            .await
+            .is_ok();
+        // The record's fields as before, with the status, `success` and message of `/verify?wait=`.
+        let record = find(&state, id)?;
+        let (status, success, message) = wait_outcome(id, Some(&record), ended);
+        let mut body = serde_json::to_value(&record).unwrap_or_default();
+        body["message"] = message.into();
+        body["success"] = success.into();
+        return Ok((status, Json(body)).into_response());
     }
     let session = BrowserSession(session);
     let grant = access::may_read(&state, &session, &headers).await.ok();
