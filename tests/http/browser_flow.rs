@@ -1,5 +1,6 @@
 //! A person with JavaScript off: the page shows the form, the state and the recent runs; posting the form
-//! redirects back to the page, which shows the outcome once, and a reload neither re-shows nor re-submits.
+//! redirects to the run it started (or back to the page), which shows the outcome once, and a reload
+//! neither re-shows nor re-submits.
 
 use axum::http::StatusCode;
 
@@ -65,7 +66,11 @@ fn code_input(page: &str) -> &str {
 }
 
 async fn page(app: &TestApp, cookie: &str) -> String {
-    let response = app.get_with("/", &[("cookie", cookie)]).await;
+    page_at(app, "/", cookie).await
+}
+
+async fn page_at(app: &TestApp, path: &str, cookie: &str) -> String {
+    let response = app.get_with(path, &[("cookie", cookie)]).await;
     assert_eq!(response.status, StatusCode::OK);
     response.text()
 }
@@ -82,20 +87,20 @@ fn set_cookie(response: &TestResponse) -> String {
 }
 
 #[tokio::test]
-async fn a_form_post_redirects_and_the_page_shows_the_outcome_once() {
+async fn a_form_post_redirects_to_the_run_which_shows_the_outcome_once() {
     let app = TestApp::builder().build();
     let response = app.post_verify_html(&app.code_now(), None).await;
-    assert_redirect_to(&response, "/");
+    assert_redirect_to(&response, "/runs/1");
     let cookie = response.session_cookie().expect("a session cookie");
     app.wait_for_run(1).await;
 
-    let first = page(&app, &cookie).await;
+    let first = page_at(&app, "/runs/1", &cookie).await;
     assert_eq!(
         flash(&first),
         Some(("success".into(), "Deploy started (run #1).".into())),
         "{first}"
     );
-    let reload = page(&app, &cookie).await;
+    let reload = page_at(&app, "/runs/1", &cookie).await;
     assert_eq!(flash(&reload), None, "{reload}");
     assert!(!reload.contains("Deploy started"), "{reload}");
     // Reloading the page started nothing.
@@ -123,7 +128,7 @@ async fn a_wrong_code_from_the_form_shows_auth_failed_as_an_error() {
 async fn the_session_cookie_is_http_only_and_same_site_strict() {
     let app = TestApp::builder().build();
     let response = app.post_verify_html(&app.code_now(), None).await;
-    assert_redirect_to(&response, "/");
+    assert_redirect_to(&response, "/runs/1");
     let cookie = set_cookie(&response);
     let attributes: Vec<String> = cookie
         .split(';')
@@ -221,13 +226,13 @@ async fn over_tcp_a_browser_gets_the_redirect_and_the_flash_once() {
     assert_eq!(posted.status(), reqwest::StatusCode::SEE_OTHER);
     assert_eq!(
         posted.headers().get("location").and_then(|v| v.to_str().ok()),
-        Some("/")
+        Some("/runs/1")
     );
     app.wait_for_run(1).await;
 
     let get_page = || async {
         let response = browser
-            .get(server.url("/"))
+            .get(server.url("/runs/1"))
             .send()
             .await
             .expect("the server answers");

@@ -124,13 +124,14 @@ impl Jar {
 async fn verified_browser(app: &TestApp) -> (Jar, u64) {
     let mut jar = Jar::default();
     let posted = app.post_verify_html(&app.code_now(), None).await;
-    assert_redirect_to(&posted, "/");
+    let id = last_run_id(app);
+    assert_redirect_to(&posted, &format!("/runs/{id}"));
     jar.keep(&posted);
     assert!(
         jar.has("authrun_session"),
         "a browser's valid code starts a session"
     );
-    (jar, last_run_id(app))
+    (jar, id)
 }
 
 // ---------------------------------------------------------------------------------------------------

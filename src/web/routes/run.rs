@@ -1,8 +1,8 @@
 //! The deploy button: the page with the code form, and `POST /verify`, which starts the run.
 //!
 //! `POST /verify` answers API clients with the original's JSON (and real status codes), and browsers
-//! (`Accept: text/html`) with a 303 redirect back to the page and a flash message, so a reload never posts
-//! the code again.
+//! (`Accept: text/html`) with a 303 redirect and a flash message (to the run it started, or back to the
+//! page), so a reload never posts the code again.
 
 use askama::Template;
 use askama_web::WebTemplate;
@@ -118,18 +118,25 @@ pub async fn verify(
         },
         (Err(error), false) => error.into_response(),
         (outcome, true) => {
-            let flash = match outcome {
-                Ok(started) => Flash {
-                    kind: FlashKind::Success,
-                    message: started.message,
-                },
-                Err(error) => Flash {
-                    kind: FlashKind::Error,
-                    message: error.to_string(),
-                },
+            // After a valid code the browser follows the run it started; a refusal goes back to the form.
+            let (flash, to) = match outcome {
+                Ok(started) => (
+                    Flash {
+                        kind: FlashKind::Success,
+                        message: started.message,
+                    },
+                    started.run_url,
+                ),
+                Err(error) => (
+                    Flash {
+                        kind: FlashKind::Error,
+                        message: error.to_string(),
+                    },
+                    "/".to_string(),
+                ),
             };
             session.set_flash(flash).await;
-            Redirect::to("/").into_response()
+            Redirect::to(&to).into_response()
         }
     }
 }
