@@ -270,6 +270,7 @@ impl Runner {
         if let Some(note) = exit.and_then(process::signal_note) {
             record.error = Some(note);
         }
+        record.signal = exit.and_then(|exit| std::os::unix::process::ExitStatusExt::signal(&exit));
         self.finish(record, status, exit.and_then(|exit| exit.code()))
             .await;
         live.end();

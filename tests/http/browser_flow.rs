@@ -17,7 +17,7 @@ pub fn flash(page: &str) -> Option<(String, String)> {
         .split(['"', ' '])
         .find_map(|class| class.strip_prefix("flash-"))?
         .to_string();
-    let text = &element[open_end + 1..element.find("</")?];
+    let text = &element[open_end + 1..element.find("</p>")?];
     Some((kind, text.trim().to_string()))
 }
 
@@ -35,7 +35,7 @@ fn run_rows(page: &str) -> Vec<String> {
         return Vec::new();
     };
     let body = &page[start..start + page[start..].find("</tbody>").unwrap_or(0)];
-    body.split("<tr>")
+    body.split("<tr")
         .skip(1)
         .map(|row| {
             let mut text = String::new();
@@ -109,7 +109,7 @@ async fn a_form_post_redirects_to_the_run_which_shows_the_outcome_once() {
 }
 
 #[tokio::test]
-async fn a_wrong_code_from_the_form_shows_auth_failed_as_an_error() {
+async fn a_wrong_code_from_the_form_is_explained_with_the_tries_left() {
     let app = TestApp::builder().build();
     let wrong = wrong_code(&app);
     let response = app.post_verify_html(&wrong, None).await;
@@ -118,7 +118,13 @@ async fn a_wrong_code_from_the_form_shows_auth_failed_as_an_error() {
     let shown = page(&app, &cookie).await;
     assert_eq!(
         flash(&shown),
-        Some(("error".into(), "Auth failed.".into())),
+        Some((
+            "error".into(),
+            "That code is wrong or was already used. Each code works once: enter the code your app \
+             shows now, and check that your phone&#39;s clock is right. 4 more wrong codes block your \
+             address for a while."
+                .into()
+        )),
         "{shown}"
     );
     assert_eq!(app.script_runs(), 0);

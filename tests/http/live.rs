@@ -335,18 +335,49 @@ fn unescape(text: &str) -> String {
 /// The output a run page shows, as (class, text) per line, text unescaped; `None` when the page shows
 /// no output.
 fn shown_output(page: &str) -> Option<Vec<(String, String)>> {
+    shown_lines(page).map(|lines| {
+        lines
+            .into_iter()
+            .map(|(stream, segments)| (stream, segments.into_iter().map(|(_, text)| text).collect()))
+            .collect()
+    })
+}
+
+/// A line of output as the run page shows it: its stream, and its pieces of text with their classes.
+type ShownStyledLine = (String, Vec<(String, String)>);
+
+/// The output lines a run page shows: each line's stream (its class) and its styled segments (the
+/// classes of each piece of text, empty for plain text).
+fn shown_lines(page: &str) -> Option<Vec<ShownStyledLine>> {
     let start = page.find("<pre id=\"output\"")?;
     let pre = &page[start..];
     let pre = &pre[pre.find('>')? + 1..pre.find("</pre>")?];
     let lines = pre
-        .split("</span>")
-        .filter_map(|piece| {
-            let span = &piece[piece.find("<span class=\"")?..];
-            let (class, text) = span.strip_prefix("<span class=\"")?.split_once("\">")?;
-            Some((
-                class.to_string(),
-                unescape(text.strip_suffix('\n').unwrap_or(text)),
-            ))
+        .split("<span class=\"line ")
+        .skip(1)
+        .map(|piece| {
+            let (stream, rest) = piece.split_once("\">").expect("a line's class");
+            let rest = rest
+                .strip_suffix("\n</span>")
+                .expect("a line ends with its newline");
+            let mut segments = Vec::new();
+            let mut text = rest;
+            while !text.is_empty() {
+                if let Some(styled) = text.strip_prefix("<span class=\"") {
+                    let (class, after) = styled.split_once("\">").expect("a segment's class");
+                    let (inner, after) = after.split_once("</span>").expect("a segment's end");
+                    segments.push((class.to_string(), unescape(inner)));
+                    text = after;
+                } else {
+                    let end = text.find("<span").unwrap_or(text.len());
+                    segments.push((String::new(), unescape(&text[..end])));
+                    text = &text[end..];
+                }
+            }
+            if segments.is_empty() {
+                segments.push((String::new(), String::new()));
+            }
+            (stream.to_string(), segments)
         })
         .collect();
     Some(lines)
@@ -667,10 +698,14 @@ async fn public_output_lets_anyone_read_but_not_cancel() {
     let visitor = visitor.header();
     let cancel = format!("/runs/{id}/cancel");
     assert_unauthorized(&app.post_form(&cancel, "", &[]).await, "cancel by anyone");
-    assert_unauthorized(
-        &app.post_form(&cancel, "", &[("cookie", &visitor), ("accept", HTML)])
-            .await,
-        "cancel by an unverified browser",
+    let refused = app
+        .post_form(&cancel, "", &[("cookie", &visitor), ("accept", HTML)])
+        .await;
+    assert_eq!(refused.status, StatusCode::UNAUTHORIZED, "{}", refused.text());
+    assert!(
+        refused.text().contains("Enter a valid code on the page"),
+        "a browser is shown the refusal as a page: {}",
+        refused.text()
     );
     assert_eq!(
         app.status().await["state"],
@@ -809,7 +844,18 @@ async fn a_browser_cancels_with_the_token_of_the_run_page() {
 
     let after = app.get_with(&run_page, &[("cookie", &cookie)]).await.text();
     assert_eq!(text_of_id(&after, "run-status"), Some("Cancelled"), "{after}");
-    assert!(after.contains(&format!("Cancelling run #{id}.")), "{after}");
+    // The run ended before the page came back: the page says so rather than "Cancelling".
+    assert!(
+        after.contains(&format!("Run #{id} has ended: Cancelled.")),
+        "{after}"
+    );
+    assert!(!after.contains("Cancelling"), "{after}");
+    // No exit code, but the signal that ended it.
+    assert_eq!(
+        text_of_id(&after, "run-exit"),
+        Some("none (ended by signal 15, SIGTERM)"),
+        "{after}"
+    );
     assert!(after.contains(&format!("Cancelled by {by}.")), "{after}");
 }
 
@@ -1080,9 +1126,13 @@ async fn unknown_runs_are_404() {
 }
 
 #[tokio::test]
-async fn output_is_shown_escaped_and_without_colours() {
+async fn output_is_shown_escaped_with_colours_as_classes_and_progress_lines_rewritten() {
     let app = TestApp::builder()
-        .script("#!/bin/sh\necho '<script>alert(1)</script>'\nprintf '\\033[31mred\\033[0m\\n'\n")
+        .script(
+            "#!/bin/sh\necho '<script>alert(1)</script>'\nprintf '\\033[31mred\\033[0m\\n'\n\
+             printf 'Progress: 10%%\\rProgress: 50%%\\rProgress: 100%%\\n'\n\
+             printf '\\033[1;32mok\\033[0m done\\n'\n",
+        )
         .build();
     let (jar, id) = verified_browser(&app).await;
     app.wait_for_run(id).await;
@@ -1092,19 +1142,57 @@ async fn output_is_shown_escaped_and_without_colours() {
     let page = app.get_with(&format!("/runs/{id}"), &with_cookie).await.text();
     assert!(!page.contains("<script>alert(1)"), "{page}");
     assert!(!page.contains('\u{1b}'), "{page}");
+    let plain = |text: &str| (String::new(), text.to_string());
+    let styled = |class: &str, text: &str| (class.to_string(), text.to_string());
     assert_eq!(
-        shown_texts(&page),
-        Some(vec!["<script>alert(1)</script>".to_string(), "red".to_string()]),
+        shown_lines(&page),
+        Some(vec![
+            ("stdout".to_string(), vec![plain("<script>alert(1)</script>")]),
+            ("stdout".to_string(), vec![styled("fg-1", "red")]),
+            ("stdout".to_string(), vec![plain("Progress: 100%")]),
+            ("stdout".to_string(), vec![styled("fg-2 b", "ok"), plain(" done")]),
+        ]),
         "{page}"
     );
 
-    let (lines, _) = lines_and_end(&read_events(&app, &format!("/runs/{id}/events"), &with_cookie).await);
+    let events = read_events(&app, &format!("/runs/{id}/events"), &with_cookie).await;
+    let (lines, _) = lines_and_end(&events);
     assert_eq!(
         lines,
         [
             line(1, "stdout", "<script>alert(1)</script>"),
             line(2, "stdout", "red"),
+            line(3, "stdout", "Progress: 100%"),
+            line(4, "stdout", "ok done"),
         ]
+    );
+    assert_eq!(
+        events[1].json()["segments"],
+        serde_json::json!([{ "class": "fg-1", "text": "red" }]),
+        "the live line carries its colour"
+    );
+
+    // The text log strips the escapes and applies the carriage returns by default; `?ansi=keep` keeps
+    // what the script wrote.
+    let log = app
+        .get_with(&format!("/runs/{id}/log"), &with_cookie)
+        .await
+        .text();
+    assert_eq!(log, "<script>alert(1)</script>\nred\nProgress: 100%\nok done\n");
+    assert_eq!(
+        app.get_with(&format!("/runs/{id}/log?ansi=strip"), &with_cookie)
+            .await
+            .text(),
+        log
+    );
+    let kept = app
+        .get_with(&format!("/runs/{id}/log?ansi=keep"), &with_cookie)
+        .await
+        .text();
+    assert_eq!(
+        kept,
+        "<script>alert(1)</script>\n\u{1b}[31mred\u{1b}[0m\nProgress: 10%\rProgress: 50%\rProgress: 100%\n\
+         \u{1b}[1;32mok\u{1b}[0m done\n"
     );
 }
 

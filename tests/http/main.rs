@@ -11,6 +11,7 @@ mod fuzz;
 mod gate;
 mod hardening;
 mod live;
+mod pages;
 mod regulation;
 mod runs;
 mod smoke;

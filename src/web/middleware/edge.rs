@@ -1,5 +1,6 @@
 //! The edge every request and answer passes, around the whole router: each answer gets the security
-//! headers, a request that panics still gets one, and each request leaves one log line.
+//! headers, a request that panics still gets one, a browser asking for a page gets a refusal as a page
+//! (see `web::error_page`), and each request leaves one log line.
 //!
 //! It wraps the router rather than each route (as `Router::layer` would), so a request pays for it once
 //! and without a boxed future: the status endpoint is polled by every open page and by scripts.
@@ -19,6 +20,8 @@ use futures_util::future::CatchUnwind;
 use tower::Service;
 
 use crate::error::AppError;
+use crate::web::error_page;
+use crate::web::negotiate::wants_html;
 
 /// Headers every answer carries, whatever the handler set.
 const SECURITY_HEADERS: [(HeaderName, &str); 4] = [
@@ -64,6 +67,7 @@ where
             method: request.method().clone(),
             uri: request.uri().clone(),
             started: Instant::now(),
+            html: wants_html(request.headers()),
         };
         EdgeFuture {
             inner: AssertUnwindSafe(self.inner.call(request)).catch_unwind(),
@@ -78,6 +82,8 @@ struct Seen {
     /// Only its path is logged.
     uri: Uri,
     started: Instant,
+    /// The request asked for HTML (a browser's navigation or form post).
+    html: bool,
 }
 
 pin_project_lite::pin_project! {
@@ -103,6 +109,11 @@ where
             // A handler panicked: a bug the tests hunt for. The panic message is already on stderr.
             Err(_) => AppError::Internal.into_response(),
         };
+        if this.seen.as_ref().is_some_and(|seen| seen.html)
+            && let Some(error) = response.extensions_mut().remove::<AppError>()
+        {
+            response = error_page::into_page(&error, response);
+        }
         secure(&mut response);
         if let Some(seen) = this.seen.take() {
             log(&seen, &response);

@@ -11,12 +11,13 @@ use std::time::Duration;
 
 use axum::Json;
 use axum::extract::{FromRequest, Query, Request, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect, Response};
 use serde::Deserialize;
 use tower_sessions::Session;
 
 use crate::auth::attempt::{self, Started};
+use crate::error::AppError;
 use crate::model::client::ClientKey;
 use crate::model::run::{RunRecord, RunStatus};
 use crate::model::time::later;
@@ -27,7 +28,7 @@ use crate::web::negotiate::wants_html;
 use crate::web::routes::assets::asset_version;
 use crate::web::session::{BrowserSession, Flash, FlashKind};
 use crate::web::state::AppState;
-use crate::web::views::{RunView, StateView};
+use crate::web::views::{FlashView, RunView, StateView, refusal_flash};
 
 /// How many runs the page lists.
 const PAGE_RUNS: usize = 20;
@@ -45,7 +46,9 @@ pub struct IndexPage {
     action_name: String,
     description: String,
     digits: u8,
-    flash: Option<Flash>,
+    /// The form field's `pattern`: `digits` digits, spaces allowed as the server ignores them.
+    code_pattern: String,
+    flash: Option<FlashView>,
     csrf: String,
     state: StateView,
     /// The recent runs, rendered once per change of the history (see [`RunsTable`]).
@@ -54,10 +57,12 @@ pub struct IndexPage {
 }
 
 /// `GET /`
-pub async fn index(State(state): State<AppState>, session: Session, headers: HeaderMap) -> Response {
+pub async fn index(State(state): State<AppState>, session: Session, request: Request) -> Response {
+    let client = ClientKey::of(client_ip(&request, &state.config.server.trusted_proxies));
+    let headers = request.headers();
     let session = BrowserSession(session);
     let flash = session.take_flash().await;
-    let (csrf, csrf_cookie) = csrf::for_page(&headers, state.config.server.cookies_secure());
+    let (csrf, csrf_cookie) = csrf::for_page(headers, state.config.server.cookies_secure());
     let history = state.runner.history();
     let version = history.version();
     let runs_table = state.caches.runs_table.get_or_make(version, || {
@@ -70,13 +75,16 @@ pub async fn index(State(state): State<AppState>, session: Session, headers: Hea
             .collect();
         RunsTable { runs }.render().unwrap_or_default().into()
     });
+    let now = state.clock.now();
+    let blocked = state.gatekeeper.guard.blocked(&client, now);
     let page = IndexPage {
         action_name: state.config.action_name.clone(),
         description: state.config.action_description.clone(),
         digits: state.config.totp.digits,
-        flash,
+        code_pattern: format!(" *([0-9] *){{{}}}", state.config.totp.digits),
+        flash: flash.as_ref().map(FlashView::new),
         csrf,
-        state: StateView::new(state.runner.state(state.clock.now())),
+        state: StateView::new(state.runner.state(now), blocked, now),
         runs_table,
         asset_version: asset_version(),
     };
@@ -92,6 +100,7 @@ pub async fn verify(
 ) -> Response {
     let html = wants_html(request.headers());
     let client = ClientKey::of(client_ip(&request, &state.config.server.trusted_proxies));
+    let tries_client = client.clone();
     let headers = request.headers().clone();
     let session = BrowserSession(session);
     let form = VerifyForm::from_request(request, &state).await;
@@ -127,13 +136,18 @@ pub async fn verify(
                     },
                     started.run_url,
                 ),
-                Err(error) => (
-                    Flash {
-                        kind: FlashKind::Error,
-                        message: error.to_string(),
-                    },
-                    "/".to_string(),
-                ),
+                Err(error) => {
+                    let tries_left =
+                        matches!(error, AppError::WrongCode | AppError::ReplayedCode).then(|| {
+                            // A failure that started a ban forgets the client's count: none is left.
+                            let (guard, now) = (&state.gatekeeper.guard, state.clock.now());
+                            match guard.blocked(&tries_client, now) {
+                                Some(_) => 0,
+                                None => guard.failures_left(&tries_client, now),
+                            }
+                        });
+                    (refusal_flash(&error, tries_left), "/".to_string())
+                }
             };
             session.set_flash(flash).await;
             Redirect::to(&to).into_response()

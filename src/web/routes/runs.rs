@@ -25,6 +25,7 @@ use crate::error::AppError;
 use crate::model::run::RunRecord;
 use crate::runs::output::{self, Line};
 use crate::web::access::{self, Grant};
+use crate::web::ansi;
 use crate::web::form::CancelForm;
 use crate::web::middleware::client_ip::client_ip;
 use crate::web::middleware::csrf::{self, with_cookie};
@@ -33,7 +34,7 @@ use crate::web::routes::assets::asset_version;
 use crate::web::routes::run::{VerifyQuery, wait_outcome};
 use crate::web::session::{BrowserSession, Flash, FlashKind};
 use crate::web::state::AppState;
-use crate::web::views::{OutputLineView, RunView, clock_time};
+use crate::web::views::{FlashView, OutputLineView, RunView, TimeView, format_duration};
 
 /// Runs per page of the list.
 const PAGE_SIZE: usize = 50;
@@ -86,14 +87,16 @@ pub struct RunPage {
     number: u64,
     run: RunView,
     running: bool,
-    flash: Option<Flash>,
+    /// How long the run has been going ("12 s"), while it goes; the script counts on.
+    elapsed: String,
+    flash: Option<FlashView>,
     csrf: String,
     /// `None` when the viewer may not see output.
     output: Option<Vec<OutputLineView>>,
     /// Lines before the ones shown.
     hidden_lines: u64,
     last_line: u64,
-    verified_until: String,
+    verified_until: Option<TimeView>,
     can_cancel: bool,
     asset_version: &'static str,
 }
@@ -142,18 +145,28 @@ pub async fn show(
     let shown = output.as_ref().map_or(0, Vec::len) as u64;
     let running = state.runner.live_output(id).is_some_and(|live| !live.has_ended());
     let (csrf, csrf_cookie) = csrf::for_page(&headers, state.config.server.cookies_secure());
+    let mut flash = session.take_flash().await;
+    if let Some(flash) = flash
+        .as_mut()
+        .filter(|flash| !running && flash.message == cancelling(id))
+    {
+        // The cancel took effect before the page came back: say so rather than "Cancelling".
+        flash.message = format!("Run #{id} has ended: {}.", record.status);
+    }
+    let elapsed = (state.clock.now() - record.time).whole_milliseconds().max(0);
     let page = RunPage {
         number: id,
         run: RunView::new(&record),
         running,
-        flash: session.take_flash().await,
+        elapsed: format_duration(u64::try_from(elapsed).unwrap_or(u64::MAX)),
+        flash: flash.as_ref().map(FlashView::new),
         csrf,
         output,
         hidden_lines: total.saturating_sub(shown),
         last_line: total,
         verified_until: match grant {
-            Some(Grant::Session { until }) => clock_time(until),
-            _ => String::new(),
+            Some(Grant::Session { until }) => Some(TimeView::clock(until)),
+            _ => None,
         },
         can_cancel: running && matches!(grant, Some(Grant::Session { .. })),
         asset_version: asset_version(),
@@ -161,21 +174,39 @@ pub async fn show(
     Ok(with_cookie(page, csrf_cookie))
 }
 
+#[derive(Deserialize)]
+pub struct LogQuery {
+    /// `keep` keeps the script's escape sequences (colours, carriage returns) as it wrote them;
+    /// anything else (the default, `strip`) removes them and applies the carriage returns.
+    ansi: Option<String>,
+}
+
 /// `GET /runs/{id}/log`: the whole output as plain text.
 pub async fn log(
     State(state): State<AppState>,
     RunId(id): RunId,
+    Query(query): Query<LogQuery>,
     session: Session,
     headers: HeaderMap,
 ) -> Result<Response, AppError> {
     find(&state, id)?;
     access::may_read(&state, &BrowserSession(session), &headers).await?;
+    let keep = query.ansi.as_deref() == Some("keep");
     let path = state.runner.log_path(id);
     let (sender, receiver) = mpsc::channel::<Result<Bytes, std::io::Error>>(4);
     tokio::task::spawn_blocking(move || {
         let mut chunk = Vec::with_capacity(output::READ_CHUNK);
         let result = output::read_raw_lines(&path, |raw| {
-            chunk.extend_from_slice(output::untagged(raw));
+            let text = output::untagged(raw);
+            if keep
+                || !text
+                    .iter()
+                    .any(|b| matches!(b, b'\x1b' | b'\r' | b'\x08' | b'\t'))
+            {
+                chunk.extend_from_slice(text);
+            } else {
+                chunk.extend_from_slice(ansi::plain(&String::from_utf8_lossy(text)).as_bytes());
+            }
             chunk.push(b'\n');
             if chunk.len() >= output::READ_CHUNK {
                 let full = std::mem::replace(&mut chunk, Vec::with_capacity(output::READ_CHUNK));
@@ -295,8 +326,11 @@ async fn replay(
     .flatten()
 }
 
+/// A line for a live viewer: `text` as plain text, `segments` with the styles the run page shows.
 fn line_event(line: &Line) -> Event {
-    let data = serde_json::json!({ "stream": line.stream, "text": output::strip_ansi(&line.text) });
+    let segments = ansi::render(&line.text);
+    let text: String = segments.iter().map(|segment| segment.text.as_str()).collect();
+    let data = serde_json::json!({ "stream": line.stream, "text": text, "segments": segments });
     Event::default()
         .event("line")
         .id(line.number.to_string())
@@ -332,7 +366,7 @@ pub async fn cancel(
     };
     state.runner.cancel(id, by).map_err(|_| AppError::NotRunning)?;
     tracing::info!(run = id, "cancel requested");
-    let message = format!("Cancelling run #{id}.");
+    let message = cancelling(id);
     if html {
         session
             .set_flash(Flash {
@@ -344,6 +378,11 @@ pub async fn cancel(
     }
     let body = serde_json::json!({ "message": message, "success": true, "run_id": id });
     Ok((StatusCode::ACCEPTED, Json(body)).into_response())
+}
+
+/// The message a cancel leaves for the run's page while the run is being stopped.
+fn cancelling(id: u64) -> String {
+    format!("Cancelling run #{id}.")
 }
 
 /// The `{id}` of a run's path; anything that is not a run number is a 404, as an unknown run is.

@@ -1,0 +1,242 @@
+//! Script output as a terminal would show it: SGR colours and bold become CSS classes, a carriage return
+//! goes back to the start of the line (so progress lines overwrite themselves), and every other escape
+//! sequence is dropped. The parsing is `vte`'s, the parser of the alacritty terminal.
+//!
+//! Styles are classes (`fg-1`, `bg-4`, `b`, ...) rather than inline styles, which the page's
+//! Content-Security-Policy forbids.
+
+use serde::Serialize;
+use vte::{Params, Parser, Perform};
+
+/// A run of text in one style.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Segment {
+    /// Space-separated CSS classes; empty for plain text.
+    pub class: String,
+    pub text: String,
+}
+
+/// The SGR attributes that show on the page.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct Style {
+    /// One of the 16 terminal colours (0-7, bright 8-15).
+    fg: Option<u8>,
+    bg: Option<u8>,
+    bold: bool,
+    dim: bool,
+    italic: bool,
+    underline: bool,
+}
+
+impl Style {
+    fn class(self) -> String {
+        let mut classes = Vec::new();
+        if let Some(fg) = self.fg {
+            classes.push(format!("fg-{fg}"));
+        }
+        if let Some(bg) = self.bg {
+            classes.push(format!("bg-{bg}"));
+        }
+        for (on, name) in [
+            (self.bold, "b"),
+            (self.dim, "dim"),
+            (self.italic, "i"),
+            (self.underline, "u"),
+        ] {
+            if on {
+                classes.push(name.to_string());
+            }
+        }
+        classes.join(" ")
+    }
+
+    /// Applies one SGR sequence's parameters.
+    fn apply(&mut self, params: &Params) {
+        let mut params = params.iter().map(|param| param.first().copied().unwrap_or(0));
+        let mut any = false;
+        while let Some(param) = params.next() {
+            any = true;
+            match param {
+                0 => *self = Self::default(),
+                1 => self.bold = true,
+                2 => self.dim = true,
+                3 => self.italic = true,
+                4 => self.underline = true,
+                22 => (self.bold, self.dim) = (false, false),
+                23 => self.italic = false,
+                24 => self.underline = false,
+                30..=37 => self.fg = Some((param - 30) as u8),
+                39 => self.fg = None,
+                40..=47 => self.bg = Some((param - 40) as u8),
+                49 => self.bg = None,
+                90..=97 => self.fg = Some((param - 90 + 8) as u8),
+                100..=107 => self.bg = Some((param - 100 + 8) as u8),
+                // 256 colours (`38;5;N`): the first 16 are the terminal's; the others are left plain.
+                // True colour (`38;2;R;G;B`) is left plain too.
+                38 | 48 => {
+                    let colour = match params.next() {
+                        Some(5) => params.next().filter(|n| *n < 16).map(|n| n as u8),
+                        Some(2) => {
+                            params.by_ref().take(3).for_each(drop);
+                            None
+                        }
+                        _ => None,
+                    };
+                    if param == 38 {
+                        self.fg = colour;
+                    } else {
+                        self.bg = colour;
+                    }
+                }
+                _ => {}
+            }
+        }
+        if !any {
+            *self = Self::default();
+        }
+    }
+}
+
+/// One line as the terminal draws it: a cell per character, and the cursor.
+#[derive(Default)]
+struct Screen {
+    cells: Vec<(char, Style)>,
+    cursor: usize,
+    style: Style,
+}
+
+impl Screen {
+    fn put(&mut self, c: char) {
+        let cell = (c, self.style);
+        match self.cells.get_mut(self.cursor) {
+            Some(existing) => *existing = cell,
+            None => {
+                self.cells.resize(self.cursor, (' ', Style::default()));
+                self.cells.push(cell);
+            }
+        }
+        self.cursor += 1;
+    }
+}
+
+impl Perform for Screen {
+    fn print(&mut self, c: char) {
+        self.put(c);
+    }
+
+    fn execute(&mut self, byte: u8) {
+        match byte {
+            b'\r' => self.cursor = 0,
+            b'\x08' => self.cursor = self.cursor.saturating_sub(1),
+            b'\t' => {
+                let next = (self.cursor / 8 + 1) * 8;
+                while self.cursor < next {
+                    self.put(' ');
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn csi_dispatch(&mut self, params: &Params, intermediates: &[u8], ignore: bool, action: char) {
+        if ignore || !intermediates.is_empty() {
+            return;
+        }
+        let first = params
+            .iter()
+            .next()
+            .and_then(|param| param.first().copied())
+            .unwrap_or(0);
+        match action {
+            'm' => self.style.apply(params),
+            // Erase in line: from the cursor to the end (0), or the whole line (2).
+            'K' => match first {
+                0 => self.cells.truncate(self.cursor),
+                2 => self.cells.clear(),
+                _ => {}
+            },
+            // Cursor to a column (1-based).
+            'G' => self.cursor = usize::from(first.max(1)) - 1,
+            _ => {}
+        }
+    }
+}
+
+/// `text` (one line) as styled segments.
+pub fn render(text: &str) -> Vec<Segment> {
+    if !text.contains(['\x1b', '\r', '\x08', '\t']) {
+        return vec![Segment {
+            class: String::new(),
+            text: text.to_string(),
+        }];
+    }
+    let mut screen = Screen::default();
+    Parser::new().advance(&mut screen, text.as_bytes());
+    let mut segments: Vec<Segment> = Vec::new();
+    let mut current: Option<(Style, String)> = None;
+    for (c, style) in screen.cells {
+        match &mut current {
+            Some((open, text)) if *open == style => text.push(c),
+            _ => {
+                if let Some((open, text)) = current.take() {
+                    segments.push(Segment {
+                        class: open.class(),
+                        text,
+                    });
+                }
+                current = Some((style, c.to_string()));
+            }
+        }
+    }
+    if let Some((open, text)) = current {
+        segments.push(Segment {
+            class: open.class(),
+            text,
+        });
+    }
+    segments
+}
+
+/// `text` (one line) as plain text: no escape sequences, carriage returns applied.
+pub fn plain(text: &str) -> String {
+    render(text).into_iter().map(|segment| segment.text).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn seg(class: &str, text: &str) -> Segment {
+        Segment {
+            class: class.into(),
+            text: text.into(),
+        }
+    }
+
+    #[test]
+    fn colours_and_bold_become_classes() {
+        assert_eq!(
+            render("\x1b[1;31merror:\x1b[0m disk \x1b[92mfull\x1b[39m!"),
+            [
+                seg("fg-1 b", "error:"),
+                seg("", " disk "),
+                seg("fg-10", "full"),
+                seg("", "!")
+            ]
+        );
+        assert_eq!(render("\x1b[38;5;4mblue\x1b[m"), [seg("fg-4", "blue")]);
+        assert_eq!(render("\x1b[38;2;1;2;3mrgb"), [seg("", "rgb")]);
+    }
+
+    #[test]
+    fn a_carriage_return_rewrites_the_line() {
+        assert_eq!(
+            plain("Progress: 10%\rProgress: 50%\rProgress: 100%"),
+            "Progress: 100%"
+        );
+        assert_eq!(plain("downloading...\rdone"), "doneloading...");
+        assert_eq!(plain("downloading...\r\x1b[Kdone"), "done");
+        assert_eq!(plain("plain text"), "plain text");
+        assert_eq!(plain("a\x1b]0;title\x07b"), "ab");
+    }
+}
