@@ -87,8 +87,10 @@ pub struct RunPage {
     number: u64,
     run: RunView,
     running: bool,
-    /// How long the run has been going ("12 s"), while it goes; the script counts on.
+    /// How long the run has been going ("12 s"), while it goes; the script counts on from
+    /// `elapsed_ms`.
     elapsed: String,
+    elapsed_ms: u64,
     flash: Option<FlashView>,
     csrf: String,
     /// `None` when the viewer may not see output.
@@ -154,11 +156,13 @@ pub async fn show(
         flash.message = format!("Run #{id} has ended: {}.", record.status);
     }
     let elapsed = (state.clock.now() - record.time).whole_milliseconds().max(0);
+    let elapsed = u64::try_from(elapsed).unwrap_or(u64::MAX);
     let page = RunPage {
         number: id,
         run: RunView::new(&record),
         running,
-        elapsed: format_duration(u64::try_from(elapsed).unwrap_or(u64::MAX)),
+        elapsed: format_duration(elapsed),
+        elapsed_ms: elapsed,
         flash: flash.as_ref().map(FlashView::new),
         csrf,
         output,
