@@ -73,6 +73,9 @@ async fn walk(scene: &Scene, viewport: (u32, u32)) {
 
     browser.assert_clean_console().await;
     scene.open("/runs/99").await;
+    browser
+        .wait_text("h1", "the error page", |text| text == "Not Found")
+        .await;
     browser.audit("error-not-found").await;
 
     // Another browser, which never entered a code, following the link to the log.
@@ -288,6 +291,13 @@ async fn with_the_keyboard_alone_the_whole_flow_works_with_a_visible_focus_at_ev
     assert_eq!(record.status.as_str(), "Cancelled");
     browser
         .wait_text("#run-status", "the status Cancelled", |text| text == "Cancelled")
+        .await;
+    // Whether the page came back before or after the run ended, it ends up saying it has.
+    scene.wait_flash("success", "Run #1 has ended: Cancelled.").await;
+    browser
+        .wait_text("#run-note", "who cancelled", |text| {
+            text == "Cancelled by session from 127.0.0.1."
+        })
         .await;
     browser.screenshot().await;
     browser.assert_clean_console().await;

@@ -169,3 +169,27 @@ async fn a_refused_code_during_the_cooldown_says_so_in_words_without_nanoseconds
         "{text}"
     );
 }
+
+#[tokio::test]
+async fn without_javascript_a_running_run_reloads_at_the_end_of_its_output() {
+    let app = TestApp::builder().script(crate::gate::BLOCKING_SCRIPT).build();
+    let posted = app.post_verify_html(&app.code_now(), None).await;
+    assert_redirect_to(&posted, "/runs/1");
+    let cookie = posted.session_cookie().expect("a session");
+    let page = app.get_with("/runs/1", &[("cookie", &cookie)]).await.text();
+    assert!(
+        page.contains("<noscript><meta http-equiv=\"refresh\" content=\"5;url=/runs/1#end\"></noscript>"),
+        "{page}"
+    );
+    assert!(page.contains("<span id=\"end\"></span>"), "{page}");
+    // While it runs: how long so far, and no empty rows for what is not known yet.
+    assert!(
+        page.contains("<dt>Running for</dt><dd id=\"run-elapsed\""),
+        "{page}"
+    );
+    assert!(page.contains("<div id=\"row-exit\" hidden>"), "{page}");
+    crate::gate::let_script_finish(&app);
+    app.wait_for_run(1).await;
+    let done = app.get_with("/runs/1", &[("cookie", &cookie)]).await.text();
+    assert!(!done.contains("http-equiv=\"refresh\""), "{done}");
+}
