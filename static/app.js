@@ -92,7 +92,13 @@ localizeAll(document);
   const wait = document.getElementById("run-wait");
   const field = document.getElementById("code");
   let serverOffset = 0; // server time minus local time, in ms
-  let shown = stateBox.dataset.state + "|" + stateBox.dataset.time;
+  // What the box shows: the state and its time to the second (the status answer's times may carry
+  // fractions of a second the page's do not).
+  const keyOf = function (kind, iso) {
+    const time = Date.parse(iso);
+    return kind + "|" + (Number.isNaN(time) ? "" : Math.floor(time / 1000));
+  };
+  let shown = keyOf(stateBox.dataset.state, stateBox.dataset.time);
   // A ban or pause comes with the page (the status answer is the same for everyone): it holds until its end.
   let blockedUntil = (stateBox.dataset.state === "banned" || stateBox.dataset.state === "paused")
     ? Date.parse(stateBox.dataset.time) : NaN;
@@ -101,7 +107,7 @@ localizeAll(document);
 
   // The state box: rewritten only when the state changes, so the live region speaks only then.
   function showState(kind, text, iso, link) {
-    const key = kind + "|" + iso;
+    const key = keyOf(kind, iso);
     if (key === shown) return;
     shown = key;
     stateBox.dataset.state = kind;
