@@ -199,7 +199,86 @@ pub fn render(text: &str) -> Vec<Segment> {
 
 /// `text` (one line) as plain text: no escape sequences, carriage returns applied.
 pub fn plain(text: &str) -> String {
-    render(text).into_iter().map(|segment| segment.text).collect()
+    let mut out = Vec::with_capacity(text.len());
+    Stripper::default().strip_into(text.as_bytes(), &mut out);
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Makes lines plain text one after another (the whole log), reusing its buffer: no styles are kept,
+/// so a line costs a parse and a copy.
+#[derive(Default)]
+pub struct Stripper {
+    cells: Vec<char>,
+    cursor: usize,
+}
+
+impl Stripper {
+    /// Appends `line` (bytes as the script wrote them) to `out` without escape sequences, carriage
+    /// returns applied; invalid UTF-8 becomes U+FFFD.
+    pub fn strip_into(&mut self, line: &[u8], out: &mut Vec<u8>) {
+        if !line.iter().any(|b| matches!(b, 0x1b | b'\r' | b'\x08' | b'\t')) {
+            out.extend_from_slice(line);
+            return;
+        }
+        self.cells.clear();
+        self.cursor = 0;
+        Parser::new().advance(self, line);
+        let mut buffer = [0; 4];
+        for c in &self.cells {
+            out.extend_from_slice(c.encode_utf8(&mut buffer).as_bytes());
+        }
+    }
+
+    fn put(&mut self, c: char) {
+        match self.cells.get_mut(self.cursor) {
+            Some(existing) => *existing = c,
+            None => {
+                self.cells.resize(self.cursor, ' ');
+                self.cells.push(c);
+            }
+        }
+        self.cursor += 1;
+    }
+}
+
+impl Perform for Stripper {
+    fn print(&mut self, c: char) {
+        self.put(c);
+    }
+
+    fn execute(&mut self, byte: u8) {
+        match byte {
+            b'\r' => self.cursor = 0,
+            b'\x08' => self.cursor = self.cursor.saturating_sub(1),
+            b'\t' => {
+                let next = (self.cursor / 8 + 1) * 8;
+                while self.cursor < next {
+                    self.put(' ');
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn csi_dispatch(&mut self, params: &Params, intermediates: &[u8], ignore: bool, action: char) {
+        if ignore || !intermediates.is_empty() {
+            return;
+        }
+        let first = params
+            .iter()
+            .next()
+            .and_then(|param| param.first().copied())
+            .unwrap_or(0);
+        match action {
+            'K' => match first {
+                0 => self.cells.truncate(self.cursor),
+                2 => self.cells.clear(),
+                _ => {}
+            },
+            'G' => self.cursor = usize::from(first.max(1)) - 1,
+            _ => {}
+        }
+    }
 }
 
 #[cfg(test)]
@@ -238,5 +317,21 @@ mod tests {
         assert_eq!(plain("downloading...\r\x1b[Kdone"), "done");
         assert_eq!(plain("plain text"), "plain text");
         assert_eq!(plain("a\x1b]0;title\x07b"), "ab");
+    }
+
+    #[test]
+    fn the_stripper_goes_line_after_line_and_leaves_bytes_that_are_not_utf8() {
+        let mut stripper = Stripper::default();
+        let mut out = Vec::new();
+        stripper.strip_into(b"50%\r100% \x1b[1mdone\x1b[0m", &mut out);
+        out.push(b'\n');
+        stripper.strip_into(b"\x1b[31mbad \xff byte", &mut out);
+        out.push(b'\n');
+        stripper.strip_into(b"plain \xff stays as written", &mut out);
+        out.push(b'\n');
+        assert_eq!(
+            String::from_utf8_lossy(&out),
+            "100% done\nbad \u{fffd} byte\nplain \u{fffd} stays as written\n"
+        );
     }
 }

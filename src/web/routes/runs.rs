@@ -200,16 +200,13 @@ pub async fn log(
     let (sender, receiver) = mpsc::channel::<Result<Bytes, std::io::Error>>(4);
     tokio::task::spawn_blocking(move || {
         let mut chunk = Vec::with_capacity(output::READ_CHUNK);
+        let mut stripper = ansi::Stripper::default();
         let result = output::read_raw_lines(&path, |raw| {
             let text = output::untagged(raw);
-            if keep
-                || !text
-                    .iter()
-                    .any(|b| matches!(b, b'\x1b' | b'\r' | b'\x08' | b'\t'))
-            {
+            if keep {
                 chunk.extend_from_slice(text);
             } else {
-                chunk.extend_from_slice(ansi::plain(&String::from_utf8_lossy(text)).as_bytes());
+                stripper.strip_into(text, &mut chunk);
             }
             chunk.push(b'\n');
             if chunk.len() >= output::READ_CHUNK {
