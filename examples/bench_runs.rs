@@ -118,7 +118,7 @@ impl App {
                 args.join(", ")
             ),
         )?;
-        let config = Config::load(Some(&config_path), &|_| None)?;
+        let config = Config::load(Some(&config_path), &[])?;
         let SecretSource::Configured { key, .. } = config.secret.clone() else {
             return Err("no secret".into());
         };

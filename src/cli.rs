@@ -18,6 +18,7 @@ use crate::config::{self, Config, ConfigError, SecretSource};
 use crate::model::audit::{AuditEntry, AuditEvent};
 use crate::model::client::ClientKey;
 use crate::model::secret::generate_secret;
+use crate::runs::leftovers;
 use crate::store::file::audit::AuditLog;
 use crate::store::file::regulation;
 use crate::store::file::secret::{persist, resolve_secret};
@@ -36,8 +37,9 @@ const EXIT_CONFIG: u8 = 2;
                   Quick start: `authrun` serves the example deploy on http://127.0.0.1:5000/ with a \
                   secret it generates on first start; scan the QR code it prints. Write a config with \
                   `authrun example-config > authrun.toml` and pass it with --config.",
-    after_help = "Every config key can also be set from the environment as AUTHRUN_<SECTION>_<KEY>; \
-                  the secret as AUTHRUN_SECRET. Logs go to stderr; set RUST_LOG to change their level."
+    after_help = "Every config key can also be set from the environment as AUTHRUN_<SECTION>_<KEY> \
+                  (top-level keys as AUTHRUN_BIND, AUTHRUN_STATE_DIR); the secret as AUTHRUN_SECRET. \
+                  Logs go to stderr; set RUST_LOG to change their level."
 )]
 pub struct Cli {
     /// The TOML config file; without one, the built-in defaults are used.
@@ -165,6 +167,10 @@ async fn serve(file: Option<&Path>, bind: Option<String>, insecure_permissions: 
     if let Some(path) = &secret.new_file {
         announce_new_secret(path, &verifier, file);
     }
+    // Orphans of scripts become authrun's children, so a run's leftovers can be stopped when it ends.
+    if let Err(error) = leftovers::become_subreaper() {
+        tracing::warn!(%error, "cannot adopt what scripts leave running; processes outside their group survive runs");
+    }
     let listener = match tokio::net::TcpListener::bind(bind).await {
         Ok(listener) => listener,
         Err(error) => {
@@ -182,6 +188,10 @@ async fn serve(file: Option<&Path>, bind: Option<String>, insecure_permissions: 
     };
     println!("authrun is serving {url}");
     tracing::info!(%url, "listening");
+    // Under systemd (`Type=notify`) the unit is ready once the listener is bound; elsewhere a no-op.
+    if let Err(error) = sd_notify::notify(&[sd_notify::NotifyState::Ready]) {
+        tracing::warn!(%error, "systemd could not be told that authrun is ready");
+    }
     match server::serve(listener, state, shutdown).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => fail(format!("the server stopped: {error}"), 1),

@@ -85,7 +85,8 @@ impl Gatekeeper {
                 Verdict::Accepted { step } => Ok(step),
                 Verdict::Wrong => Err(Refusal::WrongCode),
                 Verdict::Replayed => Err(Refusal::ReplayedCode),
-            });
+            })
+            .await;
         let admission = match admission {
             Ok(admission) => admission,
             Err(refusal) => return Err(self.refused(client, now, refusal).await),
@@ -150,6 +151,7 @@ impl Gatekeeper {
                 },
             ),
             Refusal::ShuttingDown => (Outcome::Unavailable, AppError::ShuttingDown),
+            Refusal::Unrecorded => (Outcome::Unavailable, AppError::LaunchFailed),
             Refusal::WrongCode => return self.fail(client, now, Outcome::Wrong, AppError::WrongCode).await,
             Refusal::ReplayedCode => {
                 return self

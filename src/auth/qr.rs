@@ -69,7 +69,7 @@ pub fn write_png(uri: &str, path: &Path) -> Result<(), QrError> {
         .build();
     let mut png = std::io::Cursor::new(Vec::new());
     image.write_to(&mut png, image::ImageFormat::Png)?;
-    atomic::write_atomic(path, png.get_ref(), 0o600).map_err(|source| QrError::Png {
+    atomic::write_atomic(path, png.get_ref()).map_err(|source| QrError::Png {
         path: path.display().to_string(),
         source,
     })

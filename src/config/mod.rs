@@ -1,22 +1,30 @@
-//! Configuration: a TOML file (optional), environment overrides, then validation.
+//! Configuration: built-in defaults, a TOML file (optional), then `AUTHRUN_*` environment variables, each
+//! overriding the one before; then validation.
 //!
-//! The file is parsed into [`RawConfig`], a plain mirror of `config.example.toml` that rejects unknown keys;
-//! `AUTHRUN_*` environment variables override it key by key; [`Config::load`] then checks every value and
-//! resolves relative paths against the config file's directory (or the working directory when there is no
-//! file). Every error names where the value came from, the key, and the fix.
+//! `schema` mirrors `config.example.toml` key by key (unknown keys are refused); `sources` layers the
+//! defaults, the file and the environment and remembers where each value came from; `validate` checks
+//! every value and resolves relative paths against the config file's directory (or the working directory
+//! when there is no file), producing the [`Config`] the rest of authrun uses. Every error names where the
+//! value came from (file, line and column; environment variable; or built-in default), the key, and the fix.
+//!
+//! Adding a key: a field with a `///` line and its default in `schema.rs`, the key with its documentation
+//! in `config.example.toml`, the typed field in the settings struct here, and the line that checks and
+//! builds it in `validate.rs`. The environment variable comes with the field; the tests below fail when
+//! the example and the schema disagree, or when a key's variable does not reach the `Config`.
 
-use std::fmt;
+mod schema;
+mod sources;
+mod validate;
+
 use std::net::SocketAddr;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use serde::Deserialize;
-
 use ipnet::IpNet;
 
 pub use crate::model::secret::SecretKey;
-use crate::model::secret::parse_secret;
+use sources::Sources;
 
 /// The example configuration, with every key documented; `authrun example-config` prints it.
 pub const EXAMPLE: &str = include_str!("../../config.example.toml");
@@ -30,108 +38,6 @@ pub struct ConfigError {
     pub key: String,
     pub problem: String,
     pub fix: String,
-}
-
-/// The configuration file as written, before validation. Field docs live in `config.example.toml`.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct RawConfig {
-    pub bind: Option<String>,
-    pub state_dir: Option<PathBuf>,
-    pub action: RawAction,
-    pub script: RawScript,
-    pub history: RawHistory,
-    pub totp: RawTotp,
-    pub server: RawServer,
-    pub regulation: RawRegulation,
-    pub audit: RawAudit,
-    pub access: RawAccess,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct RawAccess {
-    pub verified_minutes: Option<u64>,
-    pub public_output: Option<bool>,
-    pub api_token_sha256: Option<String>,
-    pub max_wait_seconds: Option<u64>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct RawServer {
-    pub public_url: Option<String>,
-    pub trusted_proxies: Option<Vec<String>>,
-    pub max_connections: Option<usize>,
-    pub header_read_timeout_seconds: Option<u64>,
-    pub request_timeout_seconds: Option<u64>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct RawRegulation {
-    pub client_max_failures: Option<usize>,
-    pub client_window_seconds: Option<u64>,
-    pub client_ban_seconds: Option<u64>,
-    pub global_max_failures: Option<usize>,
-    pub global_window_seconds: Option<u64>,
-    pub global_pause_seconds: Option<u64>,
-    pub global_pause_max_seconds: Option<u64>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct RawAudit {
-    pub file: Option<PathBuf>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct RawAction {
-    pub name: Option<String>,
-    pub description: Option<String>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct RawScript {
-    pub path: Option<PathBuf>,
-    pub args: Option<Vec<String>>,
-    pub working_dir: Option<PathBuf>,
-    pub log_dir: Option<PathBuf>,
-    pub cooldown_seconds: Option<u64>,
-    pub timeout_seconds: Option<u64>,
-    pub kill_grace_seconds: Option<u64>,
-    pub keep_logs: Option<usize>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct RawHistory {
-    pub file: Option<PathBuf>,
-    pub retention: Option<usize>,
-    pub status_entries: Option<usize>,
-}
-
-#[derive(Default, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct RawTotp {
-    pub secret: Option<String>,
-    pub secret_file: Option<PathBuf>,
-    pub digits: Option<u8>,
-    pub period_seconds: Option<u64>,
-    pub skew_steps: Option<u8>,
-    pub issuer: Option<String>,
-    pub account: Option<String>,
-}
-
-impl fmt::Debug for RawTotp {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("RawTotp")
-            .field("secret", &self.secret.as_ref().map(|_| "<redacted>"))
-            .field("secret_file", &self.secret_file)
-            .finish_non_exhaustive()
-    }
 }
 
 /// Where the secret comes from.
@@ -253,608 +159,35 @@ pub struct ScriptConfig {
     pub kill_grace: Duration,
     /// How many runs' logs are kept.
     pub keep_logs: usize,
+    /// Processes the script left behind keep running when its run ends (they are stopped otherwise).
+    pub leave_running: bool,
 }
 
 impl Config {
-    /// Reads `file` (or only the defaults) with overrides from `env`, and validates the result.
-    pub fn load(file: Option<&Path>, env: &dyn Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
-        let (mut raw, origin, base) = match file {
-            Some(path) => {
-                let text = std::fs::read_to_string(path).map_err(|error| ConfigError {
-                    origin: path.display().to_string(),
-                    key: "(file)".into(),
-                    problem: format!("cannot be read: {error}"),
-                    fix: "check the path given with --config or AUTHRUN_CONFIG".into(),
-                })?;
-                let raw = parse_toml(&text, path)?;
-                let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
-                (raw, path.display().to_string(), base)
-            }
-            None => (
-                RawConfig::default(),
-                "built-in defaults".to_string(),
-                PathBuf::new(),
-            ),
-        };
-        apply_env(&mut raw, env)?;
-        // Absolute, so that a bare `deploy.sh` is never looked up in PATH and a later `cd` changes nothing.
-        let base = std::path::absolute(if base.as_os_str().is_empty() {
-            Path::new(".")
-        } else {
-            &base
-        })
-        .unwrap_or(base);
-        Validator { origin, base }.validate(raw, file)
+    /// Reads `file` (or only the defaults) with overrides from the `AUTHRUN_*` variables among `env`
+    /// (name, value), and validates the result.
+    pub fn load(file: Option<&Path>, env: &[(&str, &str)]) -> Result<Self, ConfigError> {
+        let sources = Sources::read(file, env)?;
+        let raw = sources.extract()?;
+        validate::validate(raw, &sources, file)
     }
 
     /// Loads with the process environment.
     pub fn from_env(file: Option<&Path>) -> Result<Self, ConfigError> {
-        Self::load(file, &|name| std::env::var(name).ok())
-    }
-}
-
-/// Parses TOML text, reporting the line and column of an error.
-pub fn parse_toml(text: &str, path: &Path) -> Result<RawConfig, ConfigError> {
-    toml::from_str(text).map_err(|error| {
-        let (line, column) = error
-            .span()
-            .map(|span| line_column(text, span.start))
-            .unwrap_or((1, 1));
-        ConfigError {
-            origin: format!("{}:{line}:{column}", path.display()),
-            key: key_of(error.message()),
-            problem: error.message().trim().to_string(),
-            fix: "correct or remove this key; `authrun example-config` prints every valid key".into(),
-        }
-    })
-}
-
-/// serde names the offending key in its messages ("unknown field `x`", "missing field `y`").
-fn key_of(message: &str) -> String {
-    message
-        .split('`')
-        .nth(1)
-        .map(str::to_string)
-        .unwrap_or_else(|| "(syntax)".into())
-}
-
-fn line_column(text: &str, offset: usize) -> (usize, usize) {
-    let before = &text[..offset.min(text.len())];
-    let line = before.matches('\n').count() + 1;
-    let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
-    (line, column)
-}
-
-/// Applies `AUTHRUN_<SECTION>_<KEY>` variables, plus the short `AUTHRUN_SECRET`.
-fn apply_env(raw: &mut RawConfig, env: &dyn Fn(&str) -> Option<String>) -> Result<(), ConfigError> {
-    let text = |name: &str| env(name).filter(|value| !value.is_empty());
-    let path = |name: &str| text(name).map(PathBuf::from);
-    let number = |name: &str| -> Result<Option<u64>, ConfigError> {
-        text(name)
-            .map(|value| {
-                value.trim().parse().map_err(|_| ConfigError {
-                    origin: format!("environment variable {name}"),
-                    key: name.into(),
-                    problem: format!("`{value}` is not a whole number"),
-                    fix: format!("set {name} to a whole number of the unit its key names, or unset it"),
-                })
+        let vars: Vec<(String, String)> = std::env::vars_os()
+            .map(|(name, value)| {
+                (
+                    name.to_string_lossy().into_owned(),
+                    value.to_string_lossy().into_owned(),
+                )
             })
-            .transpose()
-    };
-    set(&mut raw.bind, text("AUTHRUN_BIND"));
-    set(&mut raw.state_dir, path("AUTHRUN_STATE_DIR"));
-    set(&mut raw.action.name, text("AUTHRUN_ACTION_NAME"));
-    set(&mut raw.action.description, text("AUTHRUN_ACTION_DESCRIPTION"));
-    set(&mut raw.script.path, path("AUTHRUN_SCRIPT_PATH"));
-    set(&mut raw.script.working_dir, path("AUTHRUN_SCRIPT_WORKING_DIR"));
-    set(&mut raw.script.log_dir, path("AUTHRUN_SCRIPT_LOG_DIR"));
-    set(
-        &mut raw.script.cooldown_seconds,
-        number("AUTHRUN_SCRIPT_COOLDOWN_SECONDS")?,
-    );
-    set(
-        &mut raw.script.timeout_seconds,
-        number("AUTHRUN_SCRIPT_TIMEOUT_SECONDS")?,
-    );
-    set(
-        &mut raw.script.kill_grace_seconds,
-        number("AUTHRUN_SCRIPT_KILL_GRACE_SECONDS")?,
-    );
-    set(&mut raw.history.file, path("AUTHRUN_HISTORY_FILE"));
-    let usize_of = |n: Option<u64>| n.map(|n| usize::try_from(n).unwrap_or(usize::MAX));
-    set(
-        &mut raw.history.retention,
-        usize_of(number("AUTHRUN_HISTORY_RETENTION")?),
-    );
-    set(
-        &mut raw.history.status_entries,
-        usize_of(number("AUTHRUN_HISTORY_STATUS_ENTRIES")?),
-    );
-    let secret = text("AUTHRUN_TOTP_SECRET").or_else(|| text("AUTHRUN_SECRET"));
-    if secret.is_some() {
-        // A secret from the environment replaces whatever the file names.
-        raw.totp.secret_file = None;
-        raw.totp.secret = secret;
-    } else if let Some(file) = path("AUTHRUN_TOTP_SECRET_FILE") {
-        raw.totp.secret = None;
-        raw.totp.secret_file = Some(file);
-    }
-    set(&mut raw.server.public_url, text("AUTHRUN_SERVER_PUBLIC_URL"));
-    set(
-        &mut raw.server.trusted_proxies,
-        text("AUTHRUN_SERVER_TRUSTED_PROXIES").map(|list| {
-            list.split([',', ' '])
-                .filter(|s| !s.is_empty())
-                .map(str::to_string)
-                .collect()
-        }),
-    );
-    set(&mut raw.audit.file, path("AUTHRUN_AUDIT_FILE"));
-    let small = |n: Option<u64>| n.map(|n| u8::try_from(n).unwrap_or(u8::MAX));
-    set(&mut raw.totp.digits, small(number("AUTHRUN_TOTP_DIGITS")?));
-    set(
-        &mut raw.totp.period_seconds,
-        number("AUTHRUN_TOTP_PERIOD_SECONDS")?,
-    );
-    set(
-        &mut raw.totp.skew_steps,
-        small(number("AUTHRUN_TOTP_SKEW_STEPS")?),
-    );
-    set(&mut raw.totp.issuer, text("AUTHRUN_TOTP_ISSUER"));
-    set(&mut raw.totp.account, text("AUTHRUN_TOTP_ACCOUNT"));
-    Ok(())
-}
-
-/// Overrides `slot` when the environment gave a value.
-fn set<T>(slot: &mut Option<T>, value: Option<T>) {
-    if value.is_some() {
-        *slot = value;
-    }
-}
-
-/// Checks values and builds errors that point at their origin.
-struct Validator {
-    origin: String,
-    base: PathBuf,
-}
-
-impl Validator {
-    fn error(&self, key: &str, problem: impl Into<String>, fix: impl Into<String>) -> ConfigError {
-        ConfigError {
-            origin: self.origin.clone(),
-            key: key.into(),
-            problem: problem.into(),
-            fix: fix.into(),
-        }
-    }
-
-    fn resolve(&self, path: &Path) -> PathBuf {
-        if path.is_absolute() {
-            path.to_path_buf()
-        } else {
-            self.base.join(path)
-        }
-    }
-
-    fn validate(&self, raw: RawConfig, file: Option<&Path>) -> Result<Config, ConfigError> {
-        let bind = self.bind(raw.bind.as_deref().unwrap_or("127.0.0.1:5000"))?;
-        let state_dir = self.resolve(raw.state_dir.as_deref().unwrap_or(Path::new(".authrun")));
-        let script = self.script(raw.script, &state_dir)?;
-        let (history_file, history_retention, status_entries) = self.history(raw.history)?;
-        let (totp, secret) = self.totp(raw.totp, &state_dir, file)?;
-        let server = self.server(raw.server)?;
-        let regulation = self.regulation(raw.regulation)?;
-        let access = self.access(raw.access, &script)?;
-        let audit_file = raw
-            .audit
-            .file
-            .map_or_else(|| state_dir.join("audit.log"), |file| self.resolve(&file));
-        Ok(Config {
-            server,
-            regulation,
-            audit_file,
-            regulation_file: state_dir.join("regulation.json"),
-            access,
-            file: file.map(Path::to_path_buf),
-            bind,
-            state_dir,
-            action_name: raw.action.name.unwrap_or_else(|| "Deploy".into()),
-            action_description: raw.action.description.unwrap_or_default(),
-            script,
-            history_file,
-            history_retention,
-            status_entries,
-            totp,
-            secret,
-        })
-    }
-
-    /// Durations past ten years make no sense and would overflow time arithmetic.
-    fn at_most_ten_years(&self, key: &str, value: u64) -> Result<u64, ConfigError> {
-        const TEN_YEARS: u64 = 10 * 365 * 24 * 60 * 60;
-        if value > TEN_YEARS {
-            return Err(self.error(
-                key,
-                format!("{value} is more than ten years"),
-                format!("use at most {TEN_YEARS}"),
-            ));
-        }
-        Ok(value)
-    }
-
-    fn bind(&self, text: &str) -> Result<SocketAddr, ConfigError> {
-        text.parse().map_err(|_| {
-            self.error(
-                "bind",
-                format!("`{text}` is not an address and port"),
-                "write it as IP:PORT, e.g. \"127.0.0.1:5000\" (\"0.0.0.0:5000\" listens on every interface)",
-            )
-        })
-    }
-
-    fn script(&self, raw: RawScript, state_dir: &Path) -> Result<ScriptConfig, ConfigError> {
-        let path = self.resolve(
-            raw.path
-                .as_deref()
-                .unwrap_or(Path::new("scripts/example-deploy.sh")),
-        );
-        self.check_executable(&path)?;
-        let working_dir = raw
-            .working_dir
-            .map_or_else(|| self.base.clone(), |dir| self.resolve(&dir));
-        if !working_dir.as_os_str().is_empty() && !working_dir.is_dir() {
-            return Err(self.error(
-                "script.working_dir",
-                format!("{} is not a directory", working_dir.display()),
-                "name an existing directory, or remove the key to use the config file's directory",
-            ));
-        }
-        let timeout =
-            self.at_most_ten_years("script.timeout_seconds", raw.timeout_seconds.unwrap_or(30 * 60))?;
-        if timeout == 0 {
-            return Err(self.error(
-                "script.timeout_seconds",
-                "a run cannot be given 0 seconds",
-                "set a positive number of seconds (default 1800)",
-            ));
-        }
-        let cooldown =
-            self.at_most_ten_years("script.cooldown_seconds", raw.cooldown_seconds.unwrap_or(180))?;
-        let kill_grace =
-            self.at_most_ten_years("script.kill_grace_seconds", raw.kill_grace_seconds.unwrap_or(10))?;
-        Ok(ScriptConfig {
-            path,
-            args: raw.args.unwrap_or_default(),
-            working_dir,
-            log_dir: raw
-                .log_dir
-                .map_or_else(|| state_dir.join("runs"), |dir| self.resolve(&dir)),
-            cooldown: Duration::from_secs(cooldown),
-            timeout: Duration::from_secs(timeout),
-            kill_grace: Duration::from_secs(kill_grace),
-            keep_logs: raw.keep_logs.unwrap_or(100).max(1),
-        })
-    }
-
-    fn check_executable(&self, path: &Path) -> Result<(), ConfigError> {
-        let shown = path.display();
-        let metadata = std::fs::metadata(path).map_err(|error| {
-            self.error(
-                "script.path",
-                format!("{shown} cannot be used: {error}"),
-                "point it at the script to run (relative paths start at the config file's directory)",
-            )
-        })?;
-        if !metadata.is_file() {
-            return Err(self.error(
-                "script.path",
-                format!("{shown} is not a file"),
-                "point it at the script itself",
-            ));
-        }
-        if metadata.permissions().mode() & 0o111 == 0 {
-            return Err(self.error(
-                "script.path",
-                format!("{shown} is not executable"),
-                format!("run `chmod +x {shown}` and give it a #! line"),
-            ));
-        }
-        Ok(())
-    }
-
-    fn history(&self, raw: RawHistory) -> Result<(PathBuf, usize, usize), ConfigError> {
-        let file = self.resolve(raw.file.as_deref().unwrap_or(Path::new("history.json")));
-        let retention = raw.retention.unwrap_or(1000);
-        if retention == 0 {
-            return Err(self.error(
-                "history.retention",
-                "0 would keep no runs at all",
-                "set how many runs to keep, at least 1 (default 1000)",
-            ));
-        }
-        let entries = raw.status_entries.unwrap_or(100);
-        if entries == 0 {
-            return Err(self.error(
-                "history.status_entries",
-                "0 would answer an empty history",
-                "set how many runs /get_deploy_status returns, at least 1 (default 100)",
-            ));
-        }
-        Ok((file, retention, entries))
-    }
-
-    fn server(&self, raw: RawServer) -> Result<ServerConfig, ConfigError> {
-        let public_url = raw.public_url.map(|url| self.public_url(&url)).transpose()?;
-        let trusted_proxies = raw
-            .trusted_proxies
-            .unwrap_or_default()
+            .filter(|(name, _)| name.starts_with("AUTHRUN_"))
+            .collect();
+        let env: Vec<(&str, &str)> = vars
             .iter()
-            .map(|entry| self.proxy(entry))
-            .collect::<Result<_, _>>()?;
-        let max_connections = raw.max_connections.unwrap_or(512);
-        let header_read_timeout = self.at_most_ten_years(
-            "server.header_read_timeout_seconds",
-            raw.header_read_timeout_seconds.unwrap_or(10),
-        )?;
-        let request_timeout = self.at_most_ten_years(
-            "server.request_timeout_seconds",
-            raw.request_timeout_seconds.unwrap_or(30),
-        )?;
-        for (key, value) in [
-            ("server.max_connections", max_connections as u64),
-            ("server.header_read_timeout_seconds", header_read_timeout),
-            ("server.request_timeout_seconds", request_timeout),
-        ] {
-            if value == 0 {
-                return Err(self.error(key, "0 would refuse every request", "set a positive number"));
-            }
-        }
-        Ok(ServerConfig {
-            public_url,
-            trusted_proxies,
-            max_connections,
-            header_read_timeout: Duration::from_secs(header_read_timeout),
-            request_timeout: Duration::from_secs(request_timeout),
-        })
-    }
-
-    fn public_url(&self, url: &str) -> Result<PublicUrl, ConfigError> {
-        let bad = || {
-            self.error(
-                "server.public_url",
-                format!("`{url}` is not an http:// or https:// URL"),
-                "write the address users open, e.g. \"https://deploy.example.com\"",
-            )
-        };
-        let (scheme, rest) = url.split_once("://").ok_or_else(bad)?;
-        let https = match scheme.to_ascii_lowercase().as_str() {
-            "https" => true,
-            "http" => false,
-            _ => return Err(bad()),
-        };
-        let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
-        if authority.is_empty() || authority.contains('@') {
-            return Err(bad());
-        }
-        // Browsers leave the scheme's default port out of `Origin`.
-        let authority = authority.to_ascii_lowercase();
-        let default_port = if https { ":443" } else { ":80" };
-        let authority = authority.strip_suffix(default_port).unwrap_or(&authority);
-        Ok(PublicUrl {
-            origin: format!("{}://{authority}", if https { "https" } else { "http" }),
-            https,
-        })
-    }
-
-    fn proxy(&self, entry: &str) -> Result<IpNet, ConfigError> {
-        entry
-            .parse::<IpNet>()
-            .or_else(|_| entry.parse::<std::net::IpAddr>().map(IpNet::from))
-            .map_err(|_| {
-                self.error(
-                    "server.trusted_proxies",
-                    format!("`{entry}` is not an IP address or CIDR network"),
-                    "list addresses like \"127.0.0.1\" or networks like \"10.0.0.0/8\"",
-                )
-            })
-    }
-
-    fn access(&self, raw: RawAccess, script: &ScriptConfig) -> Result<AccessConfig, ConfigError> {
-        let hash = raw.api_token_sha256.filter(|hash| !hash.is_empty());
-        if let Some(hash) = &hash
-            && (hash.len() != 64 || !hash.bytes().all(|b| b.is_ascii_hexdigit()))
-        {
-            return Err(self.error(
-                "access.api_token_sha256",
-                "this is not a SHA-256 in hex (64 characters 0-9a-f)",
-                "run `authrun token` and copy the hash it prints; never put the token itself here",
-            ));
-        }
-        let verified_minutes =
-            self.at_most_ten_years("access.verified_minutes", raw.verified_minutes.unwrap_or(15))?;
-        let max_wait = raw
-            .max_wait_seconds
-            .map(|seconds| self.at_most_ten_years("access.max_wait_seconds", seconds))
-            .transpose()?;
-        // By default a request may wait as long as a run can last, stop included.
-        let longest_run = script.timeout + script.kill_grace * 2;
-        Ok(AccessConfig {
-            verified_for: Duration::from_secs(verified_minutes * 60),
-            public_output: raw.public_output.unwrap_or(false),
-            api_token_sha256: hash.map(|hash| hash.to_ascii_lowercase()),
-            max_wait: max_wait.map_or(longest_run, Duration::from_secs),
-        })
-    }
-
-    fn regulation(&self, raw: RawRegulation) -> Result<RegulationSettings, ConfigError> {
-        let defaults = RegulationSettings::default();
-        let seconds = |key: &str, value: Option<u64>, default: Duration| match value {
-            Some(0) => Err(self.error(
-                key,
-                "0 seconds would switch the protection off",
-                "set a positive number of seconds",
-            )),
-            Some(value) => self.at_most_ten_years(key, value).map(Duration::from_secs),
-            None => Ok(default),
-        };
-        let count = |key: &str, value: Option<usize>, default: usize| match value {
-            Some(0) => Err(self.error(key, "0 failures would block every request", "set at least 1")),
-            Some(value) => Ok(value),
-            None => Ok(default),
-        };
-        let settings = RegulationSettings {
-            client_max_failures: count(
-                "regulation.client_max_failures",
-                raw.client_max_failures,
-                defaults.client_max_failures,
-            )?,
-            client_window: seconds(
-                "regulation.client_window_seconds",
-                raw.client_window_seconds,
-                defaults.client_window,
-            )?,
-            client_ban: seconds(
-                "regulation.client_ban_seconds",
-                raw.client_ban_seconds,
-                defaults.client_ban,
-            )?,
-            global_max_failures: count(
-                "regulation.global_max_failures",
-                raw.global_max_failures,
-                defaults.global_max_failures,
-            )?,
-            global_window: seconds(
-                "regulation.global_window_seconds",
-                raw.global_window_seconds,
-                defaults.global_window,
-            )?,
-            global_pause: seconds(
-                "regulation.global_pause_seconds",
-                raw.global_pause_seconds,
-                defaults.global_pause,
-            )?,
-            global_pause_max: seconds(
-                "regulation.global_pause_max_seconds",
-                raw.global_pause_max_seconds,
-                defaults.global_pause_max,
-            )?,
-        };
-        if settings.global_pause_max < settings.global_pause {
-            return Err(self.error(
-                "regulation.global_pause_max_seconds",
-                "the longest pause is shorter than the first",
-                "set it to at least global_pause_seconds",
-            ));
-        }
-        Ok(settings)
-    }
-
-    fn totp(
-        &self,
-        raw: RawTotp,
-        state_dir: &Path,
-        config_file: Option<&Path>,
-    ) -> Result<(TotpSettings, SecretSource), ConfigError> {
-        let digits = raw.digits.unwrap_or(6);
-        if !(6..=8).contains(&digits) {
-            return Err(self.error(
-                "totp.digits",
-                format!("{digits} digits are not supported"),
-                "use 6 (default), 7 or 8",
-            ));
-        }
-        let period = raw.period_seconds.unwrap_or(30);
-        if !(1..=300).contains(&period) {
-            return Err(self.error(
-                "totp.period_seconds",
-                format!("{period} seconds is out of range"),
-                "use 30 (what authenticator apps expect), at most 300",
-            ));
-        }
-        let skew = raw.skew_steps.unwrap_or(1);
-        if skew > 2 {
-            return Err(self.error(
-                "totp.skew_steps",
-                format!("{skew} steps would accept too many codes"),
-                "use 0, 1 (default) or 2",
-            ));
-        }
-        let issuer = self.label("totp.issuer", raw.issuer.unwrap_or_else(|| "authrun".into()))?;
-        let account = self.label("totp.account", raw.account.unwrap_or_else(|| "deploy".into()))?;
-        let secret = self.secret(raw.secret, raw.secret_file, state_dir, config_file)?;
-        let settings = TotpSettings {
-            digits,
-            period,
-            skew,
-            issuer,
-            account,
-        };
-        Ok((settings, secret))
-    }
-
-    fn label(&self, key: &str, value: String) -> Result<String, ConfigError> {
-        if value.trim().is_empty() || value.contains(':') {
-            return Err(self.error(
-                key,
-                format!("`{value}` cannot label a TOTP account"),
-                "use a non-empty name without `:`",
-            ));
-        }
-        Ok(value)
-    }
-
-    fn secret(
-        &self,
-        inline: Option<String>,
-        file: Option<PathBuf>,
-        state_dir: &Path,
-        config_file: Option<&Path>,
-    ) -> Result<SecretSource, ConfigError> {
-        let (text, key, holder) = match (inline, file) {
-            (Some(_), Some(_)) => {
-                return Err(self.error(
-                    "totp.secret",
-                    "both `secret` and `secret_file` are set",
-                    "keep one of them",
-                ));
-            }
-            (Some(text), None) => (text, "totp.secret", self.inline_secret_holder(config_file)),
-            (None, Some(file)) => {
-                let path = self.resolve(&file);
-                let text = std::fs::read_to_string(&path).map_err(|error| {
-                    self.error(
-                        "totp.secret_file",
-                        format!("{} cannot be read: {error}", path.display()),
-                        "point it at a file holding the base32 secret (`authrun secret > FILE`)",
-                    )
-                })?;
-                (text, "totp.secret_file", Some(path))
-            }
-            (None, None) => return Ok(SecretSource::Generated(state_dir.join("secret"))),
-        };
-        parse_secret(&text)
-            .map(|key| SecretSource::Configured { key, file: holder })
-            .map_err(|problem| {
-                self.error(
-                    key,
-                    problem,
-                    "generate one with `authrun secret` (160 bits, base32) and scan the new QR code",
-                )
-            })
-    }
-}
-
-impl Validator {
-    /// The config file, when the inline secret was written in it (not given by the environment).
-    fn inline_secret_holder(&self, config_file: Option<&Path>) -> Option<PathBuf> {
-        let from_file = config_file
-            .and_then(|file| std::fs::read_to_string(file).ok())
-            .and_then(|text| {
-                toml::from_str::<RawConfig>(&text)
-                    .ok()
-                    .and_then(|raw| raw.totp.secret)
-            });
-        from_file.and(config_file.map(Path::to_path_buf))
+            .map(|(name, value)| (name.as_str(), value.as_str()))
+            .collect();
+        Self::load(file, &env)
     }
 }
 
@@ -895,26 +228,33 @@ impl Config {
 mod tests {
     use super::*;
 
+    use figment::value::{Dict, Value};
+
     const SECRET: &str = "JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP";
 
-    fn no_env(_: &str) -> Option<String> {
-        None
-    }
-
-    fn load_text(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
+    /// A directory holding `authrun.toml` with `text`, and an executable `deploy.sh` beside it.
+    fn workspace(text: &str) -> (tempfile::TempDir, PathBuf) {
         let dir = tempfile::tempdir().unwrap();
-        let script = dir.path().join("deploy.sh");
-        std::fs::write(&script, "#!/bin/sh\n").unwrap();
-        std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+        executable(&dir.path().join("deploy.sh"));
         let path = dir.path().join("authrun.toml");
         std::fs::write(&path, text).unwrap();
+        (dir, path)
+    }
+
+    fn executable(path: &Path) {
+        std::fs::write(path, "#!/bin/sh\n").unwrap();
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+
+    fn load_text(text: &str, env: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let (_dir, path) = workspace(text);
         Config::load(Some(&path), env)
     }
 
     #[test]
     fn the_embedded_example_is_valid() {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config.example.toml");
-        let config = Config::load(Some(&path), &no_env).unwrap();
+        let config = Config::load(Some(&path), &[]).unwrap();
         assert_eq!(config.bind.to_string(), "127.0.0.1:5000");
         assert_eq!(config.script.cooldown, Duration::from_secs(180));
         assert_eq!(config.script.timeout, Duration::from_secs(1800));
@@ -923,7 +263,7 @@ mod tests {
 
     #[test]
     fn defaults_match_the_original() {
-        let config = load_text("[script]\npath = \"deploy.sh\"\n", &no_env).unwrap();
+        let config = load_text("[script]\npath = \"deploy.sh\"\n", &[]).unwrap();
         assert_eq!(config.script.cooldown, Duration::from_secs(180));
         assert_eq!(config.history_retention, 1000);
         assert!(config.history_file.ends_with("history.json"));
@@ -932,57 +272,379 @@ mod tests {
 
     #[test]
     fn unknown_keys_are_named_with_their_position() {
-        let error = load_text("[script]\npath = \"deploy.sh\"\ncooldown = 5\n", &no_env).unwrap_err();
+        let error = load_text("[script]\npath = \"deploy.sh\"\ncooldown = 5\n", &[]).unwrap_err();
         assert_eq!(error.key, "cooldown");
         assert!(error.origin.ends_with("authrun.toml:3:1"), "{error}");
+        assert!(error.problem.contains("[script]"), "{error}");
         assert!(error.to_string().contains("example-config"), "{error}");
+    }
+
+    #[test]
+    fn syntax_errors_are_named_with_their_position() {
+        let error = load_text("[script]\npath = \"deploy.sh\"\ncooldown_seconds = = 5\n", &[]).unwrap_err();
+        assert!(error.origin.ends_with("authrun.toml:3:20"), "{error}");
     }
 
     #[test]
     fn short_secrets_are_refused_without_being_shown() {
         let error = load_text(
             "[script]\npath = \"deploy.sh\"\n[totp]\nsecret = \"JBSWY3DPEHPK3PXP\"\n",
-            &no_env,
+            &[],
         )
         .unwrap_err();
         assert_eq!(error.key, "totp.secret");
+        assert!(error.origin.ends_with("authrun.toml:4:1"), "{error}");
         assert!(error.problem.contains("80 bits"), "{error}");
         assert!(!error.to_string().contains("JBSWY3DPEHPK3PXP"), "{error}");
     }
 
     #[test]
     fn environment_overrides_the_file() {
-        let env = |name: &str| match name {
-            "AUTHRUN_SECRET" => Some(SECRET.to_string()),
-            "AUTHRUN_SCRIPT_COOLDOWN_SECONDS" => Some("5".to_string()),
-            "AUTHRUN_BIND" => Some("127.0.0.1:8080".to_string()),
-            _ => None,
-        };
-        let config = load_text("bind = \"0.0.0.0:1\"\n[script]\npath = \"deploy.sh\"\n", &env).unwrap();
+        let env = [
+            ("AUTHRUN_SECRET", SECRET),
+            ("AUTHRUN_SCRIPT_COOLDOWN_SECONDS", "5"),
+            ("AUTHRUN_BIND", "127.0.0.1:8080"),
+            ("AUTHRUN_ACCESS_PUBLIC_OUTPUT", "true"),
+        ];
+        let config = load_text(
+            "bind = \"0.0.0.0:1\"\n[script]\npath = \"deploy.sh\"\ncooldown_seconds = 60\n",
+            &env,
+        )
+        .unwrap();
         assert_eq!(config.bind.to_string(), "127.0.0.1:8080");
         assert_eq!(config.script.cooldown, Duration::from_secs(5));
-        assert!(matches!(config.secret, SecretSource::Configured { .. }));
+        assert!(config.access.public_output);
+        // A secret from the environment is not kept in the config file, whatever its permissions.
+        assert!(matches!(
+            config.secret,
+            SecretSource::Configured { file: None, .. }
+        ));
     }
 
     #[test]
     fn a_bad_environment_value_names_the_variable() {
-        let env = |name: &str| (name == "AUTHRUN_SCRIPT_TIMEOUT_SECONDS").then(|| "soon".to_string());
-        let error = load_text("[script]\npath = \"deploy.sh\"\n", &env).unwrap_err();
+        let env = [("AUTHRUN_SCRIPT_TIMEOUT_SECONDS", "soon")];
+        let error = load_text("[script]\npath = \"deploy.sh\"\ntimeout_seconds = 60\n", &env).unwrap_err();
         assert_eq!(
             error.origin,
             "environment variable AUTHRUN_SCRIPT_TIMEOUT_SECONDS"
         );
+        assert_eq!(error.key, "script.timeout_seconds");
+        assert!(error.fix.contains("AUTHRUN_SCRIPT_TIMEOUT_SECONDS"), "{error}");
+        assert!(!error.to_string().contains("soon"), "{error}");
+
+        let env = [("AUTHRUN_SERVER_MAX_CONNECTIONS", "0")];
+        let error = load_text("[script]\npath = \"deploy.sh\"\n", &env).unwrap_err();
+        assert_eq!(
+            error.origin,
+            "environment variable AUTHRUN_SERVER_MAX_CONNECTIONS"
+        );
+        assert_eq!(error.problem, "0 would refuse every request");
+    }
+
+    #[test]
+    fn a_bad_value_in_the_file_names_its_line() {
+        let text = "[script]\npath = \"deploy.sh\"\ncooldown_seconds = \"soon\"\n";
+        let error = load_text(text, &[]).unwrap_err();
+        assert!(error.origin.ends_with("authrun.toml:3:1"), "{error}");
+        assert_eq!(error.key, "script.cooldown_seconds");
+        assert!(error.fix.contains("cooldown_seconds = 180"), "{error}");
+
+        let text = "[script]\npath = \"deploy.sh\"\n\n[regulation]\nclient_ban_seconds = 0\n";
+        let error = load_text(text, &[]).unwrap_err();
+        assert!(error.origin.ends_with("authrun.toml:5:1"), "{error}");
+        assert_eq!(error.key, "regulation.client_ban_seconds");
+    }
+
+    #[test]
+    fn a_script_path_from_the_environment_is_blamed_on_the_variable() {
+        let env = [("AUTHRUN_SCRIPT_PATH", "nope.sh")];
+        let error = load_text("[script]\npath = \"deploy.sh\"\n", &env).unwrap_err();
+        assert_eq!(error.origin, "environment variable AUTHRUN_SCRIPT_PATH");
+        assert_eq!(error.key, "script.path");
+        assert!(error.problem.contains("nope.sh"), "{error}");
+    }
+
+    #[test]
+    fn a_failing_default_is_blamed_on_the_default() {
+        // No `[script] path`, and no scripts/example-deploy.sh beside the file.
+        let error = load_text("bind = \"127.0.0.1:5000\"\n", &[]).unwrap_err();
+        assert_eq!(error.key, "script.path");
+        assert!(
+            error.origin.starts_with("built-in default (not set in "),
+            "{error}"
+        );
+        assert!(error.origin.contains("authrun.toml"), "{error}");
+    }
+
+    #[test]
+    fn the_longest_pause_is_blamed_on_the_key_that_was_set() {
+        let text = "[script]\npath = \"deploy.sh\"\n[regulation]\nglobal_pause_seconds = 90000\n";
+        let error = load_text(text, &[]).unwrap_err();
+        assert_eq!(error.key, "regulation.global_pause_seconds");
+        assert!(error.origin.ends_with("authrun.toml:4:1"), "{error}");
+        let env = [("AUTHRUN_REGULATION_GLOBAL_PAUSE_MAX_SECONDS", "60")];
+        let error = load_text("[script]\npath = \"deploy.sh\"\n", &env).unwrap_err();
+        assert_eq!(error.key, "regulation.global_pause_max_seconds");
+        assert_eq!(
+            error.origin,
+            "environment variable AUTHRUN_REGULATION_GLOBAL_PAUSE_MAX_SECONDS"
+        );
+    }
+
+    #[test]
+    fn a_secret_put_in_the_wrong_key_is_never_shown() {
+        let text = format!("[script]\npath = \"deploy.sh\"\n[totp]\nperiod_seconds = \"{SECRET}\"\n");
+        let error = load_text(&text, &[]).unwrap_err();
+        assert_eq!(error.key, "totp.period_seconds");
+        assert!(error.origin.ends_with("authrun.toml:4:1"), "{error}");
+        assert!(!error.to_string().contains(SECRET), "{error}");
+
+        let at = |key: &str| {
+            let env = [(key, SECRET)];
+            let error = load_text("[script]\npath = \"deploy.sh\"\n", &env).unwrap_err();
+            assert_eq!(error.origin, format!("environment variable {key}"));
+            assert!(!error.to_string().contains(SECRET), "{key}: {error}");
+        };
+        for key in [
+            "AUTHRUN_TOTP_PERIOD_SECONDS",
+            "AUTHRUN_TOTP_DIGITS",
+            "AUTHRUN_ACCESS_PUBLIC_OUTPUT",
+            "AUTHRUN_BIND",
+            "AUTHRUN_SERVER_PUBLIC_URL",
+            "AUTHRUN_SERVER_TRUSTED_PROXIES",
+            "AUTHRUN_TOTP_SECRET_FILE",
+            "AUTHRUN_SCRIPT_PATH",
+            "AUTHRUN_ACCESS_API_TOKEN_SHA256",
+        ] {
+            at(key);
+        }
+    }
+
+    #[test]
+    fn an_unknown_key_in_a_known_section_is_refused() {
+        let env = [("AUTHRUN_SCRIPT_FOO", "1")];
+        let error = load_text("[script]\npath = \"deploy.sh\"\n", &env).unwrap_err();
+        assert_eq!(error.origin, "environment variable AUTHRUN_SCRIPT_FOO");
+        assert!(error.problem.contains("[script]"), "{error}");
+        // Not configuration: the CLI's, the scripts', and anything outside the known sections.
+        let env = [
+            ("AUTHRUN_CONFIG", "elsewhere.toml"),
+            ("AUTHRUN_RUN_ID", "7"),
+            ("AUTHRUN_FUZZ_CASES", "10"),
+            ("AUTHRUN_SCRIPT_FOO", ""),
+        ];
+        load_text("[script]\npath = \"deploy.sh\"\n", &env).unwrap();
+    }
+
+    #[test]
+    fn lists_come_as_toml_or_separated_by_commas() {
+        let env = [
+            ("AUTHRUN_SCRIPT_ARGS", r#"["--env", "prod, eu"]"#),
+            ("AUTHRUN_SERVER_TRUSTED_PROXIES", "10.0.0.1, 192.168.0.0/16"),
+        ];
+        let config = load_text("[script]\npath = \"deploy.sh\"\nargs = [\"x\"]\n", &env).unwrap();
+        assert_eq!(config.script.args, ["--env", "prod, eu"]);
+        let proxies: Vec<String> = config
+            .server
+            .trusted_proxies
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(proxies, ["10.0.0.1/32", "192.168.0.0/16"]);
+
+        let env = [("AUTHRUN_SCRIPT_ARGS", r#"["--env", "#)];
+        let error = load_text("[script]\npath = \"deploy.sh\"\n", &env).unwrap_err();
+        assert_eq!(error.origin, "environment variable AUTHRUN_SCRIPT_ARGS");
+        let env = [("AUTHRUN_SCRIPT_ARGS", "[1, 2]")];
+        let error = load_text("[script]\npath = \"deploy.sh\"\n", &env).unwrap_err();
+        assert_eq!(error.origin, "environment variable AUTHRUN_SCRIPT_ARGS");
+        assert_eq!(error.key, "script.args");
+    }
+
+    #[test]
+    fn an_empty_variable_is_unset() {
+        let env = [("AUTHRUN_SCRIPT_COOLDOWN_SECONDS", ""), ("AUTHRUN_BIND", "  ")];
+        let config = load_text("[script]\npath = \"deploy.sh\"\ncooldown_seconds = 60\n", &env).unwrap();
+        assert_eq!(config.script.cooldown, Duration::from_secs(60));
+        assert_eq!(config.bind.to_string(), "127.0.0.1:5000");
+    }
+
+    #[test]
+    fn a_secret_from_the_environment_replaces_the_file_and_the_other_way_round() {
+        let (dir, path) = workspace("");
+        let secret_file = dir.path().join("secret");
+        std::fs::write(&secret_file, SECRET).unwrap();
+        let file =
+            |text: &str| std::fs::write(&path, format!("[script]\npath = \"deploy.sh\"\n[totp]\n{text}\n"));
+
+        file("secret_file = \"secret\"").unwrap();
+        let config = Config::load(Some(&path), &[("AUTHRUN_TOTP_SECRET", SECRET)]).unwrap();
+        assert!(matches!(
+            config.secret,
+            SecretSource::Configured { file: None, .. }
+        ));
+
+        file(&format!("secret = \"{SECRET}\"")).unwrap();
+        let secret_file = secret_file.display().to_string();
+        let config = Config::load(Some(&path), &[("AUTHRUN_TOTP_SECRET_FILE", &secret_file)]).unwrap();
+        assert!(
+            matches!(&config.secret, SecretSource::Configured { file: Some(f), .. } if f.ends_with("secret")),
+            "{:?}",
+            config.secret
+        );
+
+        // The long name wins over the short one; both at once with a file is a conflict of the variables.
+        let env = [("AUTHRUN_SECRET", "too short"), ("AUTHRUN_TOTP_SECRET", SECRET)];
+        Config::load(Some(&path), &env).unwrap();
+        let env = [
+            ("AUTHRUN_TOTP_SECRET", SECRET),
+            ("AUTHRUN_TOTP_SECRET_FILE", &secret_file),
+        ];
+        let error = Config::load(Some(&path), &env).unwrap_err();
+        assert_eq!(error.origin, "environment variable AUTHRUN_TOTP_SECRET");
     }
 
     #[test]
     fn scripts_must_exist_and_be_executable() {
-        let missing = load_text("[script]\npath = \"nope.sh\"\n", &no_env).unwrap_err();
+        let missing = load_text("[script]\npath = \"nope.sh\"\n", &[]).unwrap_err();
         assert_eq!(missing.key, "script.path");
+        assert!(missing.origin.ends_with("authrun.toml:2:1"), "{missing}");
         let dir = tempfile::tempdir().unwrap();
         let script = dir.path().join("plain.sh");
         std::fs::write(&script, "#!/bin/sh\n").unwrap();
         let text = format!("[script]\npath = \"{}\"\n", script.display());
-        let error = load_text(&text, &no_env).unwrap_err();
+        let error = load_text(&text, &[]).unwrap_err();
         assert!(error.fix.contains("chmod +x"), "{error}");
+    }
+
+    /// Every `section.key` of `config.example.toml` (top-level keys without a section), including the
+    /// ones commented out (`# public_url = ...`), in the order written.
+    fn example_keys() -> Vec<String> {
+        let mut section = String::new();
+        let mut keys = Vec::new();
+        for line in EXAMPLE.lines().map(str::trim) {
+            if let Some(name) = line.strip_prefix('[').and_then(|line| line.strip_suffix(']')) {
+                section = format!("{name}.");
+                continue;
+            }
+            let assignment = line.strip_prefix("# ").unwrap_or(line);
+            if let Some((key, _)) = assignment.split_once(" = ")
+                && !key.is_empty()
+                && key
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+            {
+                keys.push(format!("{section}{key}"));
+            }
+        }
+        keys
+    }
+
+    /// Every key of the schema, from its defaults.
+    fn schema_keys() -> Vec<String> {
+        fn walk(prefix: &str, dict: &Dict, keys: &mut Vec<String>) {
+            for (key, value) in dict {
+                match value {
+                    Value::Dict(_, inner) => walk(&format!("{prefix}{key}."), inner, keys),
+                    _ => keys.push(format!("{prefix}{key}")),
+                }
+            }
+        }
+        let shape = Value::serialize(schema::Schema::default()).unwrap();
+        let mut keys = Vec::new();
+        walk("", shape.as_dict().unwrap(), &mut keys);
+        keys
+    }
+
+    #[test]
+    fn the_example_lists_every_key_with_its_default() {
+        let mut example = example_keys();
+        example.sort();
+        let mut schema = schema_keys();
+        schema.sort();
+        assert_eq!(
+            example, schema,
+            "config.example.toml and schema.rs list different keys"
+        );
+        // The value written for a key (not commented out) is its default.
+        let written: schema::Schema = toml::from_str(EXAMPLE).unwrap();
+        assert_eq!(written, schema::Schema::default());
+    }
+
+    /// What the variable for `key` is set to: valid, and different from the example's value.
+    fn distinctive(key: &str, dir: &Path) -> String {
+        let at = |name: &str| dir.join(name).display().to_string();
+        let default = Value::serialize(schema::Schema::default())
+            .unwrap()
+            .find(key)
+            .unwrap();
+        match (key, default) {
+            ("bind", _) => "127.0.0.1:5999".into(),
+            ("state_dir", _) => at("state"),
+            ("server.public_url", _) => "https://deploy.example.com".into(),
+            ("server.trusted_proxies", _) => r#"["10.0.0.0/8"]"#.into(),
+            ("access.api_token_sha256", _) => "ab".repeat(32),
+            ("access.max_wait_seconds", _) => "60".into(),
+            ("audit.file", _) => at("audit.jsonl"),
+            ("action.name" | "action.description" | "totp.issuer" | "totp.account", _) => "Acme".into(),
+            ("script.path", _) => {
+                executable(&dir.join("other.sh"));
+                at("other.sh")
+            }
+            ("script.args", _) => r#"["--env", "prod"]"#.into(),
+            ("script.working_dir", _) => {
+                std::fs::create_dir_all(dir.join("work")).unwrap();
+                at("work")
+            }
+            ("script.log_dir", _) => at("logs"),
+            ("history.file", _) => at("runs.json"),
+            ("totp.secret", _) => SECRET.into(),
+            ("totp.secret_file", _) => {
+                std::fs::write(dir.join("secret"), SECRET).unwrap();
+                at("secret")
+            }
+            (_, Value::Num(_, n)) => (n.to_u128().unwrap() + 1).to_string(),
+            (_, Value::Bool(_, b)) => (!b).to_string(),
+            (key, _) => panic!("no distinctive value for `{key}`: add one to distinctive()"),
+        }
+    }
+
+    /// What a test can tell apart: the `Debug` (which hides the secret) and the secret itself.
+    fn fingerprint(config: &Config) -> String {
+        let secret = match &config.secret {
+            SecretSource::Configured { key, .. } => hex::encode(key.bytes()),
+            SecretSource::Generated(_) => String::new(),
+        };
+        format!("{config:?} {secret}")
+    }
+
+    #[test]
+    fn every_key_of_the_example_is_read_from_its_environment_variable() {
+        let keys = example_keys();
+        for commented_out in [
+            "server.public_url",
+            "access.max_wait_seconds",
+            "audit.file",
+            "script.working_dir",
+            "script.log_dir",
+            "totp.secret",
+            "totp.secret_file",
+        ] {
+            assert!(keys.iter().any(|key| key == commented_out), "{commented_out}");
+        }
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("scripts")).unwrap();
+        executable(&dir.path().join("scripts/example-deploy.sh"));
+        let path = dir.path().join("authrun.toml");
+        std::fs::write(&path, EXAMPLE).unwrap();
+        let plain = fingerprint(&Config::load(Some(&path), &[]).unwrap());
+        for key in &keys {
+            let name = format!("AUTHRUN_{}", key.replace('.', "_").to_ascii_uppercase());
+            let value = distinctive(key, dir.path());
+            let config = Config::load(Some(&path), &[(&name, &value)])
+                .unwrap_or_else(|error| panic!("{name}={value}: {error}"));
+            assert_ne!(fingerprint(&config), plain, "{name}={value} changed nothing");
+        }
     }
 }

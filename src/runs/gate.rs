@@ -32,11 +32,17 @@ impl State {
 /// Why a request may not start a run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Refusal {
-    Running { since: OffsetDateTime },
-    CoolingDown { until: OffsetDateTime },
+    Running {
+        since: OffsetDateTime,
+    },
+    CoolingDown {
+        until: OffsetDateTime,
+    },
     WrongCode,
     ReplayedCode,
     ShuttingDown,
+    /// The run could not be recorded before it started (the store failed); nothing was used up.
+    Unrecorded,
 }
 
 /// What a code check found: the step the code belongs to, or why it is refused.
@@ -51,6 +57,8 @@ pub struct Admission {
     pub totp_step: u64,
     /// The start of the run before, restored if this one is abandoned.
     pub previous_start: Option<OffsetDateTime>,
+    /// The last accepted step before this run's, restored if this one is taken back.
+    pub previous_step: Option<u64>,
 }
 
 /// The gate's state.
@@ -115,7 +123,7 @@ impl Gate {
         let totp_step = check(self.last_step)?;
         let id = self.next_id;
         self.next_id = self.next_id.saturating_add(1);
-        self.last_step = Some(totp_step);
+        let previous_step = self.last_step.replace(totp_step);
         let previous_start = self.last_start.replace(now);
         self.running = Some((id, now));
         Ok(Admission {
@@ -123,7 +131,20 @@ impl Gate {
             started: now,
             totp_step,
             previous_start,
+            previous_step,
         })
+    }
+
+    /// Takes back `admission` entirely, when nothing of it could be recorded: its id and its code are
+    /// unused again and the cooldown is as it was, exactly what a restart would find.
+    pub fn take_back(&mut self, admission: &Admission) {
+        if self.is_running(admission.id) {
+            self.running = None;
+            self.last_start = admission.previous_start;
+            self.last_step = admission.previous_step;
+            // Nothing was admitted since: the gate was held.
+            self.next_id = admission.id;
+        }
     }
 
     /// Frees the gate from run `id`, which never started, and puts the cooldown back as it was. The code
@@ -199,5 +220,18 @@ mod tests {
             }
         });
         assert_eq!(again.unwrap_err(), Refusal::ReplayedCode);
+    }
+
+    #[test]
+    fn a_run_taken_back_gives_back_its_id_its_code_and_the_cooldown() {
+        let mut gate = Gate::restore(Duration::from_secs(180), None, Some(8), 6);
+        let admitted = gate.admit(T0, |_| Ok(9)).unwrap();
+        gate.take_back(&admitted);
+        assert_eq!(gate.state(T0), State::Idle);
+        let again = gate.admit(T0, |last| {
+            assert_eq!(last, Some(8));
+            Ok(9)
+        });
+        assert_eq!(again.unwrap().id, 7);
     }
 }

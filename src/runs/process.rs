@@ -1,5 +1,5 @@
-//! The script's processes: started in a process group of their own, stopped as a group (SIGTERM, a
-//! grace, SIGKILL), and found again after a crash.
+//! The script's processes: started in a process group of their own and stopped as a group (SIGTERM, a
+//! grace, SIGKILL). What they leave behind is `leftovers`' business.
 
 use std::os::unix::process::ExitStatusExt;
 use std::process::{ExitStatus, Stdio};
@@ -13,8 +13,9 @@ use tokio::process::{Child, Command};
 use crate::config::ScriptConfig;
 use crate::model::run::RunStatus;
 
-/// The command that starts run `id` of `script`: no stdin, piped output, its own process group, none of
-/// authrun's own `AUTHRUN_*` variables but `AUTHRUN_RUN_ID`, killed if authrun dies.
+/// The command that starts run `id` of `script`: no stdin, piped output, no other descriptor, its own
+/// process group, none of authrun's own `AUTHRUN_*` variables but `AUTHRUN_RUN_ID`, killed if authrun
+/// dies.
 pub fn command(script: &ScriptConfig, id: u64) -> Command {
     let mut command = Command::new(&script.path);
     command
@@ -32,7 +33,7 @@ pub fn command(script: &ScriptConfig, id: u64) -> Command {
             command.env_remove(name);
         }
     }
-    die_with_parent(&mut command);
+    prepare_child(&mut command);
     command
 }
 
@@ -91,50 +92,49 @@ fn group_alive(pgid: Pid) -> bool {
     killpg(pgid, None).is_ok()
 }
 
-/// Kills what a run left behind when authrun died: the processes of its process group that still carry
-/// its `AUTHRUN_RUN_ID`, so an unrelated group that reused the id is never touched. Returns how many.
-pub fn kill_leftovers(pgid: u32, run_id: u64) -> usize {
-    let Ok(entries) = std::fs::read_dir("/proc") else {
-        return 0;
-    };
-    let marker = format!("AUTHRUN_RUN_ID={run_id}");
-    let mut killed = 0;
-    for entry in entries.flatten() {
-        let Some(pid) = entry
-            .file_name()
-            .to_str()
-            .and_then(|name| name.parse::<i32>().ok())
-        else {
-            continue;
-        };
-        let in_group = std::fs::read_to_string(entry.path().join("stat"))
-            .ok()
-            .and_then(|stat| process_group_of(&stat))
-            .is_some_and(|group| u32::try_from(group).ok() == Some(pgid));
-        let ours = in_group
-            && std::fs::read(entry.path().join("environ"))
-                .is_ok_and(|environ| environ.split(|b| *b == 0).any(|var| var == marker.as_bytes()));
-        if ours && nix::sys::signal::kill(Pid::from_raw(pid), Signal::SIGKILL).is_ok() {
-            killed += 1;
-        }
-    }
-    killed
-}
-
-/// The process group in a `/proc/PID/stat` line: the third field after the command's closing parenthesis.
-fn process_group_of(stat: &str) -> Option<i32> {
-    let after_command = &stat[stat.rfind(')')? + 1..];
-    after_command.split_whitespace().nth(2)?.parse().ok()
-}
-
-/// Asks the kernel to SIGKILL the script when authrun's thread that started it dies, so a crashed authrun
-/// leaves no script running unseen. Tokio's worker threads live as long as the runtime.
+/// Between fork and exec: asks the kernel to SIGKILL the script when authrun's thread that started it
+/// dies, so a crashed authrun leaves no script running unseen (tokio's worker threads live as long as the
+/// runtime), and closes every descriptor above stderr on exec, so the script inherits none that authrun
+/// itself inherited or opened.
 #[allow(unsafe_code)]
-fn die_with_parent(command: &mut Command) {
-    // SAFETY: the closure runs in the child between fork and exec; it only makes the prctl system call,
-    // which is async-signal-safe, and touches no memory shared with the parent.
+fn prepare_child(command: &mut Command) {
+    // SAFETY: the closure runs in the child between fork and exec; it only makes system calls, which are
+    // async-signal-safe, and touches no memory shared with the parent.
     unsafe {
-        command.pre_exec(|| nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(std::io::Error::from));
+        command.pre_exec(|| {
+            nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(std::io::Error::from)?;
+            close_on_exec_above_stderr();
+            Ok(())
+        });
+    }
+}
+
+/// Marks descriptors 3 and up close-on-exec (rather than closing them: the standard library reports a
+/// failed exec through one of them). One `close_range` call since Linux 5.11; before, one `fcntl` per
+/// possible descriptor up to the soft limit, at most the kernel's default `nr_open`.
+#[allow(unsafe_code)]
+fn close_on_exec_above_stderr() {
+    use nix::libc;
+    // SAFETY: plain system calls on descriptor numbers; no memory is passed but the rlimit struct, which
+    // lives on this stack frame.
+    unsafe {
+        let flags = libc::CLOSE_RANGE_CLOEXEC;
+        if libc::syscall(libc::SYS_close_range, 3, libc::c_uint::MAX, flags) == 0 {
+            return;
+        }
+        let mut limit = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        let highest = if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 {
+            limit.rlim_cur.min(1 << 20)
+        } else {
+            1 << 20
+        };
+        let highest = libc::c_int::try_from(highest).unwrap_or(libc::c_int::MAX);
+        for fd in 3..highest {
+            libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC);
+        }
     }
 }
 

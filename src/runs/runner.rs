@@ -1,9 +1,14 @@
 //! Running the one script: admitting a run through the [`Gate`], starting it, and supervising it to its
 //! end.
 //!
-//! [`Runner::admit`] takes the gate's lock for the one atomic check-and-start. [`Runner::launch`] then
-//! records the run, starts the script in its own process group with its output going straight to a log
-//! file, and hands it to a supervisor task that enforces the timeout and writes the final status.
+//! [`Runner::admit`] takes the gate's lock for the one atomic check-and-start, and makes the new run's id
+//! and code durable before anyone hears of them. [`Runner::launch`] then records the run, starts the
+//! script in its own process group with its output going straight to a log file, and hands it to a
+//! supervisor task that enforces the timeout and writes the final status.
+//!
+//! Under a disk fault: an admission whose id and code cannot be written is taken back whole (nothing was
+//! used); a run whose record cannot be written is refused before its script starts (its id and code stay
+//! used, as the mark on disk says); the end of a run that cannot be written is kept in memory.
 
 use std::fs::OpenOptions;
 use std::os::unix::fs::OpenOptionsExt;
@@ -13,7 +18,7 @@ use std::sync::Arc;
 use parking_lot::{Mutex, MutexGuard};
 use std::time::Duration;
 
-use nix::sys::signal::Signal;
+use nix::unistd::Pid;
 use time::OffsetDateTime;
 use tokio::process::Child;
 use tokio::sync::watch;
@@ -23,6 +28,7 @@ use crate::clock::SharedClock;
 use crate::config::ScriptConfig;
 use crate::model::run::{RunRecord, RunStatus};
 use crate::runs::gate::{Admission, CodeCheck, Gate, Refusal, State};
+use crate::runs::leftovers;
 use crate::runs::output::{self, LiveOutput};
 use crate::runs::process;
 use crate::store::file::atomic;
@@ -72,7 +78,7 @@ impl Runner {
     pub fn new(script: ScriptConfig, clock: SharedClock, history: Arc<dyn RunStore>) -> Self {
         for record in history.interrupted() {
             if let (Some(pid), Some(id)) = (record.pid, record.id) {
-                let killed = process::kill_leftovers(pid, id);
+                let killed = leftovers::kill_interrupted(pid, id);
                 if killed > 0 {
                     tracing::warn!(
                         run = id,
@@ -113,28 +119,52 @@ impl Runner {
         self.lock().state(now)
     }
 
-    /// The atomic check-and-start (see [`Gate::admit`]).
-    pub fn admit(
+    /// The atomic check-and-start (see [`Gate::admit`]), then the run's id and code step made durable
+    /// ([`RunStore::reserve`]), so that neither is ever given twice. When that write fails the admission
+    /// is taken back whole, as a restart would find it, and refused as [`Refusal::Unrecorded`].
+    pub async fn admit(
         &self,
         now: OffsetDateTime,
         check: impl FnOnce(Option<u64>) -> CodeCheck,
     ) -> Result<Admission, Refusal> {
-        self.lock().admit(now, check)
+        let admission = self.lock().admit(now, check)?;
+        if let Err(error) = self.history.reserve(admission.id, admission.totp_step).await {
+            // No run id in this line: the id is given back, to the next run.
+            tracing::error!(%error, "a run could not be reserved; nothing started, nothing was used");
+            self.lock().take_back(&admission);
+            self.gate_freed();
+            return Err(Refusal::Unrecorded);
+        }
+        Ok(admission)
     }
 
     /// Gives up an admitted run before it is recorded: the gate is free and the cooldown is as it was. The
     /// code stays used.
     pub fn abandon(&self, admission: Admission) {
         self.lock().abandon(admission.id, admission.previous_start);
+        self.gate_freed();
     }
 
-    /// Records the admitted run and starts the script. On error the run is recorded as failed where
-    /// possible, and the gate is released.
+    /// Wakes a shutdown that found an admitted run holding the gate, now given up before its script
+    /// started (its id is not "finished": a run taken back gives its id to the next one).
+    fn gate_freed(&self) {
+        self.finished.send_modify(|_| {});
+    }
+
+    /// Records the admitted run and starts the script. A run that cannot be recorded is not started and
+    /// the gate is released (the cooldown is as it was); a script that cannot be started ends the run as
+    /// failed.
     pub async fn launch(self: &Arc<Self>, admission: Admission) -> Result<(), LaunchError> {
-        let (id, previous_start) = (admission.id, admission.previous_start);
+        let id = admission.id;
         let mut record = RunRecord::started(id, admission.started, admission.totp_step);
         record.log = Some(log_name(id));
-        let (mut child, live, capture) = match self.spawn(id) {
+        // On disk before the script starts: nobody is told of a run that is not recorded, and no script
+        // runs that the history does not know.
+        if let Err(error) = self.history.append(record.clone()).await {
+            self.abandon(admission);
+            return Err(error.into());
+        }
+        let (child, live, capture) = match self.spawn(id) {
             Ok(spawned) => spawned,
             Err(source) => {
                 let error = LaunchError::Spawn {
@@ -146,18 +176,11 @@ impl Runner {
                 return Err(error);
             }
         };
-        // The script starts first and the run is recorded right after (one atomic write, with the pid):
-        // nobody is told the run started before it is on disk, and a run that cannot be recorded is
-        // stopped at once.
+        // The pid lets the next start find what the run left behind should authrun crash; the run goes
+        // on without it.
         record.pid = child.id();
-        if let Err(error) = self.history.append(record.clone()).await {
-            if let Some(pgid) = process::process_group(&child) {
-                process::signal_group(pgid, Signal::SIGKILL);
-            }
-            let _ = child.wait().await;
-            capture.abort();
-            self.lock().abandon(id, previous_start);
-            return Err(error.into());
+        if let Err(error) = self.history.update(record.clone()).await {
+            tracing::warn!(run = id, %error, "the script's pid could not be written");
         }
         tracing::info!(run = id, script = %self.script.path.display(), "run started");
         *self.lock_live() = Some((id, Arc::clone(&live)));
@@ -203,7 +226,11 @@ impl Runner {
         self.stop.send_replace(true);
         if let Some(id) = running {
             tracing::info!(run = id, "stopping the running script for shutdown");
-            self.wait_finished(id).await;
+            let mut finished = self.finished.subscribe();
+            // The run ends, or (admitted but given up before its script started) frees the gate.
+            let _ = finished
+                .wait_for(|last| *last >= id || !self.lock().is_running(id))
+                .await;
         }
     }
 
@@ -216,7 +243,7 @@ impl Runner {
             .append(true)
             .mode(0o600)
             .open(&path)?;
-        let mut child = process::command(&self.script, id).spawn()?;
+        let mut child = leftovers::spawn(&mut process::command(&self.script, id))?;
         let (live, capture) = output::capture(child.stdout.take(), child.stderr.take(), log, path);
         Ok((child, live, capture))
     }
@@ -260,6 +287,7 @@ impl Runner {
                 (status, exit)
             }
         };
+        self.clean_up(id, pgid).await;
         if tokio::time::timeout(OUTPUT_DRAIN, capture).await.is_err() {
             // A background process of the script still holds its output: it goes on to the log.
             tracing::info!(
@@ -275,6 +303,28 @@ impl Runner {
             .await;
         live.end();
         self.prune_logs(id);
+    }
+
+    /// After the script of run `id` (process group `pgid`) ended: stops what it left running, in its
+    /// group or not, unless `leave_running` says to leave it (which the log then says).
+    async fn clean_up(&self, id: u64, pgid: Pid) {
+        leftovers::forget(pgid);
+        let grace = self.script.kill_grace;
+        if self.script.leave_running {
+            let left = leftovers::count(id, pgid).await;
+            if left > 0 {
+                tracing::info!(
+                    run = id,
+                    left,
+                    "the script left processes running (leave_running)"
+                );
+            }
+        } else {
+            let stopped = leftovers::stop(id, pgid, grace).await;
+            if stopped > 0 {
+                tracing::info!(run = id, stopped, "stopped the processes the script left running");
+            }
+        }
     }
 
     /// Keeps the logs of the newest `keep_logs` runs.

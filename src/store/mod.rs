@@ -36,6 +36,15 @@ pub enum StoreError {
         reason: String,
     },
     #[error(
+        "{} {path}: is {found}, not a regular file\n  fix: move it aside; authrun keeps this state in a regular file",
+        kind.what
+    )]
+    NotAFile {
+        kind: StateFile,
+        path: PathBuf,
+        found: &'static str,
+    },
+    #[error(
         "{} {path}: cannot be {action}: {source}\n  fix: check that the path and its directory are writable",
         kind.what
     )]
@@ -84,11 +93,17 @@ pub trait RunStore: Send + Sync + fmt::Debug {
     /// found; the store has since marked them "Interrupted".
     fn interrupted(&self) -> &[RunRecord];
 
-    /// Adds a run.
+    /// Adds a run, durably: on error the history is as it was, in memory too.
     async fn append(&self, record: RunRecord) -> Result<(), StoreError>;
 
-    /// Replaces the run with `record`'s id (or adds it, if retention already dropped it).
+    /// Replaces the run with `record`'s id (or adds it, if retention already dropped it). The change is
+    /// kept even when it cannot be written (the run did change); a later write takes it to the store.
     async fn update(&self, record: RunRecord) -> Result<(), StoreError>;
+
+    /// Makes run `id` and the code step `totp_step` used, durably, before anything else refers to them,
+    /// so neither is given again, also after a restart and whether or not the run is ever recorded. On
+    /// error nothing was kept.
+    async fn reserve(&self, id: u64, totp_step: u64) -> Result<(), StoreError>;
 
     /// Run `id`, if the history still holds it.
     fn record(&self, id: u64) -> Option<RunRecord> {
@@ -104,12 +119,12 @@ pub trait RunStore: Send + Sync + fmt::Debug {
         self.snapshot().last().cloned()
     }
 
-    /// The highest id given so far.
+    /// The highest id given (or reserved) so far.
     fn last_id(&self) -> u64 {
         self.snapshot().iter().filter_map(|r| r.id).max().unwrap_or(0)
     }
 
-    /// The newest TOTP step that started a run.
+    /// The newest TOTP step that started (or reserved) a run.
     fn last_totp_step(&self) -> Option<u64> {
         self.snapshot().iter().filter_map(|r| r.totp_step).max()
     }

@@ -97,48 +97,44 @@ impl Style {
     }
 }
 
-/// One line as the terminal draws it: a cell per character, and the cursor.
+/// One line as a terminal draws it: a cell per character (with its style, where one is kept), and the
+/// cursor. What both renderings do with carriage returns, backspaces, tabs, erasing and cursor moves.
 #[derive(Default)]
-struct Screen {
-    cells: Vec<(char, Style)>,
+struct Line<C> {
+    cells: Vec<C>,
     cursor: usize,
-    style: Style,
 }
 
-impl Screen {
-    fn put(&mut self, c: char) {
-        let cell = (c, self.style);
+impl<C: Copy> Line<C> {
+    /// Writes `cell` at the cursor and moves on; a gap the cursor jumped over is filled with `blank`.
+    fn put(&mut self, cell: C, blank: C) {
         match self.cells.get_mut(self.cursor) {
             Some(existing) => *existing = cell,
             None => {
-                self.cells.resize(self.cursor, (' ', Style::default()));
+                self.cells.resize(self.cursor, blank);
                 self.cells.push(cell);
             }
         }
         self.cursor += 1;
     }
-}
 
-impl Perform for Screen {
-    fn print(&mut self, c: char) {
-        self.put(c);
-    }
-
-    fn execute(&mut self, byte: u8) {
+    /// A control character: a carriage return, a backspace, or a tab (`space` up to the next stop).
+    fn execute(&mut self, byte: u8, space: C, blank: C) {
         match byte {
             b'\r' => self.cursor = 0,
             b'\x08' => self.cursor = self.cursor.saturating_sub(1),
             b'\t' => {
                 let next = (self.cursor / 8 + 1) * 8;
                 while self.cursor < next {
-                    self.put(' ');
+                    self.put(space, blank);
                 }
             }
             _ => {}
         }
     }
 
-    fn csi_dispatch(&mut self, params: &Params, intermediates: &[u8], ignore: bool, action: char) {
+    /// A CSI sequence that erases or moves the cursor; any other is dropped.
+    fn csi(&mut self, params: &Params, intermediates: &[u8], ignore: bool, action: char) {
         if ignore || !intermediates.is_empty() {
             return;
         }
@@ -148,7 +144,6 @@ impl Perform for Screen {
             .and_then(|param| param.first().copied())
             .unwrap_or(0);
         match action {
-            'm' => self.style.apply(params),
             // Erase in line: from the cursor to the end (0), or the whole line (2).
             'K' => match first {
                 0 => self.cells.truncate(self.cursor),
@@ -158,6 +153,31 @@ impl Perform for Screen {
             // Cursor to a column (1-based).
             'G' => self.cursor = usize::from(first.max(1)) - 1,
             _ => {}
+        }
+    }
+}
+
+/// The line with the style of each character.
+#[derive(Default)]
+struct Screen {
+    line: Line<(char, Style)>,
+    style: Style,
+}
+
+impl Perform for Screen {
+    fn print(&mut self, c: char) {
+        self.line.put((c, self.style), (' ', Style::default()));
+    }
+
+    fn execute(&mut self, byte: u8) {
+        self.line
+            .execute(byte, (' ', self.style), (' ', Style::default()));
+    }
+
+    fn csi_dispatch(&mut self, params: &Params, intermediates: &[u8], ignore: bool, action: char) {
+        match action {
+            'm' if !ignore && intermediates.is_empty() => self.style.apply(params),
+            _ => self.line.csi(params, intermediates, ignore, action),
         }
     }
 }
@@ -174,7 +194,7 @@ pub fn render(text: &str) -> Vec<Segment> {
     Parser::new().advance(&mut screen, text.as_bytes());
     let mut segments: Vec<Segment> = Vec::new();
     let mut current: Option<(Style, String)> = None;
-    for (c, style) in screen.cells {
+    for (c, style) in screen.line.cells {
         match &mut current {
             Some((open, text)) if *open == style => text.push(c),
             _ => {
@@ -208,8 +228,7 @@ pub fn plain(text: &str) -> String {
 /// so a line costs a parse and a copy.
 #[derive(Default)]
 pub struct Stripper {
-    cells: Vec<char>,
-    cursor: usize,
+    line: Line<char>,
 }
 
 impl Stripper {
@@ -220,64 +239,27 @@ impl Stripper {
             out.extend_from_slice(line);
             return;
         }
-        self.cells.clear();
-        self.cursor = 0;
+        self.line.cells.clear();
+        self.line.cursor = 0;
         Parser::new().advance(self, line);
         let mut buffer = [0; 4];
-        for c in &self.cells {
+        for c in &self.line.cells {
             out.extend_from_slice(c.encode_utf8(&mut buffer).as_bytes());
         }
-    }
-
-    fn put(&mut self, c: char) {
-        match self.cells.get_mut(self.cursor) {
-            Some(existing) => *existing = c,
-            None => {
-                self.cells.resize(self.cursor, ' ');
-                self.cells.push(c);
-            }
-        }
-        self.cursor += 1;
     }
 }
 
 impl Perform for Stripper {
     fn print(&mut self, c: char) {
-        self.put(c);
+        self.line.put(c, ' ');
     }
 
     fn execute(&mut self, byte: u8) {
-        match byte {
-            b'\r' => self.cursor = 0,
-            b'\x08' => self.cursor = self.cursor.saturating_sub(1),
-            b'\t' => {
-                let next = (self.cursor / 8 + 1) * 8;
-                while self.cursor < next {
-                    self.put(' ');
-                }
-            }
-            _ => {}
-        }
+        self.line.execute(byte, ' ', ' ');
     }
 
     fn csi_dispatch(&mut self, params: &Params, intermediates: &[u8], ignore: bool, action: char) {
-        if ignore || !intermediates.is_empty() {
-            return;
-        }
-        let first = params
-            .iter()
-            .next()
-            .and_then(|param| param.first().copied())
-            .unwrap_or(0);
-        match action {
-            'K' => match first {
-                0 => self.cells.truncate(self.cursor),
-                2 => self.cells.clear(),
-                _ => {}
-            },
-            'G' => self.cursor = usize::from(first.max(1)) - 1,
-            _ => {}
-        }
+        self.line.csi(params, intermediates, ignore, action);
     }
 }
 
@@ -317,6 +299,26 @@ mod tests {
         assert_eq!(plain("downloading...\r\x1b[Kdone"), "done");
         assert_eq!(plain("plain text"), "plain text");
         assert_eq!(plain("a\x1b]0;title\x07b"), "ab");
+    }
+
+    #[test]
+    fn tabs_backspaces_column_moves_and_erasing_agree_in_both_renderings() {
+        for (line, shown) in [
+            ("a\tb", "a       b"),
+            ("abc\x08\x08X", "aXc"),
+            ("abcdef\x1b[3GX", "abXdef"),
+            ("abcdef\x1b[3G\x1b[K", "ab"),
+            ("abcdef\x1b[2KX", "      X"),
+        ] {
+            assert_eq!(plain(line), shown, "{line:?}");
+            let texts: String = render(line).into_iter().map(|s| s.text).collect();
+            assert_eq!(texts, shown, "{line:?}");
+        }
+        assert_eq!(
+            render("\x1b[31ma\tb"),
+            [seg("fg-1", "a       b")],
+            "a tab's spaces take the style"
+        );
     }
 
     #[test]

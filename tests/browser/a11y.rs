@@ -8,8 +8,8 @@ use fantoccini::key::Key;
 use serde_json::{Value, json};
 
 use crate::driver::{DESKTOP, Options, PHONE};
-use crate::helpers::{TestApp, wrong_code};
-use crate::{NEWEST_BADGE, STATE_LABEL, Scene};
+use crate::helpers::{TestApp, let_script_finish, wrong_code};
+use crate::{NEWEST_BADGE, Scene};
 
 /// Prints coloured lines and a progress line, then waits for a file `go` (at most two minutes).
 pub const COLOURFUL_SCRIPT: &str = "#!/bin/sh\n\
@@ -29,9 +29,7 @@ pub const COLOURFUL_SCRIPT: &str = "#!/bin/sh\n\
 async fn walk(scene: &Scene, viewport: (u32, u32)) {
     let browser = &scene.browser;
     scene.open("/").await;
-    browser
-        .wait_text(STATE_LABEL, "the state Ready", |text| text == "Ready")
-        .await;
+    scene.wait_state("Ready").await;
     let size = browser.js("return [innerWidth, innerHeight];", vec![]).await;
     assert_eq!(size, json!([viewport.0, viewport.1]), "the viewport");
     browser.audit("main-idle").await;
@@ -47,22 +45,16 @@ async fn walk(scene: &Scene, viewport: (u32, u32)) {
     browser.audit("run-running").await;
 
     scene.open("/").await;
-    browser
-        .wait_text(STATE_LABEL, "the state Running", |text| text == "Running")
-        .await;
+    scene.wait_state("Running").await;
     browser.audit("main-running").await;
 
-    std::fs::write(scene.app.path("go"), "").expect("create go");
+    let_script_finish(&scene.app);
     scene.app.wait_for_run(1).await;
     scene.open("/runs/1").await;
     browser.audit("run-finished").await;
 
     scene.open("/").await;
-    browser
-        .wait_text(STATE_LABEL, "the state Cooling down", |text| {
-            text == "Cooling down"
-        })
-        .await;
+    scene.wait_state("Cooling down").await;
     browser.audit("main-cooling").await;
 
     scene.open("/runs").await;
@@ -121,9 +113,7 @@ async fn walk(scene: &Scene, viewport: (u32, u32)) {
             .wait_text("#flash", said, |text| text.contains(said))
             .await;
     }
-    browser
-        .wait_text(STATE_LABEL, "the block", |text| text == "Blocked")
-        .await;
+    scene.wait_state("Blocked").await;
     browser.audit("main-blocked").await;
 }
 
@@ -235,9 +225,7 @@ async fn with_the_keyboard_alone_the_whole_flow_works_with_a_visible_focus_at_ev
     let browser = &scene.browser;
     // Opened at its state section, as a link to it would: no autofocus, so Tab has to find the field.
     scene.open("/#state").await;
-    browser
-        .wait_text(STATE_LABEL, "the state Ready", |text| text == "Ready")
-        .await;
+    scene.wait_state("Ready").await;
     let stops = names(&tab_through(&scene, 12).await);
     assert_eq!(
         stops,

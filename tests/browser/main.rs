@@ -6,7 +6,10 @@
 //! does it): without them these tests fail, saying so.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-// The scenarios use a subset of the HTTP tests' helpers.
+// The scenarios use a subset of the HTTP tests' helpers, and so of the helpers all tests share.
+#[allow(dead_code)]
+#[path = "../common/mod.rs"]
+mod common;
 #[allow(dead_code)]
 #[path = "../http/helpers.rs"]
 mod helpers;
@@ -89,6 +92,13 @@ impl Scene {
                 }
                 if shown == expected { Ok(()) } else { Err(shown) }
             })
+            .await;
+    }
+
+    /// Waits until the page shows the state `label` ("Ready", "Running", "Cooling down").
+    pub async fn wait_state(&self, label: &str) {
+        self.browser
+            .wait_text(STATE_LABEL, &format!("the state {label}"), |text| text == label)
             .await;
     }
 

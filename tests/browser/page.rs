@@ -5,7 +5,7 @@ use serde_json::{Value, json};
 
 use crate::driver::{Options, PHONE};
 use crate::helpers::{TestApp, wrong_code};
-use crate::{NEWEST_BADGE, STATE_DETAIL, STATE_LABEL, Scene, assert_fits_width};
+use crate::{NEWEST_BADGE, STATE_DETAIL, Scene, assert_fits_width};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_page_loads_without_console_errors_or_requests_elsewhere() {
@@ -13,9 +13,7 @@ async fn the_page_loads_without_console_errors_or_requests_elsewhere() {
     scene.open("/").await;
     let browser = &scene.browser;
 
-    browser
-        .wait_text(STATE_LABEL, "the state Ready", |text| text == "Ready")
-        .await;
+    scene.wait_state("Ready").await;
     assert_eq!(browser.visible_text("h1").await.as_deref(), Some("Deploy"));
     assert_eq!(
         browser.visible_text("footer").await,
@@ -197,9 +195,7 @@ async fn on_a_phone_nothing_overflows_and_the_button_can_be_tapped() {
     let scene = Scene::start("phone", app, options).await;
     let browser = &scene.browser;
     scene.open("/").await;
-    browser
-        .wait_text(STATE_LABEL, "the state Ready", |text| text == "Ready")
-        .await;
+    scene.wait_state("Ready").await;
     assert_eq!(browser.find_all("#runs tbody tr").await.len(), 5);
 
     let screen = browser.js("return [screen.width, screen.height];", vec![]).await;

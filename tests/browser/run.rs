@@ -8,7 +8,7 @@ use serde_json::json;
 
 use crate::a11y::COLOURFUL_SCRIPT;
 use crate::driver::{Browser, Options};
-use crate::helpers::TestApp;
+use crate::helpers::{TestApp, let_script_finish};
 use crate::{NEWEST_BADGE, STATE_DETAIL, STATE_LABEL, Scene};
 
 /// The countdown beside the state: "(in 3 min)".
@@ -27,6 +27,17 @@ async fn assert_not_reloaded(browser: &Browser, page: &str) {
         .js("return window.__authrunSamePage === true;", vec![])
         .await;
     assert_eq!(same, serde_json::json!(true), "{page} was reloaded");
+}
+
+/// Whether the page's Run button is off.
+async fn run_button_disabled(browser: &Browser) -> bool {
+    let disabled = browser
+        .find("#run-button")
+        .await
+        .prop("disabled")
+        .await
+        .expect("the button's disabled property");
+    disabled.as_deref() == Some("true")
 }
 
 /// The seconds until the next run from the countdown "(in 3 min)" beside the state.
@@ -126,24 +137,15 @@ async fn a_valid_code_opens_the_run_which_follows_live_and_the_page_too() {
         .await
         .expect("switch to the tab");
     scene.open("/").await;
-    browser
-        .wait_text(STATE_LABEL, "the state Running", |text| text == "Running")
-        .await;
+    scene.wait_state("Running").await;
     browser
         .wait_text(NEWEST_BADGE, "run #1 Deploying", |text| text == "Deploying")
         .await;
     let link = browser.find("#state .state-link").await;
     assert_eq!(link.text().await.expect("text"), "Watch the output");
     assert_eq!(link.attr("href").await.expect("href").as_deref(), Some("/runs/1"));
-    assert_eq!(
-        browser
-            .find("#run-button")
-            .await
-            .prop("disabled")
-            .await
-            .expect("prop")
-            .as_deref(),
-        Some("true"),
+    assert!(
+        run_button_disabled(browser).await,
         "the button works while a run goes"
     );
     mark_page(browser).await;
@@ -154,7 +156,7 @@ async fn a_valid_code_opens_the_run_which_follows_live_and_the_page_too() {
         .switch_to_window(run_tab)
         .await
         .expect("switch back");
-    std::fs::write(scene.app.path("go"), "").expect("create go");
+    let_script_finish(&scene.app);
     browser
         .wait_text("#output", "the last line", |text| {
             text.contains("Deployed to production")
@@ -193,11 +195,7 @@ async fn a_valid_code_opens_the_run_which_follows_live_and_the_page_too() {
             text == "Deploy succeeded"
         })
         .await;
-    browser
-        .wait_text(STATE_LABEL, "the state Cooling down", |text| {
-            text == "Cooling down"
-        })
-        .await;
+    scene.wait_state("Cooling down").await;
     assert_eq!(browser.visible_text("#state .state-link").await, None);
     assert_not_reloaded(browser, "the page").await;
     assert_eq!(scene.app.script_runs(), 1);
@@ -260,9 +258,7 @@ async fn without_javascript_the_form_goes_to_the_run_and_a_reload_posts_nothing(
     let scene = Scene::start("no_javascript", TestApp::builder().build(), options).await;
     let browser = &scene.browser;
     scene.open("/").await;
-    browser
-        .wait_text(STATE_LABEL, "the state Ready", |text| text == "Ready")
-        .await;
+    scene.wait_state("Ready").await;
     scene.submit_code(&scene.app.code_now()).await;
     scene.wait_path("/runs/1").await;
     scene.wait_flash("success", "Deploy started (run #1).").await;
@@ -281,11 +277,7 @@ async fn without_javascript_the_form_goes_to_the_run_and_a_reload_posts_nothing(
     );
 
     scene.open("/").await;
-    browser
-        .wait_text(STATE_LABEL, "the state Cooling down", |text| {
-            text == "Cooling down"
-        })
-        .await;
+    scene.wait_state("Cooling down").await;
     assert_eq!(
         browser.visible_text(STATE_DETAIL).await.as_deref(),
         Some("The next run is allowed at 12:03:10 UTC")
@@ -308,15 +300,9 @@ async fn without_javascript_the_form_goes_to_the_run_and_a_reload_posts_nothing(
         Some("2026-11-25 12:00:10 UTC"),
         "JavaScript was not off"
     );
-    assert_eq!(
-        browser
-            .find("#run-button")
-            .await
-            .prop("disabled")
-            .await
-            .expect("prop")
-            .as_deref(),
-        Some("false")
+    assert!(
+        !run_button_disabled(browser).await,
+        "without JavaScript the button is off"
     );
     assert_eq!(
         browser.visible_text("#run-wait").await.as_deref(),
@@ -352,11 +338,7 @@ async fn during_the_cooldown_the_page_counts_down_quietly_and_keeps_the_focus() 
             vec![],
         )
         .await;
-    browser
-        .wait_text(STATE_LABEL, "the state Cooling down", |text| {
-            text == "Cooling down"
-        })
-        .await;
+    scene.wait_state("Cooling down").await;
     assert_eq!(
         browser.visible_text(STATE_DETAIL).await.as_deref(),
         Some("The next run is allowed at 2026-11-25 13:03")
@@ -368,15 +350,9 @@ async fn during_the_cooldown_the_page_counts_down_quietly_and_keeps_the_focus() 
         .await;
     assert_eq!(first, "(in 3 min)");
     // The button is off, saying why and for how long.
-    assert_eq!(
-        browser
-            .find("#run-button")
-            .await
-            .prop("disabled")
-            .await
-            .expect("prop")
-            .as_deref(),
-        Some("true")
+    assert!(
+        run_button_disabled(browser).await,
+        "the button works during the cooldown"
     );
     browser
         .wait_text("#run-wait", "the reason beside the button", |text| {
@@ -434,15 +410,9 @@ async fn during_the_cooldown_the_page_counts_down_quietly_and_keeps_the_focus() 
         browser.visible_text(STATE_DETAIL).await.as_deref(),
         Some("Enter a code to start a run.")
     );
-    assert_eq!(
-        browser
-            .find("#run-button")
-            .await
-            .prop("disabled")
-            .await
-            .expect("prop")
-            .as_deref(),
-        Some("false")
+    assert!(
+        !run_button_disabled(browser).await,
+        "the button is still off after the cooldown"
     );
     let spoken = browser.js("return window.__spoken;", vec![]).await;
     assert!(

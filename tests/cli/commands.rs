@@ -3,7 +3,7 @@
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
-use crate::support::{SECRET, Workspace, authrun, run};
+use crate::support::{DEPLOY_SCRIPT, Finished, SECRET, Workspace, authrun, run, serve_refused};
 
 const SUBCOMMANDS: [&str; 5] = ["serve", "qr", "secret", "check-config", "example-config"];
 
@@ -68,18 +68,9 @@ fn example_config_prints_the_example_which_checks_as_valid() {
     assert!(check.stdout.contains("valid"), "{check:#?}");
 }
 
-/// `authrun.toml` with a valid script and secret, then `extra` appended (it may open sections).
-fn config_with(workspace: &Workspace, extra: &str) -> std::path::PathBuf {
-    workspace.script("deploy.sh", "#!/bin/sh\necho deployed\n");
-    workspace.write(
-        "authrun.toml",
-        &format!("[totp]\nsecret = \"{SECRET}\"\n\n[script]\npath = \"deploy.sh\"\n{extra}"),
-    )
-}
-
 /// A configuration error as the user sees it: exit code 2, and on stderr the file (or variable), the key
 /// and a fix, never the secret.
-fn assert_config_error(out: &crate::support::Finished, origin: &Path, key: &str, secret: &str) {
+fn assert_config_error(out: &Finished, origin: &Path, key: &str, secret: &str) {
     assert_eq!(out.code(), 2, "{out:#?}");
     let shown = origin.display().to_string();
     assert!(out.stderr.contains(&shown), "no `{shown}`: {out:#?}");
@@ -91,7 +82,7 @@ fn assert_config_error(out: &crate::support::Finished, origin: &Path, key: &str,
     );
 }
 
-fn check_config(workspace: &Workspace, config: &Path) -> crate::support::Finished {
+fn check_config(workspace: &Workspace, config: &Path) -> Finished {
     run(authrun(workspace.path())
         .args(["check-config", "--config"])
         .arg(config))
@@ -99,8 +90,8 @@ fn check_config(workspace: &Workspace, config: &Path) -> crate::support::Finishe
 
 #[test]
 fn check_config_names_an_unknown_top_level_key() {
-    let workspace = Workspace::new();
-    let config = config_with(&workspace, "");
+    let workspace = Workspace::configured(DEPLOY_SCRIPT, "");
+    let config = workspace.config();
     let text = format!("colldown = 5\n{}", workspace.read("authrun.toml"));
     workspace.write("authrun.toml", &text);
     let out = check_config(&workspace, &config);
@@ -109,8 +100,8 @@ fn check_config_names_an_unknown_top_level_key() {
 
 #[test]
 fn check_config_names_an_unknown_key_in_a_section() {
-    let workspace = Workspace::new();
-    let config = config_with(&workspace, "colldown = 5\n");
+    let workspace = Workspace::configured(DEPLOY_SCRIPT, "colldown = 5");
+    let config = workspace.config();
     let out = check_config(&workspace, &config);
     assert_config_error(&out, &config, "colldown", SECRET);
 }
@@ -131,7 +122,7 @@ fn check_config_names_a_missing_script() {
 fn check_config_refuses_a_short_secret_without_showing_it() {
     let short = "JBSWY3DPEHPK3PXP";
     let workspace = Workspace::new();
-    workspace.script("deploy.sh", "#!/bin/sh\necho deployed\n");
+    workspace.script("deploy.sh", DEPLOY_SCRIPT);
     let config = workspace.write(
         "authrun.toml",
         &format!("[script]\npath = \"deploy.sh\"\n\n[totp]\nsecret = \"{short}\"\n"),
@@ -143,42 +134,85 @@ fn check_config_refuses_a_short_secret_without_showing_it() {
 
 #[test]
 fn check_config_names_an_environment_variable_with_a_bad_value() {
-    let workspace = Workspace::new();
-    let config = config_with(&workspace, "");
+    let workspace = Workspace::configured(DEPLOY_SCRIPT, "");
+    let config = workspace.config();
     let out = run(authrun(workspace.path())
         .args(["check-config", "--config"])
         .arg(&config)
         .env("AUTHRUN_SCRIPT_COOLDOWN_SECONDS", "soon"));
     assert_eq!(out.code(), 2, "{out:#?}");
     assert!(out.stderr.contains("AUTHRUN_SCRIPT_COOLDOWN_SECONDS"), "{out:#?}");
-    assert!(out.stderr.contains("soon"), "{out:#?}");
+    // The refused value is not repeated: it could be a secret set in the wrong variable.
+    assert!(!out.stderr.contains("soon"), "{out:#?}");
     assert!(out.stderr.contains("fix:"), "{out:#?}");
     assert!(!out.stderr.contains(SECRET), "{out:#?}");
 }
 
 #[test]
-fn serve_with_a_bad_config_exits_2_and_says_why() {
-    let workspace = Workspace::new();
-    let config = config_with(&workspace, "colldown = 5\n");
+fn check_config_blames_a_bad_variable_and_not_the_file() {
+    let workspace = Workspace::configured(DEPLOY_SCRIPT, "");
+    let config = workspace.config();
     let out = run(authrun(workspace.path())
-        .args(["serve", "--bind", "127.0.0.1:0", "--config"])
-        .arg(&config));
+        .args(["check-config", "--config"])
+        .arg(&config)
+        .env("AUTHRUN_SCRIPT_PATH", "nope.sh"));
+    assert_config_error(
+        &out,
+        Path::new("environment variable AUTHRUN_SCRIPT_PATH"),
+        "script.path",
+        SECRET,
+    );
+    assert!(!out.stderr.contains(&config.display().to_string()), "{out:#?}");
+}
+
+#[test]
+fn check_config_refuses_a_misspelled_variable() {
+    let workspace = Workspace::configured(DEPLOY_SCRIPT, "");
+    let config = workspace.config();
+    let out = run(authrun(workspace.path())
+        .args(["check-config", "--config"])
+        .arg(&config)
+        .env("AUTHRUN_SCRIPT_TIMEOUT", "60"));
+    assert_config_error(
+        &out,
+        Path::new("environment variable AUTHRUN_SCRIPT_TIMEOUT"),
+        "",
+        SECRET,
+    );
+    assert!(out.stderr.contains("[script] has no such key"), "{out:#?}");
+}
+
+#[test]
+fn serve_with_a_bad_config_exits_2_and_says_why() {
+    let workspace = Workspace::configured(DEPLOY_SCRIPT, "colldown = 5");
+    let config = workspace.config();
+    let out = serve_refused(&workspace);
     assert_config_error(&out, &config, "colldown", SECRET);
     assert!(!out.stdout.contains("authrun is serving"), "{out:#?}");
 }
 
-#[test]
-fn qr_prints_the_uri_draws_the_code_and_writes_a_png() {
-    let workspace = Workspace::configured("#!/bin/sh\necho deployed\n", "");
+/// `authrun qr ARGS --config CONFIG`, which must succeed: what it printed, and the `otpauth://` URI among
+/// it.
+fn qr(workspace: &Workspace, args: &[&str]) -> (Finished, String) {
     let out = run(authrun(workspace.path())
-        .args(["qr", "--png", "out.png", "--config"])
+        .arg("qr")
+        .args(args)
+        .arg("--config")
         .arg(workspace.config()));
     assert_eq!(out.code(), 0, "{out:#?}");
     let uri = out
         .stdout
         .lines()
         .find(|line| line.starts_with("otpauth://totp/"))
-        .unwrap_or_else(|| panic!("no otpauth://totp/ URI: {out:#?}"));
+        .unwrap_or_else(|| panic!("no otpauth://totp/ URI: {out:#?}"))
+        .to_string();
+    (out, uri)
+}
+
+#[test]
+fn qr_prints_the_uri_draws_the_code_and_writes_a_png() {
+    let workspace = Workspace::configured(DEPLOY_SCRIPT, "");
+    let (out, uri) = qr(&workspace, &["--png", "out.png"]);
     assert!(uri.contains(&format!("secret={SECRET}")), "{uri}");
     assert!(uri.contains("issuer="), "{uri}");
     assert!(out.stdout.contains(['█', '▀', '▄']), "no QR code drawn: {out:#?}");
@@ -208,13 +242,10 @@ fn qr_prints_the_uri_draws_the_code_and_writes_a_png() {
 
 #[test]
 fn qr_png_is_owner_only_even_over_a_file_others_could_read() {
-    let workspace = Workspace::configured("#!/bin/sh\necho deployed\n", "");
+    let workspace = Workspace::configured(DEPLOY_SCRIPT, "");
     let png = workspace.write("qrcode.png", "an older, world-readable file");
     std::fs::set_permissions(&png, std::fs::Permissions::from_mode(0o644)).expect("chmod");
-    let out = run(authrun(workspace.path())
-        .args(["qr", "--png", "qrcode.png", "--config"])
-        .arg(workspace.config()));
-    assert_eq!(out.code(), 0, "{out:#?}");
+    qr(&workspace, &["--png", "qrcode.png"]);
     let mode = std::fs::metadata(&png)
         .expect("the PNG exists")
         .permissions()
@@ -243,17 +274,8 @@ const DARK_TERMINAL: Terminal = Terminal {
 
 #[test]
 fn the_terminal_qr_code_decodes_on_light_and_dark_terminals() {
-    let workspace = Workspace::configured("#!/bin/sh\necho deployed\n", "");
-    let out = run(authrun(workspace.path())
-        .args(["qr", "--config"])
-        .arg(workspace.config()));
-    assert_eq!(out.code(), 0, "{out:#?}");
-    let uri = out
-        .stdout
-        .lines()
-        .find(|line| line.starts_with("otpauth://totp/"))
-        .unwrap_or_else(|| panic!("no otpauth://totp/ URI: {out:#?}"))
-        .to_string();
+    let workspace = Workspace::configured(DEPLOY_SCRIPT, "");
+    let (out, uri) = qr(&workspace, &[]);
     let art: Vec<&str> = out
         .stdout
         .lines()

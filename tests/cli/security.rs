@@ -7,29 +7,13 @@ use std::path::Path;
 use nix::sys::signal::Signal;
 use serde_json::Value;
 
-use crate::support::{Finished, SECRET, Server, Workspace, authrun, code_now, now_unix, run};
-
-const SCRIPT: &str = "#!/bin/sh\necho deployed\n";
+use crate::support::{
+    DEPLOY_SCRIPT, Finished, SECRET, Server, Workspace, authrun, code_now, post_code, run, serve_configured,
+    serve_refused, wait_for, wrong_code,
+};
 
 fn chmod(path: &Path, mode: u32) {
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).expect("chmod");
-}
-
-fn serve_configured(workspace: &Workspace, extra: &[&str]) -> Server {
-    Server::start(
-        authrun(workspace.path())
-            .args(["serve", "--bind", "127.0.0.1:0"])
-            .args(extra)
-            .arg("--config")
-            .arg(workspace.config()),
-    )
-}
-
-/// `authrun serve` run to its end (it is expected to refuse to start).
-fn serve_refused(workspace: &Workspace) -> Finished {
-    run(authrun(workspace.path())
-        .args(["serve", "--bind", "127.0.0.1:0", "--config"])
-        .arg(workspace.config()))
 }
 
 /// `authrun unlock ARGS --config FILE`.
@@ -39,36 +23,6 @@ fn unlock(workspace: &Workspace, args: &[&str]) -> Finished {
         .args(args)
         .arg("--config")
         .arg(workspace.config()))
-}
-
-/// A code that is none of those the server may accept around now (two steps either side, so a step
-/// boundary between computing and checking it changes nothing).
-fn wrong_code() -> String {
-    let bytes = authrun::model::secret::decode_secret(SECRET).expect("a base32 secret");
-    let verifier = authrun::auth::totp::Verifier::new(
-        bytes,
-        authrun::config::TotpSettings {
-            digits: 6,
-            period: 30,
-            skew: 1,
-            issuer: "authrun".into(),
-            account: "deploy".into(),
-        },
-    );
-    let now = now_unix();
-    let near: Vec<String> = (0..5)
-        .map(|step| verifier.code_at(now + step * 30 - 60))
-        .collect();
-    (0..1_000_000u32)
-        .map(|n| format!("{n:06}"))
-        .find(|candidate| !near.contains(candidate))
-        .expect("a code outside the window")
-}
-
-fn post_code(server: &Server, code: &str) -> (u16, Value) {
-    let reply = server.post_form("/verify", &format!("code={code}"));
-    let status = reply.status;
-    (status, reply.json())
 }
 
 /// Five wrong codes from this test (the server sees 127.0.0.1), then a check that it is banned.
@@ -93,14 +47,6 @@ fn assert_checked(server: &Server) {
     assert_eq!(body["error"], "wrong_code", "{body}");
 }
 
-fn audit_lines(workspace: &Workspace) -> Vec<Value> {
-    workspace
-        .read(".authrun/audit.log")
-        .lines()
-        .map(|line| serde_json::from_str(line).unwrap_or_else(|error| panic!("not JSON ({error}): {line}")))
-        .collect()
-}
-
 fn assert_names_the_problem(out: &Finished, file: &Path) {
     assert_eq!(out.code(), 2, "{out:#?}");
     let shown = file.display().to_string();
@@ -113,24 +59,28 @@ fn assert_names_the_problem(out: &Finished, file: &Path) {
     assert!(!out.stderr.contains(SECRET), "the secret was printed: {out:#?}");
 }
 
-#[test]
-fn serve_refuses_a_config_with_the_secret_that_others_can_read() {
-    let workspace = Workspace::configured(SCRIPT, "");
-    chmod(&workspace.config(), 0o644);
-    let out = serve_refused(&workspace);
-    assert_names_the_problem(&out, &workspace.config());
-    assert!(out.stdout.is_empty(), "{out:#?}");
-
-    let mut server = serve_configured(&workspace, &["--insecure-permissions"]);
+/// Told `--insecure-permissions`, `serve` starts on the same files after all, and stops on SIGTERM.
+fn assert_serves_when_told_insecure(workspace: &Workspace) {
+    let mut server = serve_configured(workspace, &["--insecure-permissions"]);
     assert_eq!(server.get("/healthz").status, 200);
     server.signal(Signal::SIGTERM);
     assert!(server.wait_exit().success());
 }
 
 #[test]
+fn serve_refuses_a_config_with_the_secret_that_others_can_read() {
+    let workspace = Workspace::configured(DEPLOY_SCRIPT, "");
+    chmod(&workspace.config(), 0o644);
+    let out = serve_refused(&workspace);
+    assert_names_the_problem(&out, &workspace.config());
+    assert!(out.stdout.is_empty(), "{out:#?}");
+    assert_serves_when_told_insecure(&workspace);
+}
+
+#[test]
 fn serve_refuses_a_secret_file_that_others_can_read() {
     let workspace = Workspace::new();
-    workspace.script("deploy.sh", SCRIPT);
+    workspace.script("deploy.sh", DEPLOY_SCRIPT);
     workspace.write(
         "authrun.toml",
         "[script]\npath = \"deploy.sh\"\n\n[totp]\nsecret_file = \"secret.txt\"\n",
@@ -139,17 +89,13 @@ fn serve_refuses_a_secret_file_that_others_can_read() {
     chmod(&secret, 0o644);
     let out = serve_refused(&workspace);
     assert_names_the_problem(&out, &secret);
-
-    let mut server = serve_configured(&workspace, &["--insecure-permissions"]);
-    assert_eq!(server.get("/healthz").status, 200);
-    server.signal(Signal::SIGTERM);
-    assert!(server.wait_exit().success());
+    assert_serves_when_told_insecure(&workspace);
 }
 
 #[test]
 fn a_readable_config_without_the_secret_in_it_is_fine() {
     let workspace = Workspace::new();
-    workspace.script("deploy.sh", SCRIPT);
+    workspace.script("deploy.sh", DEPLOY_SCRIPT);
     let config = workspace.write(
         "authrun.toml",
         "[script]\npath = \"deploy.sh\"\n\n[totp]\nsecret_file = \"secret.txt\"\n",
@@ -162,7 +108,7 @@ fn a_readable_config_without_the_secret_in_it_is_fine() {
 
 #[test]
 fn unlock_lifts_one_clients_ban_in_a_running_server() {
-    let workspace = Workspace::configured(SCRIPT, "");
+    let workspace = Workspace::configured(DEPLOY_SCRIPT, "");
     let server = serve_configured(&workspace, &[]);
     get_banned(&server);
 
@@ -176,7 +122,7 @@ fn unlock_lifts_one_clients_ban_in_a_running_server() {
     assert!(out.stdout.contains("The ban on 127.0.0.1 is lifted"), "{out:#?}");
     assert_checked(&server);
 
-    let lines = audit_lines(&workspace);
+    let lines = workspace.audit_lines();
     let unlocked: Vec<&Value> = lines
         .iter()
         .filter(|line| line["event"] == "unlocked")
@@ -187,7 +133,7 @@ fn unlock_lifts_one_clients_ban_in_a_running_server() {
 
 #[test]
 fn unlock_all_lifts_every_ban_in_a_running_server() {
-    let workspace = Workspace::configured(SCRIPT, "");
+    let workspace = Workspace::configured(DEPLOY_SCRIPT, "");
     let server = serve_configured(&workspace, &[]);
     get_banned(&server);
 
@@ -195,7 +141,7 @@ fn unlock_all_lifts_every_ban_in_a_running_server() {
     assert_eq!(out.code(), 0, "{out:#?}");
     assert_eq!(out.stdout.trim(), "Lifted 1 ban or pause.", "{out:#?}");
     assert_checked(&server);
-    let lines = audit_lines(&workspace);
+    let lines = workspace.audit_lines();
     assert!(
         lines
             .iter()
@@ -206,7 +152,7 @@ fn unlock_all_lifts_every_ban_in_a_running_server() {
 
 #[test]
 fn unlock_needs_exactly_one_of_client_and_all() {
-    let workspace = Workspace::configured(SCRIPT, "");
+    let workspace = Workspace::configured(DEPLOY_SCRIPT, "");
     for (args, named) in [
         (&[][..], "--client"),
         (&["--client", "127.0.0.1", "--all"][..], "--all"),
@@ -225,7 +171,7 @@ fn unlock_needs_exactly_one_of_client_and_all() {
 
 #[test]
 fn a_ban_survives_a_real_restart_and_unlock_works_while_stopped() {
-    let workspace = Workspace::configured(SCRIPT, "");
+    let workspace = Workspace::configured(DEPLOY_SCRIPT, "");
     let mut server = serve_configured(&workspace, &[]);
     get_banned(&server);
     server.signal(Signal::SIGTERM);
@@ -242,4 +188,34 @@ fn a_ban_survives_a_real_restart_and_unlock_works_while_stopped() {
     assert_checked(&third);
     let (status, body) = post_code(&third, &code_now(SECRET));
     assert_eq!(status, 200, "{body}\n{}", third.stderr());
+}
+
+/// The operator's story from issue 10: the token's hash set in the environment, not in the file, lets an
+/// API client read a run's output.
+#[test]
+fn an_api_token_hash_from_the_environment_lets_the_client_read_output() {
+    let token = authrun::auth::token::generate_token();
+    let workspace = Workspace::configured(DEPLOY_SCRIPT, "");
+    let server = Server::start(
+        authrun(workspace.path())
+            .args(["serve", "--bind", "127.0.0.1:0", "--config"])
+            .arg(workspace.config())
+            .env(
+                "AUTHRUN_ACCESS_API_TOKEN_SHA256",
+                authrun::auth::token::sha256_hex(&token),
+            ),
+    );
+    let started = server.post_form("/verify", &format!("code={}", code_now(SECRET)));
+    assert_eq!(started.status, 200, "{started:?}\n{}", server.stderr());
+    let log = format!("/runs/{}/log", started.json()["run_id"]);
+
+    assert_eq!(server.get(&log).status, 401, "without the token");
+    assert_eq!(server.get_with_token(&log, "not-the-token").status, 401);
+    let output = wait_for("the run's output", || {
+        let reply = server.get_with_token(&log, &token);
+        assert_eq!(reply.status, 200, "{reply:?}\n{}", server.stderr());
+        reply.body.contains("deployed").then_some(reply.body)
+    });
+    assert!(!server.stderr().contains(&token), "the token was logged");
+    assert!(output.contains("deployed"), "{output}");
 }

@@ -1,43 +1,27 @@
 //! `authrun serve`: the first start, a deploy over HTTP, shutdown, a crash, and start-up failures.
 
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 
 use nix::sys::signal::Signal;
 use serde_json::Value;
 
+use crate::common::process_ended;
 use crate::support::{
-    SECRET, Server, Workspace, authrun, code_now, process_ended, run, wait_for, wait_for_pid,
+    DEPLOY_SCRIPT, SECRET, Server, Workspace, authrun, run, serve_configured, serve_refused, start_run,
+    wait_for, wait_for_pid,
 };
 
 /// A script that records its pid, then runs for longer than any test waits (`exec`, so its pid stays the
 /// script's and nothing outlives it when it is killed).
 const LONG_SCRIPT: &str = "#!/bin/sh\necho $$ > script.pid\nexec sleep 30\n";
 
+/// `authrun serve` with no config, as on the first start in a directory.
 fn serve(workspace: &Workspace) -> Server {
     Server::start(authrun(workspace.path()).args(["serve", "--bind", "127.0.0.1:0"]))
 }
 
-fn serve_configured(workspace: &Workspace) -> Server {
-    Server::start(
-        authrun(workspace.path())
-            .args(["serve", "--bind", "127.0.0.1:0", "--config"])
-            .arg(workspace.config()),
-    )
-}
-
-/// Posts a valid code and returns the started run's id.
-fn start_run(server: &Server, secret: &str) -> u64 {
-    let reply = server.post_form("/verify", &format!("code={}", code_now(secret)));
-    assert_eq!(reply.status, 200, "{reply:?}\n{}", server.stderr());
-    let answer = reply.json();
-    assert_eq!(answer["success"], Value::Bool(true), "{answer}");
-    answer["run_id"]
-        .as_u64()
-        .unwrap_or_else(|| panic!("no run_id: {answer}"))
-}
-
 /// Kills a process the test started indirectly, should the product leave it running.
-struct KillOnDrop(i32);
+pub(crate) struct KillOnDrop(pub(crate) i32);
 
 impl Drop for KillOnDrop {
     fn drop(&mut self) {
@@ -47,7 +31,7 @@ impl Drop for KillOnDrop {
     }
 }
 
-fn run_in(history: &[Value], id: u64) -> Option<&Value> {
+pub(crate) fn run_in(history: &[Value], id: u64) -> Option<&Value> {
     history.iter().find(|entry| entry["id"].as_u64() == Some(id))
 }
 
@@ -110,7 +94,7 @@ fn first_start_generates_a_secret_whose_codes_run_the_deploy() {
 #[test]
 fn a_new_secret_without_a_terminal_names_the_qr_command_with_its_config() {
     let workspace = Workspace::new();
-    workspace.script("deploy.sh", "#!/bin/sh\necho deployed\n");
+    workspace.script("deploy.sh", DEPLOY_SCRIPT);
     let config = workspace.write("my config.toml", "[script]\npath = \"deploy.sh\"\n");
     let mut server = Server::start(
         authrun(workspace.path())
@@ -140,7 +124,7 @@ fn a_new_secret_without_a_terminal_names_the_qr_command_with_its_config() {
 #[test]
 fn sigterm_stops_the_running_script_and_records_it_as_interrupted() {
     let workspace = Workspace::configured(LONG_SCRIPT, "cooldown_seconds = 0");
-    let mut server = serve_configured(&workspace);
+    let mut server = serve_configured(&workspace, &[]);
     let id = start_run(&server, SECRET);
     let script = wait_for_pid(&workspace, "script.pid");
 
@@ -161,7 +145,7 @@ fn sigterm_stops_the_running_script_and_records_it_as_interrupted() {
 #[test]
 fn the_script_dies_when_authrun_is_killed() {
     let workspace = Workspace::configured(LONG_SCRIPT, "cooldown_seconds = 0");
-    let mut server = serve_configured(&workspace);
+    let mut server = serve_configured(&workspace, &[]);
     start_run(&server, SECRET);
     let script = wait_for_pid(&workspace, "script.pid");
 
@@ -179,7 +163,7 @@ fn what_a_killed_authrun_left_running_is_killed_on_the_next_start() {
     // The kernel kills the script with authrun, but not the command, which the next start must find.
     let script = "#!/bin/sh\nsleep 30 &\necho $! > child.pid\nwait\n";
     let workspace = Workspace::configured(script, "cooldown_seconds = 0");
-    let mut server = serve_configured(&workspace);
+    let mut server = serve_configured(&workspace, &[]);
     let id = start_run(&server, SECRET);
     let child = wait_for_pid(&workspace, "child.pid");
     let _leftover = KillOnDrop(child);
@@ -195,7 +179,7 @@ fn what_a_killed_authrun_left_running_is_killed_on_the_next_start() {
         !process_ended(child),
         "the background command outlives authrun until the next start"
     );
-    let _restarted = serve_configured(&workspace);
+    let _restarted = serve_configured(&workspace, &[]);
     wait_for(&format!("the script's command (pid {child}) to end"), || {
         process_ended(child).then_some(())
     });
@@ -205,8 +189,8 @@ fn what_a_killed_authrun_left_running_is_killed_on_the_next_start() {
 
 #[test]
 fn sigterm_as_soon_as_serving_is_announced_exits_0() {
-    let workspace = Workspace::configured("#!/bin/sh\necho deployed\n", "");
-    let mut server = serve_configured(&workspace);
+    let workspace = Workspace::configured(DEPLOY_SCRIPT, "");
+    let mut server = serve_configured(&workspace, &[]);
     server.signal(Signal::SIGTERM);
     let exit = server.wait_exit();
     assert_eq!(exit.code(), Some(0), "{exit}\n{}", server.stderr());
@@ -215,7 +199,7 @@ fn sigterm_as_soon_as_serving_is_announced_exits_0() {
 #[test]
 fn serve_with_the_config_named_as_users_type_it_runs_the_script() {
     // `--config authrun.toml`, relative to the working directory, naming `path = "deploy.sh"`.
-    let workspace = Workspace::configured("#!/bin/sh\necho deployed\n", "");
+    let workspace = Workspace::configured(DEPLOY_SCRIPT, "");
     let server = Server::start(authrun(workspace.path()).args([
         "serve",
         "--bind",
@@ -233,12 +217,10 @@ fn serve_with_the_config_named_as_users_type_it_runs_the_script() {
 
 #[test]
 fn a_corrupt_history_stops_start_up_and_is_left_as_it_was() {
-    let workspace = Workspace::configured("#!/bin/sh\necho deployed\n", "");
+    let workspace = Workspace::configured(DEPLOY_SCRIPT, "");
     let corrupt = "[\n  {\"time\": oops}\n]\n";
     let history = workspace.write("history.json", corrupt);
-    let out = run(authrun(workspace.path())
-        .args(["serve", "--bind", "127.0.0.1:0", "--config"])
-        .arg(workspace.config()));
+    let out = serve_refused(&workspace);
     assert_eq!(out.code(), 2, "{out:#?}");
     let shown = history.display().to_string();
     assert!(out.stderr.contains(&shown), "no `{shown}`: {out:#?}");
@@ -252,7 +234,7 @@ fn a_corrupt_history_stops_start_up_and_is_left_as_it_was() {
 
 #[test]
 fn serve_on_an_address_in_use_says_which() {
-    let workspace = Workspace::configured("#!/bin/sh\necho deployed\n", "");
+    let workspace = Workspace::configured(DEPLOY_SCRIPT, "");
     let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a port");
     let addr = taken.local_addr().expect("its address").to_string();
     let out = run(authrun(workspace.path())
@@ -294,4 +276,43 @@ fn the_log_has_a_line_per_request_except_for_successful_status_polls() {
         "status polls were logged:\n{log}"
     );
     assert!(!log.contains("123456"), "a query string was logged:\n{log}");
+}
+
+/// Puts what `kind` names at `path`: a named pipe, a directory, or a symlink to a device.
+fn plant(kind: &str, path: &std::path::Path) {
+    match kind {
+        "named pipe" => {
+            nix::unistd::mkfifo(path, nix::sys::stat::Mode::from_bits_truncate(0o600)).expect("mkfifo")
+        }
+        "directory" => std::fs::create_dir(path).expect("mkdir"),
+        _ => std::os::unix::fs::symlink("/dev/null", path).expect("symlink to /dev/null"),
+    }
+}
+
+#[test]
+fn a_state_path_that_is_not_a_regular_file_stops_start_up_at_once_naming_it() {
+    // A named pipe would block the read (or the open) forever; a directory or a device cannot hold state.
+    let cases = [
+        ("history.json", "named pipe"),
+        (".authrun/regulation.json", "named pipe"),
+        (".authrun/audit.log", "named pipe"),
+        ("history.json", "directory"),
+        ("history.json", "device"),
+    ];
+    for (relative, kind) in cases {
+        let workspace = Workspace::configured("#!/bin/sh\necho deployed\n", "");
+        std::fs::DirBuilder::new()
+            .mode(0o700)
+            .create(workspace.join(".authrun"))
+            .expect("create the state dir");
+        let path = workspace.join(relative);
+        plant(kind, &path);
+        let out = run(authrun(workspace.path())
+            .args(["serve", "--bind", "127.0.0.1:0", "--config"])
+            .arg(workspace.config()));
+        assert_eq!(out.code(), 2, "{relative} ({kind}): {out:#?}");
+        let shown = path.display().to_string();
+        assert!(out.stderr.contains(&shown), "no `{shown}`: {out:#?}");
+        assert!(out.stderr.contains(kind), "no `{kind}`: {out:#?}");
+    }
 }

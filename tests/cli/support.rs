@@ -1,5 +1,6 @@
 //! Helpers: a temp dir to run authrun in, authrun commands with a hermetic environment and bounded waits,
-//! a guard for a running `authrun serve`, a tiny HTTP client and TOTP codes for "now".
+//! a guard for a running `authrun serve`, a tiny HTTP client, the requests a user sends (a code, a run)
+//! and TOTP codes for "now".
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -18,8 +19,12 @@ use nix::unistd::Pid;
 use serde_json::Value;
 use tempfile::TempDir;
 
+use crate::common::{code_not_in, json_lines};
+
 /// A 160-bit base32 secret for configs that name one.
 pub const SECRET: &str = "GEZDGNBVGY3TQOJQGEZDGNBVGY3TQOJQ";
+/// A script that succeeds at once.
+pub const DEPLOY_SCRIPT: &str = "#!/bin/sh\necho deployed\n";
 /// The longest any single command, start-up or exit may take before a test gives up.
 pub const WAIT: Duration = Duration::from_secs(20);
 /// How often a condition is polled.
@@ -100,6 +105,11 @@ impl Workspace {
             .unwrap_or_else(|error| panic!("read {relative}: {error}"))
     }
 
+    /// The audit log's lines, parsed.
+    pub fn audit_lines(&self) -> Vec<Value> {
+        json_lines(&self.join(".authrun/audit.log"))
+    }
+
     /// `history.json`, parsed.
     pub fn history(&self) -> Vec<Value> {
         let text = self.read("history.json");
@@ -141,6 +151,25 @@ impl Finished {
             .code()
             .unwrap_or_else(|| panic!("authrun was killed by a signal: {self:#?}"))
     }
+}
+
+/// `authrun serve --bind 127.0.0.1:0` with `extra` arguments and the workspace's `authrun.toml`, once
+/// it says it is serving.
+pub fn serve_configured(workspace: &Workspace, extra: &[&str]) -> Server {
+    Server::start(
+        authrun(workspace.path())
+            .args(["serve", "--bind", "127.0.0.1:0"])
+            .args(extra)
+            .arg("--config")
+            .arg(workspace.config()),
+    )
+}
+
+/// `authrun serve` with the workspace's `authrun.toml`, run to its end: it is expected to refuse to start.
+pub fn serve_refused(workspace: &Workspace) -> Finished {
+    run(authrun(workspace.path())
+        .args(["serve", "--bind", "127.0.0.1:0", "--config"])
+        .arg(workspace.config()))
 }
 
 /// Runs `command` to its end, at most [`WAIT`]; a command still going by then is killed and the test fails.
@@ -298,7 +327,13 @@ impl Server {
     }
 
     pub fn get(&self, path: &str) -> Reply {
-        http(self.addr, "GET", path, None)
+        http(self.addr, "GET", path, &[], None)
+    }
+
+    /// A GET with `Authorization: Bearer TOKEN`, as an API client sends it.
+    pub fn get_with_token(&self, path: &str, token: &str) -> Reply {
+        let authorization = format!("Bearer {token}");
+        http(self.addr, "GET", path, &[("Authorization", &authorization)], None)
     }
 
     /// Posts a URL-encoded form, as curl `-d` does.
@@ -307,6 +342,7 @@ impl Server {
             self.addr,
             "POST",
             path,
+            &[],
             Some(("application/x-www-form-urlencoded", form)),
         )
     }
@@ -335,12 +371,37 @@ impl Reply {
     }
 }
 
+/// `POST /verify` with `code`, as curl sends it: the status and the JSON answer.
+pub fn post_code(server: &Server, code: &str) -> (u16, Value) {
+    let reply = server.post_form("/verify", &format!("code={code}"));
+    (reply.status, reply.json())
+}
+
+/// Posts the code of `secret` for now and asserts that a run started; returns its id.
+pub fn start_run(server: &Server, secret: &str) -> u64 {
+    let (status, answer) = post_code(server, &code_now(secret));
+    assert_eq!(status, 200, "{answer}\n{}", server.stderr());
+    assert_eq!(answer["success"], Value::Bool(true), "{answer}");
+    answer["run_id"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("no run_id: {answer}"))
+}
+
 /// One HTTP/1.0 request (so the server closes the connection after answering and never chunks the body).
-fn http(addr: SocketAddr, method: &str, path: &str, body: Option<(&str, &str)>) -> Reply {
+fn http(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: Option<(&str, &str)>,
+) -> Reply {
     let mut stream = TcpStream::connect_timeout(&addr, WAIT).expect("connect to authrun");
     stream.set_read_timeout(Some(WAIT)).expect("read timeout");
     stream.set_write_timeout(Some(WAIT)).expect("write timeout");
     let mut request = format!("{method} {path} HTTP/1.0\r\nHost: {addr}\r\nAccept: application/json\r\n");
+    for (name, value) in headers {
+        request.push_str(&format!("{name}: {value}\r\n"));
+    }
     let content = match body {
         Some((content_type, content)) => {
             request.push_str(&format!(
@@ -378,10 +439,10 @@ pub fn now_unix() -> u64 {
         .as_secs()
 }
 
-/// The code an authenticator app with the default settings shows now for the base32 `secret`.
-pub fn code_now(secret: &str) -> String {
+/// An authenticator app with the default settings for the base32 `secret`.
+fn authenticator(secret: &str) -> Verifier {
     let bytes = authrun::model::secret::decode_secret(secret).expect("a base32 secret");
-    let verifier = Verifier::new(
+    Verifier::new(
         bytes,
         TotpSettings {
             digits: 6,
@@ -390,8 +451,23 @@ pub fn code_now(secret: &str) -> String {
             issuer: "authrun".into(),
             account: "deploy".into(),
         },
-    );
-    verifier.code_at(now_unix())
+    )
+}
+
+/// The code an authenticator app with the default settings shows now for the base32 `secret`.
+pub fn code_now(secret: &str) -> String {
+    authenticator(secret).code_at(now_unix())
+}
+
+/// A code that a server configured with [`SECRET`] accepts at none of the steps around now (two either
+/// side, so a step boundary between computing and checking it changes nothing).
+pub fn wrong_code() -> String {
+    let authenticator = authenticator(SECRET);
+    let now = now_unix();
+    let near: Vec<String> = (0..5)
+        .map(|step| authenticator.code_at(now + step * 30 - 60))
+        .collect();
+    code_not_in(&near)
 }
 
 /// Polls `probe` every 100 ms until it gives a value, at most [`WAIT`]; fails the test naming `what`.
@@ -404,18 +480,6 @@ pub fn wait_for<T>(what: &str, mut probe: impl FnMut() -> Option<T>) -> T {
         assert!(Instant::now() < deadline, "waited {WAIT:?} for {what}, in vain");
         std::thread::sleep(POLL);
     }
-}
-
-/// Whether process `pid` has ended: it is gone from /proc, or only its zombie is left.
-pub fn process_ended(pid: i32) -> bool {
-    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-        return true;
-    };
-    // The state is the first field after the command name, which is in parentheses.
-    let state = stat
-        .rsplit_once(')')
-        .and_then(|(_, rest)| rest.split_whitespace().next());
-    matches!(state, Some("Z" | "X"))
 }
 
 /// The pid a script wrote with `echo $$ > FILE`, once it has written it.

@@ -4,38 +4,16 @@
 
 use axum::http::StatusCode;
 
-use crate::gate::{BLOCKING_SCRIPT, let_script_finish, start_run};
-use crate::helpers::{TestApp, TestResponse, assert_redirect_to};
-use crate::verify::wrong_code;
-
-/// The flash message on a page: its kind (`success`/`error`, from the `flash-KIND` class) and its text.
-pub fn flash(page: &str) -> Option<(String, String)> {
-    let start = page.find("id=\"flash\"")?;
-    let element = &page[page[..start].rfind('<')?..];
-    let open_end = element.find('>')?;
-    let kind = element[..open_end]
-        .split(['"', ' '])
-        .find_map(|class| class.strip_prefix("flash-"))?
-        .to_string();
-    let text = &element[open_end + 1..element.find("</p>")?];
-    Some((kind, text.trim().to_string()))
-}
-
-/// The text of the first element with class `class`.
-fn text_of_class<'a>(page: &'a str, class: &str) -> Option<&'a str> {
-    let at = page.find(&format!("class=\"{class}\""))?;
-    let rest = &page[at..];
-    let text = &rest[rest.find('>')? + 1..];
-    Some(text[..text.find('<')?].trim())
-}
+use crate::helpers::{
+    BLOCKING_SCRIPT, TestApp, assert_content_type, assert_redirect_to, let_script_finish, start_run,
+    tcp_client, wrong_code,
+};
+use crate::html::{flash, table_body, text_of_class};
 
 /// The rows of the recent-runs table, as text with the tags removed.
 fn run_rows(page: &str) -> Vec<String> {
-    let Some(start) = page.find("<tbody>") else {
-        return Vec::new();
-    };
-    let body = &page[start..start + page[start..].find("</tbody>").unwrap_or(0)];
-    body.split("<tr")
+    table_body(page)
+        .split("<tr")
         .skip(1)
         .map(|row| {
             let mut text = String::new();
@@ -73,17 +51,6 @@ async fn page_at(app: &TestApp, path: &str, cookie: &str) -> String {
     let response = app.get_with(path, &[("cookie", cookie)]).await;
     assert_eq!(response.status, StatusCode::OK);
     response.text()
-}
-
-fn set_cookie(response: &TestResponse) -> String {
-    response
-        .headers
-        .get_all("set-cookie")
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .find(|v| v.starts_with("authrun_session="))
-        .expect("the answer sets the session cookie")
-        .to_string()
 }
 
 #[tokio::test]
@@ -135,7 +102,9 @@ async fn the_session_cookie_is_http_only_and_same_site_strict() {
     let app = TestApp::builder().build();
     let response = app.post_verify_html(&app.code_now(), None).await;
     assert_redirect_to(&response, "/runs/1");
-    let cookie = set_cookie(&response);
+    let cookie = response
+        .set_cookie("authrun_session")
+        .expect("the answer sets the session cookie");
     let attributes: Vec<String> = cookie
         .split(';')
         .skip(1)
@@ -151,13 +120,7 @@ async fn the_page_has_a_one_time_code_input_with_focus() {
     let app = TestApp::builder().build();
     let response = app.get("/").await;
     assert_eq!(response.status, StatusCode::OK);
-    assert!(
-        response
-            .header("content-type")
-            .is_some_and(|t| t.starts_with("text/html")),
-        "{:?}",
-        response.header("content-type")
-    );
+    assert_content_type(&response, "text/html");
     let page = response.text();
     let input = code_input(&page);
     assert!(input.contains("name=\"code\""), "{input}");
@@ -216,11 +179,7 @@ async fn the_page_shows_the_state_and_the_recent_runs() {
 async fn over_tcp_a_browser_gets_the_redirect_and_the_flash_once() {
     let app = TestApp::builder().build();
     let server = app.serve_tcp().await;
-    let browser = reqwest::Client::builder()
-        .cookie_store(true)
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .expect("client");
+    let browser = tcp_client();
 
     let posted = browser
         .post(server.url("/verify"))

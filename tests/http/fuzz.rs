@@ -4,21 +4,22 @@
 //! Each property draws random inputs with `proptest`: request bodies, code forms, header values and paths
 //! sent through the in-process router, arbitrary and mutated config files, history and regulation files,
 //! and strings given to the code parser. A failing input is shrunk to a minimal one, which the failure
-//! message prints. Inputs are random on every run; `PROPTEST_RNG_SEED=N` repeats a run.
+//! message prints with the seed and the command that repeats the run.
 //!
 //! Each property tries `AUTHRUN_FUZZ_CASES` inputs (default 128: about a second per property in a debug
-//! build). To fuzz longer:
+//! build), drawn from the seed `AUTHRUN_FUZZ_SEED`: by default a fixed one, so CI tries the same inputs
+//! every time and a failure there repeats anywhere; `random` draws a fresh seed per run. To fuzz longer,
+//! with new inputs:
 //!
 //! ```text
-//! AUTHRUN_FUZZ_CASES=100000 cargo test --release --test http fuzz::
+//! AUTHRUN_FUZZ_SEED=random AUTHRUN_FUZZ_CASES=100000 cargo test --release --test http fuzz::
 //! ```
 
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::fmt;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use authrun::auth::regulation::Guard;
 use authrun::auth::totp::TotpCode;
@@ -34,15 +35,18 @@ use axum::http::{HeaderName, HeaderValue, Method, Request, StatusCode, Uri, head
 use proptest::collection::vec;
 use proptest::prelude::*;
 use proptest::sample::{Index, select};
-use proptest::test_runner::{Config as ProptestConfig, TestCaseError, TestRunner};
+use proptest::test_runner::{Config as ProptestConfig, RngAlgorithm, RngSeed, TestCaseError, TestRunner};
 use serde_json::Value;
 use tempfile::TempDir;
 
-use crate::helpers::{PEER, SECRET, START, TestApp, TestResponse, urlencode, write_script};
-use crate::verify::wrong_code;
+use crate::common::write_script;
+use crate::helpers::{PEER, SECRET, START, TestApp, TestResponse, peer, urlencode, wrong_code};
 
 /// Cases per property when `AUTHRUN_FUZZ_CASES` is not set.
 const DEFAULT_CASES: u32 = 128;
+
+/// The seed of the inputs when `AUTHRUN_FUZZ_SEED` is not set.
+const DEFAULT_SEED: u64 = 20_261_125;
 
 /// Regulation limits no fuzz run reaches, so requests get past the ban check to the deepest checks.
 const LIFTED: &str = "[regulation]\nclient_max_failures = 1000000\nglobal_max_failures = 1000000";
@@ -66,17 +70,104 @@ fn cases() -> u32 {
     }
 }
 
-/// Runs `test` on `cases` inputs drawn from `strategy`; panics with the minimal failing input.
-fn check<S: Strategy>(cases: u32, strategy: S, test: impl Fn(S::Value) -> Result<(), TestCaseError>) {
-    let config = ProptestConfig {
+/// The seed this test binary draws every property's inputs from (see [`seed_from`]), read once.
+fn seed() -> u64 {
+    static SEED: OnceLock<u64> = OnceLock::new();
+    *SEED.get_or_init(|| seed_from(std::env::var("AUTHRUN_FUZZ_SEED").ok().as_deref()))
+}
+
+/// The seed `AUTHRUN_FUZZ_SEED` asks for: a whole number, `random` for a fresh one, [`DEFAULT_SEED`] when
+/// unset.
+fn seed_from(setting: Option<&str>) -> u64 {
+    match setting.map(str::trim) {
+        None | Some("") => DEFAULT_SEED,
+        Some("random") => rand::random(),
+        Some(text) => text
+            .parse()
+            .unwrap_or_else(|_| panic!("AUTHRUN_FUZZ_SEED=`{text}` is neither a whole number nor `random`")),
+    }
+}
+
+/// A runner that draws `cases` inputs from `seed`: the same seed, the same inputs, in the same order.
+fn runner(cases: u32, seed: u64) -> TestRunner {
+    TestRunner::new(ProptestConfig {
         failure_persistence: None,
         max_shrink_iters: cases.saturating_mul(4).max(2048),
         max_shrink_time: 5_000,
+        // Named, so that no `PROPTEST_*` variable changes which inputs a seed stands for.
+        rng_algorithm: RngAlgorithm::ChaCha,
+        rng_seed: RngSeed::Fixed(seed),
         ..ProptestConfig::with_cases(cases)
-    };
-    if let Err(error) = TestRunner::new(config).run(&strategy, test) {
-        panic!("{error}");
+    })
+}
+
+/// Runs `test` on `cases` inputs drawn from `strategy`; panics with the minimal failing input and the
+/// command that draws the same inputs again.
+fn check<S: Strategy>(cases: u32, strategy: S, test: impl Fn(S::Value) -> Result<(), TestCaseError>) {
+    let seed = seed();
+    if let Err(error) = runner(cases, seed).run(&strategy, test) {
+        let test = std::thread::current()
+            .name()
+            .filter(|name| name.starts_with("fuzz::"))
+            .unwrap_or("fuzz::")
+            .to_string();
+        panic!(
+            "{error}\nrepeat with: AUTHRUN_FUZZ_SEED={seed} AUTHRUN_FUZZ_CASES={} cargo test --test http {test}",
+            self::cases()
+        );
     }
+}
+
+#[test]
+fn the_seed_setting_is_a_number_random_or_the_default() {
+    assert_eq!(seed_from(None), DEFAULT_SEED);
+    assert_eq!(seed_from(Some("")), DEFAULT_SEED);
+    assert_eq!(seed_from(Some(" 42 ")), 42);
+    assert_ne!(seed_from(Some("random")), seed_from(Some("random")));
+    let garbage = std::panic::catch_unwind(|| seed_from(Some("soon")));
+    assert!(garbage.is_err(), "a seed that is no number was taken");
+}
+
+/// The inputs `strategy` draws from `seed`, as printed.
+fn drawn<S: Strategy>(strategy: S, seed: u64) -> Vec<String> {
+    let drawn = RefCell::new(Vec::new());
+    runner(32, seed)
+        .run(&strategy, |input| {
+            drawn.borrow_mut().push(format!("{input:?}"));
+            Ok(())
+        })
+        .expect("recording inputs never fails");
+    drawn.into_inner()
+}
+
+/// A failure found with one seed (in CI, or printed by a failing property) repeats with that seed.
+#[test]
+fn the_same_seed_draws_the_same_inputs() {
+    let every_strategy = |seed: u64| {
+        [
+            drawn((content_type(), body_bytes()), seed),
+            drawn(code_form(), seed),
+            drawn(header_value(), seed),
+            drawn(request_path(), seed),
+            drawn(vec(mutation(), 1..4), seed),
+            drawn(history_file(), seed),
+            drawn(regulation_file(), seed),
+            drawn(extremes(), seed),
+        ]
+        .concat()
+    };
+    let first = every_strategy(DEFAULT_SEED);
+    assert_eq!(first.len(), 8 * 32);
+    assert_eq!(
+        first,
+        every_strategy(DEFAULT_SEED),
+        "one seed drew two sets of inputs"
+    );
+    assert_ne!(
+        first,
+        every_strategy(DEFAULT_SEED + 1),
+        "two seeds drew the same inputs"
+    );
 }
 
 /// One current-thread runtime per property; its `block_on` drives the router.
@@ -269,14 +360,14 @@ fn arbitrary_bodies_under_default_regulation_are_counted_then_refused_with_429()
     let app = TestApp::builder().build();
     let rt = runtime();
     let model = RefCell::new(RegulationModel::default());
-    let peer = |n: u8| SocketAddr::new(IpAddr::V4(Ipv4Addr::new(127, 0, 0, 1 + n)), 40000);
+    let client_at = |n: u8| peer(&format!("127.0.0.{}", 1 + n));
     let total = cases();
     check(
         total,
         (0u8..4, content_type(), body_bytes()),
         |(client, content_type, body)| {
             let request = post_verify_request(content_type.as_ref().map(|b| b.0.as_slice()), body.0);
-            let response = rt.block_on(app.send_from(request, peer(client)));
+            let response = rt.block_on(app.send_from(request, client_at(client)));
             let json = check_verify_answer(&response)?;
             let mut model = model.borrow_mut();
             let failures = model.failures.get(&client).copied().unwrap_or(0);
@@ -837,7 +928,7 @@ fn config_dir() -> (TempDir, PathBuf) {
 /// Loads `bytes` as the config file at `path`: Ok, or an error naming the file and the fix.
 fn check_config(path: &Path, bytes: &[u8]) -> Result<(), TestCaseError> {
     std::fs::write(path, bytes).expect("write config");
-    if let Err(error) = Config::load(Some(path), &|_| None) {
+    if let Err(error) = Config::load(Some(path), &[]) {
         let text = error.to_string();
         prop_assert!(
             text.contains(&path.display().to_string()),
@@ -932,7 +1023,7 @@ fn mutated_example_configs_load_or_name_the_file_and_the_fix() {
     let (_dir, path) = config_dir();
     let example = authrun::config::EXAMPLE.as_bytes();
     std::fs::write(&path, example).expect("write config");
-    Config::load(Some(&path), &|_| None).expect("the example is valid here, so mutations reach validation");
+    Config::load(Some(&path), &[]).expect("the example is valid here, so mutations reach validation");
     check(cases(), vec(mutation(), 1..4), |mutations| {
         check_config(&path, &mutate(example, &mutations))
     });
@@ -1187,13 +1278,33 @@ fn run_record() -> impl Strategy<Value = String> {
                     ("error", error),
                     ("unknown", extra.map(str::to_string)),
                 ];
-                let members: Vec<String> = fields
-                    .into_iter()
-                    .filter_map(|(name, value)| value.map(|value| format!("\"{name}\": {value}")))
-                    .collect();
-                format!("{{{}}}", members.join(", "))
+                json_object(fields)
             },
         )
+}
+
+/// A JSON object of the `fields` that are present (each value written as JSON already).
+fn json_object<const N: usize>(fields: [(&str, Option<String>); N]) -> String {
+    let members: Vec<String> = fields
+        .into_iter()
+        .filter_map(|(name, value)| value.map(|value| format!("\"{name}\": {value}")))
+        .collect();
+    format!("{{{}}}", members.join(", "))
+}
+
+/// A file holding a `document` (most often), a document cut short, or anything at all.
+fn file_of(document: BoxedStrategy<String>) -> impl Strategy<Value = Bytes> {
+    prop_oneof![
+        6 => document.clone().prop_map(String::into_bytes),
+        1 => (document, any::<Index>()).prop_map(|(text, at)| {
+            let bytes = text.into_bytes();
+            let end = at.index(bytes.len() + 1);
+            bytes[..end].to_vec()
+        }),
+        1 => any::<String>().prop_map(String::into_bytes),
+        1 => vec(any::<u8>(), 0..128),
+    ]
+    .prop_map(Bytes)
 }
 
 /// History files: lists of entries (bare or wrapped as the status answer), cut short, or anything at all.
@@ -1206,17 +1317,7 @@ fn history_file() -> impl Strategy<Value = Bytes> {
         1 => list.prop_map(|list| format!("{{\"history\": {list}}}")),
     ]
     .boxed();
-    prop_oneof![
-        6 => document.clone().prop_map(String::into_bytes),
-        1 => (document, any::<Index>()).prop_map(|(text, at)| {
-            let bytes = text.into_bytes();
-            let end = at.index(bytes.len() + 1);
-            bytes[..end].to_vec()
-        }),
-        1 => any::<String>().prop_map(String::into_bytes),
-        1 => vec(any::<u8>(), 0..128),
-    ]
-    .prop_map(Bytes)
+    file_of(document)
 }
 
 /// Regulation state files: bans, the pause, the pause count and recent failures, valid or not.
@@ -1251,24 +1352,10 @@ fn regulation_file() -> impl Strategy<Value = Bytes> {
                 ("global_failures", failures),
                 ("unknown", extra.then(|| "1".to_string())),
             ];
-            let members: Vec<String> = fields
-                .into_iter()
-                .filter_map(|(name, value)| value.map(|value| format!("\"{name}\": {value}")))
-                .collect();
-            format!("{{{}}}", members.join(", "))
+            json_object(fields)
         })
         .boxed();
-    prop_oneof![
-        6 => document.clone().prop_map(String::into_bytes),
-        1 => (document, any::<Index>()).prop_map(|(text, at)| {
-            let bytes = text.into_bytes();
-            let end = at.index(bytes.len() + 1);
-            bytes[..end].to_vec()
-        }),
-        1 => any::<String>().prop_map(String::into_bytes),
-        1 => vec(any::<u8>(), 0..128),
-    ]
-    .prop_map(Bytes)
+    file_of(document)
 }
 
 fn unchanged(path: &Path, before: &[u8], error: &dyn fmt::Display) -> Result<(), TestCaseError> {

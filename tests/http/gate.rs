@@ -4,39 +4,15 @@
 use std::sync::Arc;
 
 use authrun::error::BUSY_MESSAGE;
-use axum::body::Body;
-use axum::http::{Request, StatusCode, header};
+use axum::http::StatusCode;
 use tokio::sync::Barrier;
 use tokio::task::JoinSet;
 use tower::ServiceExt;
 
-use crate::helpers::{TestApp, TestResponse, urlencode};
-
-/// A script that waits until the test creates `go` in its working directory, then counts its run in
-/// `runs.txt`. The loop gives up after about 30 s so a failed test never leaves it behind for long.
-pub const BLOCKING_SCRIPT: &str = "#!/bin/sh\n\
-    i=0\n\
-    while [ ! -f go ] && [ \"$i\" -lt 600 ]; do sleep 0.05; i=$((i+1)); done\n\
-    echo \"run $AUTHRUN_RUN_ID\" >> runs.txt\n";
-
-/// Lets a [`BLOCKING_SCRIPT`] finish.
-pub fn let_script_finish(app: &TestApp) {
-    std::fs::write(app.path("go"), "").expect("create the go file");
-}
-
-/// Posts `code` and asserts the run started; returns its id.
-pub async fn start_run(app: &TestApp, code: &str) -> u64 {
-    let response = app.post_verify(code).await;
-    assert_eq!(response.status, StatusCode::OK, "{}", response.text());
-    response.json()["run_id"].as_u64().expect("run_id")
-}
-
-fn assert_refused(response: &TestResponse, status: StatusCode, error: &str) {
-    assert_eq!(response.status, status, "{}", response.text());
-    let body = response.json();
-    assert_eq!(body["success"], false, "{body}");
-    assert_eq!(body["error"], error, "{body}");
-}
+use crate::helpers::{
+    BLOCKING_SCRIPT, TestApp, assert_refused, form_request, last_run_id, let_script_finish, start_run,
+    tcp_client, urlencode,
+};
 
 /// Counts the answers by status; panics on any status other than 200, 409 and 429.
 fn tally(statuses: &[StatusCode]) -> (usize, usize, usize) {
@@ -65,10 +41,7 @@ async fn a_hundred_simultaneous_posts_of_one_code_start_exactly_one_run() {
         let barrier = Arc::clone(&barrier);
         let body = format!("code={}", urlencode(&code));
         tasks.spawn(async move {
-            let request = Request::post("/verify")
-                .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
-                .body(Body::from(body))
-                .expect("request");
+            let request = form_request("/verify", &body, &[]);
             barrier.wait().await;
             let response = router.oneshot(request).await.expect("the router answers");
             response.status()
@@ -78,8 +51,7 @@ async fn a_hundred_simultaneous_posts_of_one_code_start_exactly_one_run() {
     let (ok, _, _) = tally(&statuses);
     assert_eq!(ok, 1, "{statuses:?}");
 
-    let last = app.state.runner.history().last().expect("one run recorded");
-    let id = last.id.expect("run id");
+    let id = last_run_id(&app);
     app.wait_for_run(id).await;
     assert_eq!(app.script_runs(), 1);
     assert_eq!(app.status().await["history"].as_array().map(Vec::len), Some(1));
@@ -89,10 +61,7 @@ async fn a_hundred_simultaneous_posts_of_one_code_start_exactly_one_run() {
 async fn sixty_simultaneous_posts_over_tcp_start_exactly_one_run() {
     let app = TestApp::builder().build();
     let server = app.serve_tcp().await;
-    let client = reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .expect("client");
+    let client = tcp_client();
     let code = app.code_now();
     let barrier = Arc::new(Barrier::new(60));
     let mut tasks = JoinSet::new();
@@ -116,13 +85,7 @@ async fn sixty_simultaneous_posts_over_tcp_start_exactly_one_run() {
     let (ok, _, _) = tally(&statuses);
     assert_eq!(ok, 1, "{statuses:?}");
 
-    let id = app
-        .state
-        .runner
-        .history()
-        .last()
-        .and_then(|r| r.id)
-        .expect("one run recorded");
+    let id = last_run_id(&app);
     app.wait_for_run(id).await;
     assert_eq!(app.script_runs(), 1);
     server.shutdown().await;
@@ -141,7 +104,7 @@ async fn the_cooldown_counts_from_the_start_of_the_run() {
     let refused = app.post_verify(&app.code_now()).await;
     assert_refused(&refused, StatusCode::TOO_MANY_REQUESTS, "cooling_down");
     assert_eq!(refused.header("retry-after"), Some("1"));
-    let message = refused.json()["message"].as_str().unwrap_or_default().to_string();
+    let message = refused.message();
     assert!(message.starts_with(BUSY_MESSAGE), "{message}");
 
     app.advance(1);
@@ -161,7 +124,7 @@ async fn a_code_sent_while_a_run_is_going_is_refused_as_running() {
     let second_code = app.code_now();
     let refused = app.post_verify(&second_code).await;
     assert_refused(&refused, StatusCode::CONFLICT, "running");
-    let message = refused.json()["message"].as_str().unwrap_or_default().to_string();
+    let message = refused.message();
     assert!(message.starts_with(BUSY_MESSAGE), "{message}");
 
     let_script_finish(&app);

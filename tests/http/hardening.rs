@@ -7,15 +7,16 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use axum::body::{Body, Bytes, HttpBody};
-use axum::http::{Request, StatusCode, header};
+use axum::http::StatusCode;
 use hyper::body::Frame;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::browser_flow::flash;
-use crate::helpers::{PEER, TcpServer, TestApp, TestResponse, assert_redirect_to, content_length, urlencode};
-use crate::regulation::{assert_refused, audit_lines, peer, post_code};
-use crate::verify::wrong_code;
+use crate::helpers::{
+    PEER, TcpServer, TestApp, assert_redirect_to, assert_refused, assert_security_headers, audit_lines,
+    content_length, peer, post_code, urlencode, wrong_code,
+};
+use crate::html::{csrf_input, flash, unescape_html};
 
 /// The longest a test waits for a real socket.
 const SOCKET_WAIT: Duration = Duration::from_secs(5);
@@ -30,10 +31,7 @@ async fn open_page(app: &TestApp) -> (String, String) {
     let cookie = page
         .cookie("authrun_csrf")
         .expect("the page sets the CSRF cookie");
-    let html = page.text();
-    let marker = "name=\"csrf\" value=\"";
-    let start = html.find(marker).expect("the form has a csrf input") + marker.len();
-    let token = html[start..][..html[start..].find('"').expect("the value ends")].to_string();
+    let token = csrf_input(&page.text()).expect("the form has a csrf input");
     assert_eq!(
         cookie,
         format!("authrun_csrf={token}"),
@@ -52,16 +50,6 @@ async fn flash_shown_on(app: &TestApp, path: &str, cookie: &str) -> Option<(Stri
     let page = app.get_with(path, &[("cookie", cookie)]).await;
     assert_eq!(page.status, StatusCode::OK);
     flash(&page.text()).map(|(kind, text)| (kind, unescape_html(&text)))
-}
-
-fn unescape_html(text: &str) -> String {
-    text.replace("&#39;", "'")
-        .replace("&#x27;", "'")
-        .replace("&quot;", "\"")
-        .replace("&#34;", "\"")
-        .replace("&lt;", "<")
-        .replace("&gt;", ">")
-        .replace("&amp;", "&")
 }
 
 const REFUSED_CROSS_SITE: &str =
@@ -304,25 +292,6 @@ async fn a_public_url_with_its_default_port_written_out_matches_the_browsers_ori
     app.wait_for_run(1).await;
 }
 
-fn assert_security_headers(what: &str, response: &TestResponse, no_store: bool) {
-    let csp = response
-        .header("content-security-policy")
-        .unwrap_or_else(|| panic!("{what}: no content-security-policy"));
-    assert!(csp.contains("script-src 'self'"), "{what}: {csp}");
-    assert!(csp.contains("frame-ancestors 'none'"), "{what}: {csp}");
-    assert!(!csp.contains("unsafe-inline"), "{what}: {csp}");
-    assert!(!csp.contains("unsafe-eval"), "{what}: {csp}");
-    assert_eq!(
-        response.header("x-content-type-options"),
-        Some("nosniff"),
-        "{what}"
-    );
-    assert_eq!(response.header("referrer-policy"), Some("no-referrer"), "{what}");
-    if no_store {
-        assert_eq!(response.header("cache-control"), Some("no-store"), "{what}");
-    }
-}
-
 #[tokio::test]
 async fn every_answer_carries_the_security_headers_including_refusals() {
     let app = TestApp::builder().build();
@@ -467,11 +436,7 @@ async fn a_64_kib_body_is_refused_with_413_in_every_encoding() {
         } else {
             Body::from(body)
         };
-        let request = Request::post("/verify")
-            .header(header::CONTENT_TYPE, content_type)
-            .body(body)
-            .expect("request");
-        let response = app.send(request).await;
+        let response = app.post_raw(content_type, body).await;
         assert_eq!(
             response.status,
             StatusCode::PAYLOAD_TOO_LARGE,

@@ -1,5 +1,6 @@
 //! `TestApp`: an authrun built in-process on a temp dir, with a real script, a manual clock and one helper
-//! per route, so tests read like what a user does.
+//! per route, so tests read like what a user does; the scripts tests run, and the assertions on authrun's
+//! answers that several test files make. The browser tests include this file too.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::os::unix::fs::PermissionsExt;
@@ -26,6 +27,8 @@ use time::OffsetDateTime;
 use time::macros::datetime;
 use tower::ServiceExt;
 
+use crate::common::{code_not_in, json_lines, process_ended, process_state, write_script};
+
 /// The secret every test app uses (160 bits, base32).
 pub const SECRET: &str = "JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP";
 /// The peer address of in-process requests, unless a test names another.
@@ -35,6 +38,13 @@ pub const START: OffsetDateTime = datetime!(2026-11-25 12:00:10 UTC);
 /// A script that succeeds and counts its runs in `runs.txt` in its working directory.
 pub const COUNTING_SCRIPT: &str =
     "#!/bin/sh\necho \"run $AUTHRUN_RUN_ID\" >> runs.txt\necho hello from the script\n";
+/// A script that waits until the test creates `go` in its working directory ([`let_script_finish`]),
+/// then counts its run in `runs.txt`. The loop gives up after about 30 s so a failed test never leaves it
+/// behind for long.
+pub const BLOCKING_SCRIPT: &str = "#!/bin/sh\n\
+    i=0\n\
+    while [ ! -f go ] && [ \"$i\" -lt 600 ]; do sleep 0.05; i=$((i+1)); done\n\
+    echo \"run $AUTHRUN_RUN_ID\" >> runs.txt\n";
 
 /// Builds a [`TestApp`].
 pub struct TestAppBuilder {
@@ -79,9 +89,7 @@ impl TestAppBuilder {
 
     pub fn build(self) -> TestApp {
         let dir = tempfile::tempdir().expect("temp dir");
-        let script = dir.path().join("deploy.sh");
-        std::fs::write(&script, &self.script).expect("write script");
-        std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).expect("chmod script");
+        write_script(&dir.path().join("deploy.sh"), &self.script);
         let config = dir.path().join("authrun.toml");
         std::fs::write(&config, &self.config).expect("write config");
         std::fs::set_permissions(&config, std::fs::Permissions::from_mode(0o600)).expect("chmod config");
@@ -113,8 +121,7 @@ impl TestApp {
 
     /// Opens the app on `dir` (config `authrun.toml`), as a start of authrun would.
     pub fn open(dir: TempDir, clock: Arc<ManualClock>) -> Result<Self, String> {
-        let config =
-            Config::load(Some(&dir.path().join("authrun.toml")), &|_| None).map_err(|e| e.to_string())?;
+        let config = Config::load(Some(&dir.path().join("authrun.toml")), &[]).map_err(|e| e.to_string())?;
         let SecretSource::Configured { key: secret, .. } = config.secret.clone() else {
             return Err("the test config names no secret".into());
         };
@@ -160,19 +167,21 @@ impl TestApp {
 
     /// `POST /verify` as curl sends it (`code=...`, no Accept header).
     pub async fn post_verify(&self, code: &str) -> TestResponse {
-        let body = format!("code={}", urlencode(code));
-        self.post_form("/verify", &body, &[]).await
+        post_code(self, code, PEER, &[]).await
     }
 
     /// A URL-encoded POST with extra headers.
     pub async fn post_form(&self, path: &str, body: &str, headers: &[(&str, &str)]) -> TestResponse {
-        let mut request =
-            Request::post(path).header(header::CONTENT_TYPE, "application/x-www-form-urlencoded");
-        for (name, value) in headers {
-            request = request.header(*name, *value);
-        }
-        self.send(request.body(Body::from(body.to_string())).expect("request"))
-            .await
+        self.send(form_request(path, body, headers)).await
+    }
+
+    /// `POST /verify` with `body` as `content_type`, as an API client sends it (no Accept header).
+    pub async fn post_raw(&self, content_type: &str, body: impl Into<Body>) -> TestResponse {
+        let request = Request::post("/verify")
+            .header(header::CONTENT_TYPE, content_type)
+            .body(body.into())
+            .expect("request");
+        self.send(request).await
     }
 
     /// `POST /verify` as a browser's form post: Accept text/html, with the session cookie if given.
@@ -331,6 +340,11 @@ impl TestResponse {
         String::from_utf8_lossy(&self.body).into_owned()
     }
 
+    /// The JSON answer's `message`, what a user reads (empty without one).
+    pub fn message(&self) -> String {
+        self.json()["message"].as_str().unwrap_or_default().to_string()
+    }
+
     pub fn header(&self, name: &str) -> Option<&str> {
         self.headers.get(name).and_then(|v| v.to_str().ok())
     }
@@ -354,13 +368,7 @@ impl TestResponse {
 
     /// The `name=value` part of the session cookie this answer sets.
     pub fn session_cookie(&self) -> Option<String> {
-        self.headers
-            .get_all(header::SET_COOKIE)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .find(|v| v.starts_with("authrun_session="))
-            .and_then(|v| v.split(';').next())
-            .map(str::to_string)
+        self.cookie("authrun_session")
     }
 }
 
@@ -368,6 +376,126 @@ impl TestResponse {
 pub fn assert_redirect_to(response: &TestResponse, location: &str) {
     assert_eq!(response.status, StatusCode::SEE_OTHER, "{}", response.text());
     assert_eq!(response.header("location"), Some(location));
+}
+
+/// Asserts a refusal as an API client reads it: `status`, and JSON with `success: false`, the `error`
+/// code and a message for people.
+pub fn assert_refused(response: &TestResponse, status: StatusCode, error: &str) {
+    assert_eq!(response.status, status, "{}", response.text());
+    let body = response.json();
+    assert_eq!(body["success"], false, "{body}");
+    assert_eq!(body["error"], error, "{body}");
+    assert!(body["message"].as_str().is_some_and(|m| !m.is_empty()), "{body}");
+}
+
+/// Asserts that the answer's `Content-Type` starts with `expected` (`text/html`, `application/json`, ...).
+pub fn assert_content_type(response: &TestResponse, expected: &str) {
+    let content_type = response.header("content-type");
+    assert!(
+        content_type.is_some_and(|t| t.starts_with(expected)),
+        "Content-Type {content_type:?}, not {expected}"
+    );
+}
+
+/// Asserts the headers every answer carries (`what` names the answer in a failure); `no_store` for the
+/// answers that must never be cached (all but the static assets).
+pub fn assert_security_headers(what: &str, response: &TestResponse, no_store: bool) {
+    let csp = response
+        .header("content-security-policy")
+        .unwrap_or_else(|| panic!("{what}: no content-security-policy"));
+    assert!(csp.contains("script-src 'self'"), "{what}: {csp}");
+    assert!(csp.contains("frame-ancestors 'none'"), "{what}: {csp}");
+    assert!(!csp.contains("unsafe-inline"), "{what}: {csp}");
+    assert!(!csp.contains("unsafe-eval"), "{what}: {csp}");
+    assert_eq!(
+        response.header("x-content-type-options"),
+        Some("nosniff"),
+        "{what}"
+    );
+    assert_eq!(response.header("referrer-policy"), Some("no-referrer"), "{what}");
+    if no_store {
+        assert_eq!(response.header("cache-control"), Some("no-store"), "{what}");
+    }
+}
+
+/// A client at `address`, as the TCP peer of its requests.
+pub fn peer(address: &str) -> SocketAddr {
+    let ip: IpAddr = address.parse().expect("an IP address");
+    SocketAddr::new(ip, 40000)
+}
+
+/// A URL-encoded POST of `body` to `path`, with extra headers.
+pub fn form_request(path: &str, body: &str, headers: &[(&str, &str)]) -> Request<Body> {
+    let mut request = Request::post(path).header(header::CONTENT_TYPE, "application/x-www-form-urlencoded");
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    request.body(Body::from(body.to_string())).expect("request")
+}
+
+/// `POST /verify` with `code`, as curl sends it, from `from`, with extra headers.
+pub async fn post_code(
+    app: &TestApp,
+    code: &str,
+    from: SocketAddr,
+    headers: &[(&str, &str)],
+) -> TestResponse {
+    let body = format!("code={}", urlencode(code));
+    app.send_from(form_request("/verify", &body, headers), from).await
+}
+
+/// Posts `code` and asserts that a run started; returns its id.
+pub async fn start_run(app: &TestApp, code: &str) -> u64 {
+    let response = app.post_verify(code).await;
+    assert_eq!(response.status, StatusCode::OK, "{}", response.text());
+    let body = response.json();
+    assert_eq!(body["success"], true, "{body}");
+    body["run_id"].as_u64().expect("run_id")
+}
+
+/// The id of the newest run in the history.
+pub fn last_run_id(app: &TestApp) -> u64 {
+    app.state
+        .runner
+        .history()
+        .last()
+        .and_then(|record| record.id)
+        .expect("a run was recorded")
+}
+
+/// The audit log's lines, parsed.
+pub fn audit_lines(app: &TestApp) -> Vec<Value> {
+    json_lines(&app.path(".authrun/audit.log"))
+}
+
+/// Runs the script `count` times, one run after another: each started with the code of its moment and
+/// waited for, the clock moved on by one code step (30 s) after each. The app must have no cooldown.
+/// Returns the runs' ids, in order.
+pub async fn run_one_after_another(app: &TestApp, count: usize) -> Vec<u64> {
+    let mut ids = Vec::with_capacity(count);
+    for _ in 0..count {
+        let id = start_run(app, &app.code_now()).await;
+        app.wait_for_run(id).await;
+        ids.push(id);
+        app.advance(30);
+    }
+    ids
+}
+
+/// Lets a [`BLOCKING_SCRIPT`] (or any script waiting for `go`) finish.
+pub fn let_script_finish(app: &TestApp) {
+    std::fs::write(app.path("go"), "").expect("create the go file");
+}
+
+/// A client for a [`TcpServer`], as a browser is: it keeps cookies and follows no redirect by itself;
+/// it ignores any proxy settings, as 127.0.0.1 is reached directly.
+pub fn tcp_client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .cookie_store(true)
+        .redirect(reqwest::redirect::Policy::none())
+        .no_proxy()
+        .build()
+        .expect("an HTTP client")
 }
 
 /// Percent-encodes a form value.
@@ -382,32 +510,14 @@ pub fn urlencode(value: &str) -> String {
         .collect()
 }
 
-/// Writes an executable script at `path`.
-pub fn write_script(path: &Path, body: &str) {
-    std::fs::write(path, body).expect("write script");
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).expect("chmod");
-}
-
-/// The scheduling state letter of a process (`R`, `S`, `Z`, ...), or `None` when it no longer exists.
-pub fn process_state(pid: i32) -> Option<char> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // "pid (comm) S ...": the command may contain spaces and parentheses, so start after the last ')'.
-    stat.rsplit_once(')')?.1.trim_start().chars().next()
-}
-
-/// Gone, or a zombie nobody reaped yet: either way it runs no more.
-pub fn is_dead(pid: i32) -> bool {
-    matches!(process_state(pid), None | Some('Z'))
-}
-
 /// Waits (at most 5 s) for `pid` to be gone; a stopped run's group is killed as the run ends.
 pub async fn assert_gone(pid: i32, what: &str) {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-    while !is_dead(pid) && tokio::time::Instant::now() < deadline {
+    while !process_ended(pid) && tokio::time::Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert!(
-        is_dead(pid),
+        process_ended(pid),
         "the run is over but {what} (pid {pid}) is still there (state {:?})",
         process_state(pid)
     );
@@ -421,11 +531,7 @@ pub fn wrong_code(app: &TestApp) -> String {
         .iter()
         .map(|offset| app.code_at(now + time::Duration::seconds(*offset)))
         .collect();
-    let current: u32 = window[1].parse().expect("a numeric code");
-    (1..)
-        .map(|delta| format!("{:06}", (current + delta) % 1_000_000))
-        .find(|candidate| !window.contains(candidate))
-        .expect("a code outside the window")
+    code_not_in(&window)
 }
 
 /// The `Content-Length` of a raw HTTP/1.1 answer's head (0 when it has none).
@@ -437,4 +543,56 @@ pub fn content_length(head: &str) -> usize {
                 .then(|| value.trim().parse::<usize>().ok())?
         })
         .unwrap_or(0)
+}
+
+/// A small tmpfs mounted on a temp dir of its own, so a test can fill a real filesystem. It is unmounted
+/// when dropped, also when the test fails. Mounting needs root, as the test machines and CI run.
+pub struct Tmpfs {
+    dir: TempDir,
+}
+
+impl Tmpfs {
+    /// Mounts a tmpfs of `size` (`mount -o size=`, e.g. `64k`).
+    pub fn mount(size: &str) -> Self {
+        let dir = tempfile::tempdir().expect("temp dir for the tmpfs");
+        let status = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size},mode=0700"), "tmpfs"])
+            .arg(dir.path())
+            .status()
+            .expect("run mount");
+        assert!(
+            status.success(),
+            "mount -t tmpfs failed ({status}): this test fills a real filesystem and needs root"
+        );
+        Self { dir }
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Fills the filesystem with the file `fill`, leaving `spare` bytes (a multiple of the 4 KiB page).
+    pub fn fill(&self, spare: u64) {
+        let stat = nix::sys::statvfs::statvfs(self.path()).expect("statvfs of the tmpfs");
+        let free = stat.blocks_available() * stat.fragment_size();
+        assert!(free > spare, "the tmpfs has only {free} bytes free");
+        let fill = std::fs::File::create(self.path().join("fill")).expect("create the fill file");
+        std::io::Write::write_all(&mut &fill, &vec![0u8; (free - spare) as usize]).expect("fill the tmpfs");
+        fill.sync_all().expect("sync the fill file");
+    }
+
+    /// Gives the space taken by [`fill`](Self::fill) back.
+    pub fn free(&self) {
+        std::fs::remove_file(self.path().join("fill")).expect("remove the fill file");
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        // Lazy, so a file still open on it cannot keep it mounted.
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(self.dir.path())
+            .status();
+    }
 }

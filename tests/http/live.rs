@@ -11,9 +11,12 @@ use authrun::runs::output::{BUFFER_CAP, MAX_LINE_BYTES};
 use axum::http::StatusCode;
 use serde_json::Value;
 
-use crate::gate::{let_script_finish, start_run};
-use crate::helpers::{TestApp, TestAppBuilder, TestResponse, assert_gone, assert_redirect_to, is_dead};
-use crate::verify::wrong_code;
+use crate::common::process_ended;
+use crate::helpers::{
+    TestApp, TestAppBuilder, TestResponse, assert_content_type, assert_gone, assert_redirect_to,
+    assert_refused, last_run_id, let_script_finish, run_one_after_another, start_run, tcp_client, wrong_code,
+};
+use crate::html::{csrf_input, table_body, text_of_id, unescape_html};
 
 /// The API token of the apps built by [`with_token`].
 const TOKEN: &str = "3b1f0c55e2a04d5e9c6a7f18b2d4e6f0-live-output-tests";
@@ -45,16 +48,7 @@ fn with_token(builder: TestAppBuilder, access: &str) -> TestAppBuilder {
     ))
 }
 
-/// The id of the newest run in the history.
-fn last_run_id(app: &TestApp) -> u64 {
-    app.state
-        .runner
-        .history()
-        .last()
-        .and_then(|record| record.id)
-        .expect("a run was recorded")
-}
-
+/// Asserts the refusal of `what` (events, log, cancel) to someone who may not see or stop the run.
 fn assert_unauthorized(response: &TestResponse, what: &str) {
     assert_eq!(
         response.status,
@@ -62,9 +56,7 @@ fn assert_unauthorized(response: &TestResponse, what: &str) {
         "{what}: {}",
         response.text()
     );
-    let body = response.json();
-    assert_eq!(body["error"], "unauthorized", "{what}: {body}");
-    assert_eq!(body["success"], false, "{what}: {body}");
+    assert_refused(response, StatusCode::UNAUTHORIZED, "unauthorized");
 }
 
 /// A `GET` whose answer (a stream, possibly) must be complete within 20 s.
@@ -118,6 +110,13 @@ impl Jar {
             .collect::<Vec<_>>()
             .join("; ")
     }
+}
+
+/// The `Cookie` header of a browser that opened the page but entered no code.
+async fn visitor_cookies(app: &TestApp) -> String {
+    let mut visitor = Jar::default();
+    visitor.keep(&app.get("/").await);
+    visitor.header()
 }
 
 /// A browser that entered a valid code in the page's form: its cookies, and the run that started.
@@ -215,13 +214,7 @@ fn take_events(buffer: &mut Vec<u8>) -> Vec<SseEvent> {
 async fn read_events(app: &TestApp, path: &str, headers: &[(&str, &str)]) -> Vec<SseEvent> {
     let response = get_bounded(app, path, headers).await;
     assert_eq!(response.status, StatusCode::OK, "{}", response.text());
-    assert!(
-        response
-            .header("content-type")
-            .is_some_and(|t| t.starts_with("text/event-stream")),
-        "{:?}",
-        response.header("content-type")
-    );
+    assert_content_type(&response, "text/event-stream");
     let mut body = response.body.clone();
     let events = take_events(&mut body);
     assert!(
@@ -287,51 +280,6 @@ impl EventStream {
 // ---------------------------------------------------------------------------------------------------
 // Pages
 
-/// The text of the element with `id`, up to its first child tag.
-fn text_of_id<'a>(page: &'a str, id: &str) -> Option<&'a str> {
-    let at = page.find(&format!("id=\"{id}\""))?;
-    let rest = &page[at..];
-    let text = &rest[rest.find('>')? + 1..];
-    Some(text[..text.find('<')?].trim())
-}
-
-/// Decodes the character references a template escaper writes.
-fn unescape(text: &str) -> String {
-    let mut out = String::new();
-    let mut rest = text;
-    while let Some(amp) = rest.find('&') {
-        out.push_str(&rest[..amp]);
-        rest = &rest[amp..];
-        let Some(semi) = rest.find(';') else { break };
-        let entity = &rest[1..semi];
-        let decoded = match entity {
-            "lt" => Some('<'),
-            "gt" => Some('>'),
-            "amp" => Some('&'),
-            "quot" => Some('"'),
-            "apos" => Some('\''),
-            _ => entity
-                .strip_prefix("#x")
-                .or_else(|| entity.strip_prefix("#X"))
-                .and_then(|hex| u32::from_str_radix(hex, 16).ok())
-                .or_else(|| entity.strip_prefix('#').and_then(|dec| dec.parse().ok()))
-                .and_then(char::from_u32),
-        };
-        match decoded {
-            Some(c) => {
-                out.push(c);
-                rest = &rest[semi + 1..];
-            }
-            None => {
-                out.push('&');
-                rest = &rest[1..];
-            }
-        }
-    }
-    out.push_str(rest);
-    out
-}
-
 /// The output a run page shows, as (class, text) per line, text unescaped; `None` when the page shows
 /// no output.
 fn shown_output(page: &str) -> Option<Vec<(String, String)>> {
@@ -366,11 +314,11 @@ fn shown_lines(page: &str) -> Option<Vec<ShownStyledLine>> {
                 if let Some(styled) = text.strip_prefix("<span class=\"") {
                     let (class, after) = styled.split_once("\">").expect("a segment's class");
                     let (inner, after) = after.split_once("</span>").expect("a segment's end");
-                    segments.push((class.to_string(), unescape(inner)));
+                    segments.push((class.to_string(), unescape_html(inner)));
                     text = after;
                 } else {
                     let end = text.find("<span").unwrap_or(text.len());
-                    segments.push((String::new(), unescape(&text[..end])));
+                    segments.push((String::new(), unescape_html(&text[..end])));
                     text = &text[end..];
                 }
             }
@@ -388,22 +336,10 @@ fn shown_texts(page: &str) -> Option<Vec<String>> {
     shown_output(page).map(|lines| lines.into_iter().map(|(_, text)| text).collect())
 }
 
-/// The value of the page's hidden `csrf` input.
-fn csrf_input(page: &str) -> Option<String> {
-    let at = page.find("name=\"csrf\"")?;
-    let tag_start = page[..at].rfind('<')?;
-    let tag = &page[tag_start..tag_start + page[tag_start..].find('>')?];
-    let value = &tag[tag.find("value=\"")? + "value=\"".len()..];
-    Some(value[..value.find('"')?].to_string())
-}
-
 /// The run ids the list of runs links to, in page order.
 fn listed_runs(page: &str) -> Vec<u64> {
-    let Some(start) = page.find("<tbody>") else {
-        return Vec::new();
-    };
-    let body = &page[start..start + page[start..].find("</tbody>").unwrap_or(0)];
-    body.split("<a href=\"/runs/")
+    table_body(page)
+        .split("<a href=\"/runs/")
         .skip(1)
         .map(|link| {
             let (id, rest) = link.split_once("\">").expect("a link");
@@ -445,12 +381,7 @@ async fn a_verified_browser_watches_the_output_live_over_tcp() {
         ))
         .build();
     let server = app.serve_tcp().await;
-    let browser = reqwest::Client::builder()
-        .cookie_store(true)
-        .redirect(reqwest::redirect::Policy::none())
-        .no_proxy()
-        .build()
-        .expect("client");
+    let browser = tcp_client();
     let posted = browser
         .post(server.url("/verify"))
         .header("accept", HTML)
@@ -565,9 +496,7 @@ async fn output_needs_a_verified_session_or_the_token() {
     );
 
     // Nothing at all, then a browser that opened the page (and keeps what it set) but entered no code.
-    let mut visitor = Jar::default();
-    visitor.keep(&app.get("/").await);
-    let visitor = visitor.header();
+    let visitor = visitor_cookies(&app).await;
     for headers in [vec![], vec![("cookie", visitor.as_str())]] {
         assert_unauthorized(&app.get_with(&events, &headers).await, "events");
         assert_unauthorized(&app.get_with(&log, &headers).await, "log");
@@ -693,9 +622,7 @@ async fn public_output_lets_anyone_read_but_not_cancel() {
         .script(&script("echo public-line\nwait_for go\n"))
         .build();
     let id = start_run(&app, &app.code_now()).await;
-    let mut visitor = Jar::default();
-    visitor.keep(&app.get("/").await);
-    let visitor = visitor.header();
+    let visitor = visitor_cookies(&app).await;
     let cancel = format!("/runs/{id}/cancel");
     assert_unauthorized(&app.post_form(&cancel, "", &[]).await, "cancel by anyone");
     let refused = app
@@ -746,12 +673,7 @@ async fn the_log_is_the_plain_text_of_every_line_in_order() {
         .get_with(&format!("/runs/{id}/log"), &[("authorization", BEARER)])
         .await;
     assert_eq!(log.status, StatusCode::OK, "{}", log.text());
-    assert!(
-        log.header("content-type")
-            .is_some_and(|t| t.starts_with("text/plain")),
-        "{:?}",
-        log.header("content-type")
-    );
+    assert_content_type(&log, "text/plain");
     assert_eq!(
         log.text(),
         "first\nsecond, on stderr\no looks like a tag\ne so does this\n\nlast\n"
@@ -774,7 +696,7 @@ async fn cancelling_with_the_token_stops_the_whole_process_group() {
     let id = start_run(&app, &app.code_now()).await;
     let child = pid_written(&app, "child.pid").await;
     let script_pid = pid_written(&app, "script.pid").await;
-    assert!(!is_dead(child), "the child is running before the cancel");
+    assert!(!process_ended(child), "the child is running before the cancel");
 
     let cancel = format!("/runs/{id}/cancel");
     let response = app.post_form(&cancel, "", &[("authorization", BEARER)]).await;
@@ -928,7 +850,7 @@ async fn viewers_that_stop_reading_never_hold_the_run_back() {
             .expect("send");
         stalled.push(stream);
     }
-    std::fs::write(app.path("go"), "").expect("let the script go");
+    let_script_finish(&app);
     let record = tokio::time::timeout(Duration::from_secs(30), app.wait_for_run(id))
         .await
         .expect("the run ends although nobody reads its output");
@@ -948,6 +870,38 @@ async fn post_verify_waiting(app: &TestApp, wait: &str) -> Option<TestResponse> 
     tokio::time::timeout(Duration::from_secs(10), app.post_form(&path, &body, &[]))
         .await
         .ok()
+}
+
+/// The body of the answer to a wait for a run that failed: 424, `success: false`.
+fn failed_run_answer(response: &TestResponse) -> Value {
+    assert_eq!(
+        response.status,
+        StatusCode::FAILED_DEPENDENCY,
+        "{}",
+        response.text()
+    );
+    let body = response.json();
+    assert_eq!(body["success"], false, "{body}");
+    body
+}
+
+/// `GET /runs/ID?wait=WAIT` as an API client sends it; `None` when no answer came within 10 s.
+async fn get_run_waiting(app: &TestApp, id: u64, wait: &str) -> Option<TestResponse> {
+    let path = format!("/runs/{id}?wait={wait}");
+    let waiting = app.get_with(&path, &[("accept", "application/json")]);
+    tokio::time::timeout(Duration::from_secs(10), waiting).await.ok()
+}
+
+/// The answer to `GET /runs/ID?wait=WAIT` when a script waiting for `go` is let go while the request
+/// waits.
+async fn get_run_released(app: &TestApp, id: u64, wait: &str) -> TestResponse {
+    let waiting = get_run_waiting(app, id, wait);
+    // The test's runtime has one thread: this runs once the request above is waiting.
+    let go = app.path("go");
+    let release = tokio::spawn(async move { std::fs::write(go, "").expect("create go") });
+    let response = waiting.await.expect("the answer within 10 s");
+    release.await.expect("the release task");
+    response
 }
 
 #[tokio::test]
@@ -973,14 +927,7 @@ async fn waiting_for_a_run_that_fails_answers_424() {
     let response = post_verify_waiting(&app, "true")
         .await
         .expect("the answer comes when the run ends");
-    assert_eq!(
-        response.status,
-        StatusCode::FAILED_DEPENDENCY,
-        "{}",
-        response.text()
-    );
-    let body = response.json();
-    assert_eq!(body["success"], false, "{body}");
+    let body = failed_run_answer(&response);
     assert_eq!(body["run"]["status"], "Deploy failed", "{body}");
     assert_eq!(body["run"]["exit_code"], 2, "{body}");
 }
@@ -1013,15 +960,7 @@ async fn get_run_with_wait_answers_when_the_run_ends() {
     let before = run_json(&app, id).await;
     assert_eq!(before["status"], "Deploying", "{before}");
 
-    let path = format!("/runs/{id}?wait=5");
-    let waiting = app.get_with(&path, &[("accept", "application/json")]);
-    // The test's runtime has one thread: this runs once the request above is waiting.
-    let go = app.path("go");
-    let release = tokio::spawn(async move { std::fs::write(go, "").expect("create go") });
-    let response = tokio::time::timeout(Duration::from_secs(10), waiting)
-        .await
-        .expect("the answer within 10 s");
-    release.await.expect("the release task");
+    let response = get_run_released(&app, id, "5").await;
     assert_eq!(response.status, StatusCode::OK, "{}", response.text());
     let record = response.json();
     assert_eq!(record["id"], id, "{record}");
@@ -1036,22 +975,8 @@ async fn get_run_with_wait_true_answers_424_for_a_failed_run_as_verify_does() {
         .script(&script("wait_for go\necho broken >&2\nexit 3\n"))
         .build();
     let id = start_run(&app, &app.code_now()).await;
-    let path = format!("/runs/{id}?wait=true");
-    let waiting = app.get_with(&path, &[("accept", "application/json")]);
-    let go = app.path("go");
-    let release = tokio::spawn(async move { std::fs::write(go, "").expect("create go") });
-    let response = tokio::time::timeout(Duration::from_secs(10), waiting)
-        .await
-        .expect("the answer within 10 s");
-    release.await.expect("the release task");
-    assert_eq!(
-        response.status,
-        StatusCode::FAILED_DEPENDENCY,
-        "{}",
-        response.text()
-    );
-    let body = response.json();
-    assert_eq!(body["success"], false, "{body}");
+    let response = get_run_released(&app, id, "true").await;
+    let body = failed_run_answer(&response);
     assert_eq!(body["status"], "Deploy failed", "{body}");
     assert_eq!(body["exit_code"], 3, "{body}");
     assert_eq!(body["message"], format!("Run #{id}: Deploy failed."), "{body}");
@@ -1061,11 +986,7 @@ async fn get_run_with_wait_true_answers_424_for_a_failed_run_as_verify_does() {
 async fn get_run_with_a_short_wait_answers_202_while_the_run_goes_on() {
     let app = TestApp::builder().script(&script("wait_for go\n")).build();
     let id = start_run(&app, &app.code_now()).await;
-    let response = tokio::time::timeout(
-        Duration::from_secs(10),
-        app.get_with(&format!("/runs/{id}?wait=1"), &[("accept", "application/json")]),
-    )
-    .await;
+    let response = get_run_waiting(&app, id, "1").await;
     let_script_finish(&app);
     app.wait_for_run(id).await;
     let response = response.expect("GET /runs/ID?wait=1 answers within 10 s while the run goes on");
@@ -1087,11 +1008,7 @@ async fn get_run_with_a_short_wait_answers_202_while_the_run_goes_on() {
 #[tokio::test]
 async fn the_list_of_runs_is_paged_newest_first() {
     let app = TestApp::builder().cooldown(0).build();
-    for _ in 0..60 {
-        let id = start_run(&app, &app.code_now()).await;
-        app.wait_for_run(id).await;
-        app.advance(30);
-    }
+    run_one_after_another(&app, 60).await;
 
     let first = app.get("/runs").await;
     assert_eq!(first.status, StatusCode::OK);
@@ -1201,11 +1118,7 @@ async fn output_is_shown_escaped_with_colours_as_classes_and_progress_lines_rewr
 #[tokio::test]
 async fn only_the_newest_logs_are_kept() {
     let app = TestApp::builder().cooldown(0).script_key("keep_logs = 2").build();
-    for _ in 0..3 {
-        let id = start_run(&app, &app.code_now()).await;
-        app.wait_for_run(id).await;
-        app.advance(30);
-    }
+    run_one_after_another(&app, 3).await;
     let mut logs: Vec<String> = std::fs::read_dir(app.path(".authrun").join("runs"))
         .expect("the log directory")
         .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())

@@ -3,9 +3,10 @@
 
 use axum::http::StatusCode;
 
-use crate::browser_flow::flash;
-use crate::helpers::{TestApp, assert_redirect_to};
-use crate::verify::wrong_code;
+use crate::helpers::{
+    BLOCKING_SCRIPT, TestApp, assert_redirect_to, let_script_finish, start_run, wrong_code,
+};
+use crate::html::flash;
 
 /// What a browser sends as `Accept` when it follows a link.
 const HTML: &str = "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8";
@@ -13,7 +14,7 @@ const HTML: &str = "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=
 #[tokio::test]
 async fn a_browser_gets_refusals_as_pages_and_api_clients_keep_their_json() {
     let app = TestApp::builder().build();
-    let id = crate::gate::start_run(&app, &app.code_now()).await;
+    let id = start_run(&app, &app.code_now()).await;
     app.wait_for_run(id).await;
     for (path, status, says) in [
         ("/runs/99", StatusCode::NOT_FOUND, "Not found."),
@@ -144,7 +145,7 @@ async fn a_refused_code_during_the_cooldown_says_so_in_words_without_nanoseconds
     let app = TestApp::builder().build();
     // A clock with nanoseconds, as a real one has.
     app.clock.advance(time::Duration::nanoseconds(462_067_285));
-    let id = crate::gate::start_run(&app, &app.code_now()).await;
+    let id = start_run(&app, &app.code_now()).await;
     app.wait_for_run(id).await;
     app.advance(6);
     let posted = app.post_verify_html(&app.code_now(), None).await;
@@ -172,7 +173,7 @@ async fn a_refused_code_during_the_cooldown_says_so_in_words_without_nanoseconds
 
 #[tokio::test]
 async fn without_javascript_a_running_run_reloads_at_the_end_of_its_output() {
-    let app = TestApp::builder().script(crate::gate::BLOCKING_SCRIPT).build();
+    let app = TestApp::builder().script(BLOCKING_SCRIPT).build();
     let posted = app.post_verify_html(&app.code_now(), None).await;
     assert_redirect_to(&posted, "/runs/1");
     let cookie = posted.session_cookie().expect("a session");
@@ -188,7 +189,7 @@ async fn without_javascript_a_running_run_reloads_at_the_end_of_its_output() {
         "{page}"
     );
     assert!(page.contains("<div id=\"row-exit\" hidden>"), "{page}");
-    crate::gate::let_script_finish(&app);
+    let_script_finish(&app);
     app.wait_for_run(1).await;
     let done = app.get_with("/runs/1", &[("cookie", &cookie)]).await.text();
     assert!(!done.contains("http-equiv=\"refresh\""), "{done}");

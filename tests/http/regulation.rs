@@ -3,15 +3,15 @@
 //! blocked request is refused before its code is looked at, bans survive a restart, forwarded addresses
 //! are believed only from trusted proxies, and every attempt leaves an audit line without the code.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 
-use axum::body::Body;
-use axum::http::{Request, StatusCode, header};
+use axum::http::StatusCode;
 use serde_json::Value;
 
-use crate::gate::{BLOCKING_SCRIPT, let_script_finish};
-use crate::helpers::{PEER, SECRET, TestApp, TestResponse, urlencode};
-use crate::verify::wrong_code;
+use crate::helpers::{
+    BLOCKING_SCRIPT, PEER, SECRET, TestApp, TestResponse, assert_refused, audit_lines, let_script_finish,
+    peer, post_code, wrong_code,
+};
 
 /// Failures from one client that ban it, and the ban's length, by default.
 const CLIENT_MAX_FAILURES: usize = 5;
@@ -20,64 +20,23 @@ const BAN_SECONDS: i64 = 15 * 60;
 const GLOBAL_MAX_FAILURES: u8 = 10;
 const PAUSE_SECONDS: i64 = 60 * 60;
 
-/// A client at `address`, as the TCP peer of its requests.
-pub fn peer(address: &str) -> SocketAddr {
-    let ip: IpAddr = address.parse().expect("an IP address");
-    SocketAddr::new(ip, 40000)
-}
-
 /// The n-th client of a documentation network (192.0.2.n).
 fn client(n: u8) -> SocketAddr {
     peer(&format!("192.0.2.{n}"))
 }
 
-/// `POST /verify` with `code`, as curl sends it, from `from`, with extra headers.
-pub async fn post_code(
-    app: &TestApp,
-    code: &str,
-    from: SocketAddr,
-    headers: &[(&str, &str)],
-) -> TestResponse {
-    let mut request =
-        Request::post("/verify").header(header::CONTENT_TYPE, "application/x-www-form-urlencoded");
-    for (name, value) in headers {
-        request = request.header(*name, *value);
-    }
-    let request = request
-        .body(Body::from(format!("code={}", urlencode(code))))
-        .expect("request");
-    app.send_from(request, from).await
-}
-
-pub fn assert_refused(response: &TestResponse, status: StatusCode, error: &str) {
-    assert_eq!(response.status, status, "{}", response.text());
-    let body = response.json();
-    assert_eq!(body["success"], false, "{body}");
-    assert_eq!(body["error"], error, "{body}");
-}
-
-/// The answer's `message`, what a user reads.
-fn message_of(response: &TestResponse) -> String {
-    response.json()["message"]
-        .as_str()
-        .unwrap_or_default()
-        .to_string()
-}
-
 /// Asserts a 429 `banned` answer with `Retry-After: retry_after`.
 fn assert_banned(response: &TestResponse, retry_after: u64) {
-    assert_refused(response, StatusCode::TOO_MANY_REQUESTS, "banned");
-    assert_eq!(
-        response.header("retry-after"),
-        Some(retry_after.to_string().as_str()),
-        "{}",
-        response.text()
-    );
+    assert_blocked(response, "banned", retry_after);
 }
 
 /// Asserts a 429 `paused` answer with `Retry-After: retry_after`.
 fn assert_paused(response: &TestResponse, retry_after: u64) {
-    assert_refused(response, StatusCode::TOO_MANY_REQUESTS, "paused");
+    assert_blocked(response, "paused", retry_after);
+}
+
+fn assert_blocked(response: &TestResponse, error: &str, retry_after: u64) {
+    assert_refused(response, StatusCode::TOO_MANY_REQUESTS, error);
     assert_eq!(
         response.header("retry-after"),
         Some(retry_after.to_string().as_str()),
@@ -105,16 +64,6 @@ async fn pause_everyone(app: &TestApp, first: u8) {
         let response = post_code(app, &wrong_code(app), client(n), &[]).await;
         assert_refused(&response, StatusCode::UNAUTHORIZED, "wrong_code");
     }
-}
-
-/// The audit log's lines, parsed.
-pub fn audit_lines(app: &TestApp) -> Vec<Value> {
-    let text = std::fs::read_to_string(app.path(".authrun/audit.log")).expect("the audit log exists");
-    text.lines()
-        .map(|line| {
-            serde_json::from_str(line).unwrap_or_else(|error| panic!("not a JSON line ({error}): {line}"))
-        })
-        .collect()
 }
 
 /// The outcomes of the audited attempts of `client`, in order.
@@ -150,7 +99,7 @@ async fn five_wrong_codes_ban_the_client_for_fifteen_minutes_but_not_others() {
     let code = app.code_now();
     let banned = post_code(&app, &code, attacker, &[]).await;
     assert_banned(&banned, 900);
-    let message = message_of(&banned);
+    let message = banned.message();
     assert!(message.contains("Try again in 15 minutes"), "{message}");
     assert_eq!(app.script_runs(), 0);
     assert_eq!(app.status().await["history"], serde_json::json!([]));
@@ -187,7 +136,7 @@ async fn the_ban_ends_after_fifteen_minutes() {
     app.advance(BAN_SECONDS - 1);
     let last_second = post_code(&app, &app.code_now(), attacker, &[]).await;
     assert_banned(&last_second, 1);
-    let message = message_of(&last_second);
+    let message = last_second.message();
     assert!(message.contains("Try again in 1 minute"), "{message}");
 
     app.advance(1);
@@ -240,7 +189,7 @@ async fn ten_failures_from_anywhere_pause_everyone_for_an_hour() {
     let newcomer = client(100);
     let paused = post_code(&app, &app.code_now(), newcomer, &[]).await;
     assert_paused(&paused, 3600);
-    let message = message_of(&paused);
+    let message = paused.message();
     assert!(message.contains("paused for everyone"), "{message}");
     assert!(message.contains("60 minutes"), "{message}");
     assert_eq!(app.status().await["history"], serde_json::json!([]));
@@ -271,7 +220,7 @@ async fn pauses_double_until_a_code_is_accepted() {
     pause_everyone(&app, 1).await;
     let second = post_code(&app, &app.code_now(), newcomer, &[]).await;
     assert_paused(&second, 7200);
-    let message = message_of(&second);
+    let message = second.message();
     assert!(message.contains("2 h 0 min"), "{message}");
     app.advance(2 * PAUSE_SECONDS - 1);
     assert_paused(&post_code(&app, &app.code_now(), newcomer, &[]).await, 1);

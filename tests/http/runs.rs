@@ -9,23 +9,11 @@ use axum::http::StatusCode;
 use serde_json::Value;
 use time::macros::datetime;
 
-use crate::helpers::{START, TestApp, assert_gone};
-
-/// A script that waits until the test creates `go` in its working directory. The loop gives up after
-/// about 30 s so a failed test never leaves it behind for long.
-const BLOCKING_SCRIPT: &str = "#!/bin/sh\n\
-    i=0\n\
-    while [ ! -f go ] && [ \"$i\" -lt 600 ]; do sleep 0.05; i=$((i+1)); done\n\
-    echo released\n";
-
-/// Posts the current code and asserts the run started; returns its id.
-async fn start_run(app: &TestApp) -> u64 {
-    let response = app.post_verify(&app.code_now()).await;
-    assert_eq!(response.status, StatusCode::OK, "{}", response.text());
-    let body = response.json();
-    assert_eq!(body["success"], true, "{body}");
-    body["run_id"].as_u64().expect("run_id")
-}
+use crate::common::process_ended;
+use crate::helpers::{
+    BLOCKING_SCRIPT, START, TestApp, assert_gone, let_script_finish, run_one_after_another, start_run,
+    tcp_client,
+};
 
 /// The entry of run `id` in a history list (the file on disk or the status answer's `history`).
 fn entry(list: &Value, id: u64) -> Value {
@@ -66,20 +54,24 @@ impl Drop for RemoveOnDrop {
     }
 }
 
-/// Overwrites the history file of `app` with `bytes`, restarts on the same files and returns the start-up
-/// error and the file's bytes afterwards.
-fn restart_with_history(mut app: TestApp, bytes: &[u8]) -> (String, Vec<u8>, PathBuf) {
+/// Overwrites the history file with `bytes` and restarts on it: start-up must fail with an error that
+/// names the file and the line, and leave the file as it was.
+fn assert_start_up_refuses_history(bytes: &[u8]) {
+    let mut app = TestApp::builder().build();
     // A failed start drops the temp dir; keep it so the file can be inspected afterwards.
     app.dir.disable_cleanup(true);
     let dir = app.dir.path().to_path_buf();
+    let _cleanup = RemoveOnDrop(dir.clone());
     let history = app.path("history.json");
     std::fs::write(&history, bytes).expect("write history");
     let error = match app.restart() {
         Ok(_) => panic!("authrun started on an unusable history file"),
         Err(error) => error,
     };
+    assert!(error.contains(&history.display().to_string()), "{error}");
+    assert!(error.contains("line"), "{error}");
     let after = std::fs::read(&history).expect("the history file is still there");
-    (error, after, dir)
+    assert_eq!(after, bytes, "the refused file was changed");
 }
 
 #[tokio::test]
@@ -88,7 +80,7 @@ async fn the_exit_code_decides_success_or_failure() {
         let app = TestApp::builder()
             .script(&format!("#!/bin/sh\necho working\nexit {exit}\n"))
             .build();
-        let id = start_run(&app).await;
+        let id = start_run(&app, &app.code_now()).await;
         let record = app.wait_for_run(id).await;
         assert_eq!(record.id, Some(id));
         assert_eq!(record.status.as_str(), status, "exit {exit}");
@@ -107,7 +99,7 @@ async fn the_exit_code_decides_success_or_failure() {
 #[tokio::test]
 async fn the_entry_is_on_disk_as_soon_as_the_run_starts() {
     let app = TestApp::builder().script(BLOCKING_SCRIPT).build();
-    let id = start_run(&app).await;
+    let id = start_run(&app, &app.code_now()).await;
 
     let on_disk = app.history_on_disk();
     assert_eq!(ids(&on_disk), [id], "{on_disk:#}");
@@ -116,7 +108,7 @@ async fn the_entry_is_on_disk_as_soon_as_the_run_starts() {
     assert_eq!(started["time"], "2026-11-25T12:00:10Z", "{started}");
 
     app.advance(5);
-    std::fs::write(app.path("go"), "").expect("create go");
+    let_script_finish(&app);
     let record = app.wait_for_run(id).await;
     assert_eq!(record.status.as_str(), "Deploy succeeded");
     assert_eq!(record.duration_ms, Some(5_000));
@@ -134,7 +126,7 @@ async fn the_scripts_output_goes_to_a_log_file_per_run() {
     let app = TestApp::builder()
         .script("#!/bin/sh\necho to-stdout\necho to-stderr >&2\n")
         .build();
-    let id = start_run(&app).await;
+    let id = start_run(&app, &app.code_now()).await;
     let record = app.wait_for_run(id).await;
 
     let name = format!("{id}.log");
@@ -164,7 +156,7 @@ async fn the_script_runs_directly_with_its_args_dir_and_a_clean_environment() {
         .build();
     set_leaking_variable();
 
-    let id = start_run(&app).await;
+    let id = start_run(&app, &app.code_now()).await;
     let record = app.wait_for_run(id).await;
     assert_eq!(record.status.as_str(), "Deploy succeeded");
 
@@ -209,7 +201,7 @@ async fn a_timeout_kills_the_whole_process_group() {
         .script_key("timeout_seconds = 1")
         .script_key("kill_grace_seconds = 1")
         .build();
-    let id = start_run(&app).await;
+    let id = start_run(&app, &app.code_now()).await;
     let record = app.wait_for_run(id).await;
 
     assert_eq!(record.status.as_str(), "Timed out");
@@ -222,6 +214,26 @@ async fn a_timeout_kills_the_whole_process_group() {
         .parse()
         .expect("a pid");
     assert_gone(pid, "the child that ignores SIGTERM").await;
+}
+
+#[tokio::test]
+async fn a_command_the_script_left_running_in_its_group_ends_with_the_run() {
+    let app = TestApp::builder()
+        .script("#!/bin/sh\nsleep 301 &\necho $! > child.pid\necho done\n")
+        .build();
+    let id = start_run(&app, &app.code_now()).await;
+    assert_eq!(app.wait_for_run(id).await.status.as_str(), "Deploy succeeded");
+    let pid: i32 = std::fs::read_to_string(app.path("child.pid"))
+        .expect("the script wrote the pid")
+        .trim()
+        .parse()
+        .expect("a pid");
+    // Stopped before the end of the run is recorded.
+    let left = !process_ended(pid);
+    if left {
+        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::SIGKILL);
+    }
+    assert!(!left, "`sleep 301 &` (pid {pid}) outlived the run");
 }
 
 #[tokio::test]
@@ -244,7 +256,7 @@ async fn a_run_left_deploying_by_a_crash_is_recovered_as_interrupted() {
     let early = app.post_verify(&app.code_now()).await;
     assert_eq!(early.status, StatusCode::TOO_MANY_REQUESTS, "{}", early.text());
     app.advance((datetime!(2026-11-25 12:02:00 UTC) - START).whole_seconds());
-    let id = start_run(&app).await;
+    let id = start_run(&app, &app.code_now()).await;
     assert_eq!(id, 5);
     assert_eq!(app.wait_for_run(id).await.status.as_str(), "Deploy succeeded");
     assert_eq!(ids(&app.history_on_disk()), [4, 5]);
@@ -261,7 +273,7 @@ async fn the_original_history_file_is_read_and_kept() {
     assert_eq!(old["time"], "2024-05-01T12:00:00.123456Z", "{status}");
     assert_eq!(old["status"], "Deploy succeeded", "{status}");
 
-    let id = start_run(&app).await;
+    let id = start_run(&app, &app.code_now()).await;
     app.wait_for_run(id).await;
     let on_disk = app.history_on_disk();
     let list = on_disk.as_array().expect("a list");
@@ -275,27 +287,13 @@ async fn the_original_history_file_is_read_and_kept() {
 #[tokio::test]
 async fn a_corrupt_history_file_stops_start_up_and_is_left_untouched() {
     let garbage = b"[\n  {\"time\": \"2024-05-01T12:00:00\", \"status\": \"Deploy succeeded\"},\n  {oops\n";
-    let (error, after, dir) = restart_with_history(TestApp::builder().build(), garbage);
-    let _cleanup = RemoveOnDrop(dir.clone());
-    assert!(
-        error.contains(&dir.join("history.json").display().to_string()),
-        "{error}"
-    );
-    assert!(error.contains("line"), "{error}");
-    assert_eq!(after, garbage, "the corrupt file was changed");
+    assert_start_up_refuses_history(garbage);
 }
 
 #[tokio::test]
 async fn a_history_entry_with_an_unknown_status_stops_start_up() {
     let unknown = br#"[{"time": "2024-05-01T12:00:00", "status": "Deploy exploded"}]"#;
-    let (error, after, dir) = restart_with_history(TestApp::builder().build(), unknown);
-    let _cleanup = RemoveOnDrop(dir.clone());
-    assert!(
-        error.contains(&dir.join("history.json").display().to_string()),
-        "{error}"
-    );
-    assert!(error.contains("line"), "{error}");
-    assert_eq!(after, unknown, "the refused file was changed");
+    assert_start_up_refuses_history(unknown);
 }
 
 #[tokio::test]
@@ -322,16 +320,12 @@ async fn history_writes_are_atomic() {
         })
     };
 
-    const RUNS: u64 = 15;
-    for _ in 0..RUNS {
-        let id = start_run(&app).await;
-        app.wait_for_run(id).await;
-        app.advance(30);
-    }
+    const RUNS: usize = 15;
+    run_one_after_another(&app, RUNS).await;
     stop.store(true, Ordering::Relaxed);
     let reads = reader.join().expect("every read parsed as JSON");
     assert!(reads > 0);
-    assert_eq!(ids(&app.history_on_disk()).len(), RUNS as usize);
+    assert_eq!(ids(&app.history_on_disk()).len(), RUNS);
 
     let leftovers: Vec<String> = std::fs::read_dir(app.dir.path())
         .expect("read dir")
@@ -347,13 +341,7 @@ async fn retention_keeps_the_newest_runs() {
         .cooldown(0)
         .config("[history]\nretention = 3")
         .build();
-    let mut started = Vec::new();
-    for _ in 0..5 {
-        let id = start_run(&app).await;
-        app.wait_for_run(id).await;
-        started.push(id);
-        app.advance(30);
-    }
+    let started = run_one_after_another(&app, 5).await;
     let newest = &started[2..];
     assert_eq!(ids_in_memory(&app), newest);
     assert_eq!(ids(&app.history_on_disk()), newest);
@@ -363,7 +351,7 @@ async fn retention_keeps_the_newest_runs() {
 #[tokio::test]
 async fn the_status_is_answered_from_memory() {
     let app = TestApp::builder().build();
-    let id = start_run(&app).await;
+    let id = start_run(&app, &app.code_now()).await;
     app.wait_for_run(id).await;
     std::fs::remove_file(app.path("history.json")).expect("remove history.json");
 
@@ -380,8 +368,7 @@ async fn a_graceful_shutdown_records_the_running_run_as_interrupted() {
     let app = TestApp::builder().script("#!/bin/sh\nsleep 30\n").build();
     let server = app.serve_tcp().await;
     let id = {
-        let client = reqwest::Client::builder().no_proxy().build().expect("client");
-        let response = client
+        let response = tcp_client()
             .post(server.url("/verify"))
             .form(&[("code", app.code_now())])
             .send()
@@ -401,6 +388,25 @@ async fn a_graceful_shutdown_records_the_running_run_as_interrupted() {
     let on_disk = entry(&app.history_on_disk(), id);
     assert_eq!(on_disk["status"], "Interrupted", "{on_disk}");
     assert!(on_disk["finished"].is_string(), "{on_disk}");
+}
+
+#[tokio::test]
+async fn a_shutdown_that_finds_a_run_admitted_but_never_started_does_not_wait_for_it() {
+    // The gate holds a run admitted whose audit line, say, could not be written: it is given up.
+    let app = TestApp::builder().build();
+    let runner = std::sync::Arc::clone(&app.state.runner);
+    let admission = runner.admit(app.clock_now(), |_| Ok(1)).await.expect("admitted");
+    let shutdown = tokio::spawn({
+        let runner = std::sync::Arc::clone(&runner);
+        async move { runner.shutdown().await }
+    });
+    tokio::task::yield_now().await;
+    runner.abandon(admission);
+    tokio::time::timeout(std::time::Duration::from_secs(10), shutdown)
+        .await
+        .expect("the shutdown returned")
+        .expect("the shutdown task");
+    assert_eq!(app.script_runs(), 0);
 }
 
 #[tokio::test]

@@ -4,28 +4,24 @@
 use authrun::error::AUTH_FAILED;
 use axum::body::Body;
 use axum::http::{Method, Request, StatusCode, header};
-use serde_json::json;
+use serde_json::{Value, json};
 
-use crate::gate::{BLOCKING_SCRIPT, let_script_finish, start_run};
-use crate::helpers::{SECRET, TestApp, TestResponse};
+use crate::helpers::{
+    BLOCKING_SCRIPT, SECRET, TcpServer, TestApp, assert_content_type, assert_refused,
+    assert_security_headers, let_script_finish, run_one_after_another, start_run, tcp_client, wrong_code,
+};
 
-pub use crate::helpers::wrong_code;
-
-/// A POST to /verify with this content type and body, no Accept header.
-async fn post_raw(app: &TestApp, content_type: &str, body: impl Into<Body>) -> TestResponse {
-    let request = Request::post("/verify")
-        .header(header::CONTENT_TYPE, content_type)
-        .body(body.into())
-        .expect("request");
-    app.send(request).await
-}
-
-fn assert_refused(response: &TestResponse, status: StatusCode, error: &str) {
-    assert_eq!(response.status, status, "{}", response.text());
-    let body = response.json();
-    assert_eq!(body["success"], false, "{body}");
-    assert_eq!(body["error"], error, "{body}");
-    assert!(body["message"].as_str().is_some_and(|m| !m.is_empty()), "{body}");
+/// `POST /verify` over TCP with a multipart form, as a browser's `FormData` sends it: the status and the
+/// JSON answer.
+async fn post_multipart(server: &TcpServer, form: reqwest::multipart::Form) -> (reqwest::StatusCode, Value) {
+    let response = tcp_client()
+        .post(server.url("/verify"))
+        .multipart(form)
+        .send()
+        .await
+        .expect("the server answers");
+    let status = response.status();
+    (status, response.json().await.expect("JSON"))
 }
 
 /// The code an independent TOTP implementation (Python's standard library, as in RFC 6238) computes for
@@ -65,13 +61,7 @@ async fn a_valid_code_answers_200_with_the_run_and_runs_the_script_once() {
     let app = TestApp::builder().build();
     let response = app.post_verify(&app.code_now()).await;
     assert_eq!(response.status, StatusCode::OK, "{}", response.text());
-    assert!(
-        response
-            .header("content-type")
-            .is_some_and(|t| t.starts_with("application/json")),
-        "{:?}",
-        response.header("content-type")
-    );
+    assert_content_type(&response, "application/json");
     let body = response.json();
     assert_eq!(body["success"], true, "{body}");
     assert_eq!(body["message"], "Deploy started (run #1).", "{body}");
@@ -108,7 +98,7 @@ async fn malformed_missing_and_unreadable_codes_are_400() {
     }
     let missing = app.post_form("/verify", "foo=1", &[]).await;
     assert_refused(&missing, StatusCode::BAD_REQUEST, "missing_code");
-    let not_a_form = post_raw(&app, "text/plain", "\u{1}garbage\u{0}%%%").await;
+    let not_a_form = app.post_raw("text/plain", "\u{1}garbage\u{0}%%%").await;
     assert_eq!(
         not_a_form.status,
         StatusCode::BAD_REQUEST,
@@ -116,7 +106,7 @@ async fn malformed_missing_and_unreadable_codes_are_400() {
         not_a_form.text()
     );
     assert_eq!(not_a_form.json()["success"], false);
-    let bad_json = post_raw(&app, "application/json", "{\"code\": ").await;
+    let bad_json = app.post_raw("application/json", "{\"code\": ").await;
     assert_eq!(bad_json.status, StatusCode::BAD_REQUEST, "{}", bad_json.text());
     assert_eq!(bad_json.json()["success"], false);
     assert_eq!(app.script_runs(), 0);
@@ -139,7 +129,7 @@ async fn spaces_in_the_code_are_ignored() {
 async fn a_code_in_a_json_body_is_accepted() {
     let app = TestApp::builder().build();
     let body = json!({ "code": app.code_now() }).to_string();
-    let response = post_raw(&app, "application/json", body).await;
+    let response = app.post_raw("application/json", body).await;
     assert_eq!(response.status, StatusCode::OK, "{}", response.text());
     assert_eq!(response.json()["success"], true);
     app.wait_for_run(1).await;
@@ -150,18 +140,11 @@ async fn a_code_in_a_json_body_is_accepted() {
 async fn a_code_in_a_multipart_form_is_accepted_over_tcp() {
     let app = TestApp::builder().build();
     let server = app.serve_tcp().await;
-    let client = reqwest::Client::new();
     let form = reqwest::multipart::Form::new()
         .text("note", "sent by FormData")
         .text("code", app.code_now());
-    let response = client
-        .post(server.url("/verify"))
-        .multipart(form)
-        .send()
-        .await
-        .expect("the server answers");
-    assert_eq!(response.status(), reqwest::StatusCode::OK);
-    let body: serde_json::Value = response.json().await.expect("JSON");
+    let (status, body) = post_multipart(&server, form).await;
+    assert_eq!(status, reqwest::StatusCode::OK, "{body}");
     assert_eq!(body["success"], true, "{body}");
     app.wait_for_run(1).await;
     assert_eq!(app.script_runs(), 1);
@@ -186,7 +169,7 @@ async fn a_body_over_4_kib_is_refused_with_413() {
     let response = app.post_form("/verify", &form, &[]).await;
     assert_refused(&response, StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large");
     let body = json!({ "code": app.code_now(), "pad": padding }).to_string();
-    let response = post_raw(&app, "application/json", body).await;
+    let response = app.post_raw("application/json", body).await;
     assert_refused(&response, StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large");
     assert_eq!(app.script_runs(), 0);
 }
@@ -198,14 +181,8 @@ async fn a_multipart_body_over_4_kib_is_refused_with_413_over_tcp() {
     let form = reqwest::multipart::Form::new()
         .text("pad", "a".repeat(5000))
         .text("code", app.code_now());
-    let response = reqwest::Client::new()
-        .post(server.url("/verify"))
-        .multipart(form)
-        .send()
-        .await
-        .expect("the server answers");
-    assert_eq!(response.status(), reqwest::StatusCode::PAYLOAD_TOO_LARGE);
-    let body: serde_json::Value = response.json().await.expect("JSON");
+    let (status, body) = post_multipart(&server, form).await;
+    assert_eq!(status, reqwest::StatusCode::PAYLOAD_TOO_LARGE, "{body}");
     assert_eq!(body["error"], "payload_too_large", "{body}");
     assert_eq!(app.script_runs(), 0);
     server.shutdown().await;
@@ -244,29 +221,11 @@ async fn every_answer_carries_the_security_headers() {
         ),
     ];
     for (what, response, no_store) in &answers {
-        let csp = response
-            .header("content-security-policy")
-            .unwrap_or_else(|| panic!("{what}: no content-security-policy"));
-        assert!(csp.contains("script-src 'self'"), "{what}: {csp}");
-        assert!(csp.contains("frame-ancestors 'none'"), "{what}: {csp}");
-        assert_eq!(
-            response.header("x-content-type-options"),
-            Some("nosniff"),
-            "{what}"
-        );
-        assert_eq!(response.header("referrer-policy"), Some("no-referrer"), "{what}");
-        if *no_store {
-            assert_eq!(response.header("cache-control"), Some("no-store"), "{what}");
-        }
+        assert_security_headers(what, response, *no_store);
     }
     let (_, css, _) = &answers[3];
     assert_eq!(css.status, StatusCode::OK);
-    assert!(
-        css.header("content-type")
-            .is_some_and(|t| t.starts_with("text/css")),
-        "{:?}",
-        css.header("content-type")
-    );
+    assert_content_type(css, "text/css");
 }
 
 #[tokio::test]
@@ -303,12 +262,7 @@ async fn the_status_history_is_oldest_first_and_limited_by_status_entries() {
         .cooldown(0)
         .config("[history]\nstatus_entries = 2")
         .build();
-    for run in 1..=3 {
-        let id = start_run(&app, &app.code_now()).await;
-        assert_eq!(id, run);
-        app.wait_for_run(id).await;
-        app.advance(30);
-    }
+    assert_eq!(run_one_after_another(&app, 3).await, [1, 2, 3]);
     let status = app.status().await;
     let history = status["history"].as_array().expect("history is a list");
     let ids: Vec<_> = history.iter().map(|r| r["id"].clone()).collect();

@@ -5,9 +5,8 @@
 //! written is reported loudly and returned as an error, so the caller refuses the request. The code is
 //! never written.
 
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -92,19 +91,14 @@ pub struct AuditLog {
 }
 
 impl AuditLog {
-    /// Opens (creating, owner-only) the log for appending.
+    /// Opens (creating, owner-only) the log for appending: a regular file, or a device such as `/dev/null`.
     pub fn open(path: &Path) -> Result<Self, AuditError> {
         let fail = |source| AuditError {
             path: path.to_path_buf(),
             source,
         };
         atomic::create_parent_dir(path).map_err(fail)?;
-        let file = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .mode(0o600)
-            .open(path)
-            .map_err(fail)?;
+        let file = atomic::open_append(path).map_err(fail)?;
         Ok(Self {
             path: Arc::new(path.to_path_buf()),
             file: Arc::new(Mutex::new(file)),

@@ -1,8 +1,16 @@
-//! The history of runs in `history.json`, kept in memory too.
+//! The history of runs in `history.json`, kept in memory too, and its high-water mark beside it.
 //!
-//! An entry is written when a run starts ("Deploying") and rewritten when it ends, so a crash never loses
-//! a run. The whole file is replaced atomically on every change, and a file that cannot be parsed stops
-//! start-up instead of being overwritten. Readers are served from memory.
+//! An entry is written when a run starts ("Deploying"), before the script does, and rewritten when it
+//! ends, so a crash never loses a run. The whole file is replaced atomically on every change, and a file
+//! that cannot be parsed stops start-up instead of being overwritten. Readers are served from memory.
+//!
+//! Memory never shows a run the file cannot hold: a new run enters memory only once it is on disk. The
+//! end of a run enters memory at once, written or not (the run did end; the next write that succeeds
+//! takes it to the file, and a restart before that finds it "Interrupted").
+//!
+//! `history.json.mark` holds the highest run id given and the newest code step accepted. It is written
+//! before anything else refers to a new run, so neither is ever given twice, even when the run's record
+//! could not be written or retention dropped it.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -10,7 +18,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use parking_lot::{Mutex, MutexGuard};
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::model::run::{RunRecord, RunStatus};
 use crate::store::file::atomic;
@@ -21,6 +29,20 @@ pub const HISTORY_FILE: StateFile = StateFile {
     what: "history file",
     repair: "repair the file or move it aside; authrun will not overwrite it",
 };
+
+/// The history's high-water mark, in error messages.
+pub const HISTORY_MARK: StateFile = StateFile {
+    what: "history mark",
+    repair: "delete it; authrun then takes the last run id and used code from the history alone",
+};
+
+/// The highest run id given and the newest TOTP step accepted.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+struct Mark {
+    last_id: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    last_totp_step: Option<u64>,
+}
 
 /// The status answer's shape, also accepted as a history file.
 #[derive(Deserialize)]
@@ -39,6 +61,9 @@ pub struct FileHistory {
     /// Orders file writes: each one is serialised and written while this is held.
     write_lock: tokio::sync::Mutex<()>,
     version: AtomicU64,
+    mark_path: PathBuf,
+    /// As last written to `mark_path`.
+    mark: Mutex<Mark>,
 }
 
 impl FileHistory {
@@ -46,6 +71,8 @@ impl FileHistory {
     /// "Interrupted", writing the file back only if that changed anything.
     pub fn open(path: &Path, retention: usize) -> Result<Self, StoreError> {
         let mut records = read_file(path)?;
+        let mark_path = mark_path(path);
+        let mark = read_mark(&mark_path)?;
         let mut interrupted = Vec::new();
         for record in records.iter_mut().filter(|r| r.status == RunStatus::Deploying) {
             interrupted.push(record.clone());
@@ -59,10 +86,12 @@ impl FileHistory {
             interrupted,
             write_lock: tokio::sync::Mutex::new(()),
             version: AtomicU64::new(0),
+            mark_path,
+            mark: Mutex::new(mark),
         };
         if !history.interrupted.is_empty() {
             let bytes = serialize(&history.snapshot());
-            atomic::write_atomic(path, &bytes, 0o644).map_err(|source| history.io("written", source))?;
+            atomic::write_atomic(path, &bytes).map_err(|source| history.io("written", source))?;
         }
         Ok(history)
     }
@@ -71,6 +100,7 @@ impl FileHistory {
         &self.path
     }
 
+    /// Changes the history in memory, then writes it; the change stays in memory if the write fails.
     async fn change(&self, edit: impl FnOnce(&mut Vec<RunRecord>)) -> Result<(), StoreError> {
         let _writing = self.write_lock.lock().await;
         let bytes = {
@@ -81,11 +111,9 @@ impl FileHistory {
             self.version.fetch_add(1, Ordering::Release);
             serialize(list)
         };
-        let path = self.path.clone();
-        let written = tokio::task::spawn_blocking(move || atomic::write_atomic(&path, &bytes, 0o644))
+        write(&self.path, bytes)
             .await
-            .unwrap_or_else(|join| Err(std::io::Error::other(join)));
-        written.map_err(|source| self.io("written", source))
+            .map_err(|source| self.io("written", source))
     }
 
     /// Keeps the newest `retention` runs, saying so when older ones go.
@@ -125,7 +153,42 @@ impl RunStore for FileHistory {
     }
 
     async fn append(&self, record: RunRecord) -> Result<(), StoreError> {
-        self.change(|records| records.push(record)).await
+        let _writing = self.write_lock.lock().await;
+        let mut list = Vec::clone(&self.snapshot());
+        list.push(record);
+        self.trim(&mut list);
+        write(&self.path, serialize(&list))
+            .await
+            .map_err(|source| self.io("written", source))?;
+        *self.lock() = Arc::new(list);
+        self.version.fetch_add(1, Ordering::Release);
+        Ok(())
+    }
+
+    async fn reserve(&self, id: u64, totp_step: u64) -> Result<(), StoreError> {
+        let _writing = self.write_lock.lock().await;
+        let before = *self.mark.lock();
+        let mark = Mark {
+            last_id: before.last_id.max(id),
+            last_totp_step: before.last_totp_step.max(Some(totp_step)),
+        };
+        let mut bytes = serde_json::to_vec(&mark).unwrap_or_default();
+        bytes.push(b'\n');
+        write(&self.mark_path, bytes)
+            .await
+            .map_err(|source| HISTORY_MARK.io(&self.mark_path, "written", source))?;
+        *self.mark.lock() = mark;
+        Ok(())
+    }
+
+    fn last_id(&self) -> u64 {
+        let recorded = self.snapshot().iter().filter_map(|r| r.id).max();
+        recorded.unwrap_or(0).max(self.mark.lock().last_id)
+    }
+
+    fn last_totp_step(&self) -> Option<u64> {
+        let recorded = self.snapshot().iter().filter_map(|r| r.totp_step).max();
+        recorded.max(self.mark.lock().last_totp_step)
     }
 
     async fn update(&self, record: RunRecord) -> Result<(), StoreError> {
@@ -140,9 +203,30 @@ impl RunStore for FileHistory {
     }
 }
 
+/// Replaces `path` with `bytes`, on the blocking pool.
+async fn write(path: &Path, bytes: Vec<u8>) -> std::io::Result<()> {
+    let path = path.to_path_buf();
+    tokio::task::spawn_blocking(move || atomic::write_atomic(&path, &bytes))
+        .await
+        .unwrap_or_else(|join| Err(std::io::Error::other(join)))
+}
+
+/// `history.json.mark` beside `history.json`.
+fn mark_path(history: &Path) -> PathBuf {
+    let mut name = history.file_name().unwrap_or_default().to_os_string();
+    name.push(".mark");
+    history.with_file_name(name)
+}
+
+fn read_mark(path: &Path) -> Result<Mark, StoreError> {
+    match atomic::read_if_present(path).map_err(|error| error.about(HISTORY_MARK, path))? {
+        None => Ok(Mark::default()),
+        Some(text) => serde_json::from_str(&text).map_err(|error| HISTORY_MARK.corrupt(path, &error)),
+    }
+}
+
 fn read_file(path: &Path) -> Result<Vec<RunRecord>, StoreError> {
-    let Some(text) = atomic::read_if_present(path).map_err(|source| HISTORY_FILE.io(path, "read", source))?
-    else {
+    let Some(text) = atomic::read_if_present(path).map_err(|error| error.about(HISTORY_FILE, path))? else {
         return Ok(Vec::new());
     };
     parse(&text).map_err(|error| HISTORY_FILE.corrupt(path, &error))
@@ -207,5 +291,41 @@ mod tests {
         assert_eq!(ids, [3, 4, 5]);
         let reopened = FileHistory::open(&path, 3).unwrap();
         assert_eq!(reopened.snapshot().len(), 3);
+    }
+
+    #[tokio::test]
+    async fn a_reserved_id_and_step_outlive_a_restart_and_the_history_itself() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("history.json");
+        let history = FileHistory::open(&path, 3).unwrap();
+        history.reserve(7, 59_000_000).await.unwrap();
+        // An older reservation never lowers the mark.
+        history.reserve(5, 58_000_000).await.unwrap();
+        assert_eq!(history.snapshot().len(), 0);
+        assert_eq!(history.last_id(), 7);
+        let reopened = FileHistory::open(&path, 3).unwrap();
+        assert_eq!(reopened.last_id(), 7);
+        assert_eq!(reopened.last_totp_step(), Some(59_000_000));
+        std::fs::write(mark_path(&path), "{oops").unwrap();
+        let error = FileHistory::open(&path, 3).unwrap_err().to_string();
+        assert!(error.contains("history.json.mark"), "{error}");
+        assert_eq!(std::fs::read_to_string(mark_path(&path)).unwrap(), "{oops");
+    }
+
+    #[tokio::test]
+    async fn the_history_file_is_owner_only_also_when_it_was_not() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("history.json");
+        // As the original AuthRun left it.
+        std::fs::write(&path, "[]").unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let history = FileHistory::open(&path, 3).unwrap();
+        history
+            .append(RunRecord::started(1, datetime!(2026-11-25 19:00:00 UTC), 1))
+            .await
+            .unwrap();
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600, "{mode:o}");
     }
 }

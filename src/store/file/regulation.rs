@@ -162,7 +162,7 @@ impl FileLock {
 }
 
 fn read_state(path: &Path) -> Result<RegulationState, StoreError> {
-    match atomic::read_if_present(path).map_err(|source| REGULATION_STATE.io(path, "read", source))? {
+    match atomic::read_if_present(path).map_err(|error| error.about(REGULATION_STATE, path))? {
         None => Ok(RegulationState::default()),
         Some(text) => serde_json::from_str(&text).map_err(|error| REGULATION_STATE.corrupt(path, &error)),
     }
@@ -175,7 +175,7 @@ fn serialize(state: &RegulationState) -> Vec<u8> {
 }
 
 fn write_bytes(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
-    atomic::write_atomic(path, bytes, 0o600).map_err(|source| REGULATION_STATE.io(path, "written", source))
+    atomic::write_atomic(path, bytes).map_err(|source| REGULATION_STATE.io(path, "written", source))
 }
 
 #[cfg(test)]

@@ -39,8 +39,8 @@ pub fn resolve_secret(source: &SecretSource) -> Result<ResolvedSecret, SetupErro
         }
         SecretSource::Generated(path) => path,
     };
-    match std::fs::read_to_string(path) {
-        Ok(text) => {
+    match atomic::read_regular(path) {
+        Ok(Some(text)) => {
             let key = parse_secret(&text).map_err(|problem| broken(path, problem))?;
             return Ok(ResolvedSecret {
                 key,
@@ -48,8 +48,13 @@ pub fn resolve_secret(source: &SecretSource) -> Result<ResolvedSecret, SetupErro
                 text: String::new(),
             });
         }
-        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
-        Err(error) => return Err(broken(path, format!("cannot be read: {error}"))),
+        Ok(None) => {}
+        Err(atomic::ReadError::NotRegular(found)) => {
+            return Err(broken(path, format!("is {found}, not a regular file")));
+        }
+        Err(atomic::ReadError::Io(error)) => {
+            return Err(broken(path, format!("cannot be read: {error}")));
+        }
     }
     let text = generate_secret();
     let key = parse_secret(&text).map_err(|problem| broken(path, problem))?;

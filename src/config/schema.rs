@@ -1,0 +1,270 @@
+//! The configuration as written: one struct per section of `config.example.toml`, one field per key, each
+//! with its default. Unknown keys are refused, so a typo is an error and not a silently ignored line.
+//!
+//! These types only describe the shape; `validate` checks the values and turns them into [`super::Config`].
+//! The environment can set every field listed here (`AUTHRUN_<SECTION>_<KEY>`) without further code, and
+//! the tests in `super` check that `config.example.toml` lists every key with the default written here.
+
+use std::fmt;
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+/// The whole file. Top-level keys first, then one field per `[section]`.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Schema {
+    /// Address and port to listen on.
+    pub bind: String,
+    /// authrun's own state: the generated secret, run logs, the audit log, the bans.
+    pub state_dir: PathBuf,
+    pub server: Server,
+    pub regulation: Regulation,
+    pub access: Access,
+    pub audit: Audit,
+    pub action: Action,
+    pub script: Script,
+    pub history: History,
+    pub totp: Totp,
+}
+
+impl Default for Schema {
+    fn default() -> Self {
+        Self {
+            bind: "127.0.0.1:5000".into(),
+            state_dir: ".authrun".into(),
+            server: Server::default(),
+            regulation: Regulation::default(),
+            access: Access::default(),
+            audit: Audit::default(),
+            action: Action::default(),
+            script: Script::default(),
+            history: History::default(),
+            totp: Totp::default(),
+        }
+    }
+}
+
+/// `[server]`: how authrun faces the network.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Server {
+    /// The address users open behind a reverse proxy; unset: the request's Host.
+    pub public_url: Option<String>,
+    /// Proxies (addresses or CIDR networks) whose X-Forwarded-For names the client.
+    pub trusted_proxies: Vec<String>,
+    /// Connections served at once; one more is answered 503.
+    pub max_connections: usize,
+    /// Seconds a client gets to send a request's headers.
+    pub header_read_timeout_seconds: u64,
+    /// Seconds a page may take before it is answered 408.
+    pub request_timeout_seconds: u64,
+}
+
+impl Default for Server {
+    fn default() -> Self {
+        Self {
+            public_url: None,
+            trusted_proxies: Vec::new(),
+            max_connections: 512,
+            header_read_timeout_seconds: 10,
+            request_timeout_seconds: 30,
+        }
+    }
+}
+
+/// `[regulation]`: the brute-force limits.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Regulation {
+    /// Failures from one client within `client_window_seconds` that ban it.
+    pub client_max_failures: usize,
+    /// The window in which one client's failures are counted.
+    pub client_window_seconds: u64,
+    /// How long a client's ban lasts.
+    pub client_ban_seconds: u64,
+    /// Failures from anywhere within `global_window_seconds` that pause checking for everyone.
+    pub global_max_failures: usize,
+    /// The window in which everyone's failures are counted.
+    pub global_window_seconds: u64,
+    /// How long the first pause lasts; each further one lasts twice as long.
+    pub global_pause_seconds: u64,
+    /// The longest a pause may grow to.
+    pub global_pause_max_seconds: u64,
+}
+
+impl Default for Regulation {
+    fn default() -> Self {
+        Self {
+            client_max_failures: 5,
+            client_window_seconds: 10 * 60,
+            client_ban_seconds: 15 * 60,
+            global_max_failures: 10,
+            global_window_seconds: 60 * 60,
+            global_pause_seconds: 60 * 60,
+            global_pause_max_seconds: 24 * 60 * 60,
+        }
+    }
+}
+
+/// `[access]`: who may see output and cancel runs.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Access {
+    /// Minutes a browser session stays verified after a valid code.
+    pub verified_minutes: u64,
+    /// Shows every run's output to everyone.
+    pub public_output: bool,
+    /// The SHA-256 (hex) of the API token; empty: no token works.
+    pub api_token_sha256: String,
+    /// The longest a request may wait for a run's end; unset: the run's timeout plus twice the grace.
+    pub max_wait_seconds: Option<u64>,
+}
+
+impl Default for Access {
+    fn default() -> Self {
+        Self {
+            verified_minutes: 15,
+            public_output: false,
+            api_token_sha256: String::new(),
+            max_wait_seconds: None,
+        }
+    }
+}
+
+/// `[audit]`: the audit log.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Audit {
+    /// The audit log; unset: `<state_dir>/audit.log`.
+    pub file: Option<PathBuf>,
+}
+
+/// `[action]`: what the page calls the button.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Action {
+    /// The page's heading.
+    pub name: String,
+    /// One line under the heading; empty shows nothing.
+    pub description: String,
+}
+
+impl Default for Action {
+    fn default() -> Self {
+        Self {
+            name: "Deploy".into(),
+            description: String::new(),
+        }
+    }
+}
+
+/// `[script]`: what runs, where, and for how long.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Script {
+    /// The script, executed directly (no shell); it must be executable.
+    pub path: PathBuf,
+    /// Arguments passed to the script.
+    pub args: Vec<String>,
+    /// Directory the script runs in; unset: the config file's directory.
+    pub working_dir: Option<PathBuf>,
+    /// Directory for the per-run output logs; unset: `<state_dir>/runs`.
+    pub log_dir: Option<PathBuf>,
+    /// Seconds from the start of a run until the next may start.
+    pub cooldown_seconds: u64,
+    /// Seconds a run may take before its process group is stopped.
+    pub timeout_seconds: u64,
+    /// Seconds between SIGTERM and SIGKILL when a run is stopped.
+    pub kill_grace_seconds: u64,
+    /// How many runs' output logs are kept.
+    pub keep_logs: usize,
+    /// Leave processes the script started in the background running when its run ends.
+    pub leave_running: bool,
+}
+
+impl Default for Script {
+    fn default() -> Self {
+        Self {
+            path: "scripts/example-deploy.sh".into(),
+            args: Vec::new(),
+            working_dir: None,
+            log_dir: None,
+            cooldown_seconds: 180,
+            timeout_seconds: 30 * 60,
+            kill_grace_seconds: 10,
+            keep_logs: 100,
+            leave_running: false,
+        }
+    }
+}
+
+/// `[history]`: the record of runs.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct History {
+    /// The history file, compatible with the original's history.json.
+    pub file: PathBuf,
+    /// How many runs the history keeps.
+    pub retention: usize,
+    /// How many of the newest runs GET /get_deploy_status returns.
+    pub status_entries: usize,
+}
+
+impl Default for History {
+    fn default() -> Self {
+        Self {
+            file: "history.json".into(),
+            retention: 1000,
+            status_entries: 100,
+        }
+    }
+}
+
+/// `[totp]`: the secret and the code parameters shared with the authenticator app.
+#[derive(Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Totp {
+    /// The base32 secret; at most one of `secret` and `secret_file`, neither: generated.
+    pub secret: Option<String>,
+    /// A file holding the base32 secret.
+    pub secret_file: Option<PathBuf>,
+    /// Digits in a code: 6, 7 or 8.
+    pub digits: u8,
+    /// Seconds a code lasts.
+    pub period_seconds: u64,
+    /// Steps before and after the current one whose codes are accepted too.
+    pub skew_steps: u8,
+    /// The issuer shown in the authenticator app.
+    pub issuer: String,
+    /// The account label shown in the authenticator app.
+    pub account: String,
+}
+
+impl Default for Totp {
+    fn default() -> Self {
+        Self {
+            secret: None,
+            secret_file: None,
+            digits: 6,
+            period_seconds: 30,
+            skew_steps: 1,
+            issuer: "authrun".into(),
+            account: "deploy".into(),
+        }
+    }
+}
+
+impl fmt::Debug for Totp {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Totp")
+            .field("secret", &self.secret.as_ref().map(|_| "<redacted>"))
+            .field("secret_file", &self.secret_file)
+            .field("digits", &self.digits)
+            .field("period_seconds", &self.period_seconds)
+            .field("skew_steps", &self.skew_steps)
+            .field("issuer", &self.issuer)
+            .field("account", &self.account)
+            .finish()
+    }
+}

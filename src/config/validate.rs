@@ -1,0 +1,479 @@
+//! From the configuration as written ([`Schema`]) to the one authrun runs with ([`Config`]): every value
+//! checked, durations made `Duration`s, relative paths resolved against the config file's directory.
+//!
+//! An error names the key, where its value came from (the file with line and column, the environment
+//! variable, or the built-in default), the problem and the fix. Values that could be a secret typed into
+//! the wrong key are never quoted.
+
+use std::net::SocketAddr;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use ipnet::IpNet;
+
+use super::schema::{self, Schema};
+use super::sources::Sources;
+use super::{
+    AccessConfig, Config, ConfigError, PublicUrl, RegulationSettings, ScriptConfig, SecretSource,
+    ServerConfig, TotpSettings,
+};
+use crate::model::secret::parse_secret;
+
+/// Durations past ten years make no sense and would overflow time arithmetic.
+const TEN_YEARS: u64 = 10 * 365 * 24 * 60 * 60;
+
+/// Checks `raw` and builds the configuration. `file` is the config file, if any.
+pub fn validate(raw: Schema, sources: &Sources, file: Option<&Path>) -> Result<Config, ConfigError> {
+    let base = file.and_then(Path::parent).unwrap_or(Path::new(""));
+    // Absolute, so that a bare `deploy.sh` is never looked up in PATH and a later `cd` changes nothing.
+    let base = std::path::absolute(if base.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        base
+    })
+    .unwrap_or_else(|_| base.to_path_buf());
+    let check = Check { sources, base };
+    check.config(raw, file)
+}
+
+/// Checks values and builds errors that point at their origin.
+struct Check<'a> {
+    sources: &'a Sources,
+    base: PathBuf,
+}
+
+impl Check<'_> {
+    fn config(&self, raw: Schema, file: Option<&Path>) -> Result<Config, ConfigError> {
+        let bind = self.bind(&raw.bind)?;
+        let state_dir = self.resolve(&raw.state_dir);
+        let script = self.script(raw.script, &state_dir)?;
+        let history_retention = self.at_least_one(
+            "history.retention",
+            raw.history.retention,
+            "0 would keep no runs at all",
+            "set how many runs to keep, at least 1 (default 1000)",
+        )?;
+        let status_entries = self.at_least_one(
+            "history.status_entries",
+            raw.history.status_entries,
+            "0 would answer an empty history",
+            "set how many runs /get_deploy_status returns, at least 1 (default 100)",
+        )?;
+        let (totp, secret) = self.totp(raw.totp, &state_dir, file)?;
+        let server = self.server(raw.server)?;
+        let regulation = self.regulation(raw.regulation)?;
+        let access = self.access(raw.access, &script)?;
+        Ok(Config {
+            file: file.map(Path::to_path_buf),
+            bind,
+            action_name: raw.action.name,
+            action_description: raw.action.description,
+            script,
+            history_file: self.resolve(&raw.history.file),
+            history_retention,
+            status_entries,
+            totp,
+            secret,
+            server,
+            regulation,
+            audit_file: raw
+                .audit
+                .file
+                .map_or_else(|| state_dir.join("audit.log"), |file| self.resolve(&file)),
+            regulation_file: state_dir.join("regulation.json"),
+            access,
+            state_dir,
+        })
+    }
+
+    fn error(&self, key: &str, problem: impl Into<String>, fix: impl Into<String>) -> ConfigError {
+        ConfigError {
+            origin: self.sources.origin(key),
+            key: key.into(),
+            problem: problem.into(),
+            fix: fix.into(),
+        }
+    }
+
+    fn resolve(&self, path: &Path) -> PathBuf {
+        if path.is_absolute() {
+            path.to_path_buf()
+        } else {
+            self.base.join(path)
+        }
+    }
+
+    /// A number of seconds, at most ten years.
+    fn seconds(&self, key: &str, value: u64) -> Result<Duration, ConfigError> {
+        self.at_most_ten_years(key, value).map(Duration::from_secs)
+    }
+
+    fn at_most_ten_years(&self, key: &str, value: u64) -> Result<u64, ConfigError> {
+        if value > TEN_YEARS {
+            return Err(self.error(
+                key,
+                format!("{value} is more than ten years"),
+                format!("use at most {TEN_YEARS}"),
+            ));
+        }
+        Ok(value)
+    }
+
+    /// A count or length where 0 makes no sense; `problem` says what 0 would do.
+    fn at_least_one<T: Copy + PartialEq + Default>(
+        &self,
+        key: &str,
+        value: T,
+        problem: &str,
+        fix: &str,
+    ) -> Result<T, ConfigError> {
+        if value == T::default() {
+            return Err(self.error(key, problem, fix));
+        }
+        Ok(value)
+    }
+
+    fn bind(&self, text: &str) -> Result<SocketAddr, ConfigError> {
+        text.parse().map_err(|_| {
+            self.error(
+                "bind",
+                format!("{} is not an address and port", quoted(text)),
+                "write it as IP:PORT, e.g. \"127.0.0.1:5000\" (\"0.0.0.0:5000\" listens on every interface)",
+            )
+        })
+    }
+
+    fn script(&self, raw: schema::Script, state_dir: &Path) -> Result<ScriptConfig, ConfigError> {
+        let path = self.executable("script.path", &raw.path)?;
+        let working_dir = raw
+            .working_dir
+            .map_or_else(|| self.base.clone(), |dir| self.resolve(&dir));
+        if !working_dir.is_dir() {
+            return Err(self.error(
+                "script.working_dir",
+                format!("{} is not a directory", shown_path(&working_dir)),
+                "name an existing directory, or remove the key to use the config file's directory",
+            ));
+        }
+        let timeout = self.seconds("script.timeout_seconds", raw.timeout_seconds)?;
+        let timeout = self.at_least_one(
+            "script.timeout_seconds",
+            timeout,
+            "a run cannot be given 0 seconds",
+            "set a positive number of seconds (default 1800)",
+        )?;
+        Ok(ScriptConfig {
+            path,
+            args: raw.args,
+            working_dir,
+            log_dir: raw
+                .log_dir
+                .map_or_else(|| state_dir.join("runs"), |dir| self.resolve(&dir)),
+            cooldown: self.seconds("script.cooldown_seconds", raw.cooldown_seconds)?,
+            timeout,
+            kill_grace: self.seconds("script.kill_grace_seconds", raw.kill_grace_seconds)?,
+            keep_logs: raw.keep_logs.max(1),
+            leave_running: raw.leave_running,
+        })
+    }
+
+    /// An existing executable file.
+    fn executable(&self, key: &str, path: &Path) -> Result<PathBuf, ConfigError> {
+        let path = self.resolve(path);
+        let shown = shown_path(&path);
+        let metadata = std::fs::metadata(&path).map_err(|error| {
+            self.error(
+                key,
+                format!("{shown} cannot be used: {error}"),
+                "point it at the script to run (relative paths start at the config file's directory)",
+            )
+        })?;
+        if !metadata.is_file() {
+            return Err(self.error(
+                key,
+                format!("{shown} is not a file"),
+                "point it at the script itself",
+            ));
+        }
+        if metadata.permissions().mode() & 0o111 == 0 {
+            return Err(self.error(
+                key,
+                format!("{shown} is not executable"),
+                format!("run `chmod +x {shown}` and give it a #! line"),
+            ));
+        }
+        Ok(path)
+    }
+
+    fn server(&self, raw: schema::Server) -> Result<ServerConfig, ConfigError> {
+        let zero = "0 would refuse every request";
+        let positive = "set a positive number";
+        Ok(ServerConfig {
+            public_url: raw.public_url.map(|url| self.public_url(&url)).transpose()?,
+            trusted_proxies: raw
+                .trusted_proxies
+                .iter()
+                .map(|entry| self.proxy(entry))
+                .collect::<Result<_, _>>()?,
+            max_connections: self.at_least_one(
+                "server.max_connections",
+                raw.max_connections,
+                zero,
+                positive,
+            )?,
+            header_read_timeout: self.at_least_one(
+                "server.header_read_timeout_seconds",
+                self.seconds(
+                    "server.header_read_timeout_seconds",
+                    raw.header_read_timeout_seconds,
+                )?,
+                zero,
+                positive,
+            )?,
+            request_timeout: self.at_least_one(
+                "server.request_timeout_seconds",
+                self.seconds("server.request_timeout_seconds", raw.request_timeout_seconds)?,
+                zero,
+                positive,
+            )?,
+        })
+    }
+
+    fn public_url(&self, url: &str) -> Result<PublicUrl, ConfigError> {
+        let bad = || {
+            self.error(
+                "server.public_url",
+                format!("{} is not an http:// or https:// URL", quoted(url)),
+                "write the address users open, e.g. \"https://deploy.example.com\"",
+            )
+        };
+        let (scheme, rest) = url.split_once("://").ok_or_else(bad)?;
+        let https = match scheme.to_ascii_lowercase().as_str() {
+            "https" => true,
+            "http" => false,
+            _ => return Err(bad()),
+        };
+        let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+        if authority.is_empty() || authority.contains('@') {
+            return Err(bad());
+        }
+        // Browsers leave the scheme's default port out of `Origin`.
+        let authority = authority.to_ascii_lowercase();
+        let default_port = if https { ":443" } else { ":80" };
+        let authority = authority.strip_suffix(default_port).unwrap_or(&authority);
+        Ok(PublicUrl {
+            origin: format!("{}://{authority}", if https { "https" } else { "http" }),
+            https,
+        })
+    }
+
+    fn proxy(&self, entry: &str) -> Result<IpNet, ConfigError> {
+        entry
+            .parse::<IpNet>()
+            .or_else(|_| entry.parse::<std::net::IpAddr>().map(IpNet::from))
+            .map_err(|_| {
+                self.error(
+                    "server.trusted_proxies",
+                    format!("{} is not an IP address or CIDR network", quoted(entry)),
+                    "list addresses like \"127.0.0.1\" or networks like \"10.0.0.0/8\"",
+                )
+            })
+    }
+
+    fn access(&self, raw: schema::Access, script: &ScriptConfig) -> Result<AccessConfig, ConfigError> {
+        let hash = Some(raw.api_token_sha256).filter(|hash| !hash.is_empty());
+        if let Some(hash) = &hash
+            && (hash.len() != 64 || !hash.bytes().all(|b| b.is_ascii_hexdigit()))
+        {
+            return Err(self.error(
+                "access.api_token_sha256",
+                "this is not a SHA-256 in hex (64 characters 0-9a-f)",
+                "run `authrun token` and copy the hash it prints; never put the token itself here",
+            ));
+        }
+        let verified_minutes = self.at_most_ten_years("access.verified_minutes", raw.verified_minutes)?;
+        // By default a request may wait as long as a run can last, stop included.
+        let longest_run = script.timeout + script.kill_grace * 2;
+        Ok(AccessConfig {
+            verified_for: Duration::from_secs(verified_minutes * 60),
+            public_output: raw.public_output,
+            api_token_sha256: hash.map(|hash| hash.to_ascii_lowercase()),
+            max_wait: match raw.max_wait_seconds {
+                Some(seconds) => self.seconds("access.max_wait_seconds", seconds)?,
+                None => longest_run,
+            },
+        })
+    }
+
+    fn regulation(&self, raw: schema::Regulation) -> Result<RegulationSettings, ConfigError> {
+        let seconds = |key: &str, value: u64| {
+            let value = self.seconds(key, value)?;
+            self.at_least_one(
+                key,
+                value,
+                "0 seconds would switch the protection off",
+                "set a positive number of seconds",
+            )
+        };
+        let failures = |key: &str, value: usize| {
+            self.at_least_one(
+                key,
+                value,
+                "0 failures would block every request",
+                "set at least 1",
+            )
+        };
+        let settings = RegulationSettings {
+            client_max_failures: failures("regulation.client_max_failures", raw.client_max_failures)?,
+            client_window: seconds("regulation.client_window_seconds", raw.client_window_seconds)?,
+            client_ban: seconds("regulation.client_ban_seconds", raw.client_ban_seconds)?,
+            global_max_failures: failures("regulation.global_max_failures", raw.global_max_failures)?,
+            global_window: seconds("regulation.global_window_seconds", raw.global_window_seconds)?,
+            global_pause: seconds("regulation.global_pause_seconds", raw.global_pause_seconds)?,
+            global_pause_max: seconds(
+                "regulation.global_pause_max_seconds",
+                raw.global_pause_max_seconds,
+            )?,
+        };
+        if settings.global_pause_max < settings.global_pause {
+            // Blame the key that was set: the default longest pause is not what the user wrote.
+            return Err(
+                if self.sources.is_default("regulation.global_pause_max_seconds") {
+                    self.error(
+                    "regulation.global_pause_seconds",
+                    format!(
+                        "the first pause is longer than the longest, global_pause_max_seconds ({} by default)",
+                        raw.global_pause_max_seconds
+                    ),
+                    "shorten it, or raise global_pause_max_seconds",
+                )
+                } else {
+                    self.error(
+                        "regulation.global_pause_max_seconds",
+                        "the longest pause is shorter than the first",
+                        "set it to at least global_pause_seconds",
+                    )
+                },
+            );
+        }
+        Ok(settings)
+    }
+
+    fn totp(
+        &self,
+        raw: schema::Totp,
+        state_dir: &Path,
+        config_file: Option<&Path>,
+    ) -> Result<(TotpSettings, SecretSource), ConfigError> {
+        let digits = raw.digits;
+        if !(6..=8).contains(&digits) {
+            return Err(self.error(
+                "totp.digits",
+                format!("{digits} digits are not supported"),
+                "use 6 (default), 7 or 8",
+            ));
+        }
+        let period = raw.period_seconds;
+        if !(1..=300).contains(&period) {
+            return Err(self.error(
+                "totp.period_seconds",
+                format!("{period} seconds is out of range"),
+                "use 30 (what authenticator apps expect), at most 300",
+            ));
+        }
+        let skew = raw.skew_steps;
+        if skew > 2 {
+            return Err(self.error(
+                "totp.skew_steps",
+                format!("{skew} steps would accept too many codes"),
+                "use 0, 1 (default) or 2",
+            ));
+        }
+        let settings = TotpSettings {
+            digits,
+            period,
+            skew,
+            issuer: self.label("totp.issuer", raw.issuer)?,
+            account: self.label("totp.account", raw.account)?,
+        };
+        let secret = self.secret(raw.secret, raw.secret_file, state_dir, config_file)?;
+        Ok((settings, secret))
+    }
+
+    fn label(&self, key: &str, value: String) -> Result<String, ConfigError> {
+        if value.trim().is_empty() || value.contains(':') {
+            return Err(self.error(
+                key,
+                format!("{} cannot label a TOTP account", quoted(&value)),
+                "use a non-empty name without `:`",
+            ));
+        }
+        Ok(value)
+    }
+
+    fn secret(
+        &self,
+        inline: Option<String>,
+        file: Option<PathBuf>,
+        state_dir: &Path,
+        config_file: Option<&Path>,
+    ) -> Result<SecretSource, ConfigError> {
+        let (text, key, holder) = match (inline, file) {
+            (Some(_), Some(_)) => {
+                return Err(self.error(
+                    "totp.secret",
+                    "both `secret` and `secret_file` are set",
+                    "keep one of them",
+                ));
+            }
+            (Some(text), None) => {
+                // The config file holds the secret only when it was written there.
+                let holder = config_file.filter(|_| self.sources.is_from_file("totp.secret"));
+                (text, "totp.secret", holder.map(Path::to_path_buf))
+            }
+            (None, Some(file)) => {
+                let path = self.resolve(&file);
+                let text = std::fs::read_to_string(&path).map_err(|error| {
+                    self.error(
+                        "totp.secret_file",
+                        format!("{} cannot be read: {error}", shown_path(&path)),
+                        "point it at a file holding the base32 secret (`authrun secret > FILE`)",
+                    )
+                })?;
+                (text, "totp.secret_file", Some(path))
+            }
+            (None, None) => return Ok(SecretSource::Generated(state_dir.join("secret"))),
+        };
+        parse_secret(&text)
+            .map(|key| SecretSource::Configured { key, file: holder })
+            .map_err(|problem| {
+                self.error(
+                    key,
+                    problem,
+                    "generate one with `authrun secret` (160 bits, base32) and scan the new QR code",
+                )
+            })
+    }
+}
+
+/// A value quoted in an error, unless it could be a TOTP secret typed into the wrong key.
+fn quoted(value: &str) -> String {
+    if parse_secret(value).is_ok() {
+        "the value (not shown: it looks like a TOTP secret)".into()
+    } else {
+        format!("`{value}`")
+    }
+}
+
+/// A path shown in an error, unless part of it could be a TOTP secret (`secret_file = "JBSW..."`).
+fn shown_path(path: &Path) -> String {
+    let secret_like = path
+        .iter()
+        .any(|part| part.to_str().is_some_and(|part| parse_secret(part).is_ok()));
+    if secret_like {
+        "the path (not shown: it looks like a TOTP secret)".into()
+    } else {
+        path.display().to_string()
+    }
+}
