@@ -26,6 +26,9 @@ pub enum AppError {
     /// 400: the body is not a form.
     #[error("Auth failed: the request body is not a form with a `code` field.")]
     BadForm,
+    /// 400: the query string does not fit the route's parameters (`?page=abc`, bytes that are not UTF-8).
+    #[error("The query string is not valid: {detail}.")]
+    BadQuery { detail: String },
     /// 400: the code is not `digits` digits.
     #[error("Auth failed: the code must be {digits} digits.")]
     MalformedCode { digits: u8 },
@@ -56,6 +59,11 @@ pub enum AppError {
     /// 403: a cross-site form post, or a browser post without the page's token.
     #[error("Refused: this request did not come from authrun's own page. Reload the page and try again.")]
     Forbidden,
+    /// 421: the `Host` names neither authrun's address, `localhost`, nor its `public_url` (DNS rebinding).
+    #[error(
+        "authrun does not answer to this host name. Open it by its address or localhost, or set [server] public_url to the URL you open."
+    )]
+    UnknownHost,
     /// 413: the body is larger than a form needs.
     #[error("The request body is too large.")]
     PayloadTooLarge,
@@ -79,13 +87,16 @@ pub enum AppError {
 impl AppError {
     pub fn status(&self) -> StatusCode {
         match self {
-            Self::MissingCode | Self::BadForm | Self::MalformedCode { .. } => StatusCode::BAD_REQUEST,
+            Self::MissingCode | Self::BadForm | Self::BadQuery { .. } | Self::MalformedCode { .. } => {
+                StatusCode::BAD_REQUEST
+            }
             Self::WrongCode | Self::ReplayedCode | Self::Unauthorized => StatusCode::UNAUTHORIZED,
             Self::Running { .. } | Self::NotRunning => StatusCode::CONFLICT,
             Self::CoolingDown { .. } | Self::Banned { .. } | Self::Paused { .. } => {
                 StatusCode::TOO_MANY_REQUESTS
             }
             Self::Forbidden => StatusCode::FORBIDDEN,
+            Self::UnknownHost => StatusCode::MISDIRECTED_REQUEST,
             Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Self::NotFound => StatusCode::NOT_FOUND,
             Self::ShuttingDown | Self::LaunchFailed | Self::AuditUnavailable => {
@@ -100,6 +111,7 @@ impl AppError {
         match self {
             Self::MissingCode => "missing_code",
             Self::BadForm => "bad_form",
+            Self::BadQuery { .. } => "bad_query",
             Self::MalformedCode { .. } => "malformed_code",
             Self::WrongCode => "wrong_code",
             Self::ReplayedCode => "replayed_code",
@@ -108,6 +120,7 @@ impl AppError {
             Self::Banned { .. } => "banned",
             Self::Paused { .. } => "paused",
             Self::Forbidden => "forbidden",
+            Self::UnknownHost => "unknown_host",
             Self::Unauthorized => "unauthorized",
             Self::NotRunning => "not_running",
             Self::AuditUnavailable => "audit_unavailable",

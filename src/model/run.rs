@@ -84,7 +84,7 @@ pub struct RunRecord {
     /// The script's process id, which is also its process group's; used to find what a crash left running.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pid: Option<u32>,
-    /// Who cancelled the run ("session from 192.0.2.7", "API token").
+    /// How the canceller proved itself ("a verified session", "API token"); public, so never an address.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cancelled_by: Option<String>,
     #[serde(

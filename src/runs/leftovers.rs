@@ -11,6 +11,7 @@
 //! crash, [`kill_interrupted`] kills what an interrupted run left in its process group.
 
 use std::collections::{HashMap, HashSet};
+use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
@@ -65,9 +66,9 @@ pub fn forget(pid: Pid) {
 /// Stops what run `run_id`, whose script led the process group `pgid`, left running: SIGTERM, then
 /// SIGKILL to whatever is left after `grace` (processes started meanwhile included), and collects the
 /// exits of those that were authrun's children. Returns how many processes it stopped.
-pub async fn stop(run_id: u64, pgid: Pid, grace: Duration) -> usize {
+pub async fn stop(run_id: u64, pgid: Pid, grace: impl Future<Output = ()>) -> usize {
     let mut stopped = HashSet::new();
-    let deadline = tokio::time::Instant::now() + grace;
+    let mut grace = std::pin::pin!(grace);
     let mut signal = Signal::SIGTERM;
     let mut killed_at = None;
     loop {
@@ -81,20 +82,23 @@ pub async fn stop(run_id: u64, pgid: Pid, grace: Duration) -> usize {
                 let _ = kill(pid, signal);
             }
         }
-        let now = tokio::time::Instant::now();
         match killed_at {
-            None if now >= deadline => {
-                signal = Signal::SIGKILL;
-                killed_at = Some(now);
-                continue;
-            }
-            Some(at) if now >= at + AFTER_KILL => {
+            // How long SIGKILL takes is the kernel's business, not a rule: real time.
+            Some(at) if tokio::time::Instant::now() >= at + AFTER_KILL => {
                 tracing::error!(run = run_id, "processes the script left survive SIGKILL");
                 break;
             }
-            _ => {}
+            Some(_) => tokio::time::sleep(POLL).await,
+            None => tokio::select! {
+                () = &mut grace => {
+                    signal = Signal::SIGKILL;
+                    killed_at = Some(tokio::time::Instant::now());
+                    continue;
+                }
+                // A look whether they are gone, not a rule about time: real time.
+                () = tokio::time::sleep(POLL) => {}
+            },
         }
-        tokio::time::sleep(POLL).await;
         reap(stopped.iter().copied());
     }
     reap(stopped.iter().copied());

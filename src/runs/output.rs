@@ -6,6 +6,11 @@
 //! Every line goes to the log file first, prefixed with its stream (`o ` for stdout, `e ` for stderr),
 //! then to live viewers through a bounded broadcast channel that never waits for them: a viewer that
 //! falls behind loses its place and reconnects, reading what it missed from the file.
+//!
+//! The copying task writes the log itself, on the async runtime: a write lands in the page cache, and
+//! handing each batch to the blocking pool instead made a run printing 100 MB 20 to 40% slower.
+//! Reading a log back ([`read_lines`], [`read_raw_lines`], [`tail`]) reads the whole file and blocks:
+//! callers run it on the blocking pool.
 
 use std::io::{BufRead, BufReader, Read, Seek, SeekFrom, Write};
 use std::os::fd::AsFd;

@@ -46,10 +46,11 @@ pub fn status_of(exit: ExitStatus) -> RunStatus {
     }
 }
 
-/// SIGTERM to the whole group, then SIGKILL to whatever is left after `grace`. Returns the script's exit.
-pub async fn stop_group(pgid: Pid, child: &mut Child, grace: Duration) -> Option<ExitStatus> {
+/// SIGTERM to the whole group, then SIGKILL to whatever is left when `grace` ends (a wait on the
+/// [`Clock`](crate::clock::Clock)). Returns the script's exit.
+pub async fn stop_group(pgid: Pid, child: &mut Child, grace: impl Future<Output = ()>) -> Option<ExitStatus> {
     signal_group(pgid, Signal::SIGTERM);
-    let deadline = tokio::time::Instant::now() + grace;
+    let mut grace = std::pin::pin!(grace);
     let mut exit = None;
     loop {
         if exit.is_none() {
@@ -58,11 +59,14 @@ pub async fn stop_group(pgid: Pid, child: &mut Child, grace: Duration) -> Option
         if exit.is_some() && !group_alive(pgid) {
             break;
         }
-        if tokio::time::Instant::now() >= deadline {
-            signal_group(pgid, Signal::SIGKILL);
-            break;
+        tokio::select! {
+            () = &mut grace => {
+                signal_group(pgid, Signal::SIGKILL);
+                break;
+            }
+            // A look whether the group is gone, not a rule about time: real time.
+            () = tokio::time::sleep(Duration::from_millis(50)) => {}
         }
-        tokio::time::sleep(Duration::from_millis(50)).await;
     }
     match exit {
         Some(exit) => Some(exit),

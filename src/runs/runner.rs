@@ -9,6 +9,11 @@
 //! Under a disk fault: an admission whose id and code cannot be written is taken back whole (nothing was
 //! used); a run whose record cannot be written is refused before its script starts (its id and code stay
 //! used, as the mark on disk says); the end of a run that cannot be written is kept in memory.
+//!
+//! Every rule about time here (the timeout, the kill grace, the output drain) waits on the
+//! [`Clock`](crate::clock::Clock), so a test moves a manual clock past them. File work (the log
+//! directory, opening the log, pruning old logs) runs on the blocking pool, never on the worker thread of
+//! the request that started the run; starting the process itself is quick and stays there.
 
 use std::fs::OpenOptions;
 use std::os::unix::fs::OpenOptionsExt;
@@ -27,6 +32,7 @@ use tokio::task::JoinHandle;
 use crate::clock::SharedClock;
 use crate::config::ScriptConfig;
 use crate::model::run::{RunRecord, RunStatus};
+use crate::model::time::later;
 use crate::runs::gate::{Admission, CodeCheck, Gate, Refusal, State};
 use crate::runs::leftovers;
 use crate::runs::output::{self, LiveOutput};
@@ -39,8 +45,12 @@ use crate::store::{RunStore, StoreError};
 #[error("that run is not going")]
 pub struct NotRunning;
 
-/// How long the output may keep flowing after the script ended before the run is declared over.
+/// How long the output may keep flowing after the script ended before the run is declared over (on the
+/// [`Clock`](crate::clock::Clock)).
 const OUTPUT_DRAIN: Duration = Duration::from_secs(2);
+
+/// What a run's public record says when its script could not be started.
+const SPAWN_FAILED: &str = "the script could not be started";
 
 /// Why an admitted run could not start. The gate is released (the cooldown still applies).
 #[derive(Debug, thiserror::Error)]
@@ -164,14 +174,15 @@ impl Runner {
             self.abandon(admission);
             return Err(error.into());
         }
-        let (child, live, capture) = match self.spawn(id) {
+        let (child, live, capture) = match self.spawn(id).await {
             Ok(spawned) => spawned,
             Err(source) => {
                 let error = LaunchError::Spawn {
                     path: self.script.path.clone(),
                     source,
                 };
-                record.error = Some(error.to_string());
+                // The record is public: the path and the cause go to the log with the returned error.
+                record.error = Some(SPAWN_FAILED.into());
                 self.finish(record, RunStatus::Failed, None).await;
                 return Err(error);
             }
@@ -234,15 +245,20 @@ impl Runner {
         }
     }
 
-    fn spawn(&self, id: u64) -> std::io::Result<(Child, Arc<LiveOutput>, JoinHandle<()>)> {
-        atomic::create_private_dir(&self.script.log_dir)?;
-        let path = self.log_path(id);
-        // Output can hold secrets: the log is the owner's only.
-        let log = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .mode(0o600)
-            .open(&path)?;
+    async fn spawn(&self, id: u64) -> std::io::Result<(Child, Arc<LiveOutput>, JoinHandle<()>)> {
+        let (dir, path) = (self.script.log_dir.clone(), self.log_path(id));
+        let log = blocking(move || {
+            atomic::create_private_dir(&dir)?;
+            // Output can hold secrets: the log is the owner's only.
+            let log = OpenOptions::new()
+                .create(true)
+                .append(true)
+                .mode(0o600)
+                .open(&path)?;
+            Ok((log, path))
+        })
+        .await;
+        let (log, path) = log?;
         let mut child = leftovers::spawn(&mut process::command(&self.script, id))?;
         let (live, capture) = output::capture(child.stdout.take(), child.stderr.take(), log, path);
         Ok((child, live, capture))
@@ -265,9 +281,10 @@ impl Runner {
         let mut stop = self.stop.subscribe();
         let mut cancel = self.cancel.subscribe();
         let mut record = record;
+        let timeout = self.clock.sleep_until(later(record.time, self.script.timeout));
         let ended = tokio::select! {
             status = child.wait() => Ok(status),
-            () = tokio::time::sleep(self.script.timeout) => Err(RunStatus::TimedOut),
+            () = timeout => Err(RunStatus::TimedOut),
             _ = stop.wait_for(|stop| *stop) => Err(RunStatus::Interrupted),
             by = cancel.wait_for(|cancel| cancel.as_ref().is_some_and(|(run, _)| *run == id)) => {
                 record.cancelled_by = by.ok().and_then(|by| by.as_ref().map(|(_, by)| by.clone()));
@@ -283,12 +300,17 @@ impl Runner {
             }
             Err(status) => {
                 tracing::warn!(run = id, status = %status, "stopping the script's process group");
-                let exit = process::stop_group(pgid, &mut child, self.script.kill_grace).await;
+                let grace = self.clock.sleep(self.script.kill_grace);
+                let exit = process::stop_group(pgid, &mut child, grace).await;
                 (status, exit)
             }
         };
         self.clean_up(id, pgid).await;
-        if tokio::time::timeout(OUTPUT_DRAIN, capture).await.is_err() {
+        let drained = tokio::select! {
+            _ = capture => true,
+            () = self.clock.sleep(OUTPUT_DRAIN) => false,
+        };
+        if !drained {
             // A background process of the script still holds its output: it goes on to the log.
             tracing::info!(
                 run = id,
@@ -299,17 +321,22 @@ impl Runner {
             record.error = Some(note);
         }
         record.signal = exit.and_then(|exit| std::os::unix::process::ExitStatusExt::signal(&exit));
+        // Before the end is told, so whoever waits for it finds only the logs that are kept.
+        let (dir, keep) = (self.script.log_dir.clone(), self.script.keep_logs as u64);
+        let _ = blocking(move || {
+            prune_logs(&dir, keep, id);
+            Ok(())
+        })
+        .await;
         self.finish(record, status, exit.and_then(|exit| exit.code()))
             .await;
         live.end();
-        self.prune_logs(id);
     }
 
     /// After the script of run `id` (process group `pgid`) ended: stops what it left running, in its
     /// group or not, unless `leave_running` says to leave it (which the log then says).
     async fn clean_up(&self, id: u64, pgid: Pid) {
         leftovers::forget(pgid);
-        let grace = self.script.kill_grace;
         if self.script.leave_running {
             let left = leftovers::count(id, pgid).await;
             if left > 0 {
@@ -320,27 +347,9 @@ impl Runner {
                 );
             }
         } else {
-            let stopped = leftovers::stop(id, pgid, grace).await;
+            let stopped = leftovers::stop(id, pgid, self.clock.sleep(self.script.kill_grace)).await;
             if stopped > 0 {
                 tracing::info!(run = id, stopped, "stopped the processes the script left running");
-            }
-        }
-    }
-
-    /// Keeps the logs of the newest `keep_logs` runs.
-    fn prune_logs(&self, newest: u64) {
-        let keep = self.script.keep_logs as u64;
-        let Ok(entries) = std::fs::read_dir(&self.script.log_dir) else {
-            return;
-        };
-        for entry in entries.flatten() {
-            let name = entry.file_name();
-            let id = name
-                .to_str()
-                .and_then(|n| n.strip_suffix(".log"))
-                .and_then(|n| n.parse::<u64>().ok());
-            if id.is_some_and(|id| id + keep <= newest) {
-                let _ = std::fs::remove_file(entry.path());
             }
         }
     }
@@ -374,4 +383,30 @@ impl Runner {
 /// The log file of run `id`, inside the log directory.
 pub fn log_name(id: u64) -> String {
     format!("{id}.log")
+}
+
+/// Keeps the logs of the newest `keep` runs, up to run `newest`.
+fn prune_logs(dir: &std::path::Path, keep: u64, newest: u64) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let id = name
+            .to_str()
+            .and_then(|n| n.strip_suffix(".log"))
+            .and_then(|n| n.parse::<u64>().ok());
+        if id.is_some_and(|id| id.saturating_add(keep) <= newest) {
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
+}
+
+/// Runs file work on the blocking pool.
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> std::io::Result<T> + Send + 'static,
+) -> std::io::Result<T> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .unwrap_or_else(|join| Err(std::io::Error::other(join)))
 }

@@ -11,6 +11,7 @@ pub mod error_page;
 pub mod form;
 pub mod middleware;
 pub mod negotiate;
+pub mod query;
 pub mod router;
 pub mod routes;
 pub mod server;

@@ -12,23 +12,36 @@ use tower_sessions::{Expiry, SessionManagerLayer};
 use crate::error::AppError;
 use crate::web::form::BODY_LIMIT;
 use crate::web::middleware::edge::Edge;
+use crate::web::middleware::host::AllowedHosts;
 use crate::web::routes;
-use crate::web::session::BoundedStore;
+use crate::web::session::{BoundedStore, Budgets};
 use crate::web::state::AppState;
 
-/// The most browser sessions kept at once (a few hundred bytes each).
-const SESSION_CAPACITY: usize = 10_000;
+/// The most browser sessions kept at once (a few hundred bytes each). Verified sessions each took a
+/// code that started a run, so far fewer than their budget can exist at once; anonymous ones (a flash
+/// message) anyone can make, and they can only push out each other.
+const SESSION_BUDGETS: Budgets = Budgets {
+    anonymous: 10_000,
+    verified: 1_000,
+};
+/// A session not saved for this long is gone (longer when `verified_minutes` is longer).
+const SESSION_IDLE: time::Duration = time::Duration::hours(1);
 
-/// The routes and their middleware: a request passes the edge first (security headers, panic guard, log
-/// line), then (by route) the session and the body limit, then the time limit.
+/// The routes and their middleware: a request passes the edge first (the names answered, security
+/// headers, panic guard, log line), then (by route) the session and the body limit, then the time limit.
 pub fn build_router(state: AppState) -> Edge<Router> {
     let request_timeout = state.config.server.request_timeout;
-    let sessions = SessionManagerLayer::new(BoundedStore::new(SESSION_CAPACITY))
+    let hosts = AllowedHosts::new(state.config.server.public_url.as_ref());
+    let verified_for = time::Duration::try_from(state.config.access.verified_for).unwrap_or(SESSION_IDLE);
+    let lifetime = SESSION_IDLE.max(verified_for);
+    let store = BoundedStore::new(state.clock.clone(), lifetime, SESSION_BUDGETS);
+    let sessions = SessionManagerLayer::new(store)
         .with_name("authrun_session")
         .with_http_only(true)
         .with_same_site(SameSite::Strict)
         .with_secure(state.config.server.cookies_secure())
-        .with_expiry(Expiry::OnInactivity(time::Duration::hours(1)));
+        .with_expiry(Expiry::OnInactivity(lifetime));
+    // Protects the server from slow requests, as the socket limits do: real time, not the `Clock`.
     let timeout = || TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, request_timeout);
     // Pages and the flows that remember something about a browser have a session; the API answers and
     // assets do not need one. Pages get a time limit; waiting for a run to end (`?wait=`), the live output
@@ -64,5 +77,5 @@ pub fn build_router(state: AppState) -> Edge<Router> {
         .merge(api)
         .fallback(|| async { AppError::NotFound })
         .with_state(state);
-    Edge::new(router)
+    Edge::new(router, hosts)
 }

@@ -284,7 +284,7 @@ async fn with_the_keyboard_alone_the_whole_flow_works_with_a_visible_focus_at_ev
     scene.wait_flash("success", "Run #1 has ended: Cancelled.").await;
     browser
         .wait_text("#run-note", "who cancelled", |text| {
-            text == "Cancelled by session from 127.0.0.1."
+            text == "Cancelled by a verified session."
         })
         .await;
     browser.screenshot().await;

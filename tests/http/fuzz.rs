@@ -667,13 +667,30 @@ fn arbitrary_header_values_never_fail_the_server() {
             .get(header::ACCEPT)
             .and_then(|accept| accept.to_str().ok())
             .is_some_and(|accept| accept.contains("text/html"));
+        let names_a_host = request.headers().contains_key(header::HOST);
         let response = rt.block_on(app.send(request));
         prop_assert!(
             !response.status.is_server_error(),
             "server error: {}",
             describe(&response)
         );
+        // A `Host` that is not an address, localhost or the public URL's is refused before any route.
+        if response.status == StatusCode::MISDIRECTED_REQUEST {
+            prop_assert!(names_a_host, "{}", describe(&response));
+            let json = api_json(&response)?;
+            prop_assert_eq!(error_code(&json), "unknown_host");
+            return Ok(());
+        }
         match target {
+            // A cross-site post is shown the page with the refusal; any other gets a redirect to it.
+            Target::Verify if wants_html && response.status == StatusCode::FORBIDDEN => {
+                prop_assert!(
+                    response.text().contains("id=\"flash\""),
+                    "{}",
+                    describe(&response)
+                );
+                prop_assert_eq!(response.session_cookie(), None, "{}", describe(&response));
+            }
             Target::Verify if wants_html => {
                 prop_assert_eq!(response.status, StatusCode::SEE_OTHER, "{}", describe(&response));
                 let location = response.header("location").unwrap_or_default();
@@ -707,6 +724,7 @@ const SEGMENTS: &[&str] = &[
     "verify",
     "get_deploy_status",
     "healthz",
+    "runs",
     "app.css",
     "app.js",
     "favicon.svg",
@@ -780,6 +798,11 @@ fn arbitrary_paths_answer_200_404_or_405() {
             404 => {
                 let json = api_json(&response)?;
                 prop_assert_eq!(error_code(&json), "not_found");
+            }
+            // `/runs?page=` with what is not a number.
+            400 => {
+                let json = api_json(&response)?;
+                prop_assert_eq!(error_code(&json), "bad_query");
             }
             405 => {}
             _ => prop_assert!(false, "{} {path} answered {}", method, describe(&response)),

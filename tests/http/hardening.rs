@@ -21,7 +21,7 @@ use crate::html::{csrf_input, flash, unescape_html};
 /// The longest a test waits for a real socket.
 const SOCKET_WAIT: Duration = Duration::from_secs(5);
 
-const HOST: (&str, &str) = ("host", "deploy.local:5000");
+const HOST: (&str, &str) = ("host", "localhost:5000");
 
 /// `GET /` as a browser: the CSRF cookie it sets and the form's hidden CSRF token.
 async fn open_page(app: &TestApp) -> (String, String) {
@@ -40,13 +40,8 @@ async fn open_page(app: &TestApp) -> (String, String) {
     (cookie, token)
 }
 
-/// The page a browser with `cookie` is shown next: its flash message, as the browser displays it.
-async fn flash_shown(app: &TestApp, cookie: &str) -> Option<(String, String)> {
-    flash_shown_on(app, "/", cookie).await
-}
-
-/// The flash message the page `path` shows to a browser with `cookie`.
-async fn flash_shown_on(app: &TestApp, path: &str, cookie: &str) -> Option<(String, String)> {
+/// The flash message the page `path` shows to a browser with `cookie` next, as the browser displays it.
+async fn flash_shown(app: &TestApp, path: &str, cookie: &str) -> Option<(String, String)> {
     let page = app.get_with(path, &[("cookie", cookie)]).await;
     assert_eq!(page.status, StatusCode::OK);
     flash(&page.text()).map(|(kind, text)| (kind, unescape_html(&text)))
@@ -81,7 +76,7 @@ async fn foreign_origins_never_reach_the_code_check() {
     // More refusals than a ban needs: they are not failures, so the client is never banned.
     let foreign = [
         vec![HOST, ("origin", "https://evil.example")],
-        vec![HOST, ("origin", "http://deploy.local:5000.evil.example")],
+        vec![HOST, ("origin", "http://localhost:5000.evil.example")],
         vec![HOST, ("origin", "null"), ("sec-fetch-site", "cross-site")],
         vec![
             HOST,
@@ -89,9 +84,9 @@ async fn foreign_origins_never_reach_the_code_check() {
             ("cookie", "authrun_csrf=00112233445566778899aabbccddeeff"),
         ],
         vec![HOST, ("referer", "https://evil.example/deploy")],
-        vec![HOST, ("referer", "http://deploy.local:5000.evil.example/")],
+        vec![HOST, ("referer", "http://localhost:5000.evil.example/")],
         vec![HOST, ("sec-fetch-site", "cross-site")],
-        vec![("origin", "http://deploy.local:5000")],
+        vec![("origin", "http://localhost:5000")],
     ];
     for headers in &foreign {
         let response = post_code(&app, &wrong_code(&app), PEER, headers).await;
@@ -125,7 +120,7 @@ async fn a_form_post_with_a_null_origin_passes_with_the_pages_token() {
     assert_redirect_to(&posted, "/runs/1");
     let session = posted.session_cookie().expect("the flash is kept in a session");
     assert_eq!(
-        flash_shown_on(&app, "/runs/1", &format!("{cookie}; {session}")).await,
+        flash_shown(&app, "/runs/1", &format!("{cookie}; {session}")).await,
         Some(("success".into(), "Deploy started (run #1).".into()))
     );
     app.wait_for_run(1).await;
@@ -134,7 +129,7 @@ async fn a_form_post_with_a_null_origin_passes_with_the_pages_token() {
 #[tokio::test]
 async fn our_own_origin_or_referer_reaches_the_code_check() {
     let app = TestApp::builder().cooldown(0).build();
-    let own_origin = [HOST, ("origin", "http://deploy.local:5000")];
+    let own_origin = [HOST, ("origin", "http://localhost:5000")];
     let wrong = post_code(&app, &wrong_code(&app), PEER, &own_origin).await;
     assert_refused(&wrong, StatusCode::UNAUTHORIZED, "wrong_code");
     let ok = post_code(&app, &app.code_now(), PEER, &own_origin).await;
@@ -142,7 +137,7 @@ async fn our_own_origin_or_referer_reaches_the_code_check() {
     app.wait_for_run(1).await;
 
     app.advance(30);
-    let own_referer = [HOST, ("referer", "http://deploy.local:5000/?from=page")];
+    let own_referer = [HOST, ("referer", "http://localhost:5000/?from=page")];
     let wrong = post_code(&app, &wrong_code(&app), PEER, &own_referer).await;
     assert_refused(&wrong, StatusCode::UNAUTHORIZED, "wrong_code");
     let ok = post_code(&app, &app.code_now(), PEER, &own_referer).await;
@@ -167,7 +162,7 @@ async fn the_pages_form_with_its_token_starts_a_run() {
     app.wait_for_run(1).await;
     let session = posted.session_cookie().expect("the flash is kept in a session");
     assert_eq!(
-        flash_shown_on(&app, "/runs/1", &format!("{cookie}; {session}")).await,
+        flash_shown(&app, "/runs/1", &format!("{cookie}; {session}")).await,
         Some(("success".into(), "Deploy started (run #1).".into()))
     );
     assert_eq!(app.script_runs(), 1);
@@ -192,14 +187,12 @@ async fn a_browser_post_with_the_session_but_without_its_token_is_refused() {
         .await;
     assert_refused(&forged, StatusCode::FORBIDDEN, "forbidden");
 
-    // A browser's form post is shown the refusal on the page it is sent back to.
+    // A browser's form post is shown the refusal on the page, at once: a refused post gets no session.
     let html = app.post_verify_html(&code, Some(&cookie)).await;
-    assert_redirect_to(&html, "/");
-    let session = html.session_cookie().expect("the flash is kept in a session");
-    assert_eq!(
-        flash_shown(&app, &format!("{cookie}; {session}")).await,
-        Some(("error".into(), REFUSED_CROSS_SITE.into()))
-    );
+    assert_eq!(html.status, StatusCode::FORBIDDEN, "{}", html.text());
+    assert_eq!(html.session_cookie(), None, "a refused post created a session");
+    let shown = flash(&html.text()).map(|(kind, text)| (kind, unescape_html(&text)));
+    assert_eq!(shown, Some(("error".into(), REFUSED_CROSS_SITE.into())));
     assert_eq!(app.status().await["history"], serde_json::json!([]));
 
     // With the token, the same code still works: the refusals did not use it up.
@@ -488,7 +481,7 @@ async fn read_until_closed(stream: &mut TcpStream) -> Vec<u8> {
     bytes
 }
 
-const HEALTH_REQUEST: &[u8] = b"GET /healthz HTTP/1.1\r\nHost: authrun\r\n\r\n";
+const HEALTH_REQUEST: &[u8] = b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n";
 
 #[tokio::test]
 async fn a_client_that_never_finishes_its_request_head_is_disconnected() {
@@ -497,7 +490,7 @@ async fn a_client_that_never_finishes_its_request_head_is_disconnected() {
         .build();
     let server = app.serve_tcp().await;
     let mut slow = TcpStream::connect(tcp_addr(&server)).await.expect("connect");
-    slow.write_all(b"POST /verify HTTP/1.1\r\nHost: authrun\r\nContent-Type: applic")
+    slow.write_all(b"POST /verify HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: applic")
         .await
         .expect("send part of a head");
     let sent = read_until_closed(&mut slow).await;
@@ -550,7 +543,7 @@ async fn a_connection_over_the_cap_is_answered_503() {
     loop {
         let mut stream = TcpStream::connect(&addr).await.expect("connect");
         let _ = stream
-            .write_all(b"GET /healthz HTTP/1.1\r\nHost: authrun\r\nConnection: close\r\n\r\n")
+            .write_all(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
             .await;
         let answer = read_until_closed(&mut stream).await;
         if answer.starts_with(b"HTTP/1.1 200") {

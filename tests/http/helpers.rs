@@ -510,6 +510,28 @@ pub fn urlencode(value: &str) -> String {
         .collect()
 }
 
+/// Waits (at most 10 s) until the script wrote a pid to `name` in its working directory.
+pub async fn pid_written(app: &TestApp, name: &str) -> i32 {
+    let path = app.path(name);
+    let mut text = String::new();
+    eventually(&format!("the script writes {name}"), || {
+        text = std::fs::read_to_string(&path).unwrap_or_default();
+        text.ends_with('\n')
+    })
+    .await;
+    text.trim().parse().expect("a pid")
+}
+
+/// Waits (at most 10 s) until `done` holds, looking every 10 ms: for what the script or a request does
+/// on its own, never for time to pass (the test moves the clock for that).
+pub async fn eventually(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !done() {
+        assert!(tokio::time::Instant::now() < deadline, "not within 10 s: {what}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
 /// Waits (at most 5 s) for `pid` to be gone; a stopped run's group is killed as the run ends.
 pub async fn assert_gone(pid: i32, what: &str) {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(5);

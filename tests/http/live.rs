@@ -4,6 +4,7 @@
 //! safely.
 
 use std::collections::VecDeque;
+use std::pin::Pin;
 use std::time::Duration;
 
 use authrun::auth::token::sha256_hex;
@@ -14,7 +15,8 @@ use serde_json::Value;
 use crate::common::process_ended;
 use crate::helpers::{
     TestApp, TestAppBuilder, TestResponse, assert_content_type, assert_gone, assert_redirect_to,
-    assert_refused, last_run_id, let_script_finish, run_one_after_another, start_run, tcp_client, wrong_code,
+    assert_refused, eventually, last_run_id, let_script_finish, pid_written, run_one_after_another,
+    start_run, tcp_client, wrong_code,
 };
 use crate::html::{csrf_input, table_body, text_of_id, unescape_html};
 
@@ -351,26 +353,6 @@ fn listed_runs(page: &str) -> Vec<u64> {
 }
 
 // ---------------------------------------------------------------------------------------------------
-// Processes
-
-/// Waits (at most 10 s) until the script wrote a pid to `name` in its working directory.
-async fn pid_written(app: &TestApp, name: &str) -> i32 {
-    let path = app.path(name);
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        let text = std::fs::read_to_string(&path).unwrap_or_default();
-        if text.ends_with('\n') {
-            return text.trim().parse().expect("a pid");
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the script wrote no {name} within 10 s"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-}
-
-// ---------------------------------------------------------------------------------------------------
 // 1. Live
 
 #[tokio::test]
@@ -691,7 +673,7 @@ async fn cancelling_with_the_token_stops_the_whole_process_group() {
              echo $$ > script.pid\n\
              sleep 60\n",
         )
-        .script_key("kill_grace_seconds = 1")
+        .script_key("kill_grace_seconds = 60")
         .build();
     let id = start_run(&app, &app.code_now()).await;
     let child = pid_written(&app, "child.pid").await;
@@ -705,6 +687,13 @@ async fn cancelling_with_the_token_stops_the_whole_process_group() {
     assert_eq!(body["success"], true, "{body}");
     assert_eq!(body["run_id"], id, "{body}");
 
+    // SIGTERM ends the script; the child ignores it until the grace period is over.
+    assert_gone(script_pid, "the script").await;
+    assert!(
+        !process_ended(child),
+        "the child was killed before the grace period was over"
+    );
+    app.advance(60);
     let record = app.wait_for_run(id).await;
     assert_eq!(record.status.as_str(), "Cancelled");
     let shown = run_json(&app, id).await;
@@ -712,7 +701,6 @@ async fn cancelling_with_the_token_stops_the_whole_process_group() {
     assert_eq!(shown["cancelled_by"], "API token", "{shown}");
     assert!(shown["cancelled_at"].is_string(), "{shown}");
     assert!(shown["finished"].is_string(), "{shown}");
-    assert_gone(script_pid, "the script").await;
     assert_gone(child, "the child that ignores SIGTERM").await;
 
     let again = app.post_form(&cancel, "", &[("authorization", BEARER)]).await;
@@ -761,7 +749,7 @@ async fn a_browser_cancels_with_the_token_of_the_run_page() {
     let record = app.wait_for_run(id).await;
     assert_eq!(record.status.as_str(), "Cancelled");
     let by = record.cancelled_by.clone().unwrap_or_default();
-    assert!(by.starts_with("session from"), "{record:?}");
+    assert_eq!(by, "a verified session", "{record:?}");
     assert!(record.cancelled_at.is_some(), "{record:?}");
 
     let after = app.get_with(&run_page, &[("cookie", &cookie)]).await.text();
@@ -844,7 +832,7 @@ async fn viewers_that_stop_reading_never_hold_the_run_back() {
             .await
             .expect("connect");
         let request =
-            format!("GET /runs/{id}/events HTTP/1.1\r\nHost: authrun\r\nAuthorization: {BEARER}\r\n\r\n");
+            format!("GET /runs/{id}/events HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: {BEARER}\r\n\r\n");
         tokio::io::AsyncWriteExt::write_all(&mut stream, request.as_bytes())
             .await
             .expect("send");
@@ -885,21 +873,17 @@ fn failed_run_answer(response: &TestResponse) -> Value {
     body
 }
 
-/// `GET /runs/ID?wait=WAIT` as an API client sends it; `None` when no answer came within 10 s.
-async fn get_run_waiting(app: &TestApp, id: u64, wait: &str) -> Option<TestResponse> {
-    let path = format!("/runs/{id}?wait={wait}");
-    let waiting = app.get_with(&path, &[("accept", "application/json")]);
-    tokio::time::timeout(Duration::from_secs(10), waiting).await.ok()
-}
-
 /// The answer to `GET /runs/ID?wait=WAIT` when a script waiting for `go` is let go while the request
 /// waits.
 async fn get_run_released(app: &TestApp, id: u64, wait: &str) -> TestResponse {
-    let waiting = get_run_waiting(app, id, wait);
+    let path = format!("/runs/{id}?wait={wait}");
+    let waiting = app.get_with(&path, &[("accept", "application/json")]);
     // The test's runtime has one thread: this runs once the request above is waiting.
     let go = app.path("go");
     let release = tokio::spawn(async move { std::fs::write(go, "").expect("create go") });
-    let response = waiting.await.expect("the answer within 10 s");
+    let response = tokio::time::timeout(Duration::from_secs(10), waiting)
+        .await
+        .expect("the answer within 10 s");
     release.await.expect("the release task");
     response
 }
@@ -933,13 +917,17 @@ async fn waiting_for_a_run_that_fails_answers_424() {
 }
 
 #[tokio::test]
-async fn a_wait_of_one_second_answers_202_while_the_run_goes_on() {
+async fn a_wait_of_a_minute_answers_202_while_the_run_goes_on() {
     let app = TestApp::builder().script(&script("wait_for go\n")).build();
-    let response = post_verify_waiting(&app, "1").await;
+    let (response, ()) = tokio::join!(post_verify_waiting(&app, "60"), async {
+        // The wait counts from the request, which came before the run started.
+        eventually("the run starts", || app.record(1).is_some()).await;
+        app.advance(60);
+    });
     let_script_finish(&app);
     app.wait_for_run(1).await;
     let response = response.expect(
-        "POST /verify?wait=1 should answer after about 1 s while the run goes on, \
+        "POST /verify?wait=60 should answer once the clock passed 60 s while the run goes on, \
          but it did not answer within 10 s",
     );
     assert_eq!(response.status, StatusCode::ACCEPTED, "{}", response.text());
@@ -983,24 +971,44 @@ async fn get_run_with_wait_true_answers_424_for_a_failed_run_as_verify_does() {
 }
 
 #[tokio::test]
-async fn get_run_with_a_short_wait_answers_202_while_the_run_goes_on() {
+async fn get_run_with_wait_answers_the_running_record_once_the_wait_is_over() {
     let app = TestApp::builder().script(&script("wait_for go\n")).build();
     let id = start_run(&app, &app.code_now()).await;
-    let response = get_run_waiting(&app, id, "1").await;
-    let_script_finish(&app);
-    app.wait_for_run(id).await;
-    let response = response.expect("GET /runs/ID?wait=1 answers within 10 s while the run goes on");
-    assert_eq!(response.status, StatusCode::ACCEPTED, "{}", response.text());
-    let body = response.json();
-    assert_eq!(body["success"], false, "{body}");
-    assert_eq!(body["status"], "Deploying", "{body}");
+
+    let path = format!("/runs/{id}?wait=600");
+    let mut waiting = std::pin::pin!(app.get_with(&path, &[("accept", "application/json")]));
+    // In-process, nothing before the wait waits on anything: after one look the request is waiting.
+    assert!(!has_answered(&mut waiting).await, "GET {path} answered at once");
+    app.advance(599);
     assert!(
-        body["message"]
+        !has_answered(&mut waiting).await,
+        "GET {path} answered after 599 s"
+    );
+    app.advance(1);
+    let response = tokio::time::timeout(Duration::from_secs(10), waiting)
+        .await
+        .expect("the answer once the clock passed 600 s");
+    // The record's fields, with the status, `success` and message `/verify?wait=` gives a run still going.
+    assert_eq!(response.status, StatusCode::ACCEPTED, "{}", response.text());
+    let record = response.json();
+    assert_eq!(record["id"], id, "{record}");
+    assert_eq!(record["status"], "Deploying", "{record}");
+    assert_eq!(record["success"], false, "{record}");
+    assert!(
+        record["message"]
             .as_str()
             .unwrap_or_default()
             .contains("still going"),
-        "{body}"
+        "{record}"
     );
+    let_script_finish(&app);
+    app.wait_for_run(id).await;
+}
+
+/// Looks at a request once, without waiting for it: whether it has answered (the answer is dropped).
+async fn has_answered<F: Future + Unpin>(request: &mut F) -> bool {
+    std::future::poll_fn(|context| std::task::Poll::Ready(Pin::new(&mut *request).poll(context).is_ready()))
+        .await
 }
 
 // 8. Pages

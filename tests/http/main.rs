@@ -14,10 +14,13 @@
 //!   (`web::routes::runs`, `web::access`, `runs::output`).
 //! - `pages`: what a browser is shown besides the flow: refusals as pages, icons, a block before any code,
 //!   times in words (`web::error_page`, `web::views`).
-//! - `faults`: a full disk under the history: at most one run per code, no phantom run, ids never reused
-//!   (`runs::runner`, `store::file::history`).
 //! - `hardening`: cross-site posts, security headers, slow and excess connections, body limits
 //!   (`web::middleware`, `web::server`).
+//! - `sessions`: session fixation, the session store under a flood, expiry by the product's clock
+//!   (`web::session`).
+//! - `exposure`: what public answers must not reveal, bad query strings, the Host check
+//!   (`web::middleware::host`, `web::query`).
+//! - `faults`: a full disk while a run starts and ends (`runs::runner`, `store::file`).
 //! - `fuzz`: properties over arbitrary requests and files, from a fixed seed unless told otherwise.
 //!
 //! The helpers: `helpers` (the `TestApp`, one helper per route, the assertions several files make),
@@ -33,6 +36,7 @@ mod helpers;
 mod html;
 
 mod browser_flow;
+mod exposure;
 mod faults;
 mod fuzz;
 mod gate;
@@ -41,5 +45,6 @@ mod live;
 mod pages;
 mod regulation;
 mod runs;
+mod sessions;
 mod smoke;
 mod verify;

@@ -11,8 +11,8 @@ use time::macros::datetime;
 
 use crate::common::process_ended;
 use crate::helpers::{
-    BLOCKING_SCRIPT, START, TestApp, assert_gone, let_script_finish, run_one_after_another, start_run,
-    tcp_client,
+    BLOCKING_SCRIPT, START, TestApp, assert_gone, let_script_finish, pid_written, run_one_after_another,
+    start_run, tcp_client,
 };
 
 /// The entry of run `id` in a history list (the file on disk or the status answer's `history`).
@@ -196,23 +196,29 @@ async fn a_timeout_kills_the_whole_process_group() {
             "#!/bin/sh\n\
              sh -c 'trap \"\" TERM; echo $$ > child.pid; exec sleep 60' &\n\
              while [ ! -s child.pid ]; do sleep 0.01; done\n\
+             echo $$ > script.pid\n\
              sleep 60\n",
         )
-        .script_key("timeout_seconds = 1")
-        .script_key("kill_grace_seconds = 1")
+        .script_key("timeout_seconds = 600")
+        .script_key("kill_grace_seconds = 60")
         .build();
     let id = start_run(&app, &app.code_now()).await;
+    let script = pid_written(&app, "script.pid").await;
+    let pid = pid_written(&app, "child.pid").await;
+
+    // The timeout: SIGTERM to the group ends the script; the child ignores it for the grace period.
+    app.advance(600);
+    assert_gone(script, "the script").await;
+    assert!(
+        !process_ended(pid),
+        "the child was killed before the grace period was over"
+    );
+    app.advance(60);
     let record = app.wait_for_run(id).await;
 
     assert_eq!(record.status.as_str(), "Timed out");
     assert!(record.finished.is_some(), "{record:?}");
     assert_eq!(entry(&app.history_on_disk(), id)["status"], "Timed out");
-
-    let pid: i32 = std::fs::read_to_string(app.path("child.pid"))
-        .expect("the child wrote its pid")
-        .trim()
-        .parse()
-        .expect("a pid");
     assert_gone(pid, "the child that ignores SIGTERM").await;
 }
 

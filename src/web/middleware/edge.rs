@@ -1,6 +1,7 @@
-//! The edge every request and answer passes, around the whole router: each answer gets the security
-//! headers, a request that panics still gets one, a browser asking for a page gets a refusal as a page
-//! (see `web::error_page`), and each request leaves one log line.
+//! The edge every request and answer passes, around the whole router: a request for a name that is not
+//! authrun's is refused (see `host`), each answer gets the security headers, a request that panics still
+//! gets one, a browser asking for a page gets a refusal as a page (see `web::error_page`), and each request
+//! leaves one log line.
 //!
 //! It wraps the router rather than each route (as `Router::layer` would), so a request pays for it once
 //! and without a boxed future: the status endpoint is polled by every open page and by scripts.
@@ -21,6 +22,7 @@ use tower::Service;
 
 use crate::error::AppError;
 use crate::web::error_page;
+use crate::web::middleware::host::AllowedHosts;
 use crate::web::negotiate::wants_html;
 
 /// Headers every answer carries, whatever the handler set.
@@ -42,11 +44,13 @@ const LOGGED_PATH_BYTES: usize = 120;
 #[derive(Clone)]
 pub struct Edge<S> {
     inner: S,
+    hosts: AllowedHosts,
 }
 
 impl<S> Edge<S> {
-    pub fn new(inner: S) -> Self {
-        Self { inner }
+    /// The edge around `inner`, answering requests for `hosts`.
+    pub fn new(inner: S, hosts: AllowedHosts) -> Self {
+        Self { inner, hosts }
     }
 }
 
@@ -69,8 +73,17 @@ where
             started: Instant::now(),
             html: wants_html(request.headers()),
         };
+        let answer = if self.hosts.allow(request.headers(), request.uri()) {
+            Answer::Routed {
+                future: AssertUnwindSafe(self.inner.call(request)).catch_unwind(),
+            }
+        } else {
+            Answer::Refused {
+                response: Some(AppError::UnknownHost.into_response()),
+            }
+        };
         EdgeFuture {
-            inner: AssertUnwindSafe(self.inner.call(request)).catch_unwind(),
+            answer,
             seen: Some(seen),
         }
     }
@@ -87,11 +100,19 @@ struct Seen {
 }
 
 pin_project_lite::pin_project! {
-    /// The router's answer, finished by the edge.
+    /// The router's answer, or the edge's refusal, finished by the edge.
     pub struct EdgeFuture<F> {
         #[pin]
-        inner: CatchUnwind<AssertUnwindSafe<F>>,
+        answer: Answer<F>,
         seen: Option<Seen>,
+    }
+}
+
+pin_project_lite::pin_project! {
+    #[project = AnswerProjection]
+    enum Answer<F> {
+        Routed { #[pin] future: CatchUnwind<AssertUnwindSafe<F>> },
+        Refused { response: Option<Response> },
     }
 }
 
@@ -103,17 +124,27 @@ where
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
-        let mut response = match ready!(this.inner.poll(cx)) {
-            Ok(Ok(response)) => response,
-            Ok(Err(never)) => match never {},
-            // A handler panicked: a bug the tests hunt for. The panic message is already on stderr.
-            Err(_) => AppError::Internal.into_response(),
+        let mut response = match this.answer.project() {
+            AnswerProjection::Routed { future } => {
+                let mut response = match ready!(future.poll(cx)) {
+                    Ok(Ok(response)) => response,
+                    Ok(Err(never)) => match never {},
+                    // A handler panicked: a bug the tests hunt for. The panic message is already on stderr.
+                    Err(_) => AppError::Internal.into_response(),
+                };
+                if this.seen.as_ref().is_some_and(|seen| seen.html)
+                    && let Some(error) = response.extensions_mut().remove::<AppError>()
+                {
+                    response = error_page::into_page(&error, response);
+                }
+                response
+            }
+            // A name that is not authrun's gets no page in authrun's layout (its styles and links would be
+            // refused too): the JSON refusal, whoever asks.
+            AnswerProjection::Refused { response } => response
+                .take()
+                .unwrap_or_else(|| AppError::Internal.into_response()),
         };
-        if this.seen.as_ref().is_some_and(|seen| seen.html)
-            && let Some(error) = response.extensions_mut().remove::<AppError>()
-        {
-            response = error_page::into_page(&error, response);
-        }
         secure(&mut response);
         if let Some(seen) = this.seen.take() {
             log(&seen, &response);
@@ -191,7 +222,7 @@ mod tests {
         async fn buggy() -> StatusCode {
             panic!("a bug in a handler")
         }
-        let edge = Edge::new(Router::new().route("/bug", get(buggy)));
+        let edge = Edge::new(Router::new().route("/bug", get(buggy)), AllowedHosts::default());
         let request = Request::builder().uri("/bug").body(Body::empty()).unwrap();
         let response = edge.oneshot(request).await.unwrap();
         assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);

@@ -2,7 +2,10 @@
 //!
 //! `POST /verify` answers API clients with the original's JSON (and real status codes), and browsers
 //! (`Accept: text/html`) with a 303 redirect and a flash message (to the run it started, or back to the
-//! page), so a reload never posts the code again.
+//! page), so a reload never posts the code again. Only a browser that enters a valid code gets a verified
+//! session, under a new id; a cross-site post gets no session at all.
+//! `POST /verify?wait=` holds the answer until the run ends, at most until the clock reaches the limit.
+//! What it calls does its file work on the blocking pool (the stores, the run's log).
 
 use askama::Template;
 use askama_web::WebTemplate;
@@ -10,10 +13,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Json;
-use axum::extract::{FromRequest, Query, Request, State};
-use axum::http::StatusCode;
+use axum::extract::{FromRequest, Request, State};
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
 use serde::Deserialize;
+use time::OffsetDateTime;
 use tower_sessions::Session;
 
 use crate::auth::attempt::{self, Started};
@@ -25,6 +29,7 @@ use crate::web::form::VerifyForm;
 use crate::web::middleware::client_ip::client_ip;
 use crate::web::middleware::csrf::{self, with_cookie};
 use crate::web::negotiate::wants_html;
+use crate::web::query::Query;
 use crate::web::routes::assets::asset_version;
 use crate::web::session::{BrowserSession, Flash, FlashKind};
 use crate::web::state::AppState;
@@ -59,9 +64,12 @@ pub struct IndexPage {
 /// `GET /`
 pub async fn index(State(state): State<AppState>, session: Session, request: Request) -> Response {
     let client = ClientKey::of(client_ip(&request, &state.config.server.trusted_proxies));
-    let headers = request.headers();
-    let session = BrowserSession(session);
-    let flash = session.take_flash().await;
+    let flash = BrowserSession(session).take_flash().await;
+    page(&state, request.headers(), &client, flash)
+}
+
+/// The page as `client` sees it (its block, if it has one), showing `flash` if there is one.
+fn page(state: &AppState, headers: &HeaderMap, client: &ClientKey, flash: Option<Flash>) -> Response {
     let (csrf, csrf_cookie) = csrf::for_page(headers, state.config.server.cookies_secure());
     let history = state.runner.history();
     let version = history.version();
@@ -76,7 +84,7 @@ pub async fn index(State(state): State<AppState>, session: Session, request: Req
         RunsTable { runs }.render().unwrap_or_default().into()
     });
     let now = state.clock.now();
-    let blocked = state.gatekeeper.guard.blocked(&client, now);
+    let blocked = state.gatekeeper.guard.blocked(client, now);
     let page = IndexPage {
         action_name: state.config.action_name.clone(),
         description: state.config.action_description.clone(),
@@ -98,6 +106,8 @@ pub async fn verify(
     session: Session,
     request: Request,
 ) -> Response {
+    // `?wait=` counts from here, before the run can start.
+    let asked = state.clock.now();
     let html = wants_html(request.headers());
     let client = ClientKey::of(client_ip(&request, &state.config.server.trusted_proxies));
     let tries_client = client.clone();
@@ -112,79 +122,93 @@ pub async fn verify(
         cross_site,
     };
     let outcome = state.gatekeeper.attempt(request).await;
-    match &outcome {
-        Ok(_) => {
+    if let Err(error) = &outcome {
+        tracing::info!(outcome = error.code(), "verification refused");
+    }
+    if !html {
+        // API clients read output with the API token: they get no session.
+        return match outcome {
+            Ok(started) => match query.wait() {
+                Some(wait) => wait_for_end(&state, started, later(asked, wait_limit(&state, wait))).await,
+                None => Json(started).into_response(),
+            },
+            Err(error) => error.into_response(),
+        };
+    }
+    // After a valid code the browser follows the run it started; a refusal goes back to the form.
+    let (flash, to) = match outcome {
+        Ok(started) => {
             session
                 .set_verified(later(state.clock.now(), state.config.access.verified_for))
-                .await
-        }
-        Err(error) => tracing::info!(outcome = error.code(), "verification refused"),
-    }
-    match (outcome, html) {
-        (Ok(started), false) => match query.wait() {
-            Some(wait) => wait_for_end(&state, started, wait).await,
-            None => Json(started).into_response(),
-        },
-        (Err(error), false) => error.into_response(),
-        (outcome, true) => {
-            // After a valid code the browser follows the run it started; a refusal goes back to the form.
-            let (flash, to) = match outcome {
-                Ok(started) => (
-                    Flash {
-                        kind: FlashKind::Success,
-                        message: started.message,
-                    },
-                    started.run_url,
-                ),
-                Err(error) => {
-                    let tries_left =
-                        matches!(error, AppError::WrongCode | AppError::ReplayedCode).then(|| {
-                            // A failure that started a ban forgets the client's count: none is left.
-                            let (guard, now) = (&state.gatekeeper.guard, state.clock.now());
-                            match guard.blocked(&tries_client, now) {
-                                Some(_) => 0,
-                                None => guard.failures_left(&tries_client, now),
-                            }
-                        });
-                    (refusal_flash(&error, tries_left), "/".to_string())
-                }
+                .await;
+            let flash = Flash {
+                kind: FlashKind::Success,
+                message: started.message,
             };
-            session.set_flash(flash).await;
-            Redirect::to(&to).into_response()
+            (flash, started.run_url)
         }
-    }
+        // A cross-site post is free to send (not a failure), so it gets no session: that would be a
+        // cookie to plant in another browser, and memory to fill. The page is shown with the refusal.
+        Err(error @ AppError::Forbidden) => {
+            let flash = refusal_flash(&error, None);
+            return (error.status(), page(&state, &headers, &tries_client, Some(flash))).into_response();
+        }
+        Err(error) => {
+            let tries_left = matches!(error, AppError::WrongCode | AppError::ReplayedCode).then(|| {
+                // A failure that started a ban forgets the client's count: none is left.
+                let (guard, now) = (&state.gatekeeper.guard, state.clock.now());
+                match guard.blocked(&tries_client, now) {
+                    Some(_) => 0,
+                    None => guard.failures_left(&tries_client, now),
+                }
+            });
+            (refusal_flash(&error, tries_left), "/".to_string())
+        }
+    };
+    session.set_flash(flash).await;
+    Redirect::to(&to).into_response()
 }
 
 #[derive(Debug, Default, Deserialize)]
 pub struct VerifyQuery {
-    /// `true` waits until the run ends; a number waits at most that many seconds.
-    wait: Option<String>,
+    /// `true` waits until the run ends; a number waits at most that many seconds; anything else is a
+    /// bad query rather than no wait, so a typo does not turn `curl --fail` into a false success.
+    #[serde(default, deserialize_with = "wait")]
+    wait: Option<Option<Duration>>,
 }
 
 impl VerifyQuery {
     /// `None`: do not wait; `Some(None)`: until the run ends; `Some(Some(limit))`: at most `limit`.
     pub fn wait(&self) -> Option<Option<Duration>> {
-        match self.wait.as_deref()? {
-            "true" | "yes" => Some(None),
-            "false" | "0" | "no" | "" => None,
-            seconds => seconds
-                .parse()
-                .ok()
-                .map(|seconds| Some(Duration::from_secs(seconds))),
-        }
+        self.wait
     }
 }
 
-/// Holds the answer until the run ends (or `wait` elapses): 200 when it succeeded, 424 when it ended
-/// otherwise, 202 while it is still going. `curl --fail` thus fails unless the deploy succeeded.
-async fn wait_for_end(state: &AppState, started: Started, wait: Option<Duration>) -> Response {
-    let limit = wait
-        .unwrap_or(state.config.access.max_wait)
-        .min(state.config.access.max_wait);
+/// `wait`: `Some(None)` until the end, `Some(Some(limit))`, or `None` for no wait.
+fn wait<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Option<Option<Duration>>, D::Error> {
+    let text = String::deserialize(deserializer)?;
+    match text.as_str() {
+        "true" | "yes" => Ok(Some(None)),
+        "false" | "0" | "no" | "" => Ok(None),
+        seconds => seconds
+            .parse()
+            .map(|seconds| Some(Some(Duration::from_secs(seconds))))
+            .map_err(|_| serde::de::Error::custom("expected true, false or a number of seconds")),
+    }
+}
+
+/// How long `?wait=` holds the answer: what the client asked, at most `max_wait`.
+pub fn wait_limit(state: &AppState, wait: Option<Duration>) -> Duration {
+    let max_wait = state.config.access.max_wait;
+    wait.unwrap_or(max_wait).min(max_wait)
+}
+
+/// Holds the answer until the run ends (or the clock reaches `deadline`): 200 when it succeeded, 424
+/// when it ended otherwise, 202 while it is still going. `curl --fail` thus fails unless the deploy
+/// succeeded.
+async fn wait_for_end(state: &AppState, started: Started, deadline: OffsetDateTime) -> Response {
     let id = started.run_id;
-    let ended = tokio::time::timeout(limit, state.runner.wait_finished(id))
-        .await
-        .is_ok();
+    let ended = wait_until_ended(state, id, deadline).await;
     let record = state.runner.history().record(id);
     let (status, success, message) = wait_outcome(id, record.as_ref(), ended);
     let mut body = serde_json::to_value(&started).unwrap_or_default();
@@ -192,6 +216,14 @@ async fn wait_for_end(state: &AppState, started: Started, wait: Option<Duration>
     body["success"] = success.into();
     body["run"] = serde_json::to_value(&record).unwrap_or_default();
     (status, Json(body)).into_response()
+}
+
+/// Waits until run `id` ends or the clock reaches `deadline`; whether it ended.
+pub async fn wait_until_ended(state: &AppState, id: u64, deadline: OffsetDateTime) -> bool {
+    tokio::select! {
+        () = state.runner.wait_finished(id) => true,
+        () = state.clock.sleep_until(deadline) => false,
+    }
 }
 
 /// How a wait for run `id` ends, for `/verify?wait=` and `/runs/ID?wait=` alike: 200 when the run

@@ -3,15 +3,19 @@
 //!
 //! The list and each run's summary are public, as the status endpoint is; output and cancelling need a
 //! verified session or the API token (see `access`).
+//!
+//! Log files are read on the blocking pool (`spawn_blocking`), never on a worker thread: a log can be
+//! large and a slow disk would stall every request on that worker. `?wait=` waits on the clock.
 
 use std::convert::Infallible;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use askama::Template;
 use askama_web::WebTemplate;
 use axum::Json;
 use axum::body::{Body, Bytes};
-use axum::extract::{FromRequest, FromRequestParts, Path, Query, Request, State};
+use axum::extract::{FromRequest, FromRequestParts, Path, Request, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::sse::{Event, KeepAlive, Sse};
@@ -23,6 +27,7 @@ use tower_sessions::Session;
 
 use crate::error::AppError;
 use crate::model::run::RunRecord;
+use crate::model::time::later;
 use crate::runs::output::{self, Line};
 use crate::web::access::{self, Grant};
 use crate::web::ansi;
@@ -30,8 +35,9 @@ use crate::web::form::CancelForm;
 use crate::web::middleware::client_ip::client_ip;
 use crate::web::middleware::csrf::{self, with_cookie};
 use crate::web::negotiate::{wants_html, wants_json};
+use crate::web::query::Query;
 use crate::web::routes::assets::asset_version;
-use crate::web::routes::run::{VerifyQuery, wait_outcome};
+use crate::web::routes::run::{VerifyQuery, wait_limit, wait_outcome, wait_until_ended};
 use crate::web::session::{BrowserSession, Flash, FlashKind};
 use crate::web::state::AppState;
 use crate::web::views::{FlashView, OutputLineView, RunView, TimeView, format_duration};
@@ -112,17 +118,15 @@ pub async fn show(
     session: Session,
     headers: HeaderMap,
 ) -> Result<Response, AppError> {
+    // `?wait=` counts from here.
+    let asked = state.clock.now();
     let record = find(&state, id)?;
     if wants_json(&headers) {
         let Some(wait) = query.wait() else {
             return Ok(Json(record).into_response());
         };
-        let wait = wait
-            .unwrap_or(state.config.access.max_wait)
-            .min(state.config.access.max_wait);
-        let ended = tokio::time::timeout(wait, state.runner.wait_finished(id))
-            .await
-            .is_ok();
+        let deadline = later(asked, wait_limit(&state, wait));
+        let ended = wait_until_ended(&state, id, deadline).await;
         // The record's fields as before, with the status, `success` and message of `/verify?wait=`.
         let record = find(&state, id)?;
         let (status, success, message) = wait_outcome(id, Some(&record), ended);
@@ -135,8 +139,7 @@ pub async fn show(
     let grant = access::may_read(&state, &session, &headers).await.ok();
     let (output, total) = match grant {
         Some(_) => {
-            let (lines, total) =
-                output::tail(&state.runner.log_path(id), PAGE_LINES, PAGE_TAIL_BYTES).unwrap_or_default();
+            let (lines, total) = tail(state.runner.log_path(id)).await;
             (
                 Some(lines.iter().map(OutputLineView::new).collect::<Vec<_>>()),
                 total,
@@ -176,6 +179,16 @@ pub async fn show(
         asset_version: asset_version(),
     };
     Ok(with_cookie(page, csrf_cookie))
+}
+
+/// The end of a log for the run page (see [`output::tail`]), read on the blocking pool; nothing when it
+/// cannot be read.
+async fn tail(path: PathBuf) -> (Vec<Line>, u64) {
+    tokio::task::spawn_blocking(move || output::tail(&path, PAGE_LINES, PAGE_TAIL_BYTES))
+        .await
+        .ok()
+        .and_then(Result::ok)
+        .unwrap_or_default()
 }
 
 #[derive(Deserialize)]
@@ -254,6 +267,7 @@ pub async fn events(
     let (sender, receiver) = mpsc::channel(VIEWER_QUEUE);
     tokio::spawn(feed_viewer(state, id, after, sender));
     let stream = ReceiverStream::new(receiver);
+    // Keeps idle connections open through proxies: about the socket, not a rule, so on real time.
     Ok(Sse::new(stream)
         .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
         .into_response())
@@ -361,12 +375,17 @@ pub async fn cancel(
     {
         return Err(AppError::Forbidden);
     }
+    // The record is public (the status endpoint, the run page): it says how the canceller proved itself,
+    // and the log says from where.
     let by = match grant {
-        Grant::Token => "API token".to_string(),
-        _ => format!("session from {client}"),
+        Grant::Token => "API token",
+        Grant::Session { .. } | Grant::Public => "a verified session",
     };
-    state.runner.cancel(id, by).map_err(|_| AppError::NotRunning)?;
-    tracing::info!(run = id, "cancel requested");
+    state
+        .runner
+        .cancel(id, by.to_string())
+        .map_err(|_| AppError::NotRunning)?;
+    tracing::info!(run = id, by, %client, "cancel requested");
     let message = cancelling(id);
     if html {
         session
