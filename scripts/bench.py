@@ -100,8 +100,11 @@ def authrun_dir(history_entries, script_body="#!/bin/sh\necho deployed\n", reten
     config = os.path.join(d, "authrun.toml")
     history = (f"[history]\nretention = {retention or max(1000, history_entries)}\n"
                f"status_entries = {status_entries}\n")
+    # wrk opens all its connections from 127.0.0.1: the per-client cap must let it have them.
+    server = "[server]\nmax_connections_per_client = 512\n"
     with open(config, "w") as f:
-        f.write(f"[script]\npath = \"deploy.sh\"\ncooldown_seconds = 0\n\n{history}\n[totp]\nsecret = \"{SECRET}\"\n")
+        f.write(f"[script]\npath = \"deploy.sh\"\ncooldown_seconds = 0\n\n{history}\n{server}\n"
+                f"[totp]\nsecret = \"{SECRET}\"\n")
     os.chmod(config, 0o600)
     if history_entries:
         write_history(os.path.join(d, "history.json"), history_entries)

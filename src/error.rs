@@ -64,6 +64,9 @@ pub enum AppError {
         "authrun does not answer to this host name. Open it by its address or localhost, or set [server] public_url to the URL you open."
     )]
     UnknownHost,
+    /// 408: the request's body did not arrive within the request timeout.
+    #[error("The request did not arrive in time; send it again.")]
+    RequestTimeout,
     /// 413: the body is larger than a form needs.
     #[error("The request body is too large.")]
     PayloadTooLarge,
@@ -97,6 +100,7 @@ impl AppError {
             }
             Self::Forbidden => StatusCode::FORBIDDEN,
             Self::UnknownHost => StatusCode::MISDIRECTED_REQUEST,
+            Self::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
             Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Self::NotFound => StatusCode::NOT_FOUND,
             Self::ShuttingDown | Self::LaunchFailed | Self::AuditUnavailable => {
@@ -125,6 +129,7 @@ impl AppError {
             Self::NotRunning => "not_running",
             Self::AuditUnavailable => "audit_unavailable",
             Self::Internal => "internal",
+            Self::RequestTimeout => "request_timeout",
             Self::PayloadTooLarge => "payload_too_large",
             Self::NotFound => "not_found",
             Self::ShuttingDown => "shutting_down",

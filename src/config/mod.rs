@@ -129,6 +129,8 @@ pub struct ServerConfig {
     /// Proxies whose `X-Forwarded-For` is believed.
     pub trusted_proxies: Vec<IpNet>,
     pub max_connections: usize,
+    /// Connections one client may hold at once (`trusted_proxies` are exempt).
+    pub max_connections_per_client: usize,
     pub header_read_timeout: Duration,
     pub request_timeout: Duration,
 }

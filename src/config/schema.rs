@@ -55,6 +55,8 @@ pub struct Server {
     pub trusted_proxies: Vec<String>,
     /// Connections served at once; one more is answered 503.
     pub max_connections: usize,
+    /// Connections one client address (IPv4, or IPv6 /64) may hold at once; trusted proxies are exempt.
+    pub max_connections_per_client: usize,
     /// Seconds a client gets to send a request's headers.
     pub header_read_timeout_seconds: u64,
     /// Seconds a page may take before it is answered 408.
@@ -67,6 +69,7 @@ impl Default for Server {
             public_url: None,
             trusted_proxies: Vec::new(),
             max_connections: 512,
+            max_connections_per_client: 32,
             header_read_timeout_seconds: 10,
             request_timeout_seconds: 30,
         }

@@ -222,6 +222,12 @@ impl Check<'_> {
                 zero,
                 positive,
             )?,
+            max_connections_per_client: self.at_least_one(
+                "server.max_connections_per_client",
+                raw.max_connections_per_client,
+                zero,
+                positive,
+            )?,
             header_read_timeout: self.at_least_one(
                 "server.header_read_timeout_seconds",
                 self.seconds(

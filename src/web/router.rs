@@ -3,6 +3,7 @@
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::http::StatusCode;
+use axum::middleware::from_fn_with_state;
 use axum::routing::{get, post};
 use tower::ServiceBuilder;
 use tower_http::timeout::TimeoutLayer;
@@ -11,6 +12,7 @@ use tower_sessions::{Expiry, SessionManagerLayer};
 
 use crate::error::AppError;
 use crate::web::form::BODY_LIMIT;
+use crate::web::middleware::body_deadline::body_deadline;
 use crate::web::middleware::edge::Edge;
 use crate::web::middleware::host::AllowedHosts;
 use crate::web::routes;
@@ -46,13 +48,17 @@ pub fn build_router(state: AppState) -> Edge<Router> {
     // Pages and the flows that remember something about a browser have a session; the API answers and
     // assets do not need one. Pages get a time limit; waiting for a run to end (`?wait=`), the live output
     // stream and the whole log may rightly take long, and the status, health and assets are answered from
-    // memory without waiting on anything, so a timer would only cost them.
+    // memory without waiting on anything, so a timer would only cost them. `/verify` gets the time limit
+    // for its body only.
     let pages = Router::new()
         .route("/", get(routes::run::index))
         .route("/runs", get(routes::runs::list))
         .route("/runs/{id}/cancel", post(routes::runs::cancel))
         .layer(timeout())
-        .route("/verify", post(routes::run::verify))
+        .route(
+            "/verify",
+            post(routes::run::verify).layer(from_fn_with_state(request_timeout, body_deadline)),
+        )
         .route("/runs/{id}", get(routes::runs::show))
         .route("/runs/{id}/log", get(routes::runs::log))
         .route("/runs/{id}/events", get(routes::runs::events))

@@ -11,6 +11,7 @@
 #[path = "../common/mod.rs"]
 mod common;
 
+mod attacks;
 mod commands;
 mod processes;
 mod security;

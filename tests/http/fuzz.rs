@@ -820,6 +820,7 @@ const CONFIG_KEYS: &[&str] = &[
     "public_url",
     "trusted_proxies",
     "max_connections",
+    "max_connections_per_client",
     "header_read_timeout_seconds",
     "request_timeout_seconds",
     "client_max_failures",

@@ -59,7 +59,10 @@ async fn a_hundred_simultaneous_posts_of_one_code_start_exactly_one_run() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn sixty_simultaneous_posts_over_tcp_start_exactly_one_run() {
-    let app = TestApp::builder().build();
+    // Sixty connections from one address: more than the per-client cap lets one client hold.
+    let app = TestApp::builder()
+        .config("[server]\nmax_connections_per_client = 64")
+        .build();
     let server = app.serve_tcp().await;
     let client = tcp_client();
     let code = app.code_now();

@@ -36,6 +36,7 @@ mod helpers;
 mod html;
 
 mod browser_flow;
+mod connections;
 mod exposure;
 mod faults;
 mod fuzz;

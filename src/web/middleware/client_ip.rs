@@ -54,7 +54,7 @@ fn parse_hop(hop: &str) -> Option<IpAddr> {
 }
 
 /// An IPv4 peer of a dual-stack (`[::]`) listener arrives as `::ffff:a.b.c.d`; it is that IPv4 address.
-fn unmapped(addr: IpAddr) -> IpAddr {
+pub(crate) fn unmapped(addr: IpAddr) -> IpAddr {
     match addr {
         IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(addr, IpAddr::V4),
         IpAddr::V4(_) => addr,

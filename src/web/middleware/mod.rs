@@ -1,7 +1,8 @@
 //! What stands between the network and the routes: the edge (security headers, panic guard, log line,
-//! the names answered), the client's address behind trusted proxies, and the cross-site checks of form
-//! posts.
+//! the names answered), the client's address behind trusted proxies, the cross-site checks of form
+//! posts, and the deadline of a request body.
 
+pub mod body_deadline;
 pub mod client_ip;
 pub mod csrf;
 pub mod edge;
