@@ -4,6 +4,7 @@
 use std::sync::Arc;
 
 use crate::auth::attempt::Gatekeeper;
+use crate::auth::refusals::Refusals;
 use crate::auth::regulation::Guard;
 use crate::auth::totp::Verifier;
 use crate::clock::SharedClock;
@@ -42,7 +43,7 @@ pub fn open(config: Config, secret: &SecretKey, clock: SharedClock) -> Result<Ap
     })?;
     let history = Arc::new(FileHistory::open(&config.history_file, config.history_retention)?);
     let regulation = Arc::new(FileRegulation::open(&config.regulation_file)?);
-    let audit = Arc::new(AuditLog::open(&config.audit_file)?);
+    let audit = Arc::new(AuditLog::open(&config.audit_file, Some(config.audit_rotation))?);
     let runner = Arc::new(Runner::new(config.script.clone(), Arc::clone(&clock), history));
     let gatekeeper = Gatekeeper {
         clock: Arc::clone(&clock),
@@ -50,12 +51,13 @@ pub fn open(config: Config, secret: &SecretKey, clock: SharedClock) -> Result<Ap
         guard: Guard::new(regulation, config.regulation.clone()),
         audit,
         runner: Arc::clone(&runner),
+        refusals: Refusals::default(),
     };
     Ok(AppState::new(AppStateInner {
         config: Arc::new(config),
         clock,
         runner,
-        gatekeeper,
+        gatekeeper: Arc::new(gatekeeper),
         caches: Caches::default(),
     }))
 }

@@ -192,7 +192,9 @@ async fn serve(file: Option<&Path>, bind: Option<String>, insecure_permissions: 
     if let Err(error) = sd_notify::notify(&[sd_notify::NotifyState::Ready]) {
         tracing::warn!(%error, "systemd could not be told that authrun is ready");
     }
-    match server::serve(listener, state, shutdown).await {
+    let served = server::serve(listener, state.clone(), shutdown).await;
+    state.gatekeeper.flush().await;
+    match served {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => fail(format!("the server stopped: {error}"), 1),
     }
@@ -263,7 +265,7 @@ fn unlock(file: Option<&Path>, client: Option<IpAddr>) -> ExitCode {
         time: SystemClock.now(),
         event: AuditEvent::Unlocked { client: key.as_ref() },
     };
-    let audited = AuditLog::open(&config.audit_file).and_then(|log| log.record_now(&entry));
+    let audited = AuditLog::open(&config.audit_file, None).and_then(|log| log.record_now(&entry));
     if let Err(error) = audited {
         return fail(error, 1);
     }

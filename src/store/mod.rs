@@ -138,7 +138,7 @@ pub trait RegulationStore: Send + Sync + fmt::Debug {
 
     /// Changes the state under the store's lock, after picking up changes made elsewhere (`authrun
     /// unlock`). `change` returns whether it changed anything; only then is the state saved. The change
-    /// stays in memory even when saving fails.
+    /// stays in memory even when the file cannot be read or saved.
     async fn transact(
         &self,
         change: &mut (dyn for<'s> FnMut(&'s mut RegulationState) -> bool + Send),
@@ -158,5 +158,9 @@ pub struct AuditError {
 /// no attempt pass unaudited.
 #[async_trait::async_trait]
 pub trait AuditSink: Send + Sync + fmt::Debug {
+    /// Makes sure the lines of one attempt can be written. Called before its code is checked, so that a
+    /// log that cannot take them (a full disk) refuses the attempt unchecked.
+    async fn reserve(&self) -> Result<(), AuditError>;
+
     async fn record(&self, entry: &AuditEntry<'_>) -> Result<(), AuditError>;
 }

@@ -18,7 +18,7 @@ pub struct AppStateInner {
     pub clock: SharedClock,
     pub runner: Arc<Runner>,
     /// The attempt of `POST /verify`: regulation, the code check, the audit, the gate.
-    pub gatekeeper: Gatekeeper,
+    pub gatekeeper: Arc<Gatekeeper>,
     /// Answers and fragments made once per change of the history.
     pub caches: Caches,
 }

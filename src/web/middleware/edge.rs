@@ -40,6 +40,11 @@ const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; script-src 'self'; st
 /// The longest path written to the log; longer ones (probes, attacks) are cut.
 const LOGGED_PATH_BYTES: usize = 120;
 
+/// Put in an answer's extensions by a handler that logged it itself (refusals the gatekeeper counts, a
+/// line a minute per client): the edge logs its request line at `debug` only.
+#[derive(Debug, Clone, Copy)]
+pub struct LoggedByHandler;
+
 /// Wraps a service (the router) with the edge.
 #[derive(Clone)]
 pub struct Edge<S> {
@@ -170,6 +175,7 @@ fn secure(response: &mut Response) {
 /// taken. A plain event rather than a span, as spans cost more than the status endpoint itself.
 /// Successful answers of the routes that open pages and scripts poll (every 1 to 10 s) are logged at
 /// `debug`, so a tab left open does not write thousands of lines a day; their failures stay at `info`.
+/// So are answers marked [`LoggedByHandler`], so a client flooding refused requests is not a line each.
 fn log(seen: &Seen, response: &Response) {
     let status = response.status().as_u16();
     let micros = u64::try_from(seen.started.elapsed().as_micros()).unwrap_or(u64::MAX);
@@ -186,7 +192,8 @@ fn log(seen: &Seen, response: &Response) {
             )
         };
     }
-    if status < 400 && is_polled(path) {
+    let quiet = response.extensions().get::<LoggedByHandler>().is_some();
+    if quiet || (status < 400 && is_polled(path)) {
         request_line!(tracing::Level::DEBUG);
     } else {
         request_line!(tracing::Level::INFO);

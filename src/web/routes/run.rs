@@ -28,6 +28,7 @@ use crate::model::time::later;
 use crate::web::form::VerifyForm;
 use crate::web::middleware::client_ip::client_ip;
 use crate::web::middleware::csrf::{self, with_cookie};
+use crate::web::middleware::edge::LoggedByHandler;
 use crate::web::negotiate::wants_html;
 use crate::web::query::Query;
 use crate::web::routes::assets::asset_version;
@@ -107,29 +108,66 @@ pub async fn verify(
     request: Request,
 ) -> Response {
     // `?wait=` counts from here, before the run can start.
-    let asked = state.clock.now();
+    let at = state.clock.now();
     let html = wants_html(request.headers());
     let client = ClientKey::of(client_ip(&request, &state.config.server.trusted_proxies));
-    let tries_client = client.clone();
     let headers = request.headers().clone();
     let session = BrowserSession(session);
     let form = VerifyForm::from_request(request, &state).await;
     let form_token = form.as_ref().ok().and_then(|form| form.csrf.as_deref());
     let cross_site = csrf::is_cross_site(&headers, state.config.server.public_url.as_ref(), form_token);
     let request = attempt::Request {
-        client,
+        client: client.clone(),
         code: form.map(|form| form.code),
         cross_site,
     };
     let outcome = state.gatekeeper.attempt(request).await;
-    if let Err(error) = &outcome {
-        tracing::info!(outcome = error.code(), "verification refused");
+    // Refusals the gatekeeper counts it also logs, a line a minute per client.
+    let counted = outcome.as_ref().is_err_and(attempt::is_counted_refusal);
+    match &outcome {
+        Err(_) if counted => {}
+        Err(error) => tracing::info!(outcome = error.code(), "verification refused"),
+        Ok(_) => {}
     }
-    if !html {
-        // API clients read output with the API token: they get no session.
+    let asked = Asked {
+        headers: &headers,
+        client: &client,
+        query: &query,
+        at,
+        html,
+    };
+    let mut response = respond(&state, &session, &asked, outcome).await;
+    if counted {
+        response.extensions_mut().insert(LoggedByHandler);
+    }
+    response
+}
+
+/// What the answer to an attempt needs of its request.
+struct Asked<'a> {
+    headers: &'a HeaderMap,
+    /// Who tried: its block and its tries left are shown after a refusal.
+    client: &'a ClientKey,
+    query: &'a VerifyQuery,
+    /// When the request came: `?wait=` counts from here, before the run can start.
+    at: OffsetDateTime,
+    /// A browser's form post rather than an API client's.
+    html: bool,
+}
+
+/// The answer to an attempt: JSON for API clients (which read output with the API token and get no
+/// session), a redirect with a flash for browsers, whose session is verified under a new id by a valid
+/// code. A cross-site post gets no session at all.
+async fn respond(
+    state: &AppState,
+    session: &BrowserSession,
+    asked: &Asked<'_>,
+    outcome: Result<Started, AppError>,
+) -> Response {
+    if !asked.html {
         return match outcome {
-            Ok(started) => match query.wait() {
-                Some(wait) => wait_for_end(&state, started, later(asked, wait_limit(&state, wait))).await,
+            Ok(started) => match asked.query.wait() {
+                Some(wait) => wait_for_end(state, started, later(asked.at, wait_limit(state, wait))).await,
                 None => Json(started).into_response(),
             },
             Err(error) => error.into_response(),
@@ -151,15 +189,19 @@ pub async fn verify(
         // cookie to plant in another browser, and memory to fill. The page is shown with the refusal.
         Err(error @ AppError::Forbidden) => {
             let flash = refusal_flash(&error, None);
-            return (error.status(), page(&state, &headers, &tries_client, Some(flash))).into_response();
+            return (
+                error.status(),
+                page(state, asked.headers, asked.client, Some(flash)),
+            )
+                .into_response();
         }
         Err(error) => {
             let tries_left = matches!(error, AppError::WrongCode | AppError::ReplayedCode).then(|| {
                 // A failure that started a ban forgets the client's count: none is left.
                 let (guard, now) = (&state.gatekeeper.guard, state.clock.now());
-                match guard.blocked(&tries_client, now) {
+                match guard.blocked(asked.client, now) {
                     Some(_) => 0,
-                    None => guard.failures_left(&tries_client, now),
+                    None => guard.failures_left(asked.client, now),
                 }
             });
             (refusal_flash(&error, tries_left), "/".to_string())
