@@ -19,33 +19,16 @@ import json
 import os
 import socket
 import sys
-from urllib.parse import urlsplit
+
+from _shared import figure, server_address, audit_log
 
 TIMEOUT_S = 30  # the longest one answer may take
 WRONG_CODE = "000000"  # wrong unless it is one of the 3 valid codes in a million
 
 
-def figure(name, value):
-    print(f"{name}: {value}", flush=True)
 
 
-def server_address():
-    if len(sys.argv) > 1:
-        url = urlsplit(sys.argv[1])
-        return url.hostname or "127.0.0.1", url.port or 80
-    return os.environ.get("AUTHRUN_ATTACK_HOST", "127.0.0.1"), int(os.environ["AUTHRUN_ATTACK_PORT"])
 
-
-def audit_log():
-    """The audit log: argv[2] (the log, or a directory holding it or `.authrun/`), or the attack dir's."""
-    place = sys.argv[2] if len(sys.argv) > 2 else os.environ.get("AUTHRUN_ATTACK_DIR", ".")
-    if os.path.isfile(place):
-        return place
-    for candidate in ("audit.log", ".authrun/audit.log", "state/audit.log"):
-        path = os.path.join(place, candidate)
-        if os.path.isfile(path):
-            return path
-    return None
 
 
 def audited_wrong(path):

@@ -5,16 +5,16 @@
 //! Every address in 127.0.0.0/8 is this machine, so binding the client's socket to 127.0.x.y before
 //! connecting gives authrun as many clients as the test wants.
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::net::{Ipv4Addr, SocketAddr, TcpStream};
 
 use nix::sys::signal::Signal;
 use serde_json::Value;
 
-use crate::support::wrong_code;
-use crate::support::{SECRET, Server, WAIT, Workspace, authrun, code_now, run, wait_for};
-
-const SCRIPT: &str = "#!/bin/sh\necho deployed\n";
+use crate::support::{
+    DEPLOY_SCRIPT as SCRIPT, SECRET, Server, WAIT, Workspace, authrun, code_now, read_reply, run, wait_for,
+    wrong_code,
+};
 
 /// `authrun serve` on a free port with 64 worker threads, as many as a big machine gives it.
 fn serve_with_64_threads(workspace: &Workspace) -> Server {
@@ -62,19 +62,9 @@ fn runtime() -> tokio::runtime::Runtime {
 
 /// The status and JSON body of the answer on `stream`, read to its end.
 fn read_answer(stream: &mut TcpStream) -> (u16, Value) {
-    let mut answer = Vec::new();
-    stream.read_to_end(&mut answer).expect("read the answer");
-    let answer = String::from_utf8_lossy(&answer);
-    let (head, body) = answer
-        .split_once("\r\n\r\n")
-        .unwrap_or_else(|| panic!("not an HTTP answer: {answer:?}"));
-    let status = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|code| code.parse().ok())
-        .unwrap_or_else(|| panic!("no status in {head:?}"));
-    let body = serde_json::from_str(body).unwrap_or(Value::Null);
-    (status, body)
+    let reply = read_reply(stream);
+    let body = serde_json::from_str(&reply.body).unwrap_or(Value::Null);
+    (reply.status, body)
 }
 
 /// One request from `source`, answered.

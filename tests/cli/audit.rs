@@ -13,7 +13,7 @@ use serde_json::Value;
 use crate::support::wrong_code;
 use crate::support::{SECRET, Server, Workspace, authrun, code_now, wait_for};
 
-const SCRIPT: &str = "#!/bin/sh\necho deployed\n";
+use crate::support::DEPLOY_SCRIPT as SCRIPT;
 
 /// A tmpfs of `size` mounted on a directory, unmounted when dropped.
 struct Tmpfs {
