@@ -141,6 +141,16 @@ impl Guard {
                 .is_some_and(|network| exempt.iter().any(|net| net.contains(&network)))
     }
 
+    /// How many more failures `client` may have within its window before it is banned, for the page to
+    /// say after a wrong code. Only reads: nothing is counted.
+    pub fn failures_left(&self, client: &ClientKey, now: OffsetDateTime) -> usize {
+        let window = self.settings.client_window;
+        let recent = self.lock().get(client).map_or(0, |failures| {
+            failures.iter().filter(|at| later(**at, window) > now).count()
+        });
+        self.settings.client_max_failures.saturating_sub(recent)
+    }
+
     /// Counts a failed attempt by `client`, starting a ban or a pause when a limit is reached. The count
     /// holds in memory even when the store cannot save it.
     async fn record_failure(&self, client: &ClientKey, now: OffsetDateTime) -> Counted {
@@ -319,9 +329,16 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let guard = open(dir.path());
         let attacker = client(1);
+        assert_eq!(guard.failures_left(&attacker, T0), 5);
         for i in 0..4 {
             assert!(fail(&guard, &attacker, T0 + minutes(i * 2)).await.is_empty());
         }
+        assert_eq!(guard.failures_left(&attacker, T0 + minutes(6)), 1);
+        assert_eq!(
+            guard.failures_left(&attacker, T0 + minutes(11)),
+            2,
+            "the first failure left the window"
+        );
         let ban_start = T0 + minutes(8);
         let events = fail(&guard, &attacker, ban_start).await;
         let until = ban_start + minutes(15);

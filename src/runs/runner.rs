@@ -320,6 +320,7 @@ impl Runner {
         if let Some(note) = exit.and_then(process::signal_note) {
             record.error = Some(note);
         }
+        record.signal = exit.and_then(|exit| std::os::unix::process::ExitStatusExt::signal(&exit));
         // Before the end is told, so whoever waits for it finds only the logs that are kept.
         let (dir, keep) = (self.script.log_dir.clone(), self.script.keep_logs as u64);
         let _ = blocking(move || {

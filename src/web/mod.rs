@@ -5,7 +5,9 @@
 //! `middleware`; handlers take what they need from `state` and speak to the domain (`auth`, `runs`).
 
 pub mod access;
+pub mod ansi;
 pub mod cache;
+pub mod error_page;
 pub mod form;
 pub mod middleware;
 pub mod negotiate;

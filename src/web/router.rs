@@ -73,7 +73,13 @@ pub fn build_router(state: AppState) -> Edge<Router> {
     let api = Router::new()
         .route("/get_deploy_status", get(routes::status::deploy_status))
         .route("/healthz", get(routes::status::health))
-        .route("/static/{name}", get(routes::assets::asset));
+        .route("/static/{name}", get(routes::assets::asset))
+        .route("/favicon.ico", get(routes::assets::favicon))
+        .route("/apple-touch-icon.png", get(routes::assets::touch_icon))
+        .route(
+            "/apple-touch-icon-precomposed.png",
+            get(routes::assets::touch_icon),
+        );
     let router = pages
         .merge(api)
         .fallback(|| async { AppError::NotFound })

@@ -49,7 +49,7 @@ async fn a_planted_session_gains_nothing_when_the_operator_enters_a_code() {
 
     let (cookies, token) = open_page(&app, &planted).await;
     let posted = post_the_form(&app, &cookies, &token, &app.code_now()).await;
-    assert_redirect_to(&posted, "/");
+    assert_redirect_to(&posted, "/runs/1");
     let operator = posted
         .session_cookie()
         .expect("entering a code gives the browser a new session");
@@ -115,7 +115,7 @@ async fn a_flood_of_anonymous_sessions_cannot_push_out_a_verified_one() {
     const FLOOD: usize = 21_700;
     let app = TestApp::builder().build();
     let posted = app.post_verify_html(&app.code_now(), None).await;
-    assert_redirect_to(&posted, "/");
+    assert_redirect_to(&posted, "/runs/1");
     let operator = posted.session_cookie().expect("a verified session");
     app.wait_for_run(1).await;
     assert_eq!(read_log(&app, &operator, 1).await.status, StatusCode::OK);
@@ -164,7 +164,12 @@ async fn a_session_ends_after_an_hour_without_use_by_the_products_clock() {
 
     app.advance(59 * 60);
     let page = app.get_with("/", &[("cookie", &early)]).await.text();
-    assert_eq!(flash(&page), Some(("error".into(), "Auth failed.".into())));
+    let (kind, message) = flash(&page).expect("the session kept its message for 59 minutes");
+    assert_eq!(kind, "error", "{page}");
+    assert!(
+        message.starts_with("That code is wrong or was already used."),
+        "{message}"
+    );
 
     app.advance(2 * 60);
     let page = app.get_with("/", &[("cookie", &late)]).await.text();

@@ -1,6 +1,7 @@
 //! The edge every request and answer passes, around the whole router: a request for a name that is not
 //! authrun's is refused (see `host`), each answer gets the security headers, a request that panics still
-//! gets one, and each request leaves one log line.
+//! gets one, a browser asking for a page gets a refusal as a page (see `web::error_page`), and each request
+//! leaves one log line.
 //!
 //! It wraps the router rather than each route (as `Router::layer` would), so a request pays for it once
 //! and without a boxed future: the status endpoint is polled by every open page and by scripts.
@@ -20,7 +21,9 @@ use futures_util::future::CatchUnwind;
 use tower::Service;
 
 use crate::error::AppError;
+use crate::web::error_page;
 use crate::web::middleware::host::AllowedHosts;
+use crate::web::negotiate::wants_html;
 
 /// Headers every answer carries, whatever the handler set.
 const SECURITY_HEADERS: [(HeaderName, &str); 4] = [
@@ -73,6 +76,7 @@ where
             method: request.method().clone(),
             uri: request.uri().clone(),
             started: Instant::now(),
+            html: wants_html(request.headers()),
         };
         let answer = if self.hosts.allow(request.headers(), request.uri()) {
             Answer::Routed {
@@ -96,6 +100,8 @@ struct Seen {
     /// Only its path is logged.
     uri: Uri,
     started: Instant,
+    /// The request asked for HTML (a browser's navigation or form post).
+    html: bool,
 }
 
 pin_project_lite::pin_project! {
@@ -124,12 +130,22 @@ where
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
         let mut response = match this.answer.project() {
-            AnswerProjection::Routed { future } => match ready!(future.poll(cx)) {
-                Ok(Ok(response)) => response,
-                Ok(Err(never)) => match never {},
-                // A handler panicked: a bug the tests hunt for. The panic message is already on stderr.
-                Err(_) => AppError::Internal.into_response(),
-            },
+            AnswerProjection::Routed { future } => {
+                let mut response = match ready!(future.poll(cx)) {
+                    Ok(Ok(response)) => response,
+                    Ok(Err(never)) => match never {},
+                    // A handler panicked: a bug the tests hunt for. The panic message is already on stderr.
+                    Err(_) => AppError::Internal.into_response(),
+                };
+                if this.seen.as_ref().is_some_and(|seen| seen.html)
+                    && let Some(error) = response.extensions_mut().remove::<AppError>()
+                {
+                    response = error_page::into_page(&error, response);
+                }
+                response
+            }
+            // A name that is not authrun's gets no page in authrun's layout (its styles and links would be
+            // refused too): the JSON refusal, whoever asks.
             AnswerProjection::Refused { response } => response
                 .take()
                 .unwrap_or_else(|| AppError::Internal.into_response()),

@@ -1,9 +1,9 @@
 //! The deploy button: the page with the code form, and `POST /verify`, which starts the run.
 //!
 //! `POST /verify` answers API clients with the original's JSON (and real status codes), and browsers
-//! (`Accept: text/html`) with a 303 redirect back to the page and a flash message, so a reload never posts
-//! the code again. Only a browser that enters a valid code gets a verified session, under a new id; a
-//! cross-site post gets no session at all.
+//! (`Accept: text/html`) with a 303 redirect and a flash message (to the run it started, or back to the
+//! page), so a reload never posts the code again. Only a browser that enters a valid code gets a verified
+//! session, under a new id; a cross-site post gets no session at all.
 //! `POST /verify?wait=` holds the answer until the run ends, at most until the clock reaches the limit.
 //! What it calls does its file work on the blocking pool (the stores, the run's log).
 
@@ -23,7 +23,7 @@ use tower_sessions::Session;
 use crate::auth::attempt::{self, Started};
 use crate::error::AppError;
 use crate::model::client::ClientKey;
-use crate::model::run::RunStatus;
+use crate::model::run::{RunRecord, RunStatus};
 use crate::model::time::later;
 use crate::web::form::VerifyForm;
 use crate::web::middleware::client_ip::client_ip;
@@ -34,7 +34,7 @@ use crate::web::query::Query;
 use crate::web::routes::assets::asset_version;
 use crate::web::session::{BrowserSession, Flash, FlashKind};
 use crate::web::state::AppState;
-use crate::web::views::{RunView, StateView};
+use crate::web::views::{FlashView, RunView, StateView, refusal_flash};
 
 /// How many runs the page lists.
 const PAGE_RUNS: usize = 20;
@@ -52,7 +52,9 @@ pub struct IndexPage {
     action_name: String,
     description: String,
     digits: u8,
-    flash: Option<Flash>,
+    /// The form field's `pattern`: `digits` digits, spaces allowed as the server ignores them.
+    code_pattern: String,
+    flash: Option<FlashView>,
     csrf: String,
     state: StateView,
     /// The recent runs, rendered once per change of the history (see [`RunsTable`]).
@@ -61,13 +63,14 @@ pub struct IndexPage {
 }
 
 /// `GET /`
-pub async fn index(State(state): State<AppState>, session: Session, headers: HeaderMap) -> Response {
+pub async fn index(State(state): State<AppState>, session: Session, request: Request) -> Response {
+    let client = ClientKey::of(client_ip(&request, &state.config.server.trusted_proxies));
     let flash = BrowserSession(session).take_flash().await;
-    page(&state, &headers, flash)
+    page(&state, request.headers(), &client, flash)
 }
 
-/// The page, showing `flash` if there is one.
-fn page(state: &AppState, headers: &HeaderMap, flash: Option<Flash>) -> Response {
+/// The page as `client` sees it (its block, if it has one), showing `flash` if there is one.
+fn page(state: &AppState, headers: &HeaderMap, client: &ClientKey, flash: Option<Flash>) -> Response {
     let (csrf, csrf_cookie) = csrf::for_page(headers, state.config.server.cookies_secure());
     let history = state.runner.history();
     let version = history.version();
@@ -81,13 +84,16 @@ fn page(state: &AppState, headers: &HeaderMap, flash: Option<Flash>) -> Response
             .collect();
         RunsTable { runs }.render().unwrap_or_default().into()
     });
+    let now = state.clock.now();
+    let blocked = state.gatekeeper.guard.blocked(client, now);
     let page = IndexPage {
         action_name: state.config.action_name.clone(),
         description: state.config.action_description.clone(),
         digits: state.config.totp.digits,
-        flash,
+        code_pattern: format!(" *([0-9] *){{{}}}", state.config.totp.digits),
+        flash: flash.as_ref().map(FlashView::new),
         csrf,
-        state: StateView::new(state.runner.state(state.clock.now())),
+        state: StateView::new(state.runner.state(now), blocked, now),
         runs_table,
         asset_version: asset_version(),
     };
@@ -102,7 +108,7 @@ pub async fn verify(
     request: Request,
 ) -> Response {
     // `?wait=` counts from here, before the run can start.
-    let asked = state.clock.now();
+    let at = state.clock.now();
     let html = wants_html(request.headers());
     let client = ClientKey::of(client_ip(&request, &state.config.server.trusted_proxies));
     let headers = request.headers().clone();
@@ -111,7 +117,7 @@ pub async fn verify(
     let form_token = form.as_ref().ok().and_then(|form| form.csrf.as_deref());
     let cross_site = csrf::is_cross_site(&headers, state.config.server.public_url.as_ref(), form_token);
     let request = attempt::Request {
-        client,
+        client: client.clone(),
         code: form.map(|form| form.code),
         cross_site,
     };
@@ -123,11 +129,30 @@ pub async fn verify(
         Err(error) => tracing::info!(outcome = error.code(), "verification refused"),
         Ok(_) => {}
     }
-    let mut response = respond(&state, &session, &headers, &query, asked, outcome, html).await;
+    let asked = Asked {
+        headers: &headers,
+        client: &client,
+        query: &query,
+        at,
+        html,
+    };
+    let mut response = respond(&state, &session, &asked, outcome).await;
     if counted {
         response.extensions_mut().insert(LoggedByHandler);
     }
     response
+}
+
+/// What the answer to an attempt needs of its request.
+struct Asked<'a> {
+    headers: &'a HeaderMap,
+    /// Who tried: its block and its tries left are shown after a refusal.
+    client: &'a ClientKey,
+    query: &'a VerifyQuery,
+    /// When the request came: `?wait=` counts from here, before the run can start.
+    at: OffsetDateTime,
+    /// A browser's form post rather than an API client's.
+    html: bool,
 }
 
 /// The answer to an attempt: JSON for API clients (which read output with the API token and get no
@@ -136,47 +161,54 @@ pub async fn verify(
 async fn respond(
     state: &AppState,
     session: &BrowserSession,
-    headers: &HeaderMap,
-    query: &VerifyQuery,
-    asked: OffsetDateTime,
+    asked: &Asked<'_>,
     outcome: Result<Started, AppError>,
-    html: bool,
 ) -> Response {
-    if !html {
+    if !asked.html {
         return match outcome {
-            Ok(started) => match query.wait() {
-                Some(wait) => wait_for_end(state, started, later(asked, wait_limit(state, wait))).await,
+            Ok(started) => match asked.query.wait() {
+                Some(wait) => wait_for_end(state, started, later(asked.at, wait_limit(state, wait))).await,
                 None => Json(started).into_response(),
             },
             Err(error) => error.into_response(),
         };
     }
-    let flash = match outcome {
+    // After a valid code the browser follows the run it started; a refusal goes back to the form.
+    let (flash, to) = match outcome {
         Ok(started) => {
             session
                 .set_verified(later(state.clock.now(), state.config.access.verified_for))
                 .await;
-            Flash {
+            let flash = Flash {
                 kind: FlashKind::Success,
                 message: started.message,
-            }
+            };
+            (flash, started.run_url)
         }
         // A cross-site post is free to send (not a failure), so it gets no session: that would be a
         // cookie to plant in another browser, and memory to fill. The page is shown with the refusal.
         Err(error @ AppError::Forbidden) => {
-            let flash = Flash {
-                kind: FlashKind::Error,
-                message: error.to_string(),
-            };
-            return (error.status(), page(state, headers, Some(flash))).into_response();
+            let flash = refusal_flash(&error, None);
+            return (
+                error.status(),
+                page(state, asked.headers, asked.client, Some(flash)),
+            )
+                .into_response();
         }
-        Err(error) => Flash {
-            kind: FlashKind::Error,
-            message: error.to_string(),
-        },
+        Err(error) => {
+            let tries_left = matches!(error, AppError::WrongCode | AppError::ReplayedCode).then(|| {
+                // A failure that started a ban forgets the client's count: none is left.
+                let (guard, now) = (&state.gatekeeper.guard, state.clock.now());
+                match guard.blocked(asked.client, now) {
+                    Some(_) => 0,
+                    None => guard.failures_left(asked.client, now),
+                }
+            });
+            (refusal_flash(&error, tries_left), "/".to_string())
+        }
     };
     session.set_flash(flash).await;
-    Redirect::to("/").into_response()
+    Redirect::to(&to).into_response()
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -188,7 +220,8 @@ pub struct VerifyQuery {
 }
 
 impl VerifyQuery {
-    fn wait(&self) -> Option<Option<Duration>> {
+    /// `None`: do not wait; `Some(None)`: until the run ends; `Some(Some(limit))`: at most `limit`.
+    pub fn wait(&self) -> Option<Option<Duration>> {
         self.wait
     }
 }
@@ -207,7 +240,7 @@ fn wait<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Option<Opti
 }
 
 /// How long `?wait=` holds the answer: what the client asked, at most `max_wait`.
-fn wait_limit(state: &AppState, wait: Option<Duration>) -> Duration {
+pub fn wait_limit(state: &AppState, wait: Option<Duration>) -> Duration {
     let max_wait = state.config.access.max_wait;
     wait.unwrap_or(max_wait).min(max_wait)
 }
@@ -217,12 +250,28 @@ fn wait_limit(state: &AppState, wait: Option<Duration>) -> Duration {
 /// succeeded.
 async fn wait_for_end(state: &AppState, started: Started, deadline: OffsetDateTime) -> Response {
     let id = started.run_id;
-    let ended = tokio::select! {
+    let ended = wait_until_ended(state, id, deadline).await;
+    let record = state.runner.history().record(id);
+    let (status, success, message) = wait_outcome(id, record.as_ref(), ended);
+    let mut body = serde_json::to_value(&started).unwrap_or_default();
+    body["message"] = message.into();
+    body["success"] = success.into();
+    body["run"] = serde_json::to_value(&record).unwrap_or_default();
+    (status, Json(body)).into_response()
+}
+
+/// Waits until run `id` ends or the clock reaches `deadline`; whether it ended.
+pub async fn wait_until_ended(state: &AppState, id: u64, deadline: OffsetDateTime) -> bool {
+    tokio::select! {
         () = state.runner.wait_finished(id) => true,
         () = state.clock.sleep_until(deadline) => false,
-    };
-    let record = state.runner.history().record(id);
-    let (status, success, message) = match &record {
+    }
+}
+
+/// How a wait for run `id` ends, for `/verify?wait=` and `/runs/ID?wait=` alike: 200 when the run
+/// succeeded, 424 when it ended otherwise, 202 while it is still going; with `success` and the message.
+pub fn wait_outcome(id: u64, record: Option<&RunRecord>, ended: bool) -> (StatusCode, bool, String) {
+    match record {
         Some(record) if ended && record.status == RunStatus::Succeeded => {
             (StatusCode::OK, true, format!("Run #{id}: {}.", record.status))
         }
@@ -234,12 +283,7 @@ async fn wait_for_end(state: &AppState, started: Started, deadline: OffsetDateTi
         _ => (
             StatusCode::ACCEPTED,
             false,
-            format!("Run #{id} is still going; follow it at {}.", started.run_url),
+            format!("Run #{id} is still going; follow it at /runs/{id}."),
         ),
-    };
-    let mut body = serde_json::to_value(&started).unwrap_or_default();
-    body["message"] = message.into();
-    body["success"] = success.into();
-    body["run"] = serde_json::to_value(&record).unwrap_or_default();
-    (status, Json(body)).into_response()
+    }
 }
