@@ -2,7 +2,7 @@
 # Attacks a release authrun on 127.0.0.1 and prints what each attack gets; README's security notes
 # quote the figures. Usage: scripts/attack.sh
 #
-# Every scripts/attack/*.py runs in order, each against a fresh authrun (default limits, a temp config),
+# Every scripts/attack/*.py but _shared.py runs in order, each against a fresh authrun (default limits, a temp config),
 # and prints `name: value` figure lines. A script finds the server in the environment:
 #   AUTHRUN_ATTACK_HOST, AUTHRUN_ATTACK_PORT  where it listens (127.0.0.1)
 #   AUTHRUN_ATTACK_PID                        its process, for /proc/PID/status (VmRSS, VmHWM)
@@ -38,8 +38,12 @@ start_server() {
   chmod +x "$dir/deploy.sh"
   printf '[script]\npath = "deploy.sh"\n\n[totp]\nsecret = "%s"\n' "$secret" >"$dir/authrun.toml"
   chmod 600 "$dir/authrun.toml"
-  (cd "$dir" && RUST_LOG=authrun=warn exec "$bin" serve --config authrun.toml --bind 127.0.0.1:0 \
-    >stdout 2>stderr) &
+  # The product's default log level, so the flood's figures count what a real server logs; the burst
+  # runs on 64 worker threads, where a race in counting would show most.
+  local threads=""
+  [ "$1" = burst ] && threads=64
+  (cd "$dir" && exec env -u RUST_LOG ${threads:+TOKIO_WORKER_THREADS=$threads} "$bin" serve \
+    --config authrun.toml --bind 127.0.0.1:0 >stdout 2>stderr) &
   pid=$!
   local port=""
   for _ in $(seq 200); do
@@ -53,7 +57,7 @@ start_server() {
     AUTHRUN_ATTACK_DIR="$dir"
 }
 
-for attack in scripts/attack/*.py; do
+for attack in scripts/attack/[!_]*.py; do
   name=$(basename "$attack" .py)
   echo "== $name"
   start_server "$name"

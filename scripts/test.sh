@@ -9,10 +9,23 @@ need_apt=()
 command -v python3 >/dev/null 2>&1 || need_apt+=(python3)
 [ -x /usr/bin/chromium ] || need_apt+=(chromium)
 [ -x /usr/bin/chromedriver ] || need_apt+=(chromium-driver)
+# The service unit's hardening is rated by systemd's own analyzer.
+command -v systemd-analyze >/dev/null 2>&1 || need_apt+=(systemd)
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "Installing ${need_apt[*]} for the tests..."
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}"
+fi
+
+# The accessibility engine the browser tests inject into every page: axe-core, pinned, from the npm
+# registry into target/axe (ignored by git; never from a CDN).
+AXE_VERSION=4.14.1
+if [ ! -f target/axe/node_modules/axe-core/axe.min.js ] ||
+   ! grep -q "\"version\": \"$AXE_VERSION\"" target/axe/node_modules/axe-core/package.json; then
+  command -v npm >/dev/null 2>&1 || { apt-get update -qq; DEBIAN_FRONTEND=noninteractive apt-get install -y -qq npm; }
+  echo "Installing axe-core $AXE_VERSION for the browser tests..."
+  mkdir -p target/axe
+  npm install --silent --no-save --no-audit --no-fund --prefix target/axe "axe-core@$AXE_VERSION"
 fi
 
 # --no-fail-fast: a failing test binary does not hide the results of the others. Examples and benchmark

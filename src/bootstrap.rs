@@ -4,6 +4,7 @@
 use std::sync::Arc;
 
 use crate::auth::attempt::Gatekeeper;
+use crate::auth::refusals::Refusals;
 use crate::auth::regulation::Guard;
 use crate::auth::totp::Verifier;
 use crate::clock::SharedClock;
@@ -13,6 +14,7 @@ use crate::store::file::atomic;
 use crate::store::file::audit::AuditLog;
 use crate::store::file::history::FileHistory;
 use crate::store::file::regulation::FileRegulation;
+use crate::store::file::sessions::FileSessions;
 use crate::store::{AuditError, StoreError};
 use crate::web::cache::Caches;
 use crate::web::state::{AppState, AppStateInner};
@@ -44,7 +46,7 @@ pub fn open(config: Config, secret: &SecretKey, clock: SharedClock) -> Result<Ap
         .with_first_action(config.first_action().id.as_str());
     let history = Arc::new(history);
     let regulation = Arc::new(FileRegulation::open(&config.regulation_file)?);
-    let audit = Arc::new(AuditLog::open(&config.audit_file)?);
+    let audit = Arc::new(AuditLog::open(&config.audit_file, Some(config.audit_rotation))?);
     let runner = Arc::new(Runners::new(
         &config.actions,
         config.max_parallel,
@@ -58,12 +60,15 @@ pub fn open(config: Config, secret: &SecretKey, clock: SharedClock) -> Result<Ap
         guard: Guard::new(regulation, config.regulation.clone()),
         audit,
         runner: Arc::clone(&runner),
+        refusals: Refusals::default(),
     };
+    let sessions = Arc::new(FileSessions::open(&config.state_dir.join("sessions.json"))?);
     Ok(AppState::new(AppStateInner {
         config: Arc::new(config),
         clock,
         runner,
-        gatekeeper,
+        gatekeeper: Arc::new(gatekeeper),
         caches,
+        sessions,
     }))
 }

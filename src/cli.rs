@@ -165,7 +165,7 @@ async fn serve(file: Option<&Path>, bind: Option<String>, insecure_permissions: 
         return fail(error, EXIT_CONFIG);
     }
     if let Some(path) = &secret.new_file {
-        announce_new_secret(path, &verifier);
+        announce_new_secret(path, &verifier, file);
     }
     // Orphans of scripts become authrun's children, so a run's leftovers can be stopped when it ends.
     if let Err(error) = leftovers::become_subreaper() {
@@ -192,14 +192,17 @@ async fn serve(file: Option<&Path>, bind: Option<String>, insecure_permissions: 
     if let Err(error) = sd_notify::notify(&[sd_notify::NotifyState::Ready]) {
         tracing::warn!(%error, "systemd could not be told that authrun is ready");
     }
-    match server::serve(listener, state, shutdown).await {
+    let served = server::serve(listener, state.clone(), shutdown).await;
+    state.gatekeeper.flush().await;
+    match served {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => fail(format!("the server stopped: {error}"), 1),
     }
 }
 
 /// Prints the QR code of a secret generated on this start, where only the operator can see it.
-fn announce_new_secret(path: &Path, verifier: &Verifier) {
+/// `config_file` is named in the hint, so the command shown finds the same secret.
+fn announce_new_secret(path: &Path, verifier: &Verifier, config_file: Option<&Path>) {
     println!(
         "A new TOTP secret was generated and stored in {}.",
         path.display()
@@ -216,7 +219,21 @@ fn announce_new_secret(path: &Path, verifier: &Verifier) {
         }
     } else {
         // Output that is not a terminal usually ends in a log file: keep the secret out of it.
-        println!("Run `authrun qr` in a terminal to show its QR code.");
+        let command = match config_file {
+            Some(file) => format!("authrun qr --config {}", shell_word(&file.display().to_string())),
+            None => "authrun qr".to_string(),
+        };
+        println!("Run `{command}` in a terminal to show its QR code.");
+    }
+}
+
+/// `word` as a shell would need it typed: quoted when it holds anything but plain path characters.
+fn shell_word(word: &str) -> String {
+    let plain = |c: char| c.is_ascii_alphanumeric() || "/._-+=:,@".contains(c);
+    if !word.is_empty() && word.chars().all(plain) {
+        word.to_string()
+    } else {
+        format!("'{}'", word.replace('\'', "'\\''"))
     }
 }
 
@@ -248,7 +265,7 @@ fn unlock(file: Option<&Path>, client: Option<IpAddr>) -> ExitCode {
         time: SystemClock.now(),
         event: AuditEvent::Unlocked { client: key.as_ref() },
     };
-    let audited = AuditLog::open(&config.audit_file).and_then(|log| log.record_now(&entry));
+    let audited = AuditLog::open(&config.audit_file, None).and_then(|log| log.record_now(&entry));
     if let Err(error) = audited {
         return fail(error, 1);
     }
@@ -256,6 +273,7 @@ fn unlock(file: Option<&Path>, client: Option<IpAddr>) -> ExitCode {
         (Some(key), 0) => println!("{key} was not banned."),
         (Some(key), _) => println!("The ban on {key} is lifted."),
         (None, 0) => println!("Nothing was banned or paused."),
+        (None, 1) => println!("Lifted 1 ban or pause."),
         (None, n) => println!("Lifted {n} bans and pauses."),
     }
     ExitCode::SUCCESS

@@ -1,7 +1,8 @@
 //! The errors a request can meet, each with one HTTP status.
 //!
 //! API clients get the original's JSON shape, `{"message", "success": false}`, plus a stable `error` code;
-//! browsers posting the form get the same message as a flash (see `routes::run`). Internal details are
+//! browsers posting the form get the message as a flash, in words for a person (see `web::views`), and
+//! browsers opening a page get it as an error page (see `web::middleware::edge`). Internal details are
 //! logged where they happen and never shown.
 
 use axum::Json;
@@ -38,19 +39,19 @@ pub enum AppError {
     #[error("Auth failed: that code was already used. Wait for the next one.")]
     ReplayedCode,
     /// 409: a run is going.
-    #[error("Backend is deploying or cooling down, please wait. A run has been going since {}.", format_time(*since))]
+    #[error("Backend is deploying or cooling down, please wait. A run has been going since {}.", to_second(*since))]
     Running { since: OffsetDateTime },
     /// 409: `limit` runs of other actions are going, the most `[runs] max_parallel` allows.
     #[error("As many runs as may go at once ({limit}) are going; try again when one has ended.")]
     Busy { limit: usize },
     /// 429 with `Retry-After`: the last run started less than the cooldown ago.
-    #[error("Backend is deploying or cooling down, please wait. The next run is allowed at {} (in {retry_after} s).", format_time(*until))]
+    #[error("Backend is deploying or cooling down, please wait. The next run is allowed at {} (in {retry_after} s).", to_second(*until))]
     CoolingDown { until: OffsetDateTime, retry_after: u64 },
     /// 429 with `Retry-After`: this client failed too often and is banned for a while.
     #[error("Too many wrong codes from your address. Try again in {}.", minutes(*retry_after))]
     Banned { until: OffsetDateTime, retry_after: u64 },
     /// 429 with `Retry-After`: too many failures overall; code checking is paused for everyone.
-    #[error("Too many wrong codes. Code checking is paused for everyone until {} (in {}).", format_time(*until), minutes(*retry_after))]
+    #[error("Too many wrong codes. Code checking is paused for everyone until {} (in {}).", to_second(*until), minutes(*retry_after))]
     Paused { until: OffsetDateTime, retry_after: u64 },
     /// 401: output and cancelling need a verified session or the API token.
     #[error("Enter a valid code on the page to see this run's output, or send the API token.")]
@@ -149,10 +150,26 @@ impl AppError {
             _ => None,
         }
     }
+
+    /// When the refusal ends (or, for a run going, when it began): the time its message names.
+    pub fn time(&self) -> Option<OffsetDateTime> {
+        match self {
+            Self::Running { since } => Some(*since),
+            Self::CoolingDown { until, .. } | Self::Banned { until, .. } | Self::Paused { until, .. } => {
+                Some(*until)
+            }
+            _ => None,
+        }
+    }
+}
+
+/// RFC 3339 to the second: the clock's nanoseconds mean nothing to a person reading the message.
+fn to_second(time: OffsetDateTime) -> String {
+    format_time(time.replace_nanosecond(0).unwrap_or(time))
 }
 
 /// "1 minute", "14 minutes", "2 h 5 min": how long a person waits.
-fn minutes(seconds: u64) -> String {
+pub fn minutes(seconds: u64) -> String {
     let minutes = seconds.div_ceil(60);
     match minutes {
         1 => "1 minute".into(),
@@ -187,6 +204,8 @@ impl IntoResponse for AppError {
                 .headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
         }
+        // The edge turns the answer into a page for a browser that asked for one.
+        response.extensions_mut().insert(self);
         response
     }
 }

@@ -2,6 +2,7 @@
 
 pub mod attempt;
 pub mod qr;
+pub mod refusals;
 pub mod regulation;
 pub mod token;
 pub mod totp;

@@ -24,6 +24,7 @@ use std::time::Duration;
 use ipnet::IpNet;
 
 pub use crate::model::action::ActionId;
+pub use crate::model::audit::Rotation;
 pub use crate::model::secret::SecretKey;
 use sources::Sources;
 
@@ -70,6 +71,8 @@ pub struct Config {
     pub server: ServerConfig,
     pub regulation: RegulationSettings,
     pub audit_file: PathBuf,
+    /// When the audit log is rotated, and how many old files are kept.
+    pub audit_rotation: Rotation,
     /// Where bans and pauses are kept across restarts.
     pub regulation_file: PathBuf,
     pub access: AccessConfig,
@@ -85,6 +88,9 @@ pub struct RegulationSettings {
     pub global_window: Duration,
     pub global_pause: Duration,
     pub global_pause_max: Duration,
+    /// Clients in these networks (the office, its VPN) are never paused and do not count towards the
+    /// pause; their own failures still ban them.
+    pub exempt_networks: Vec<IpNet>,
 }
 
 impl Default for RegulationSettings {
@@ -96,7 +102,8 @@ impl Default for RegulationSettings {
             global_max_failures: 10,
             global_window: Duration::from_secs(60 * 60),
             global_pause: Duration::from_secs(60 * 60),
-            global_pause_max: Duration::from_secs(24 * 60 * 60),
+            global_pause_max: Duration::from_secs(48 * 60 * 60),
+            exempt_networks: Vec::new(),
         }
     }
 }
@@ -288,6 +295,45 @@ mod tests {
     }
 
     #[test]
+    fn audit_rotation_and_exempt_networks_are_read_and_checked() {
+        let config = load_text("[script]\npath = \"deploy.sh\"\n", &[]).unwrap();
+        assert_eq!(config.audit_rotation, Rotation::default());
+        assert!(config.regulation.exempt_networks.is_empty());
+        let text = "[script]\npath = \"deploy.sh\"\n[audit]\nmax_bytes = 65536\nkeep_files = 2\n\
+                    [regulation]\nexempt_networks = [\"10.8.0.0/16\", \"192.0.2.7\"]\n";
+        let config = load_text(text, &[]).unwrap();
+        assert_eq!(
+            config.audit_rotation,
+            Rotation {
+                max_bytes: 65536,
+                keep_files: 2
+            }
+        );
+        let exempt: Vec<String> = config
+            .regulation
+            .exempt_networks
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(exempt, ["10.8.0.0/16", "192.0.2.7/32"]);
+        for (extra, key) in [
+            ("[audit]\nmax_bytes = 100\n", "audit.max_bytes"),
+            ("[audit]\nkeep_files = 0\n", "audit.keep_files"),
+            (
+                "[regulation]\nexempt_networks = [\"0.0.0.0/0\"]\n",
+                "regulation.exempt_networks",
+            ),
+            (
+                "[regulation]\nexempt_networks = [\"office\"]\n",
+                "regulation.exempt_networks",
+            ),
+        ] {
+            let error = load_text(&format!("[script]\npath = \"deploy.sh\"\n{extra}"), &[]).unwrap_err();
+            assert_eq!(error.key, key, "{error}");
+        }
+    }
+
+    #[test]
     fn the_embedded_example_is_valid() {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config.example.toml");
         let config = Config::load(Some(&path), &[]).unwrap();
@@ -415,7 +461,7 @@ mod tests {
 
     #[test]
     fn the_longest_pause_is_blamed_on_the_key_that_was_set() {
-        let text = "[script]\npath = \"deploy.sh\"\n[regulation]\nglobal_pause_seconds = 90000\n";
+        let text = "[script]\npath = \"deploy.sh\"\n[regulation]\nglobal_pause_seconds = 200000\n";
         let error = load_text(text, &[]).unwrap_err();
         assert_eq!(error.key, "regulation.global_pause_seconds");
         assert!(error.origin.ends_with("authrun.toml:4:1"), "{error}");
@@ -806,6 +852,7 @@ mod tests {
             ("state_dir", _) => at("state"),
             ("server.public_url", _) => "https://deploy.example.com".into(),
             ("server.trusted_proxies", _) => r#"["10.0.0.0/8"]"#.into(),
+            ("regulation.exempt_networks", _) => r#"["10.8.0.0/16"]"#.into(),
             ("access.api_token_sha256", _) => "ab".repeat(32),
             ("access.max_wait_seconds", _) => "60".into(),
             ("audit.file", _) => at("audit.jsonl"),

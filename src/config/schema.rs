@@ -99,6 +99,8 @@ pub struct Regulation {
     pub global_pause_seconds: u64,
     /// The longest a pause may grow to.
     pub global_pause_max_seconds: u64,
+    /// Networks (addresses or CIDRs) never paused and not counted towards the pause.
+    pub exempt_networks: Vec<String>,
 }
 
 impl Default for Regulation {
@@ -110,7 +112,8 @@ impl Default for Regulation {
             global_max_failures: 10,
             global_window_seconds: 60 * 60,
             global_pause_seconds: 60 * 60,
-            global_pause_max_seconds: 24 * 60 * 60,
+            global_pause_max_seconds: 48 * 60 * 60,
+            exempt_networks: Vec::new(),
         }
     }
 }
@@ -141,11 +144,25 @@ impl Default for Access {
 }
 
 /// `[audit]`: the audit log.
-#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Audit {
     /// The audit log; unset: `<state_dir>/audit.log`.
     pub file: Option<PathBuf>,
+    /// The size in bytes past which the log is rotated.
+    pub max_bytes: u64,
+    /// Rotated files kept.
+    pub keep_files: usize,
+}
+
+impl Default for Audit {
+    fn default() -> Self {
+        Self {
+            file: None,
+            max_bytes: 10 * 1024 * 1024,
+            keep_files: 5,
+        }
+    }
 }
 
 /// `[action]`: what the page calls the button.

@@ -15,8 +15,8 @@ use ipnet::IpNet;
 use super::schema::{self, Schema};
 use super::sources::Sources;
 use super::{
-    AccessConfig, ActionConfig, ActionId, Config, ConfigError, PublicUrl, RegulationSettings, ScriptConfig,
-    SecretSource, ServerConfig, TotpSettings,
+    AccessConfig, ActionConfig, ActionId, Config, ConfigError, PublicUrl, RegulationSettings, Rotation,
+    ScriptConfig, SecretSource, ServerConfig, TotpSettings,
 };
 use crate::model::secret::parse_secret;
 
@@ -92,7 +92,9 @@ impl Check<'_> {
             audit_file: raw
                 .audit
                 .file
-                .map_or_else(|| state_dir.join("audit.log"), |file| self.resolve(&file)),
+                .as_ref()
+                .map_or_else(|| state_dir.join("audit.log"), |file| self.resolve(file)),
+            audit_rotation: self.rotation(&raw.audit)?,
             regulation_file: state_dir.join("regulation.json"),
             access,
             state_dir,
@@ -374,16 +376,55 @@ impl Check<'_> {
     }
 
     fn proxy(&self, entry: &str) -> Result<IpNet, ConfigError> {
+        self.network("server.trusted_proxies", entry)
+    }
+
+    /// An address or CIDR network, as `key` lists them.
+    fn network(&self, key: &str, entry: &str) -> Result<IpNet, ConfigError> {
         entry
             .parse::<IpNet>()
             .or_else(|_| entry.parse::<std::net::IpAddr>().map(IpNet::from))
             .map_err(|_| {
                 self.error(
-                    "server.trusted_proxies",
+                    key,
                     format!("{} is not an IP address or CIDR network", quoted(entry)),
                     "list addresses like \"127.0.0.1\" or networks like \"10.0.0.0/8\"",
                 )
             })
+    }
+
+    fn exempt_network(&self, entry: &str) -> Result<IpNet, ConfigError> {
+        let key = "regulation.exempt_networks";
+        let network = self.network(key, entry)?;
+        if network.prefix_len() == 0 {
+            return Err(self.error(
+                key,
+                format!("{} is every address: nobody would ever be paused", quoted(entry)),
+                "list only the networks your team deploys from, e.g. the office VPN \"10.8.0.0/16\"",
+            ));
+        }
+        Ok(network)
+    }
+
+    fn rotation(&self, raw: &schema::Audit) -> Result<Rotation, ConfigError> {
+        if raw.max_bytes < 4096 {
+            return Err(self.error(
+                "audit.max_bytes",
+                format!("{} bytes would rotate every few lines", raw.max_bytes),
+                "set at least 4096 (default 10485760, 10 MiB)",
+            ));
+        }
+        if !(1..=1000).contains(&raw.keep_files) {
+            return Err(self.error(
+                "audit.keep_files",
+                format!("{} rotated files cannot be kept", raw.keep_files),
+                "keep between 1 and 1000 rotated files (default 5)",
+            ));
+        }
+        Ok(Rotation {
+            max_bytes: raw.max_bytes,
+            keep_files: raw.keep_files,
+        })
     }
 
     fn access(&self, raw: schema::Access, actions: &[ActionConfig]) -> Result<AccessConfig, ConfigError> {
@@ -444,6 +485,11 @@ impl Check<'_> {
                 "regulation.global_pause_max_seconds",
                 raw.global_pause_max_seconds,
             )?,
+            exempt_networks: raw
+                .exempt_networks
+                .iter()
+                .map(|entry| self.exempt_network(entry))
+                .collect::<Result<_, _>>()?,
         };
         if settings.global_pause_max < settings.global_pause {
             // Blame the key that was set: the default longest pause is not what the user wrote.

@@ -7,7 +7,7 @@ use crate::model::client::ClientKey;
 use crate::model::regulation::RegulationEvent;
 
 /// What became of an attempt.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Outcome {
     Started,
@@ -24,6 +24,25 @@ pub enum Outcome {
     Unavailable,
 }
 
+impl Outcome {
+    /// The word the audit log writes.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Started => "started",
+            Self::Wrong => "wrong",
+            Self::Malformed => "malformed",
+            Self::Replayed => "replayed",
+            Self::Running => "running",
+            Self::CoolingDown => "cooling_down",
+            Self::Busy => "busy",
+            Self::Banned => "banned",
+            Self::Paused => "paused",
+            Self::Forbidden => "forbidden",
+            Self::Unavailable => "unavailable",
+        }
+    }
+}
+
 /// One line of the audit log.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AuditEvent<'a> {
@@ -32,6 +51,14 @@ pub enum AuditEvent<'a> {
         client: &'a ClientKey,
         outcome: Outcome,
         run_id: Option<u64>,
+    },
+    /// Refusals of a blocked or cross-site client, counted rather than written one by one: `count`
+    /// of them since `since`. `None` stands for the clients beyond those counted one by one.
+    Refusals {
+        client: Option<&'a ClientKey>,
+        outcome: Outcome,
+        count: u64,
+        since: OffsetDateTime,
     },
     /// A ban or pause began or ended.
     Regulation(&'a RegulationEvent),
@@ -44,4 +71,24 @@ pub enum AuditEvent<'a> {
 pub struct AuditEntry<'a> {
     pub time: OffsetDateTime,
     pub event: AuditEvent<'a>,
+}
+
+/// When the audit log is rotated, and how many rotated files are kept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rotation {
+    /// The size past which the log is renamed `<file>.1` (the older ones move up a number) and a new
+    /// one begins.
+    pub max_bytes: u64,
+    /// Rotated files kept; the oldest beyond them is deleted.
+    pub keep_files: usize,
+}
+
+impl Default for Rotation {
+    /// 10 MiB times 5: at about 120 bytes a line, the last 500,000 attempts.
+    fn default() -> Self {
+        Self {
+            max_bytes: 10 * 1024 * 1024,
+            keep_files: 5,
+        }
+    }
 }

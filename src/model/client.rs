@@ -3,6 +3,7 @@
 use std::fmt;
 use std::net::{IpAddr, Ipv6Addr};
 
+use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
 /// An IPv4 address, or the /64 network of an IPv6 one (a single host usually holds a whole /64).
@@ -25,6 +26,16 @@ impl ClientKey {
     }
 }
 
+impl ClientKey {
+    /// The addresses the key stands for: the IPv4 address as a /32, or the IPv6 /64.
+    pub fn network(&self) -> Option<IpNet> {
+        self.0
+            .parse::<IpNet>()
+            .ok()
+            .or_else(|| self.0.parse::<IpAddr>().ok().map(IpNet::from))
+    }
+}
+
 impl fmt::Display for ClientKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.0)
@@ -44,5 +55,8 @@ mod tests {
         assert_ne!(ClientKey::of(a), ClientKey::of(c));
         let mapped: IpAddr = "::ffff:192.0.2.7".parse().unwrap();
         assert_eq!(ClientKey::of(mapped).to_string(), "192.0.2.7");
+        let network = |key: ClientKey| key.network().map(|net| net.to_string());
+        assert_eq!(network(ClientKey::of(a)).as_deref(), Some("2001:db8:1:2::/64"));
+        assert_eq!(network(ClientKey::of(mapped)).as_deref(), Some("192.0.2.7/32"));
     }
 }

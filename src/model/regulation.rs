@@ -23,9 +23,13 @@ pub struct RegulationState {
     /// The end of the pause of code checking for everyone, if one is in force.
     #[serde(default, with = "time::serde::rfc3339::option")]
     pub paused_until: Option<OffsetDateTime>,
-    /// Pauses since the last successful run; the next one lasts `global_pause * 2^pauses`.
+    /// The doubling: the next pause lasts `global_pause * 2^pauses`, less one doubling for each
+    /// `global_pause_max` since `last_pause_end` (see `auth::regulation`).
     #[serde(default)]
     pub pauses: u32,
+    /// The end of the latest pause, also after it is over.
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    pub last_pause_end: Option<OffsetDateTime>,
     /// Failures from anywhere within the global window.
     #[serde(default)]
     pub global_failures: VecDeque<Stamp>,
@@ -60,12 +64,13 @@ mod tests {
             bans: BTreeMap::from([(client, Stamp(datetime!(2026-11-25 12:15:00 UTC)))]),
             paused_until: Some(datetime!(2026-11-25 13:00:00 UTC)),
             pauses: 1,
+            last_pause_end: Some(datetime!(2026-11-25 13:00:00 UTC)),
             global_failures: VecDeque::from([Stamp(datetime!(2026-11-25 12:00:00 UTC))]),
         };
         let json = serde_json::to_string(&state).unwrap();
         assert_eq!(
             json,
-            r#"{"bans":{"192.0.2.1":"2026-11-25T12:15:00Z"},"paused_until":"2026-11-25T13:00:00Z","pauses":1,"global_failures":["2026-11-25T12:00:00Z"]}"#
+            r#"{"bans":{"192.0.2.1":"2026-11-25T12:15:00Z"},"paused_until":"2026-11-25T13:00:00Z","pauses":1,"last_pause_end":"2026-11-25T13:00:00Z","global_failures":["2026-11-25T12:00:00Z"]}"#
         );
         assert_eq!(serde_json::from_str::<RegulationState>(&json).unwrap(), state);
     }

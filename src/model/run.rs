@@ -97,6 +97,9 @@ pub struct RunRecord {
         with = "crate::model::time::iso::option"
     )]
     pub cancelled_at: Option<OffsetDateTime>,
+    /// The signal that ended the script, when no exit code did (a cancel, a timeout, a crash).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signal: Option<i32>,
     /// Why the run could not start or was stopped, for the operator.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
@@ -118,6 +121,7 @@ impl RunRecord {
             pid: None,
             cancelled_by: None,
             cancelled_at: None,
+            signal: None,
             error: None,
         }
     }

@@ -342,6 +342,7 @@ impl Runner {
         if let Some(note) = exit.and_then(process::signal_note) {
             record.error = Some(note);
         }
+        record.signal = exit.and_then(|exit| std::os::unix::process::ExitStatusExt::signal(&exit));
         // Before the end is told, so whoever waits for it finds only the logs that are kept.
         let (dir, pruned) = (self.script.log_dir.clone(), self.logs_to_prune());
         let _ = blocking(move || {

@@ -138,11 +138,30 @@ pub trait RegulationStore: Send + Sync + fmt::Debug {
 
     /// Changes the state under the store's lock, after picking up changes made elsewhere (`authrun
     /// unlock`). `change` returns whether it changed anything; only then is the state saved. The change
-    /// stays in memory even when saving fails.
+    /// stays in memory even when the file cannot be read or saved.
     async fn transact(
         &self,
         change: &mut (dyn for<'s> FnMut(&'s mut RegulationState) -> bool + Send),
     ) -> Result<(), StoreError>;
+}
+
+/// A browser session worth keeping across a restart: a verified one (it took a valid code). It holds the
+/// session's id, which is as good as its cookie: the store keeps it owner-only.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct KeptSession {
+    pub record: tower_sessions::session::Record,
+    #[serde(with = "time::serde::rfc3339")]
+    pub expires: time::OffsetDateTime,
+}
+
+/// The verified browser sessions, so that a restart signs no operator out.
+#[async_trait::async_trait]
+pub trait SessionKeeper: Send + Sync + fmt::Debug {
+    /// The sessions kept when the store was opened.
+    fn kept(&self) -> Vec<KeptSession>;
+
+    /// Replaces what is kept with `sessions`.
+    async fn keep(&self, sessions: Vec<KeptSession>) -> Result<(), StoreError>;
 }
 
 /// The audit log cannot be written.
@@ -158,5 +177,9 @@ pub struct AuditError {
 /// no attempt pass unaudited.
 #[async_trait::async_trait]
 pub trait AuditSink: Send + Sync + fmt::Debug {
+    /// Makes sure the lines of one attempt can be written. Called before its code is checked, so that a
+    /// log that cannot take them (a full disk) refuses the attempt unchecked.
+    async fn reserve(&self) -> Result<(), AuditError>;
+
     async fn record(&self, entry: &AuditEntry<'_>) -> Result<(), AuditError>;
 }

@@ -6,7 +6,9 @@
 
 pub mod access;
 pub mod action;
+pub mod ansi;
 pub mod cache;
+pub mod error_page;
 pub mod form;
 pub mod middleware;
 pub mod negotiate;

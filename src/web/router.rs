@@ -36,7 +36,8 @@ pub fn build_router(state: AppState) -> Edge<Router> {
     let hosts = AllowedHosts::new(state.config.server.public_url.as_ref());
     let verified_for = time::Duration::try_from(state.config.access.verified_for).unwrap_or(SESSION_IDLE);
     let lifetime = SESSION_IDLE.max(verified_for);
-    let store = BoundedStore::new(state.clock.clone(), lifetime, SESSION_BUDGETS);
+    let store =
+        BoundedStore::new(state.clock.clone(), lifetime, SESSION_BUDGETS).kept_in(state.sessions.clone());
     let sessions = SessionManagerLayer::new(store)
         .with_name("authrun_session")
         .with_http_only(true)
@@ -79,7 +80,13 @@ pub fn build_router(state: AppState) -> Edge<Router> {
         .route("/actions/{id}/status", get(routes::status::action_status))
         .route("/actions", get(routes::status::actions))
         .route("/healthz", get(routes::status::health))
-        .route("/static/{name}", get(routes::assets::asset));
+        .route("/static/{name}", get(routes::assets::asset))
+        .route("/favicon.ico", get(routes::assets::favicon))
+        .route("/apple-touch-icon.png", get(routes::assets::touch_icon))
+        .route(
+            "/apple-touch-icon-precomposed.png",
+            get(routes::assets::touch_icon),
+        );
     let router = pages
         .merge(api)
         .fallback(|| async { AppError::NotFound })

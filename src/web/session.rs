@@ -16,6 +16,7 @@ use tower_sessions::session::{Id, Record};
 use tower_sessions::session_store;
 
 use crate::clock::SharedClock;
+use crate::store::{KeptSession, SessionKeeper};
 
 const FLASH_KEY: &str = "authrun.flash";
 const VERIFIED_KEY: &str = "authrun.verified_until";
@@ -96,11 +97,15 @@ pub struct Budgets {
 /// the record's own `expiry_date` (which tower-sessions sets from the wall clock) is not read. Each
 /// operation costs O(log n): the sessions of each kind are indexed by expiry in a `BTreeSet`, whose first
 /// entry is the one to evict.
+///
+/// With a [`SessionKeeper`] the verified sessions are also kept across a restart: written whenever one
+/// is added, changed or removed (they are few: each took a valid code), read back when the store is made.
 #[derive(Debug, Clone)]
 pub struct BoundedStore {
     clock: SharedClock,
     lifetime: Duration,
     sessions: Arc<Mutex<Sessions>>,
+    keeper: Option<Arc<dyn SessionKeeper>>,
 }
 
 impl BoundedStore {
@@ -109,7 +114,43 @@ impl BoundedStore {
             clock,
             lifetime,
             sessions: Arc::new(Mutex::new(Sessions::new(budgets))),
+            keeper: None,
         }
+    }
+
+    /// The same store, keeping its verified sessions in `keeper`, starting with those it kept before
+    /// (but for the ones expired since).
+    pub fn kept_in(mut self, keeper: Arc<dyn SessionKeeper>) -> Self {
+        let now = self.clock.now();
+        {
+            let mut sessions = self.sessions.lock();
+            for kept in keeper.kept().into_iter().filter(|kept| kept.expires > now) {
+                sessions.put(kept.record, kept.expires, now);
+            }
+        }
+        self.keeper = Some(keeper);
+        self
+    }
+
+    /// Writes the verified sessions to the keeper, if there is one. A failure costs a restart's sign-ins,
+    /// not this request: it is logged.
+    async fn keep_verified(&self) {
+        let Some(keeper) = &self.keeper else {
+            return;
+        };
+        let verified = self.sessions.lock().verified();
+        if let Err(error) = keeper.keep(verified).await {
+            tracing::warn!(%error, "the verified sessions could not be kept for a restart");
+        }
+    }
+
+    /// Whether `id` is kept as a verified session now.
+    fn is_verified(&self, id: &Id) -> bool {
+        self.sessions
+            .lock()
+            .by_id
+            .get(id)
+            .is_some_and(|kept| kept.kind == Kind::Verified)
     }
 
     /// How many sessions the store holds, of both kinds.
@@ -131,16 +172,25 @@ impl BoundedStore {
 impl session_store::SessionStore for BoundedStore {
     async fn create(&self, record: &mut Record) -> session_store::Result<()> {
         let now = self.clock.now();
-        let mut sessions = self.sessions.lock();
-        while sessions.by_id.contains_key(&record.id) {
-            record.id = Id::default();
+        {
+            let mut sessions = self.sessions.lock();
+            while sessions.by_id.contains_key(&record.id) {
+                record.id = Id::default();
+            }
+            sessions.put(record.clone(), now + self.lifetime, now);
         }
-        sessions.put(record.clone(), now + self.lifetime, now);
+        if Kind::of(record) == Kind::Verified {
+            self.keep_verified().await;
+        }
         Ok(())
     }
 
     async fn save(&self, record: &Record) -> session_store::Result<()> {
+        let was_verified = self.is_verified(&record.id);
         self.put(record.clone());
+        if was_verified || Kind::of(record) == Kind::Verified {
+            self.keep_verified().await;
+        }
         Ok(())
     }
 
@@ -149,7 +199,10 @@ impl session_store::SessionStore for BoundedStore {
     }
 
     async fn delete(&self, id: &Id) -> session_store::Result<()> {
-        self.sessions.lock().remove(id);
+        let removed = self.sessions.lock().remove(id);
+        if removed.is_some_and(|kept| kept.kind == Kind::Verified) {
+            self.keep_verified().await;
+        }
         Ok(())
     }
 }
@@ -239,6 +292,18 @@ impl Sessions {
             return None;
         }
         self.by_id.get(id).map(|kept| kept.record.clone())
+    }
+
+    /// The verified sessions, as the keeper keeps them.
+    fn verified(&self) -> Vec<KeptSession> {
+        self.by_id
+            .values()
+            .filter(|kept| kept.kind == Kind::Verified)
+            .map(|kept| KeptSession {
+                record: kept.record.clone(),
+                expires: kept.expires,
+            })
+            .collect()
     }
 
     fn remove(&mut self, id: &Id) -> Option<Kept> {

@@ -6,6 +6,7 @@ use crate::auth::attempt::Gatekeeper;
 use crate::clock::SharedClock;
 use crate::config::Config;
 use crate::runs::runners::Runners;
+use crate::store::SessionKeeper;
 use crate::web::cache::Caches;
 
 /// Everything a handler needs: one `Arc`, so handing it to a request costs one increment. Fields are
@@ -20,9 +21,11 @@ pub struct AppStateInner {
     /// unique across actions), and the run's action is found from it.
     pub runner: Arc<Runners>,
     /// The attempt of `POST /verify`: regulation, the code check, the audit, the gate.
-    pub gatekeeper: Gatekeeper,
+    pub gatekeeper: Arc<Gatekeeper>,
     /// Answers and fragments made once per change of the history.
     pub caches: Caches,
+    /// Where verified browser sessions are kept across a restart.
+    pub sessions: Arc<dyn SessionKeeper>,
 }
 
 impl AppState {

@@ -1,5 +1,5 @@
 //! Several actions as a person uses them: the page of cards, starting one from its card and from its own
-//! page, and the run page that says which action ran.
+//! page, and the run page that says which action ran. The new pages pass axe as the others do.
 
 use crate::Scene;
 use crate::driver::Options;
@@ -58,6 +58,7 @@ async fn the_card_page_starts_an_action_from_its_card() {
             .as_deref(),
         Some("No runs yet.")
     );
+    browser.audit("actions-idle").await;
 
     let field = browser.find("#code-restart-cache").await;
     field
@@ -70,15 +71,13 @@ async fn the_card_page_starts_an_action_from_its_card() {
         .click()
         .await
         .expect("press Run");
+    // The browser follows the run it started, whose page names the action.
+    scene.wait_path("/runs/1").await;
     scene
         .wait_flash("success", "Restart the cache started (run #1).")
         .await;
-    assert!(
-        browser.client.current_url().await.expect("the URL").path() == "/actions/restart-cache",
-        "the browser is on the action's page"
-    );
     assert_eq!(
-        browser.visible_text("h1").await.as_deref(),
+        browser.visible_text("#run-action").await.as_deref(),
         Some("Restart the cache")
     );
 
@@ -91,6 +90,7 @@ async fn the_card_page_starts_an_action_from_its_card() {
             |text| text == "Running",
         )
         .await;
+    browser.audit("actions-running").await;
     let_action_finish(&scene.app, "restart-cache");
     browser
         .wait_text(
@@ -112,7 +112,6 @@ async fn the_card_page_starts_an_action_from_its_card() {
         Some("Ready")
     );
     browser.assert_clean_console().await;
-    browser.save_screenshot("cards").await;
     scene.finish().await;
 }
 
@@ -126,6 +125,7 @@ async fn an_actions_page_asks_to_confirm_and_its_run_page_names_it() {
         Some("Deploy production")
     );
     scene.wait_state("Ready").await;
+    browser.audit("action-page").await;
 
     // Without the box ticked the browser does not send the form.
     scene.submit_code(&scene.app.code_now()).await;
@@ -146,12 +146,10 @@ async fn an_actions_page_asks_to_confirm_and_its_run_page_names_it() {
         .await
         .expect("tick the box");
     scene.submit_code(&scene.app.code_now()).await;
+    scene.wait_path("/runs/1").await;
     scene
         .wait_flash("success", "Deploy production started (run #1).")
         .await;
-    scene.wait_state("Running").await;
-
-    scene.open("/runs/1").await;
     assert_eq!(
         browser.visible_text("#run-action").await.as_deref(),
         Some("Deploy production")
@@ -161,6 +159,26 @@ async fn an_actions_page_asks_to_confirm_and_its_run_page_names_it() {
         link.attr("href").await.expect("href").as_deref(),
         Some("/actions/deploy")
     );
+
+    // A refusal goes back to the action's page, which says why. (The page turns its button off while the
+    // action runs; a page opened before still posts, as this one does with the button turned back on.)
+    scene.open("/actions/deploy").await;
+    scene.wait_state("Running").await;
+    scene.app.advance(30);
+    browser
+        .js("document.querySelector('#run-button').disabled = false;", vec![])
+        .await;
+    browser
+        .find("#confirm")
+        .await
+        .click()
+        .await
+        .expect("tick the box");
+    scene.submit_code(&scene.app.code_now()).await;
+    scene.wait_path("/actions/deploy").await;
+    let flash = browser.visible_text("#flash").await.unwrap_or_default();
+    assert!(flash.contains("going"), "{flash}");
+
     scene.open("/runs?action=deploy").await;
     assert_eq!(
         browser.visible_text("h1").await.as_deref(),
@@ -169,6 +187,5 @@ async fn an_actions_page_asks_to_confirm_and_its_run_page_names_it() {
     let_action_finish(&scene.app, "deploy");
     scene.app.wait_for_run(1).await;
     browser.assert_clean_console().await;
-    browser.save_screenshot("action_page").await;
     scene.finish().await;
 }

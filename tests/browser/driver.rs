@@ -39,10 +39,15 @@ pub const WAIT: Duration = Duration::from_secs(10);
 /// How often a wait looks again.
 const POLL: Duration = Duration::from_millis(50);
 
-/// The desktop window.
-const DESKTOP: (u32, u32) = (1024, 768);
-/// The phone: an iPhone SE-sized viewport, in CSS pixels.
-pub const PHONE: (u32, u32) = (375, 667);
+/// The desktop window, in CSS pixels.
+pub const DESKTOP: (u32, u32) = (1280, 900);
+/// The phone: an iPhone 12-sized viewport, in CSS pixels.
+pub const PHONE: (u32, u32) = (390, 844);
+/// The browser's time zone: not UTC, so the tests see that times are shown in local time (UTC+1 in
+/// November).
+pub const TIME_ZONE: &str = "Europe/Berlin";
+/// Where `scripts/test.sh` installs axe-core (or `AUTHRUN_AXE`, a path to `axe.min.js`).
+const AXE: &str = "target/axe/node_modules/axe-core/axe.min.js";
 
 /// A running chromedriver; dropping it ends its sessions, it and the browsers it started.
 pub struct Driver {
@@ -163,11 +168,28 @@ impl Driver {
                 .await
                 .expect("set the window size");
         }
-        Browser {
+        let browser = Browser {
             client,
             scenario: scenario.to_string(),
+            phone: options.phone,
             _profile: profile,
+        };
+        browser
+            .cdp(
+                "Emulation.setTimezoneOverride",
+                json!({ "timezoneId": TIME_ZONE }),
+            )
+            .await;
+        if !options.phone {
+            // The viewport itself, not the window around it, is the desktop size.
+            browser
+                .cdp(
+                    "Emulation.setDeviceMetricsOverride",
+                    json!({ "width": DESKTOP.0, "height": DESKTOP.1, "deviceScaleFactor": 1, "mobile": false }),
+                )
+                .await;
         }
+        browser
     }
 }
 
@@ -245,10 +267,49 @@ impl WebDriverCompatibleCommand for ReadBrowserLog {
     }
 }
 
+/// `POST /session/{id}/goog/cdp/execute`: a Chrome DevTools Protocol command (chromedriver's
+/// extension), for what WebDriver cannot set: the time zone, the colour scheme, the viewport.
+#[derive(Debug)]
+struct Cdp {
+    command: &'static str,
+    params: Value,
+}
+
+impl WebDriverCompatibleCommand for Cdp {
+    fn endpoint(&self, base_url: &url::Url, session_id: Option<&str>) -> Result<url::Url, url::ParseError> {
+        base_url.join(&format!(
+            "session/{}/goog/cdp/execute",
+            session_id.unwrap_or_default()
+        ))
+    }
+
+    fn method_and_body(&self, _request_url: &url::Url) -> (axum::http::Method, Option<String>) {
+        let body = json!({ "cmd": self.command, "params": self.params });
+        (axum::http::Method::POST, Some(body.to_string()))
+    }
+}
+
+/// A light or a dark colour scheme, as the operating system would ask for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scheme {
+    Light,
+    Dark,
+}
+
+impl Scheme {
+    fn name(self) -> &'static str {
+        match self {
+            Self::Light => "light",
+            Self::Dark => "dark",
+        }
+    }
+}
+
 /// One browser session, named after the scenario it serves (its screenshots are).
 pub struct Browser {
     pub client: Client,
     scenario: String,
+    phone: bool,
     _profile: TempDir,
 }
 
@@ -460,10 +521,108 @@ impl Browser {
         self.save_screenshot(&self.scenario.clone()).await
     }
 
+    /// Runs a Chrome DevTools Protocol command in the page's tab.
+    pub async fn cdp(&self, command: &'static str, params: Value) -> Value {
+        self.client
+            .issue_cmd(Cdp { command, params })
+            .await
+            .unwrap_or_else(|e| panic!("the DevTools command {command} failed: {e}"))
+    }
+
+    /// Makes the page see `prefers-color-scheme: light` or `dark`.
+    pub async fn color_scheme(&self, scheme: Scheme) {
+        let features = json!([{ "name": "prefers-color-scheme", "value": scheme.name() }]);
+        self.cdp("Emulation.setEmulatedMedia", json!({ "features": features }))
+            .await;
+        let dark = self
+            .js(
+                "return matchMedia('(prefers-color-scheme: dark)').matches;",
+                vec![],
+            )
+            .await;
+        assert_eq!(
+            dark,
+            json!(scheme == Scheme::Dark),
+            "the colour scheme did not change"
+        );
+    }
+
+    /// Checks the page as it is now with axe-core, in the light and the dark colour scheme, and saves a
+    /// screenshot of each (`<name>-<desktop|phone>-<light|dark>.png`). Fails listing every violation
+    /// of impact "serious" or "critical". The page is left in the light scheme.
+    pub async fn audit(&self, name: &str) {
+        let mut problems = Vec::new();
+        for scheme in [Scheme::Light, Scheme::Dark] {
+            self.color_scheme(scheme).await;
+            let size = if self.phone { "phone" } else { "desktop" };
+            self.save_screenshot(&format!("{name}-{size}-{}", scheme.name()))
+                .await;
+            let violations = self.axe().await;
+            if let Some(list) = violations.as_array().filter(|list| !list.is_empty()) {
+                problems.push(format!(
+                    "{name} ({}): {}",
+                    scheme.name(),
+                    serde_json::to_string_pretty(list).unwrap_or_default()
+                ));
+            }
+        }
+        self.color_scheme(Scheme::Light).await;
+        if !problems.is_empty() {
+            self.fail(&format!(
+                "accessibility violations (serious or critical):\n{}",
+                problems.join("\n")
+            ))
+            .await;
+        }
+    }
+
+    /// The serious and critical violations axe-core finds on the page now.
+    pub async fn axe(&self) -> Value {
+        let loaded = self.js("return typeof window.axe;", vec![]).await;
+        if loaded != json!("object") {
+            let source = axe_source();
+            self.js(&format!("{source}\nreturn typeof window.axe;"), vec![])
+                .await;
+        }
+        let result = self
+            .client
+            .execute_async(
+                "const done = arguments[arguments.length - 1];\
+                 axe.run(document, { resultTypes: ['violations'] }).then(function (r) {\
+                   done(r.violations.filter(function (v) { return v.impact === 'serious' || v.impact === 'critical'; })\
+                     .map(function (v) { return { id: v.id, impact: v.impact, help: v.help,\
+                       nodes: v.nodes.slice(0, 8).map(function (n) { return n.target.join(' ') + ': ' + n.failureSummary; }) }; }));\
+                 }).catch(function (e) { done({ error: String(e) }); });",
+                vec![],
+            )
+            .await
+            .unwrap_or_else(|e| panic!("axe-core did not run: {e}"));
+        assert!(result.is_array(), "axe-core failed: {result}");
+        result
+    }
+
     /// Ends the session (its browser quits).
     pub async fn close(self) {
         let _ = self.client.close().await;
     }
+}
+
+/// axe-core's source, read once. Fails, saying how to install it, when it is missing: the accessibility
+/// tests never pass by being skipped.
+fn axe_source() -> &'static str {
+    static SOURCE: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    SOURCE.get_or_init(|| {
+        let path = std::env::var_os("AUTHRUN_AXE")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join(AXE));
+        std::fs::read_to_string(&path).unwrap_or_else(|e| {
+            panic!(
+                "axe-core is missing ({}: {e}): the accessibility checks need it. scripts/test.sh \
+                 installs it (npm install --prefix target/axe axe-core@VERSION).",
+                path.display()
+            )
+        })
+    })
 }
 
 /// `$CARGO_TARGET_DIR/screenshots`, or `target/screenshots` in the package.

@@ -14,6 +14,7 @@ mod common;
 #[path = "../http/helpers.rs"]
 mod helpers;
 
+mod a11y;
 mod actions;
 mod driver;
 mod page;
@@ -73,6 +74,26 @@ impl Scene {
             .click()
             .await
             .expect("press Run");
+    }
+
+    /// Waits until the browser shows the app's `path`.
+    pub async fn wait_path(&self, path: &str) {
+        let expected = self.url(path);
+        self.browser
+            .wait_for(&format!("the page {path}"), async || {
+                let url = self
+                    .browser
+                    .client
+                    .current_url()
+                    .await
+                    .map_err(|e| e.to_string())?;
+                let mut shown = url.to_string();
+                if let Some(at) = shown.find('#') {
+                    shown.truncate(at);
+                }
+                if shown == expected { Ok(()) } else { Err(shown) }
+            })
+            .await;
     }
 
     /// Waits until the page shows the state `label` ("Ready", "Running", "Cooling down").

@@ -1,7 +1,6 @@
-//! The page itself: it loads cleanly, a wrong code is explained, it works on a phone and with the
-//! keyboard alone.
+//! The page itself: it loads cleanly, a short code is stopped and a wrong one explained, and it works
+//! on a phone. (The keyboard alone: `a11y`.)
 
-use fantoccini::key::Key;
 use serde_json::{Value, json};
 
 use crate::driver::{Options, PHONE};
@@ -16,6 +15,10 @@ async fn the_page_loads_without_console_errors_or_requests_elsewhere() {
 
     scene.wait_state("Ready").await;
     assert_eq!(browser.visible_text("h1").await.as_deref(), Some("Deploy"));
+    assert_eq!(
+        browser.visible_text("footer").await,
+        Some(format!("authrun {}", env!("CARGO_PKG_VERSION")))
+    );
     assert_eq!(
         browser.visible_text(STATE_DETAIL).await.as_deref(),
         Some("Enter a code to start a run.")
@@ -88,13 +91,48 @@ async fn the_page_loads_without_console_errors_or_requests_elsewhere() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_wrong_code_says_auth_failed_next_to_an_empty_focused_field() {
+async fn a_short_code_is_stopped_by_the_browser_and_a_wrong_one_explained_next_to_the_field() {
     let scene = Scene::start("wrong_code", TestApp::builder().build(), Options::default()).await;
     scene.open("/").await;
     let browser = &scene.browser;
 
+    // Five digits where six are needed: the browser's own check stops the form, nothing is sent.
+    browser
+        .js(
+            "document.querySelector('.run-form').addEventListener('submit', function () { window.__submitted = true; });",
+            vec![],
+        )
+        .await;
+    scene.submit_code("12345").await;
+    let check = browser
+        .js(
+            "const c = document.getElementById('code'); \
+             return { valid: c.validity.valid, short: c.validity.tooShort || c.validity.patternMismatch, \
+                      submitted: window.__submitted === true };",
+            vec![],
+        )
+        .await;
+    assert_eq!(
+        check,
+        json!({ "valid": false, "short": true, "submitted": false }),
+        "a 5-digit code passed the browser's check"
+    );
+    assert!(
+        !std::fs::read_to_string(scene.app.path(".authrun/audit.log"))
+            .unwrap_or_default()
+            .contains("attempt"),
+        "the short code reached the server"
+    );
+
     scene.submit_code(&wrong_code(&scene.app)).await;
-    scene.wait_flash("error", "Auth failed.").await;
+    scene
+        .wait_flash(
+            "error",
+            "That code is wrong or was already used. Each code works once: enter the code your app \
+             shows now, and check that your phone's clock is right. 4 more wrong codes block your \
+             address for a while.",
+        )
+        .await;
     assert_eq!(scene.app.script_runs(), 0, "a wrong code ran the script");
 
     // The message sits right above the field, and the field refers to it for screen readers.
@@ -121,7 +159,7 @@ async fn a_wrong_code_says_auth_failed_next_to_an_empty_focused_field() {
             .await
             .expect("attribute")
             .as_deref(),
-        Some("flash")
+        Some("code-hint flash")
     );
 
     // Ready for the next try: empty, focused, so typing goes straight in.
@@ -145,7 +183,9 @@ async fn on_a_phone_nothing_overflows_and_the_button_can_be_tapped() {
     let history = r#"[
         {"time": "2026-11-22T09:14:03Z", "status": "Timed out", "id": 1125, "finished": "2026-11-22T09:44:03Z", "duration_ms": 1800000},
         {"time": "2026-11-24T17:02:41Z", "status": "Deploy failed", "id": 1126, "finished": "2026-11-24T17:15:16Z", "exit_code": 1, "duration_ms": 755000},
-        {"time": "2026-11-25T11:46:20Z", "status": "Deploy succeeded", "id": 1127, "finished": "2026-11-25T11:58:55Z", "exit_code": 0, "duration_ms": 755000}
+        {"time": "2026-11-24T18:02:41Z", "status": "Interrupted", "id": 1127, "finished": "2026-11-24T18:15:16Z", "duration_ms": 755000},
+        {"time": "2026-11-24T19:02:41Z", "status": "Cancelled", "id": 1128, "finished": "2026-11-24T19:15:16Z", "duration_ms": 755000, "cancelled_by": "API token", "signal": 15},
+        {"time": "2026-11-25T11:46:20Z", "status": "Deploy succeeded", "id": 1129, "finished": "2026-11-25T11:58:55Z", "exit_code": 0, "duration_ms": 755000}
     ]"#;
     let app = TestApp::builder().script(script).history(history).build();
     let options = Options {
@@ -156,7 +196,7 @@ async fn on_a_phone_nothing_overflows_and_the_button_can_be_tapped() {
     let browser = &scene.browser;
     scene.open("/").await;
     scene.wait_state("Ready").await;
-    assert_eq!(browser.find_all("#runs tbody tr").await.len(), 3);
+    assert_eq!(browser.find_all("#runs tbody tr").await.len(), 5);
 
     let screen = browser.js("return [screen.width, screen.height];", vec![]).await;
     assert_eq!(
@@ -192,23 +232,25 @@ async fn on_a_phone_nothing_overflows_and_the_button_can_be_tapped() {
         "the button is too small to tap: {reach}"
     );
     scene.submit_code(&scene.app.code_now()).await;
-    scene.wait_flash("success", "Deploy started (run #1128).").await;
-    scene.app.wait_for_run(1128).await;
+    scene.wait_path("/runs/1130").await;
+    scene.wait_flash("success", "Deploy started (run #1130).").await;
+    scene.app.wait_for_run(1130).await;
+    scene.open("/").await;
     browser
-        .wait_text(NEWEST_BADGE, "run #1128 succeeded", |text| {
+        .wait_text(NEWEST_BADGE, "run #1130 succeeded", |text| {
             text == "Deploy succeeded"
         })
         .await;
     // The page's script has caught up with the server (its clock too).
     browser
-        .wait_text(STATE_DETAIL, "the cooldown counting down", |text| {
-            text.contains(" in ")
+        .wait_text(".state-countdown", "the cooldown counting down", |text| {
+            text.contains("in ")
         })
         .await;
     assert_fits_width(browser, PHONE.0, "the page with runs").await;
     browser.screenshot().await;
 
-    scene.open("/runs/1128").await;
+    scene.open("/runs/1130").await;
     browser
         .wait_text("#output", "the output", |text| text.contains("index.min.js.map"))
         .await;
@@ -222,81 +264,26 @@ async fn on_a_phone_nothing_overflows_and_the_button_can_be_tapped() {
         })
         .await;
     assert_fits_width(browser, PHONE.0, "the list of runs").await;
-
-    browser.assert_clean_console().await;
-    scene.finish().await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn with_the_keyboard_alone_tab_reaches_the_field_and_the_button() {
-    let scene = Scene::start("keyboard", TestApp::builder().build(), Options::default()).await;
-    let browser = &scene.browser;
-    // Opened at its state section, as a link to it would: a page opened at a fragment gets no autofocus,
-    // so the focus starts there and Tab has to bring it to the field.
-    scene.open("/#state").await;
-    scene.wait_state("Ready").await;
-    // The state is announced when it changes.
-    let live = browser
-        .find("#state")
-        .await
-        .attr("aria-live")
-        .await
-        .expect("attribute");
-    assert_eq!(
-        live.as_deref(),
-        Some("polite"),
-        "the status area is not a live region"
-    );
-
-    assert_ne!(
-        browser.focused().await,
-        "code",
-        "the field has the focus before any Tab"
-    );
-    let mut path = Vec::new();
-    for _ in 0..3 {
-        browser.press(&[Key::Tab.into()]).await;
-        let focused = browser.focused().await;
-        path.push(focused.clone());
-        if focused == "code" {
-            break;
-        }
-    }
-    assert_eq!(path.last().map(String::as_str), Some("code"), "Tab went {path:?}");
-
-    browser
-        .press(&scene.app.code_now().chars().collect::<Vec<_>>())
-        .await;
-    browser.press(&[Key::Tab.into()]).await;
-    let button = browser
+    // Badges and dates each stay on one line, and every ending has its own colours.
+    let cells = browser
         .js(
-            "const e = document.activeElement; \
-             return { tag: e.tagName, text: e.textContent, outline: getComputedStyle(e).outlineStyle };",
+            "const out = {}; \
+             for (const e of document.querySelectorAll('#runs .badge, #runs time')) { \
+               if (e.getClientRects().length !== 1) out.wrapped = (out.wrapped || []).concat(e.textContent); } \
+             out.colours = {}; \
+             for (const b of document.querySelectorAll('#runs .badge')) { \
+               const s = getComputedStyle(b); out.colours[b.textContent] = s.backgroundColor + ' ' + s.color; } \
+             return out;",
             vec![],
         )
         .await;
-    assert_eq!(button["tag"], json!("BUTTON"), "Tab after the field: {button}");
-    assert_eq!(button["text"], json!("Run"), "{button}");
-    assert_ne!(
-        button["outline"],
-        json!("none"),
-        "the focused button shows no focus ring: {button}"
-    );
-    browser.save_screenshot("keyboard_focus").await;
-
-    browser.press(&[Key::Enter.into()]).await;
-    scene.wait_flash("success", "Deploy started (run #1).").await;
-    scene.app.wait_for_run(1).await;
-    assert_eq!(scene.app.script_runs(), 1);
-    // Back on the page, the field has the focus again.
-    browser.wait_focus("code").await;
-    browser
-        .wait_text(STATE_DETAIL, "the cooldown counting down", |text| {
-            text.contains(" in ")
-        })
-        .await;
+    assert_eq!(cells.get("wrapped"), None, "a badge or a date wraps: {cells}");
+    let colours = cells["colours"].as_object().expect("the badges' colours");
+    assert_eq!(colours.len(), 5, "{cells}");
+    let distinct: std::collections::HashSet<&Value> = colours.values().collect();
+    assert_eq!(distinct.len(), 5, "endings share colours: {cells}");
+    browser.save_screenshot("phone_runs").await;
 
     browser.assert_clean_console().await;
-    browser.screenshot().await;
     scene.finish().await;
 }

@@ -1,5 +1,6 @@
 //! The commands that print something and exit: `--help`, `secret`, `example-config`, `check-config`, `qr`.
 
+use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
 use crate::support::{DEPLOY_SCRIPT, Finished, SECRET, Workspace, authrun, run, serve_refused};
@@ -239,18 +240,28 @@ fn serve_with_a_bad_config_exits_2_and_says_why() {
     assert!(!out.stdout.contains("authrun is serving"), "{out:#?}");
 }
 
-#[test]
-fn qr_prints_the_uri_draws_the_code_and_writes_a_png() {
-    let workspace = Workspace::configured(DEPLOY_SCRIPT, "");
+/// `authrun qr ARGS --config CONFIG`, which must succeed: what it printed, and the `otpauth://` URI among
+/// it.
+fn qr(workspace: &Workspace, args: &[&str]) -> (Finished, String) {
     let out = run(authrun(workspace.path())
-        .args(["qr", "--png", "out.png", "--config"])
+        .arg("qr")
+        .args(args)
+        .arg("--config")
         .arg(workspace.config()));
     assert_eq!(out.code(), 0, "{out:#?}");
     let uri = out
         .stdout
         .lines()
         .find(|line| line.starts_with("otpauth://totp/"))
-        .unwrap_or_else(|| panic!("no otpauth://totp/ URI: {out:#?}"));
+        .unwrap_or_else(|| panic!("no otpauth://totp/ URI: {out:#?}"))
+        .to_string();
+    (out, uri)
+}
+
+#[test]
+fn qr_prints_the_uri_draws_the_code_and_writes_a_png() {
+    let workspace = Workspace::configured(DEPLOY_SCRIPT, "");
+    let (out, uri) = qr(&workspace, &["--png", "out.png"]);
     assert!(uri.contains(&format!("secret={SECRET}")), "{uri}");
     assert!(uri.contains("issuer="), "{uri}");
     assert!(out.stdout.contains(['█', '▀', '▄']), "no QR code drawn: {out:#?}");
@@ -275,4 +286,138 @@ fn qr_prints_the_uri_draws_the_code_and_writes_a_png() {
         }
     }
     assert!(black > 0 && white > 0, "{black} black, {white} white pixels");
+    assert_eq!(decode(&image::DynamicImage::ImageRgba8(image).to_luma8()), uri);
+}
+
+#[test]
+fn qr_png_is_owner_only_even_over_a_file_others_could_read() {
+    let workspace = Workspace::configured(DEPLOY_SCRIPT, "");
+    let png = workspace.write("qrcode.png", "an older, world-readable file");
+    std::fs::set_permissions(&png, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+    qr(&workspace, &["--png", "qrcode.png"]);
+    let mode = std::fs::metadata(&png)
+        .expect("the PNG exists")
+        .permissions()
+        .mode()
+        & 0o777;
+    assert_eq!(mode, 0o600, "the PNG holds the secret but is {mode:o}");
+    let image = image::open(&png).expect("the PNG decodes").to_luma8();
+    assert!(decode(&image).contains(&format!("secret={SECRET}")));
+}
+
+/// A terminal's own colours: its text and its background, as grey levels.
+#[derive(Clone, Copy, Debug)]
+struct Terminal {
+    foreground: u8,
+    background: u8,
+}
+
+const LIGHT_TERMINAL: Terminal = Terminal {
+    foreground: 30,
+    background: 250,
+};
+const DARK_TERMINAL: Terminal = Terminal {
+    foreground: 220,
+    background: 20,
+};
+
+#[test]
+fn the_terminal_qr_code_decodes_on_light_and_dark_terminals() {
+    let workspace = Workspace::configured(DEPLOY_SCRIPT, "");
+    let (out, uri) = qr(&workspace, &[]);
+    let art: Vec<&str> = out
+        .stdout
+        .lines()
+        .filter(|line| line.contains(['█', '▀', '▄']))
+        .collect();
+    assert!(art.len() > 10, "no QR code drawn: {out:#?}");
+    for terminal in [LIGHT_TERMINAL, DARK_TERMINAL] {
+        let screen = paint(&art, terminal);
+        assert_eq!(decode(&screen), uri, "on a terminal with {terminal:?}");
+    }
+}
+
+/// What a terminal with `terminal`'s colours shows for `lines`: each character cell two pixels high
+/// (the upper and the lower half block), scaled up 4 times, with a margin of the terminal's background.
+/// Understands the SGR colours 30-37, 40-47, 90-97, 100-107, 39, 49 and 0.
+fn paint(lines: &[&str], terminal: Terminal) -> image::GrayImage {
+    const SCALE: u32 = 4;
+    const MARGIN: u32 = 8;
+    let mut rows: Vec<Vec<(u8, u8)>> = Vec::new();
+    for line in lines {
+        let (mut fg, mut bg) = (terminal.foreground, terminal.background);
+        let mut row = Vec::new();
+        let mut chars = line.chars().peekable();
+        while let Some(c) = chars.next() {
+            if c == '\x1b' {
+                assert_eq!(
+                    chars.next(),
+                    Some('['),
+                    "only SGR sequences are expected: {line:?}"
+                );
+                let mut params = String::new();
+                for c in chars.by_ref() {
+                    if c == 'm' {
+                        break;
+                    }
+                    params.push(c);
+                }
+                for param in params.split(';') {
+                    let n: u32 = param.parse().unwrap_or(0);
+                    match n {
+                        0 => (fg, bg) = (terminal.foreground, terminal.background),
+                        30 | 90 => fg = 0,
+                        31..=36 | 91..=96 => fg = 128,
+                        37 => fg = 229,
+                        97 => fg = 255,
+                        39 => fg = terminal.foreground,
+                        40 | 100 => bg = 0,
+                        41..=46 | 101..=106 => bg = 128,
+                        47 => bg = 229,
+                        107 => bg = 255,
+                        49 => bg = terminal.background,
+                        other => panic!("an SGR parameter the test does not know: {other}"),
+                    }
+                }
+                continue;
+            }
+            row.push(match c {
+                '█' => (fg, fg),
+                '▀' => (fg, bg),
+                '▄' => (bg, fg),
+                _ => (bg, bg),
+            });
+        }
+        rows.push(row);
+    }
+    let columns = rows.iter().map(Vec::len).max().unwrap_or(0) as u32;
+    let width = columns * SCALE + 2 * MARGIN;
+    let height = rows.len() as u32 * 2 * SCALE + 2 * MARGIN;
+    image::GrayImage::from_fn(width, height, |x, y| {
+        let (Some(cx), Some(cy)) = (x.checked_sub(MARGIN), y.checked_sub(MARGIN)) else {
+            return image::Luma([terminal.background]);
+        };
+        let (column, pixel_row) = ((cx / SCALE) as usize, (cy / SCALE) as usize);
+        let cell = rows
+            .get(pixel_row / 2)
+            .and_then(|row| row.get(column))
+            .copied()
+            .unwrap_or((terminal.background, terminal.background));
+        image::Luma([if pixel_row % 2 == 0 { cell.0 } else { cell.1 }])
+    })
+}
+
+/// The text of the one QR code in `image`.
+fn decode(image: &image::GrayImage) -> String {
+    let mut prepared = rqrr::PreparedImage::prepare_from_greyscale(
+        image.width() as usize,
+        image.height() as usize,
+        |x, y| image.get_pixel(x as u32, y as u32).0[0],
+    );
+    let grids = prepared.detect_grids();
+    assert_eq!(grids.len(), 1, "{} QR codes found in the image", grids.len());
+    let (_, text) = grids[0]
+        .decode()
+        .unwrap_or_else(|e| panic!("the QR code does not decode: {e:?}"));
+    text
 }

@@ -11,7 +11,9 @@
 #[path = "../common/mod.rs"]
 mod common;
 
+mod attack;
 mod attacks;
+mod audit;
 mod commands;
 mod processes;
 mod security;

@@ -139,7 +139,7 @@ fn unlock_all_lifts_every_ban_in_a_running_server() {
 
     let out = unlock(&workspace, &["--all"]);
     assert_eq!(out.code(), 0, "{out:#?}");
-    assert!(out.stdout.contains("Lifted 1"), "{out:#?}");
+    assert_eq!(out.stdout.trim(), "Lifted 1 ban or pause.", "{out:#?}");
     assert_checked(&server);
     let lines = workspace.audit_lines();
     assert!(

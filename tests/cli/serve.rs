@@ -92,6 +92,36 @@ fn first_start_generates_a_secret_whose_codes_run_the_deploy() {
 }
 
 #[test]
+fn a_new_secret_without_a_terminal_names_the_qr_command_with_its_config() {
+    let workspace = Workspace::new();
+    workspace.script("deploy.sh", DEPLOY_SCRIPT);
+    let config = workspace.write("my config.toml", "[script]\npath = \"deploy.sh\"\n");
+    let mut server = Server::start(
+        authrun(workspace.path())
+            .args(["serve", "--bind", "127.0.0.1:0", "--config"])
+            .arg(&config),
+    );
+    let hint = format!(
+        "Run `authrun qr --config '{}'` in a terminal to show its QR code.",
+        config.display()
+    );
+    assert!(
+        server.startup.contains(&hint),
+        "no line {hint:?} in:\n{}",
+        server.startup.join("\n")
+    );
+    // The command as shown finds the same secret: its URI carries the generated one.
+    let shown = run(authrun(workspace.path()).args(["qr", "--config"]).arg(&config));
+    let secret = workspace.read(".authrun/secret");
+    assert!(
+        shown.stdout.contains(&format!("secret={}", secret.trim())),
+        "{shown:#?}"
+    );
+    server.signal(Signal::SIGTERM);
+    server.wait_exit();
+}
+
+#[test]
 fn sigterm_stops_the_running_script_and_records_it_as_interrupted() {
     let workspace = Workspace::configured(LONG_SCRIPT, "cooldown_seconds = 0");
     let mut server = serve_configured(&workspace, &[]);

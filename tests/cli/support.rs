@@ -415,6 +415,11 @@ fn http(
     request.push_str("\r\n");
     request.push_str(content);
     stream.write_all(request.as_bytes()).expect("send the request");
+    read_reply(&mut stream)
+}
+
+/// The answer on `stream`, read to its end (the server closes the connection after it).
+pub fn read_reply(stream: &mut TcpStream) -> Reply {
     let mut answer = Vec::new();
     stream.read_to_end(&mut answer).expect("read the whole answer");
     let answer = String::from_utf8_lossy(&answer).into_owned();

@@ -11,8 +11,8 @@ use tokio::task::JoinSet;
 use tower::ServiceExt;
 
 use crate::helpers::{
-    BLOCKING_SCRIPT, COUNTING_SCRIPT, START, TestApp, action_runs, assert_redirect_to, assert_refused,
-    audit_lines, form_request, let_action_finish, post_run, start_action, urlencode,
+    BLOCKING_SCRIPT, COUNTING_SCRIPT, START, TestApp, action_runs, assert_content_type, assert_redirect_to,
+    assert_refused, audit_lines, form_request, let_action_finish, post_run, start_action, urlencode,
 };
 use crate::html;
 
@@ -170,11 +170,15 @@ async fn a_hundred_posts_of_one_code_to_two_actions_start_exactly_one_run() {
     let statuses: Vec<StatusCode> = tasks.join_all().await;
     let started = statuses.iter().filter(|s| **s == StatusCode::OK).count();
     assert_eq!(started, 1, "{statuses:?}");
+    // The others: running, replayed, or (after five replays) banned.
     for status in &statuses {
-        assert!(
-            [StatusCode::OK, StatusCode::CONFLICT, StatusCode::UNAUTHORIZED].contains(status),
-            "{statuses:?}"
-        );
+        let expected = [
+            StatusCode::OK,
+            StatusCode::CONFLICT,
+            StatusCode::UNAUTHORIZED,
+            StatusCode::TOO_MANY_REQUESTS,
+        ];
+        assert!(expected.contains(status), "{statuses:?}");
     }
     let run = app
         .state
@@ -305,6 +309,12 @@ async fn an_action_that_does_not_exist_is_not_found() {
         let response = app.post_form(path, &body, &[]).await;
         assert_refused(&response, StatusCode::NOT_FOUND, "not_found");
     }
+    // A browser gets the refusal as a page.
+    for path in ["/actions/nope", "/runs?action=nope"] {
+        let page = app.get_with(path, &[("accept", "text/html")]).await;
+        assert_eq!(page.status, StatusCode::NOT_FOUND);
+        assert_content_type(&page, "text/html");
+    }
     // Nothing was tried: the code still starts a run.
     start_action(&app, "b", &code).await;
 }
@@ -424,23 +434,29 @@ async fn the_start_route_keeps_verifys_contract() {
     assert_eq!(waited.status, StatusCode::OK, "{}", waited.text());
     assert_eq!(waited.json()["run"]["status"], "Deploy succeeded");
 
-    // A browser is sent back to the action's page, with the answer as a flash.
+    // A browser follows the run it started; a refusal sends it back to the action's page, with the
+    // answer as a flash.
     app.advance(30);
+    let html = [("accept", "text/html")];
     let posted = app
-        .post_form(
-            "/actions/b/run",
-            &format!("code={}", urlencode(&app.code_now())),
-            &[("accept", "text/html")],
-        )
+        .post_form("/actions/b/run", &format!("code={}", app.code_now()), &html)
         .await;
-    assert_redirect_to(&posted, "/actions/b");
+    assert_redirect_to(&posted, "/runs/2");
     let cookie = posted.session_cookie().expect("a session for the flash");
-    let page = app.get_with("/actions/b", &[("cookie", &cookie)]).await.text();
+    let page = app.get_with("/runs/2", &[("cookie", &cookie)]).await.text();
     let (kind, message) = html::flash(&page).expect("a flash");
     assert_eq!(
         (kind.as_str(), message.as_str()),
         ("success", "b started (run #2).")
     );
+    app.advance(30);
+    let refused = app
+        .post_form("/actions/b/run", &format!("code={}", app.code_now()), &html)
+        .await;
+    assert_redirect_to(&refused, "/actions/b");
+    let cookie = refused.session_cookie().unwrap_or(cookie);
+    let page = app.get_with("/actions/b", &[("cookie", &cookie)]).await.text();
+    assert_eq!(html::flash(&page).expect("a flash").0, "error", "{page}");
     let_action_finish(&app, "b");
     app.wait_for_run(2).await;
 }

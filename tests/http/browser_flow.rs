@@ -1,5 +1,6 @@
 //! A person with JavaScript off: the page shows the form, the state and the recent runs; posting the form
-//! redirects back to the page, which shows the outcome once, and a reload neither re-shows nor re-submits.
+//! redirects to the run it started (or back to the page), which shows the outcome once, and a reload
+//! neither re-shows nor re-submits.
 
 use axum::http::StatusCode;
 
@@ -12,7 +13,7 @@ use crate::html::{flash, table_body, text_of_class};
 /// The rows of the recent-runs table, as text with the tags removed.
 fn run_rows(page: &str) -> Vec<String> {
     table_body(page)
-        .split("<tr>")
+        .split("<tr")
         .skip(1)
         .map(|row| {
             let mut text = String::new();
@@ -43,26 +44,30 @@ fn code_input(page: &str) -> &str {
 }
 
 async fn page(app: &TestApp, cookie: &str) -> String {
-    let response = app.get_with("/", &[("cookie", cookie)]).await;
+    page_at(app, "/", cookie).await
+}
+
+async fn page_at(app: &TestApp, path: &str, cookie: &str) -> String {
+    let response = app.get_with(path, &[("cookie", cookie)]).await;
     assert_eq!(response.status, StatusCode::OK);
     response.text()
 }
 
 #[tokio::test]
-async fn a_form_post_redirects_and_the_page_shows_the_outcome_once() {
+async fn a_form_post_redirects_to_the_run_which_shows_the_outcome_once() {
     let app = TestApp::builder().build();
     let response = app.post_verify_html(&app.code_now(), None).await;
-    assert_redirect_to(&response, "/");
+    assert_redirect_to(&response, "/runs/1");
     let cookie = response.session_cookie().expect("a session cookie");
     app.wait_for_run(1).await;
 
-    let first = page(&app, &cookie).await;
+    let first = page_at(&app, "/runs/1", &cookie).await;
     assert_eq!(
         flash(&first),
         Some(("success".into(), "Deploy started (run #1).".into())),
         "{first}"
     );
-    let reload = page(&app, &cookie).await;
+    let reload = page_at(&app, "/runs/1", &cookie).await;
     assert_eq!(flash(&reload), None, "{reload}");
     assert!(!reload.contains("Deploy started"), "{reload}");
     // Reloading the page started nothing.
@@ -71,7 +76,7 @@ async fn a_form_post_redirects_and_the_page_shows_the_outcome_once() {
 }
 
 #[tokio::test]
-async fn a_wrong_code_from_the_form_shows_auth_failed_as_an_error() {
+async fn a_wrong_code_from_the_form_is_explained_with_the_tries_left() {
     let app = TestApp::builder().build();
     let wrong = wrong_code(&app);
     let response = app.post_verify_html(&wrong, None).await;
@@ -80,7 +85,13 @@ async fn a_wrong_code_from_the_form_shows_auth_failed_as_an_error() {
     let shown = page(&app, &cookie).await;
     assert_eq!(
         flash(&shown),
-        Some(("error".into(), "Auth failed.".into())),
+        Some((
+            "error".into(),
+            "That code is wrong or was already used. Each code works once: enter the code your app \
+             shows now, and check that your phone&#39;s clock is right. 4 more wrong codes block your \
+             address for a while."
+                .into()
+        )),
         "{shown}"
     );
     assert_eq!(app.script_runs(), 0);
@@ -90,7 +101,7 @@ async fn a_wrong_code_from_the_form_shows_auth_failed_as_an_error() {
 async fn the_session_cookie_is_http_only_and_same_site_strict() {
     let app = TestApp::builder().build();
     let response = app.post_verify_html(&app.code_now(), None).await;
-    assert_redirect_to(&response, "/");
+    assert_redirect_to(&response, "/runs/1");
     let cookie = response
         .set_cookie("authrun_session")
         .expect("the answer sets the session cookie");
@@ -180,13 +191,13 @@ async fn over_tcp_a_browser_gets_the_redirect_and_the_flash_once() {
     assert_eq!(posted.status(), reqwest::StatusCode::SEE_OTHER);
     assert_eq!(
         posted.headers().get("location").and_then(|v| v.to_str().ok()),
-        Some("/")
+        Some("/runs/1")
     );
     app.wait_for_run(1).await;
 
     let get_page = || async {
         let response = browser
-            .get(server.url("/"))
+            .get(server.url("/runs/1"))
             .send()
             .await
             .expect("the server answers");

@@ -52,7 +52,7 @@ async fn a_run_cancelled_from_the_page_does_not_name_the_operators_address() {
         ("content-type", "application/x-www-form-urlencoded"),
     ];
     let posted = send(&app, Method::POST, "/verify", &form_headers, &form, operator).await;
-    assert_redirect_to(&posted, "/");
+    assert_redirect_to(&posted, "/runs/1");
     let session = posted.session_cookie().expect("a verified session");
     let page = send(
         &app,

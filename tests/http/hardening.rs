@@ -40,9 +40,9 @@ async fn open_page(app: &TestApp) -> (String, String) {
     (cookie, token)
 }
 
-/// The page a browser with `cookie` is shown next: its flash message, as the browser displays it.
-async fn flash_shown(app: &TestApp, cookie: &str) -> Option<(String, String)> {
-    let page = app.get_with("/", &[("cookie", cookie)]).await;
+/// The flash message the page `path` shows to a browser with `cookie` next, as the browser displays it.
+async fn flash_shown(app: &TestApp, path: &str, cookie: &str) -> Option<(String, String)> {
+    let page = app.get_with(path, &[("cookie", cookie)]).await;
     assert_eq!(page.status, StatusCode::OK);
     flash(&page.text()).map(|(kind, text)| (kind, unescape_html(&text)))
 }
@@ -117,10 +117,10 @@ async fn a_form_post_with_a_null_origin_passes_with_the_pages_token() {
         ("sec-fetch-site", "same-origin"),
     ];
     let posted = app.post_form("/verify", &form, &headers).await;
-    assert_redirect_to(&posted, "/");
+    assert_redirect_to(&posted, "/runs/1");
     let session = posted.session_cookie().expect("the flash is kept in a session");
     assert_eq!(
-        flash_shown(&app, &format!("{cookie}; {session}")).await,
+        flash_shown(&app, "/runs/1", &format!("{cookie}; {session}")).await,
         Some(("success".into(), "Deploy started (run #1).".into()))
     );
     app.wait_for_run(1).await;
@@ -158,11 +158,11 @@ async fn the_pages_form_with_its_token_starts_a_run() {
             &[("accept", "text/html,*/*;q=0.8"), ("cookie", &cookie)],
         )
         .await;
-    assert_redirect_to(&posted, "/");
+    assert_redirect_to(&posted, "/runs/1");
     app.wait_for_run(1).await;
     let session = posted.session_cookie().expect("the flash is kept in a session");
     assert_eq!(
-        flash_shown(&app, &format!("{cookie}; {session}")).await,
+        flash_shown(&app, "/runs/1", &format!("{cookie}; {session}")).await,
         Some(("success".into(), "Deploy started (run #1).".into()))
     );
     assert_eq!(app.script_runs(), 1);
@@ -200,7 +200,7 @@ async fn a_browser_post_with_the_session_but_without_its_token_is_refused() {
     let posted = app
         .post_form("/verify", &form, &[("accept", "text/html"), ("cookie", &cookie)])
         .await;
-    assert_redirect_to(&posted, "/");
+    assert_redirect_to(&posted, "/runs/1");
     app.wait_for_run(1).await;
     assert_eq!(app.script_runs(), 1);
 }

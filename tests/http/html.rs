@@ -10,7 +10,7 @@ pub fn flash(page: &str) -> Option<(String, String)> {
         .split(['"', ' '])
         .find_map(|class| class.strip_prefix("flash-"))?
         .to_string();
-    let text = &element[open_end + 1..element.find("</")?];
+    let text = &element[open_end + 1..element.find("</p>")?];
     Some((kind, text.trim().to_string()))
 }
 

@@ -125,13 +125,14 @@ async fn visitor_cookies(app: &TestApp) -> String {
 async fn verified_browser(app: &TestApp) -> (Jar, u64) {
     let mut jar = Jar::default();
     let posted = app.post_verify_html(&app.code_now(), None).await;
-    assert_redirect_to(&posted, "/");
+    let id = last_run_id(app);
+    assert_redirect_to(&posted, &format!("/runs/{id}"));
     jar.keep(&posted);
     assert!(
         jar.has("authrun_session"),
         "a browser's valid code starts a session"
     );
-    (jar, last_run_id(app))
+    (jar, id)
 }
 
 // ---------------------------------------------------------------------------------------------------
@@ -284,18 +285,49 @@ impl EventStream {
 /// The output a run page shows, as (class, text) per line, text unescaped; `None` when the page shows
 /// no output.
 fn shown_output(page: &str) -> Option<Vec<(String, String)>> {
+    shown_lines(page).map(|lines| {
+        lines
+            .into_iter()
+            .map(|(stream, segments)| (stream, segments.into_iter().map(|(_, text)| text).collect()))
+            .collect()
+    })
+}
+
+/// A line of output as the run page shows it: its stream, and its pieces of text with their classes.
+type ShownStyledLine = (String, Vec<(String, String)>);
+
+/// The output lines a run page shows: each line's stream (its class) and its styled segments (the
+/// classes of each piece of text, empty for plain text).
+fn shown_lines(page: &str) -> Option<Vec<ShownStyledLine>> {
     let start = page.find("<pre id=\"output\"")?;
     let pre = &page[start..];
     let pre = &pre[pre.find('>')? + 1..pre.find("</pre>")?];
     let lines = pre
-        .split("</span>")
-        .filter_map(|piece| {
-            let span = &piece[piece.find("<span class=\"")?..];
-            let (class, text) = span.strip_prefix("<span class=\"")?.split_once("\">")?;
-            Some((
-                class.to_string(),
-                unescape_html(text.strip_suffix('\n').unwrap_or(text)),
-            ))
+        .split("<span class=\"line ")
+        .skip(1)
+        .map(|piece| {
+            let (stream, rest) = piece.split_once("\">").expect("a line's class");
+            let rest = rest
+                .strip_suffix("\n</span>")
+                .expect("a line ends with its newline");
+            let mut segments = Vec::new();
+            let mut text = rest;
+            while !text.is_empty() {
+                if let Some(styled) = text.strip_prefix("<span class=\"") {
+                    let (class, after) = styled.split_once("\">").expect("a segment's class");
+                    let (inner, after) = after.split_once("</span>").expect("a segment's end");
+                    segments.push((class.to_string(), unescape_html(inner)));
+                    text = after;
+                } else {
+                    let end = text.find("<span").unwrap_or(text.len());
+                    segments.push((String::new(), unescape_html(&text[..end])));
+                    text = &text[end..];
+                }
+            }
+            if segments.is_empty() {
+                segments.push((String::new(), String::new()));
+            }
+            (stream.to_string(), segments)
         })
         .collect();
     Some(lines)
@@ -575,10 +607,14 @@ async fn public_output_lets_anyone_read_but_not_cancel() {
     let visitor = visitor_cookies(&app).await;
     let cancel = format!("/runs/{id}/cancel");
     assert_unauthorized(&app.post_form(&cancel, "", &[]).await, "cancel by anyone");
-    assert_unauthorized(
-        &app.post_form(&cancel, "", &[("cookie", &visitor), ("accept", HTML)])
-            .await,
-        "cancel by an unverified browser",
+    let refused = app
+        .post_form(&cancel, "", &[("cookie", &visitor), ("accept", HTML)])
+        .await;
+    assert_eq!(refused.status, StatusCode::UNAUTHORIZED, "{}", refused.text());
+    assert!(
+        refused.text().contains("Enter a valid code on the page"),
+        "a browser is shown the refusal as a page: {}",
+        refused.text()
     );
     assert_eq!(
         app.status().await["state"],
@@ -718,7 +754,18 @@ async fn a_browser_cancels_with_the_token_of_the_run_page() {
 
     let after = app.get_with(&run_page, &[("cookie", &cookie)]).await.text();
     assert_eq!(text_of_id(&after, "run-status"), Some("Cancelled"), "{after}");
-    assert!(after.contains(&format!("Cancelling run #{id}.")), "{after}");
+    // The run ended before the page came back: the page says so rather than "Cancelling".
+    assert!(
+        after.contains(&format!("Run #{id} has ended: Cancelled.")),
+        "{after}"
+    );
+    assert!(!after.contains("Cancelling"), "{after}");
+    // No exit code, but the signal that ended it.
+    assert_eq!(
+        text_of_id(&after, "run-exit"),
+        Some("none (ended by signal 15, SIGTERM)"),
+        "{after}"
+    );
     assert!(after.contains(&format!("Cancelled by {by}.")), "{after}");
 }
 
@@ -813,6 +860,34 @@ async fn post_verify_waiting(app: &TestApp, wait: &str) -> Option<TestResponse> 
         .ok()
 }
 
+/// The body of the answer to a wait for a run that failed: 424, `success: false`.
+fn failed_run_answer(response: &TestResponse) -> Value {
+    assert_eq!(
+        response.status,
+        StatusCode::FAILED_DEPENDENCY,
+        "{}",
+        response.text()
+    );
+    let body = response.json();
+    assert_eq!(body["success"], false, "{body}");
+    body
+}
+
+/// The answer to `GET /runs/ID?wait=WAIT` when a script waiting for `go` is let go while the request
+/// waits.
+async fn get_run_released(app: &TestApp, id: u64, wait: &str) -> TestResponse {
+    let path = format!("/runs/{id}?wait={wait}");
+    let waiting = app.get_with(&path, &[("accept", "application/json")]);
+    // The test's runtime has one thread: this runs once the request above is waiting.
+    let go = app.path("go");
+    let release = tokio::spawn(async move { std::fs::write(go, "").expect("create go") });
+    let response = tokio::time::timeout(Duration::from_secs(10), waiting)
+        .await
+        .expect("the answer within 10 s");
+    release.await.expect("the release task");
+    response
+}
+
 #[tokio::test]
 async fn waiting_for_a_run_that_succeeds_answers_200() {
     let app = TestApp::builder().script("#!/bin/sh\necho done\n").build();
@@ -836,14 +911,7 @@ async fn waiting_for_a_run_that_fails_answers_424() {
     let response = post_verify_waiting(&app, "true")
         .await
         .expect("the answer comes when the run ends");
-    assert_eq!(
-        response.status,
-        StatusCode::FAILED_DEPENDENCY,
-        "{}",
-        response.text()
-    );
-    let body = response.json();
-    assert_eq!(body["success"], false, "{body}");
+    let body = failed_run_answer(&response);
     assert_eq!(body["run"]["status"], "Deploy failed", "{body}");
     assert_eq!(body["run"]["exit_code"], 2, "{body}");
 }
@@ -880,21 +948,26 @@ async fn get_run_with_wait_answers_when_the_run_ends() {
     let before = run_json(&app, id).await;
     assert_eq!(before["status"], "Deploying", "{before}");
 
-    let path = format!("/runs/{id}?wait=5");
-    let waiting = app.get_with(&path, &[("accept", "application/json")]);
-    // The test's runtime has one thread: this runs once the request above is waiting.
-    let go = app.path("go");
-    let release = tokio::spawn(async move { std::fs::write(go, "").expect("create go") });
-    let response = tokio::time::timeout(Duration::from_secs(10), waiting)
-        .await
-        .expect("the answer within 10 s");
-    release.await.expect("the release task");
+    let response = get_run_released(&app, id, "5").await;
     assert_eq!(response.status, StatusCode::OK, "{}", response.text());
     let record = response.json();
     assert_eq!(record["id"], id, "{record}");
     assert_eq!(record["status"], "Deploy succeeded", "{record}");
     assert!(record["finished"].is_string(), "{record}");
     app.wait_for_run(id).await;
+}
+
+#[tokio::test]
+async fn get_run_with_wait_true_answers_424_for_a_failed_run_as_verify_does() {
+    let app = TestApp::builder()
+        .script(&script("wait_for go\necho broken >&2\nexit 3\n"))
+        .build();
+    let id = start_run(&app, &app.code_now()).await;
+    let response = get_run_released(&app, id, "true").await;
+    let body = failed_run_answer(&response);
+    assert_eq!(body["status"], "Deploy failed", "{body}");
+    assert_eq!(body["exit_code"], 3, "{body}");
+    assert_eq!(body["message"], format!("Run #{id}: Deploy failed."), "{body}");
 }
 
 #[tokio::test]
@@ -915,10 +988,19 @@ async fn get_run_with_wait_answers_the_running_record_once_the_wait_is_over() {
     let response = tokio::time::timeout(Duration::from_secs(10), waiting)
         .await
         .expect("the answer once the clock passed 600 s");
-    assert_eq!(response.status, StatusCode::OK, "{}", response.text());
+    // The record's fields, with the status, `success` and message `/verify?wait=` gives a run still going.
+    assert_eq!(response.status, StatusCode::ACCEPTED, "{}", response.text());
     let record = response.json();
     assert_eq!(record["id"], id, "{record}");
     assert_eq!(record["status"], "Deploying", "{record}");
+    assert_eq!(record["success"], false, "{record}");
+    assert!(
+        record["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("still going"),
+        "{record}"
+    );
     let_script_finish(&app);
     app.wait_for_run(id).await;
 }
@@ -969,9 +1051,13 @@ async fn unknown_runs_are_404() {
 }
 
 #[tokio::test]
-async fn output_is_shown_escaped_and_without_colours() {
+async fn output_is_shown_escaped_with_colours_as_classes_and_progress_lines_rewritten() {
     let app = TestApp::builder()
-        .script("#!/bin/sh\necho '<script>alert(1)</script>'\nprintf '\\033[31mred\\033[0m\\n'\n")
+        .script(
+            "#!/bin/sh\necho '<script>alert(1)</script>'\nprintf '\\033[31mred\\033[0m\\n'\n\
+             printf 'Progress: 10%%\\rProgress: 50%%\\rProgress: 100%%\\n'\n\
+             printf '\\033[1;32mok\\033[0m done\\n'\n",
+        )
         .build();
     let (jar, id) = verified_browser(&app).await;
     app.wait_for_run(id).await;
@@ -981,19 +1067,57 @@ async fn output_is_shown_escaped_and_without_colours() {
     let page = app.get_with(&format!("/runs/{id}"), &with_cookie).await.text();
     assert!(!page.contains("<script>alert(1)"), "{page}");
     assert!(!page.contains('\u{1b}'), "{page}");
+    let plain = |text: &str| (String::new(), text.to_string());
+    let styled = |class: &str, text: &str| (class.to_string(), text.to_string());
     assert_eq!(
-        shown_texts(&page),
-        Some(vec!["<script>alert(1)</script>".to_string(), "red".to_string()]),
+        shown_lines(&page),
+        Some(vec![
+            ("stdout".to_string(), vec![plain("<script>alert(1)</script>")]),
+            ("stdout".to_string(), vec![styled("fg-1", "red")]),
+            ("stdout".to_string(), vec![plain("Progress: 100%")]),
+            ("stdout".to_string(), vec![styled("fg-2 b", "ok"), plain(" done")]),
+        ]),
         "{page}"
     );
 
-    let (lines, _) = lines_and_end(&read_events(&app, &format!("/runs/{id}/events"), &with_cookie).await);
+    let events = read_events(&app, &format!("/runs/{id}/events"), &with_cookie).await;
+    let (lines, _) = lines_and_end(&events);
     assert_eq!(
         lines,
         [
             line(1, "stdout", "<script>alert(1)</script>"),
             line(2, "stdout", "red"),
+            line(3, "stdout", "Progress: 100%"),
+            line(4, "stdout", "ok done"),
         ]
+    );
+    assert_eq!(
+        events[1].json()["segments"],
+        serde_json::json!([{ "class": "fg-1", "text": "red" }]),
+        "the live line carries its colour"
+    );
+
+    // The text log strips the escapes and applies the carriage returns by default; `?ansi=keep` keeps
+    // what the script wrote.
+    let log = app
+        .get_with(&format!("/runs/{id}/log"), &with_cookie)
+        .await
+        .text();
+    assert_eq!(log, "<script>alert(1)</script>\nred\nProgress: 100%\nok done\n");
+    assert_eq!(
+        app.get_with(&format!("/runs/{id}/log?ansi=strip"), &with_cookie)
+            .await
+            .text(),
+        log
+    );
+    let kept = app
+        .get_with(&format!("/runs/{id}/log?ansi=keep"), &with_cookie)
+        .await
+        .text();
+    assert_eq!(
+        kept,
+        "<script>alert(1)</script>\n\u{1b}[31mred\u{1b}[0m\nProgress: 10%\rProgress: 50%\rProgress: 100%\n\
+         \u{1b}[1;32mok\u{1b}[0m done\n"
     );
 }
 

@@ -14,6 +14,8 @@
 //!   `store::file::history`).
 //! - `live`: a run's output, live and afterwards, who may read it, cancelling, `?wait`, the run pages
 //!   (`web::routes::runs`, `web::access`, `runs::output`).
+//! - `pages`: what a browser is shown besides the flow: refusals as pages, icons, a block before any code,
+//!   times in words (`web::error_page`, `web::views`).
 //! - `hardening`: cross-site posts, security headers, slow and excess connections, body limits
 //!   (`web::middleware`, `web::server`).
 //! - `sessions`: session fixation, the session store under a flood, expiry by the product's clock
@@ -44,6 +46,7 @@ mod fuzz;
 mod gate;
 mod hardening;
 mod live;
+mod pages;
 mod regulation;
 mod runs;
 mod sessions;

@@ -5,8 +5,11 @@
 
 use std::net::SocketAddr;
 
-use axum::http::StatusCode;
+use axum::body::Body;
+use axum::extract::ConnectInfo;
+use axum::http::{Request, StatusCode, header};
 use serde_json::Value;
+use tower::ServiceExt;
 
 use crate::helpers::{
     BLOCKING_SCRIPT, PEER, SECRET, TestApp, TestResponse, assert_refused, audit_lines, let_script_finish,
@@ -206,7 +209,7 @@ async fn ten_failures_from_anywhere_pause_everyone_for_an_hour() {
 }
 
 #[tokio::test]
-async fn pauses_double_until_a_code_is_accepted() {
+async fn pauses_double_even_after_an_accepted_code_and_step_back_after_two_quiet_days() {
     let app = TestApp::builder()
         .cooldown(0)
         .config("[regulation]\nclient_max_failures = 100")
@@ -217,6 +220,11 @@ async fn pauses_double_until_a_code_is_accepted() {
     assert_paused(&post_code(&app, &app.code_now(), newcomer, &[]).await, 3600);
     app.advance(PAUSE_SECONDS);
 
+    // An accepted code changes nothing: an attacker waiting for the team's deploy must not get the
+    // short pauses back.
+    let accepted = post_code(&app, &app.code_now(), newcomer, &[]).await;
+    assert_eq!(accepted.status, StatusCode::OK, "{}", accepted.text());
+    app.wait_for_run(1).await;
     pause_everyone(&app, 1).await;
     let second = post_code(&app, &app.code_now(), newcomer, &[]).await;
     assert_paused(&second, 7200);
@@ -226,18 +234,16 @@ async fn pauses_double_until_a_code_is_accepted() {
     assert_paused(&post_code(&app, &app.code_now(), newcomer, &[]).await, 1);
     app.advance(1);
 
-    // An accepted code ends the doubling: the next pause is one hour again.
-    let accepted = post_code(&app, &app.code_now(), newcomer, &[]).await;
-    assert_eq!(accepted.status, StatusCode::OK, "{}", accepted.text());
-    app.wait_for_run(1).await;
+    // Two days without a pause take one doubling back: 2 hours again, not 4.
+    app.advance(48 * 3600);
     pause_everyone(&app, 1).await;
-    assert_paused(&post_code(&app, &app.code_now(), newcomer, &[]).await, 3600);
+    assert_paused(&post_code(&app, &app.code_now(), newcomer, &[]).await, 7200);
 
     let started: Vec<u64> = events(&audit_lines(&app), "pause_started")
         .iter()
         .map(|line| line["pause_number"].as_u64().unwrap_or_default())
         .collect();
-    assert_eq!(started, [1, 2, 1]);
+    assert_eq!(started, [1, 2, 2]);
     assert_eq!(events(&audit_lines(&app), "pause_ended").len(), 2);
 }
 
@@ -259,9 +265,10 @@ async fn a_blocked_request_is_refused_before_its_code_is_checked() {
 
     let lines = audit_lines(&app);
     let outcomes = outcomes_of(&lines, "192.0.2.1");
+    // Refusals within a minute are counted on one line, written when the minute is over.
     assert_eq!(
         outcomes,
-        ["wrong", "wrong", "wrong", "wrong", "wrong", "banned", "banned"],
+        ["wrong", "wrong", "wrong", "wrong", "wrong", "banned"],
         "{lines:?}"
     );
     assert!(
@@ -514,4 +521,79 @@ async fn a_trusted_proxy_reaching_a_dual_stack_listener_over_ipv4_is_still_trust
         "203.0.113.7",
         "{lines:#?}"
     );
+}
+
+#[tokio::test]
+async fn a_blocked_clients_refusals_are_audited_once_a_minute_with_their_count() {
+    let app = TestApp::builder().build();
+    let attacker = client(1);
+    fail_five_times(&app, attacker, &[]).await;
+    for _ in 0..100 {
+        assert_banned(&post_code(&app, &app.code_now(), attacker, &[]).await, 900);
+    }
+    app.advance(61);
+    assert_banned(&post_code(&app, &app.code_now(), attacker, &[]).await, 839);
+
+    let lines = audit_lines(&app);
+    let refusals: Vec<&Value> = lines.iter().filter(|line| line["outcome"] == "banned").collect();
+    assert_eq!(refusals.len(), 2, "{lines:#?}");
+    // The first refusal at once, then one line for the rest of its minute and the one after it.
+    assert_eq!(refusals[0]["time"], "2026-11-25T12:00:10Z");
+    assert!(refusals[0].get("count").is_none(), "{lines:#?}");
+    assert_eq!(refusals[1]["time"], "2026-11-25T12:01:11Z");
+    assert_eq!(refusals[1]["count"], 100, "{lines:#?}");
+    assert_eq!(refusals[1]["since"], "2026-11-25T12:00:10Z", "{lines:#?}");
+}
+
+#[tokio::test]
+async fn exempt_networks_are_neither_paused_nor_counted_towards_the_pause() {
+    let app = TestApp::builder()
+        .config("[regulation]\nexempt_networks = [\"10.8.0.0/16\", \"2001:db8:8::/48\"]")
+        .build();
+    let office = |host: &str| peer(&format!("10.8.0.{host}"));
+    // Ten wrong codes from the office: each address is banned on its own limit, nobody else is paused.
+    fail_five_times(&app, office("1"), &[]).await;
+    fail_five_times(&app, peer("2001:db8:8:1::5"), &[]).await;
+    assert_banned(&post_code(&app, &app.code_now(), office("1"), &[]).await, 900);
+    assert!(events(&audit_lines(&app), "pause_started").is_empty());
+
+    // Ten from anywhere else pause everyone but the office.
+    pause_everyone(&app, 1).await;
+    assert_paused(&post_code(&app, &app.code_now(), client(100), &[]).await, 3600);
+    let deploy = post_code(&app, &app.code_now(), office("2"), &[]).await;
+    assert_eq!(deploy.status, StatusCode::OK, "{}", deploy.text());
+    app.wait_for_run(1).await;
+    assert_banned(&post_code(&app, &app.code_now(), office("1"), &[]).await, 900);
+}
+
+#[tokio::test]
+async fn attempts_whose_clients_hang_up_are_still_judged_and_counted() {
+    let app = TestApp::builder().build();
+    for n in 1..=GLOBAL_MAX_FAILURES {
+        let mut request = Request::post("/verify")
+            .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+            .body(Body::from(format!("code={}", wrong_code(&app))))
+            .expect("request");
+        request.extensions_mut().insert(ConnectInfo(client(n)));
+        // The client goes away: the server drops its request after its first look at it.
+        let answering = app.router.clone().oneshot(request);
+        let _ = tokio::time::timeout(std::time::Duration::ZERO, answering).await;
+    }
+    let mut waited = 0;
+    while audit_lines(&app)
+        .iter()
+        .filter(|line| line["outcome"] == "wrong")
+        .count()
+        < 10
+    {
+        waited += 1;
+        assert!(
+            waited < 2000,
+            "the attempts were not all judged: {:#?}",
+            audit_lines(&app)
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    let paused = post_code(&app, &app.code_now(), client(100), &[]).await;
+    assert_paused(&paused, 3600);
 }

@@ -49,7 +49,7 @@ async fn a_planted_session_gains_nothing_when_the_operator_enters_a_code() {
 
     let (cookies, token) = open_page(&app, &planted).await;
     let posted = post_the_form(&app, &cookies, &token, &app.code_now()).await;
-    assert_redirect_to(&posted, "/");
+    assert_redirect_to(&posted, "/runs/1");
     let operator = posted
         .session_cookie()
         .expect("entering a code gives the browser a new session");
@@ -115,7 +115,7 @@ async fn a_flood_of_anonymous_sessions_cannot_push_out_a_verified_one() {
     const FLOOD: usize = 21_700;
     let app = TestApp::builder().build();
     let posted = app.post_verify_html(&app.code_now(), None).await;
-    assert_redirect_to(&posted, "/");
+    assert_redirect_to(&posted, "/runs/1");
     let operator = posted.session_cookie().expect("a verified session");
     app.wait_for_run(1).await;
     assert_eq!(read_log(&app, &operator, 1).await.status, StatusCode::OK);
@@ -164,9 +164,50 @@ async fn a_session_ends_after_an_hour_without_use_by_the_products_clock() {
 
     app.advance(59 * 60);
     let page = app.get_with("/", &[("cookie", &early)]).await.text();
-    assert_eq!(flash(&page), Some(("error".into(), "Auth failed.".into())));
+    let (kind, message) = flash(&page).expect("the session kept its message for 59 minutes");
+    assert_eq!(kind, "error", "{page}");
+    assert!(
+        message.starts_with("That code is wrong or was already used."),
+        "{message}"
+    );
 
     app.advance(2 * 60);
     let page = app.get_with("/", &[("cookie", &late)]).await.text();
     assert_eq!(flash(&page), None, "a session outlived an hour without use");
+}
+
+/// A restart signs no operator out: the verified session is kept (owner-only, in the state directory) and
+/// still reads the run's output afterwards; a session that was never verified is not kept.
+#[tokio::test]
+async fn a_verified_session_outlives_a_restart() {
+    let app = TestApp::builder().build();
+    let anonymous = app.post_verify_html(&wrong_code(&app), None).await;
+    let anonymous = anonymous.session_cookie().expect("a flash gives a session");
+    let (cookies, token) = open_page(&app, "theme=light").await;
+    let posted = post_the_form(&app, &cookies, &token, &app.code_now()).await;
+    let operator = posted.session_cookie().expect("a verified session");
+    app.wait_for_run(1).await;
+    assert_eq!(read_log(&app, &operator, 1).await.status, StatusCode::OK);
+
+    let app = app.restart().expect("authrun starts again on its files");
+    let after = read_log(&app, &operator, 1).await;
+    assert_eq!(
+        after.status,
+        StatusCode::OK,
+        "signed out by a restart: {}",
+        after.text()
+    );
+    assert!(after.text().contains("hello from the script"), "{}", after.text());
+    let kept = std::fs::read_to_string(app.path(".authrun/sessions.json")).expect("the kept sessions");
+    let anonymous_id = anonymous.trim_start_matches("authrun_session=");
+    assert!(
+        !kept.contains(anonymous_id),
+        "an anonymous session was kept: {kept}"
+    );
+    let page = app.get_with("/", &[("cookie", &anonymous)]).await.text();
+    assert_eq!(
+        flash(&page),
+        None,
+        "the anonymous session's flash outlived the restart"
+    );
 }

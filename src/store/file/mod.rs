@@ -5,3 +5,4 @@ pub mod audit;
 pub mod history;
 pub mod regulation;
 pub mod secret;
+pub mod sessions;

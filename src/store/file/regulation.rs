@@ -66,7 +66,7 @@ impl RegulationStore for FileRegulation {
     ) -> Result<(), StoreError> {
         let _writing = self.writing.lock().await;
         let path = Arc::clone(&self.path);
-        let (lock, reloaded) = blocking(move || {
+        let prepared = blocking(move || {
             let lock = FileLock::take(&path)?;
             let marker = reload_marker(&path);
             if !marker.exists() {
@@ -76,7 +76,15 @@ impl RegulationStore for FileRegulation {
             let _ = std::fs::remove_file(&marker);
             Ok((lock, Some(state)))
         })
-        .await?;
+        .await;
+        let (lock, reloaded) = match prepared {
+            Ok(prepared) => prepared,
+            Err(error) => {
+                // The file cannot be used now (a full disk, say); the change holds in memory all the same.
+                change(&mut self.lock());
+                return Err(error);
+            }
+        };
         let bytes = {
             let mut state = self.lock();
             if let Some(reloaded) = reloaded {
@@ -110,8 +118,8 @@ async fn blocking<T: Send + 'static>(
     })
 }
 
-/// Clears bans from the state file, for `authrun unlock`: one client's, or (with `None`) every ban and the
-/// pause. Returns how many blocks were lifted. A running server picks the change up at its next attempt.
+/// Clears bans from the state file, for `authrun unlock`: one client's, or (with `None`) every ban, the
+/// pause and the failures counted towards the next (the doubling stays). Returns how many blocks were lifted. A running server picks the change up at its next attempt.
 pub fn unlock(path: &Path, client: Option<&ClientKey>) -> Result<usize, StoreError> {
     let _lock = FileLock::take(path)?;
     let mut state = read_state(path)?;
@@ -119,7 +127,12 @@ pub fn unlock(path: &Path, client: Option<&ClientKey>) -> Result<usize, StoreErr
         Some(client) => usize::from(state.bans.remove(client).is_some()),
         None => {
             let lifted = state.bans.len() + usize::from(state.paused_until.is_some());
-            state = RegulationState::default();
+            // The doubling stays: an unlock must not hand an attacker short pauses again.
+            state = RegulationState {
+                pauses: state.pauses,
+                last_pause_end: state.last_pause_end,
+                ..RegulationState::default()
+            };
             lifted
         }
     };
@@ -181,6 +194,26 @@ fn write_bytes(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn unlocking_everything_lifts_bans_and_the_pause_but_keeps_the_doubling() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("regulation.json");
+        std::fs::write(
+            &path,
+            r#"{"bans": {"192.0.2.1": "2026-11-25T12:15:00Z"}, "paused_until": "2026-11-25T16:00:00Z",
+                "pauses": 3, "last_pause_end": "2026-11-25T16:00:00Z",
+                "global_failures": ["2026-11-25T12:00:00Z"]}"#,
+        )
+        .unwrap();
+        assert_eq!(unlock(&path, None).unwrap(), 2);
+        let state = read_state(&path).unwrap();
+        assert!(state.bans.is_empty());
+        assert_eq!(state.paused_until, None);
+        assert!(state.global_failures.is_empty());
+        assert_eq!(state.pauses, 3);
+        assert!(state.last_pause_end.is_some());
+    }
 
     #[test]
     fn a_corrupt_state_file_is_refused_and_kept() {

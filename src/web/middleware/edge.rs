@@ -1,6 +1,7 @@
 //! The edge every request and answer passes, around the whole router: a request for a name that is not
 //! authrun's is refused (see `host`), each answer gets the security headers, a request that panics still
-//! gets one, and each request leaves one log line.
+//! gets one, a browser asking for a page gets a refusal as a page (see `web::error_page`), and each request
+//! leaves one log line.
 //!
 //! It wraps the router rather than each route (as `Router::layer` would), so a request pays for it once
 //! and without a boxed future: the status endpoint is polled by every open page and by scripts.
@@ -20,7 +21,9 @@ use futures_util::future::CatchUnwind;
 use tower::Service;
 
 use crate::error::AppError;
+use crate::web::error_page;
 use crate::web::middleware::host::AllowedHosts;
+use crate::web::negotiate::wants_html;
 
 /// Headers every answer carries, whatever the handler set.
 const SECURITY_HEADERS: [(HeaderName, &str); 4] = [
@@ -36,6 +39,11 @@ const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; script-src 'self'; st
 
 /// The longest path written to the log; longer ones (probes, attacks) are cut.
 const LOGGED_PATH_BYTES: usize = 120;
+
+/// Put in an answer's extensions by a handler that logged it itself (refusals the gatekeeper counts, a
+/// line a minute per client): the edge logs its request line at `debug` only.
+#[derive(Debug, Clone, Copy)]
+pub struct LoggedByHandler;
 
 /// Wraps a service (the router) with the edge.
 #[derive(Clone)]
@@ -68,6 +76,7 @@ where
             method: request.method().clone(),
             uri: request.uri().clone(),
             started: Instant::now(),
+            html: wants_html(request.headers()),
         };
         let answer = if self.hosts.allow(request.headers(), request.uri()) {
             Answer::Routed {
@@ -91,6 +100,8 @@ struct Seen {
     /// Only its path is logged.
     uri: Uri,
     started: Instant,
+    /// The request asked for HTML (a browser's navigation or form post).
+    html: bool,
 }
 
 pin_project_lite::pin_project! {
@@ -119,12 +130,22 @@ where
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
         let mut response = match this.answer.project() {
-            AnswerProjection::Routed { future } => match ready!(future.poll(cx)) {
-                Ok(Ok(response)) => response,
-                Ok(Err(never)) => match never {},
-                // A handler panicked: a bug the tests hunt for. The panic message is already on stderr.
-                Err(_) => AppError::Internal.into_response(),
-            },
+            AnswerProjection::Routed { future } => {
+                let mut response = match ready!(future.poll(cx)) {
+                    Ok(Ok(response)) => response,
+                    Ok(Err(never)) => match never {},
+                    // A handler panicked: a bug the tests hunt for. The panic message is already on stderr.
+                    Err(_) => AppError::Internal.into_response(),
+                };
+                if this.seen.as_ref().is_some_and(|seen| seen.html)
+                    && let Some(error) = response.extensions_mut().remove::<AppError>()
+                {
+                    response = error_page::into_page(&error, response);
+                }
+                response
+            }
+            // A name that is not authrun's gets no page in authrun's layout (its styles and links would be
+            // refused too): the JSON refusal, whoever asks.
             AnswerProjection::Refused { response } => response
                 .take()
                 .unwrap_or_else(|| AppError::Internal.into_response()),
@@ -154,6 +175,7 @@ fn secure(response: &mut Response) {
 /// taken. A plain event rather than a span, as spans cost more than the status endpoint itself.
 /// Successful answers of the routes that open pages and scripts poll (every 1 to 10 s) are logged at
 /// `debug`, so a tab left open does not write thousands of lines a day; their failures stay at `info`.
+/// So are answers marked [`LoggedByHandler`], so a client flooding refused requests is not a line each.
 fn log(seen: &Seen, response: &Response) {
     let status = response.status().as_u16();
     let micros = u64::try_from(seen.started.elapsed().as_micros()).unwrap_or(u64::MAX);
@@ -170,7 +192,8 @@ fn log(seen: &Seen, response: &Response) {
             )
         };
     }
-    if status < 400 && is_polled(path) {
+    let quiet = response.extensions().get::<LoggedByHandler>().is_some();
+    if quiet || (status < 400 && is_polled(path)) {
         request_line!(tracing::Level::DEBUG);
     } else {
         request_line!(tracing::Level::INFO);

@@ -4,9 +4,9 @@
 //! With one action, `/` is its page, as it always was; with several, `/` shows a card per action and each
 //! has its page at `/actions/{id}`. `POST /verify` starts the first action (or the one `action=<id>`
 //! names), `POST /actions/{id}/run` the one in its path; both answer API clients with the original's JSON
-//! (and real status codes), and browsers (`Accept: text/html`) with a 303 redirect back to the page and a
-//! flash message, so a reload never posts the code again. Only a browser that enters a valid code gets a verified session, under a new id; a
-//! cross-site post gets no session at all.
+//! (and real status codes), and browsers (`Accept: text/html`) with a 303 redirect and a flash message (to
+//! the run it started, or back to the page it was posted from), so a reload never posts the code again. Only a browser that enters a valid code gets a verified
+//! session, under a new id; a cross-site post gets no session at all.
 //! `POST /verify?wait=` holds the answer until the run ends, at most until the clock reaches the limit.
 //! What it calls does its file work on the blocking pool (the stores, the run's log).
 
@@ -27,18 +27,19 @@ use crate::auth::attempt::{self, Started};
 use crate::config::ActionConfig;
 use crate::error::AppError;
 use crate::model::client::ClientKey;
-use crate::model::run::RunStatus;
+use crate::model::run::{RunRecord, RunStatus};
 use crate::model::time::later;
 use crate::web::action::{self, ActionPath};
 use crate::web::form::VerifyForm;
 use crate::web::middleware::client_ip::client_ip;
 use crate::web::middleware::csrf::{self, with_cookie};
+use crate::web::middleware::edge::LoggedByHandler;
 use crate::web::negotiate::wants_html;
 use crate::web::query::Query;
 use crate::web::routes::assets::asset_version;
 use crate::web::session::{BrowserSession, Flash, FlashKind};
 use crate::web::state::AppState;
-use crate::web::views::{RunView, StateView};
+use crate::web::views::{FlashView, RunView, StateView, refusal_flash};
 
 /// How many runs the page lists.
 const PAGE_RUNS: usize = 20;
@@ -60,7 +61,9 @@ pub struct IndexPage {
     /// The warning the form asks to confirm, if the action has one.
     confirm: Option<String>,
     digits: u8,
-    flash: Option<Flash>,
+    /// The form field's `pattern`: `digits` digits, spaces allowed as the server ignores them.
+    code_pattern: String,
+    flash: Option<FlashView>,
     csrf: String,
     state: StateView,
     /// The recent runs, rendered once per change of the history (see [`RunsTable`]).
@@ -123,7 +126,8 @@ pub struct Card {
 pub struct ActionsPage {
     cards: Vec<Card>,
     digits: u8,
-    flash: Option<Flash>,
+    code_pattern: String,
+    flash: Option<FlashView>,
     csrf: String,
     /// Whether any action is running or cooling down: the page then refreshes itself without script.
     busy: bool,
@@ -137,10 +141,20 @@ enum Page {
     Action(usize),
 }
 
+impl Page {
+    fn url(self, state: &AppState) -> String {
+        match self {
+            Self::Home => "/".into(),
+            Self::Action(action) => format!("/actions/{}", state.config.action(action).id),
+        }
+    }
+}
+
 /// `GET /`: the only action's page; with several, a card for each, in the configuration's order.
-pub async fn index(State(state): State<AppState>, session: Session, headers: HeaderMap) -> Response {
+pub async fn index(State(state): State<AppState>, session: Session, request: Request) -> Response {
+    let client = ClientKey::of(client_ip(&request, &state.config.server.trusted_proxies));
     let flash = BrowserSession(session).take_flash().await;
-    page(&state, Page::Home, &headers, flash)
+    page(&state, Page::Home, request.headers(), &client, flash)
 }
 
 /// `GET /actions/{id}`: the action's page.
@@ -148,31 +162,44 @@ pub async fn show_action(
     State(state): State<AppState>,
     ActionPath(action): ActionPath,
     session: Session,
-    headers: HeaderMap,
+    request: Request,
 ) -> Response {
+    let client = ClientKey::of(client_ip(&request, &state.config.server.trusted_proxies));
     let flash = BrowserSession(session).take_flash().await;
-    page(&state, Page::Action(action), &headers, flash)
+    page(&state, Page::Action(action), request.headers(), &client, flash)
 }
 
-/// The page, showing `flash` if there is one.
-fn page(state: &AppState, page: Page, headers: &HeaderMap, flash: Option<Flash>) -> Response {
+/// The page as `client` sees it (its block, if it has one), showing `flash` if there is one.
+fn page(
+    state: &AppState,
+    page: Page,
+    headers: &HeaderMap,
+    client: &ClientKey,
+    flash: Option<Flash>,
+) -> Response {
+    let seen = Seen {
+        headers,
+        client,
+        flash: flash.as_ref().map(FlashView::new),
+    };
     match page {
-        Page::Home if state.config.actions.len() == 1 => action_page(state, 0, true, headers, flash),
-        Page::Home => cards_page(state, headers, flash),
-        Page::Action(action) => action_page(state, action, false, headers, flash),
+        Page::Home if state.config.actions.len() == 1 => action_page(state, 0, true, seen),
+        Page::Home => cards_page(state, seen),
+        Page::Action(action) => action_page(state, action, false, seen),
     }
 }
 
+/// What a page shows of who asks: its block, its CSRF token, a flash.
+struct Seen<'a> {
+    headers: &'a HeaderMap,
+    client: &'a ClientKey,
+    flash: Option<FlashView>,
+}
+
 /// An action's page: its state, the code form and its recent runs. `classic`: the only action, at `/`.
-fn action_page(
-    state: &AppState,
-    action: usize,
-    classic: bool,
-    headers: &HeaderMap,
-    flash: Option<Flash>,
-) -> Response {
+fn action_page(state: &AppState, action: usize, classic: bool, seen: Seen<'_>) -> Response {
     let config = state.config.action(action);
-    let (csrf, csrf_cookie) = csrf::for_page(headers, state.config.server.cookies_secure());
+    let (csrf, csrf_cookie) = csrf::for_page(seen.headers, state.config.server.cookies_secure());
     let history = state.runner.history();
     let version = history.version();
     let runs_table = state.caches.action(action).runs_table.get_or_make(version, || {
@@ -190,15 +217,18 @@ fn action_page(
             .unwrap_or_default()
             .into()
     });
+    let now = state.clock.now();
+    let blocked = state.gatekeeper.guard.blocked(seen.client, now);
     let several = state.config.actions.len() > 1;
     let page = IndexPage {
         action_name: config.name.clone(),
         description: config.description.clone(),
         confirm: config.confirm.clone(),
         digits: state.config.totp.digits,
-        flash,
+        code_pattern: code_pattern(state),
+        flash: seen.flash,
         csrf,
-        state: StateView::new(state.runner.state(action, state.clock.now())),
+        state: StateView::new(state.runner.state(action, now), blocked, now),
         runs_table,
         urls: ActionUrls::new(config, classic, several),
         several,
@@ -208,9 +238,10 @@ fn action_page(
 }
 
 /// The page of several actions: a card for each, with its state, its newest run and its code form.
-fn cards_page(state: &AppState, headers: &HeaderMap, flash: Option<Flash>) -> Response {
-    let (csrf, csrf_cookie) = csrf::for_page(headers, state.config.server.cookies_secure());
+fn cards_page(state: &AppState, seen: Seen<'_>) -> Response {
+    let (csrf, csrf_cookie) = csrf::for_page(seen.headers, state.config.server.cookies_secure());
     let now = state.clock.now();
+    let blocked = state.gatekeeper.guard.blocked(seen.client, now);
     let history = state.runner.history().snapshot();
     let cards: Vec<Card> = state
         .config
@@ -223,7 +254,7 @@ fn cards_page(state: &AppState, headers: &HeaderMap, flash: Option<Flash>) -> Re
                 name: action.name.clone(),
                 description: action.description.clone(),
                 confirm: action.confirm.clone(),
-                state: StateView::new(state.runner.state(index, now)),
+                state: StateView::new(state.runner.state(index, now), blocked, now),
                 last_run: history
                     .iter()
                     .rev()
@@ -238,11 +269,17 @@ fn cards_page(state: &AppState, headers: &HeaderMap, flash: Option<Flash>) -> Re
         busy: cards.iter().any(|card| card.state.kind != "idle"),
         cards,
         digits: state.config.totp.digits,
-        flash,
+        code_pattern: code_pattern(state),
+        flash: seen.flash,
         csrf,
         asset_version: asset_version(),
     };
     with_cookie(page, csrf_cookie)
+}
+
+/// The code field's `pattern`: `digits` digits, spaces allowed as the server ignores them.
+fn code_pattern(state: &AppState) -> String {
+    format!(" *([0-9] *){{{}}}", state.config.totp.digits)
 }
 
 /// `POST /verify`: starts the first action, or the one `action=<id>` names (form field or query).
@@ -267,7 +304,7 @@ pub async fn run_action(
 }
 
 /// Starts a run of `action` (`None`: the one the form or the query names, or the first): the attempt,
-/// then the answer for an API client or a browser, which goes back to the page it posted from.
+/// then the answer for an API client or a browser.
 async fn run(
     state: AppState,
     action: Option<usize>,
@@ -276,7 +313,7 @@ async fn run(
     request: Request,
 ) -> Response {
     // `?wait=` counts from here, before the run can start.
-    let asked = state.clock.now();
+    let at = state.clock.now();
     let html = wants_html(request.headers());
     let client = ClientKey::of(client_ip(&request, &state.config.server.trusted_proxies));
     let headers = request.headers().clone();
@@ -300,53 +337,100 @@ async fn run(
     };
     let request = attempt::Request {
         action,
-        client,
+        client: client.clone(),
         code: form.map(|form| form.code),
         cross_site,
     };
     let outcome = state.gatekeeper.attempt(request).await;
-    if let Err(error) = &outcome {
-        tracing::info!(outcome = error.code(), "verification refused");
+    // Refusals the gatekeeper counts it also logs, a line a minute per client.
+    let counted = outcome.as_ref().is_err_and(attempt::is_counted_refusal);
+    match &outcome {
+        Err(_) if counted => {}
+        Err(error) => tracing::info!(outcome = error.code(), "verification refused"),
+        Ok(_) => {}
     }
-    if !html {
-        // API clients read output with the API token: they get no session.
+    let asked = Asked {
+        headers: &headers,
+        client: &client,
+        query: &query,
+        at,
+        html,
+        back,
+    };
+    let mut response = respond(&state, &session, &asked, outcome).await;
+    if counted {
+        response.extensions_mut().insert(LoggedByHandler);
+    }
+    response
+}
+
+/// What the answer to an attempt needs of its request.
+struct Asked<'a> {
+    headers: &'a HeaderMap,
+    /// Who tried: its block and its tries left are shown after a refusal.
+    client: &'a ClientKey,
+    query: &'a VerifyQuery,
+    /// When the request came: `?wait=` counts from here, before the run can start.
+    at: OffsetDateTime,
+    /// A browser's form post rather than an API client's.
+    html: bool,
+    /// The page the form was posted from, where a refusal goes back to.
+    back: Page,
+}
+
+/// The answer to an attempt: JSON for API clients (which read output with the API token and get no
+/// session), a redirect with a flash for browsers, whose session is verified under a new id by a valid
+/// code. A cross-site post gets no session at all.
+async fn respond(
+    state: &AppState,
+    session: &BrowserSession,
+    asked: &Asked<'_>,
+    outcome: Result<Started, AppError>,
+) -> Response {
+    if !asked.html {
         return match outcome {
-            Ok(started) => match query.wait() {
-                Some(wait) => wait_for_end(&state, started, later(asked, wait_limit(&state, wait))).await,
+            Ok(started) => match asked.query.wait() {
+                Some(wait) => wait_for_end(state, started, later(asked.at, wait_limit(state, wait))).await,
                 None => Json(started).into_response(),
             },
             Err(error) => error.into_response(),
         };
     }
-    let flash = match outcome {
+    // After a valid code the browser follows the run it started; a refusal goes back to the form.
+    let (flash, to) = match outcome {
         Ok(started) => {
             session
                 .set_verified(later(state.clock.now(), state.config.access.verified_for))
                 .await;
-            Flash {
+            let flash = Flash {
                 kind: FlashKind::Success,
                 message: started.message,
-            }
+            };
+            (flash, started.run_url)
         }
         // A cross-site post is free to send (not a failure), so it gets no session: that would be a
         // cookie to plant in another browser, and memory to fill. The page is shown with the refusal.
         Err(error @ AppError::Forbidden) => {
-            let flash = Flash {
-                kind: FlashKind::Error,
-                message: error.to_string(),
-            };
-            return (error.status(), page(&state, back, &headers, Some(flash))).into_response();
+            let flash = refusal_flash(&error, None);
+            return (
+                error.status(),
+                page(state, asked.back, asked.headers, asked.client, Some(flash)),
+            )
+                .into_response();
         }
-        Err(error) => Flash {
-            kind: FlashKind::Error,
-            message: error.to_string(),
-        },
+        Err(error) => {
+            let tries_left = matches!(error, AppError::WrongCode | AppError::ReplayedCode).then(|| {
+                // A failure that started a ban forgets the client's count: none is left.
+                let (guard, now) = (&state.gatekeeper.guard, state.clock.now());
+                match guard.blocked(asked.client, now) {
+                    Some(_) => 0,
+                    None => guard.failures_left(asked.client, now),
+                }
+            });
+            (refusal_flash(&error, tries_left), asked.back.url(state))
+        }
     };
     session.set_flash(flash).await;
-    let to = match back {
-        Page::Home => "/".to_string(),
-        Page::Action(action) => format!("/actions/{}", state.config.action(action).id),
-    };
     Redirect::to(&to).into_response()
 }
 
@@ -361,7 +445,8 @@ pub struct VerifyQuery {
 }
 
 impl VerifyQuery {
-    fn wait(&self) -> Option<Option<Duration>> {
+    /// `None`: do not wait; `Some(None)`: until the run ends; `Some(Some(limit))`: at most `limit`.
+    pub fn wait(&self) -> Option<Option<Duration>> {
         self.wait
     }
 }
@@ -380,7 +465,7 @@ fn wait<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Option<Opti
 }
 
 /// How long `?wait=` holds the answer: what the client asked, at most `max_wait`.
-fn wait_limit(state: &AppState, wait: Option<Duration>) -> Duration {
+pub fn wait_limit(state: &AppState, wait: Option<Duration>) -> Duration {
     let max_wait = state.config.access.max_wait;
     wait.unwrap_or(max_wait).min(max_wait)
 }
@@ -390,12 +475,28 @@ fn wait_limit(state: &AppState, wait: Option<Duration>) -> Duration {
 /// succeeded.
 async fn wait_for_end(state: &AppState, started: Started, deadline: OffsetDateTime) -> Response {
     let id = started.run_id;
-    let ended = tokio::select! {
+    let ended = wait_until_ended(state, id, deadline).await;
+    let record = state.runner.history().record(id);
+    let (status, success, message) = wait_outcome(id, record.as_ref(), ended);
+    let mut body = serde_json::to_value(&started).unwrap_or_default();
+    body["message"] = message.into();
+    body["success"] = success.into();
+    body["run"] = serde_json::to_value(&record).unwrap_or_default();
+    (status, Json(body)).into_response()
+}
+
+/// Waits until run `id` ends or the clock reaches `deadline`; whether it ended.
+pub async fn wait_until_ended(state: &AppState, id: u64, deadline: OffsetDateTime) -> bool {
+    tokio::select! {
         () = state.runner.wait_finished(id) => true,
         () = state.clock.sleep_until(deadline) => false,
-    };
-    let record = state.runner.history().record(id);
-    let (status, success, message) = match &record {
+    }
+}
+
+/// How a wait for run `id` ends, for `/verify?wait=` and `/runs/ID?wait=` alike: 200 when the run
+/// succeeded, 424 when it ended otherwise, 202 while it is still going; with `success` and the message.
+pub fn wait_outcome(id: u64, record: Option<&RunRecord>, ended: bool) -> (StatusCode, bool, String) {
+    match record {
         Some(record) if ended && record.status == RunStatus::Succeeded => {
             (StatusCode::OK, true, format!("Run #{id}: {}.", record.status))
         }
@@ -407,12 +508,7 @@ async fn wait_for_end(state: &AppState, started: Started, deadline: OffsetDateTi
         _ => (
             StatusCode::ACCEPTED,
             false,
-            format!("Run #{id} is still going; follow it at {}.", started.run_url),
+            format!("Run #{id} is still going; follow it at /runs/{id}."),
         ),
-    };
-    let mut body = serde_json::to_value(&started).unwrap_or_default();
-    body["message"] = message.into();
-    body["success"] = success.into();
-    body["run"] = serde_json::to_value(&record).unwrap_or_default();
-    (status, Json(body)).into_response()
+    }
 }

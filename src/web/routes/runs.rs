@@ -27,18 +27,21 @@ use tower_sessions::Session;
 
 use crate::error::AppError;
 use crate::model::run::RunRecord;
+use crate::model::time::later;
 use crate::runs::output::{self, Line};
 use crate::web::access::{self, Grant};
 use crate::web::action;
+use crate::web::ansi;
 use crate::web::form::CancelForm;
 use crate::web::middleware::client_ip::client_ip;
 use crate::web::middleware::csrf::{self, with_cookie};
 use crate::web::negotiate::{wants_html, wants_json};
 use crate::web::query::Query;
 use crate::web::routes::assets::asset_version;
+use crate::web::routes::run::{VerifyQuery, wait_limit, wait_outcome, wait_until_ended};
 use crate::web::session::{BrowserSession, Flash, FlashKind};
 use crate::web::state::AppState;
-use crate::web::views::{ActionLabel, OutputLineView, RunView, clock_time};
+use crate::web::views::{ActionLabel, FlashView, OutputLineView, RunView, TimeView, format_duration};
 
 /// Runs per page of the list.
 const PAGE_SIZE: usize = 50;
@@ -120,22 +123,20 @@ pub struct RunPage {
     number: u64,
     run: RunView,
     running: bool,
-    flash: Option<Flash>,
+    /// How long the run has been going ("12 s"), while it goes; the script counts on from
+    /// `elapsed_ms`.
+    elapsed: String,
+    elapsed_ms: u64,
+    flash: Option<FlashView>,
     csrf: String,
     /// `None` when the viewer may not see output.
     output: Option<Vec<OutputLineView>>,
     /// Lines before the ones shown.
     hidden_lines: u64,
     last_line: u64,
-    verified_until: String,
+    verified_until: Option<TimeView>,
     can_cancel: bool,
     asset_version: &'static str,
-}
-
-#[derive(Deserialize)]
-pub struct RunQuery {
-    /// Seconds to wait for the run to end before answering (JSON only).
-    wait: Option<u64>,
 }
 
 /// `GET /runs/{id}`: the run's page, or its record as JSON (`Accept: application/json`), optionally
@@ -143,21 +144,26 @@ pub struct RunQuery {
 pub async fn show(
     State(state): State<AppState>,
     RunId(id): RunId,
-    Query(query): Query<RunQuery>,
+    Query(query): Query<VerifyQuery>,
     session: Session,
     headers: HeaderMap,
 ) -> Result<Response, AppError> {
+    // `?wait=` counts from here.
+    let asked = state.clock.now();
     let record = find(&state, id)?;
     if wants_json(&headers) {
-        let Some(seconds) = query.wait else {
+        let Some(wait) = query.wait() else {
             return Ok(Json(record).into_response());
         };
-        let wait = Duration::from_secs(seconds).min(state.config.access.max_wait);
-        tokio::select! {
-            () = state.runner.wait_finished(id) => {}
-            () = state.clock.sleep(wait) => {}
-        }
-        return Ok(Json(find(&state, id)?).into_response());
+        let deadline = later(asked, wait_limit(&state, wait));
+        let ended = wait_until_ended(&state, id, deadline).await;
+        // The record's fields as before, with the status, `success` and message of `/verify?wait=`.
+        let record = find(&state, id)?;
+        let (status, success, message) = wait_outcome(id, Some(&record), ended);
+        let mut body = serde_json::to_value(&record).unwrap_or_default();
+        body["message"] = message.into();
+        body["success"] = success.into();
+        return Ok((status, Json(body)).into_response());
     }
     let session = BrowserSession(session);
     let grant = access::may_read(&state, &session, &headers).await.ok();
@@ -174,18 +180,30 @@ pub async fn show(
     let shown = output.as_ref().map_or(0, Vec::len) as u64;
     let running = state.runner.live_output(id).is_some_and(|live| !live.has_ended());
     let (csrf, csrf_cookie) = csrf::for_page(&headers, state.config.server.cookies_secure());
+    let mut flash = session.take_flash().await;
+    if let Some(flash) = flash
+        .as_mut()
+        .filter(|flash| !running && flash.message == cancelling(id))
+    {
+        // The cancel took effect before the page came back: say so rather than "Cancelling".
+        flash.message = format!("Run #{id} has ended: {}.", record.status);
+    }
+    let elapsed = (state.clock.now() - record.time).whole_milliseconds().max(0);
+    let elapsed = u64::try_from(elapsed).unwrap_or(u64::MAX);
     let page = RunPage {
         number: id,
         run: RunView::new(&record).with_action(&record, &state.config),
         running,
-        flash: session.take_flash().await,
+        elapsed: format_duration(elapsed),
+        elapsed_ms: elapsed,
+        flash: flash.as_ref().map(FlashView::new),
         csrf,
         output,
         hidden_lines: total.saturating_sub(shown),
         last_line: total,
         verified_until: match grant {
-            Some(Grant::Session { until }) => clock_time(until),
-            _ => String::new(),
+            Some(Grant::Session { until }) => Some(TimeView::clock(until)),
+            _ => None,
         },
         can_cancel: running && matches!(grant, Some(Grant::Session { .. })),
         asset_version: asset_version(),
@@ -203,21 +221,36 @@ async fn tail(path: PathBuf) -> (Vec<Line>, u64) {
         .unwrap_or_default()
 }
 
+#[derive(Deserialize)]
+pub struct LogQuery {
+    /// `keep` keeps the script's escape sequences (colours, carriage returns) as it wrote them;
+    /// anything else (the default, `strip`) removes them and applies the carriage returns.
+    ansi: Option<String>,
+}
+
 /// `GET /runs/{id}/log`: the whole output as plain text.
 pub async fn log(
     State(state): State<AppState>,
     RunId(id): RunId,
+    Query(query): Query<LogQuery>,
     session: Session,
     headers: HeaderMap,
 ) -> Result<Response, AppError> {
     find(&state, id)?;
     access::may_read(&state, &BrowserSession(session), &headers).await?;
+    let keep = query.ansi.as_deref() == Some("keep");
     let path = state.runner.log_path(id);
     let (sender, receiver) = mpsc::channel::<Result<Bytes, std::io::Error>>(4);
     tokio::task::spawn_blocking(move || {
         let mut chunk = Vec::with_capacity(output::READ_CHUNK);
+        let mut stripper = ansi::Stripper::default();
         let result = output::read_raw_lines(&path, |raw| {
-            chunk.extend_from_slice(output::untagged(raw));
+            let text = output::untagged(raw);
+            if keep {
+                chunk.extend_from_slice(text);
+            } else {
+                stripper.strip_into(text, &mut chunk);
+            }
             chunk.push(b'\n');
             if chunk.len() >= output::READ_CHUNK {
                 let full = std::mem::replace(&mut chunk, Vec::with_capacity(output::READ_CHUNK));
@@ -338,8 +371,11 @@ async fn replay(
     .flatten()
 }
 
+/// A line for a live viewer: `text` as plain text, `segments` with the styles the run page shows.
 fn line_event(line: &Line) -> Event {
-    let data = serde_json::json!({ "stream": line.stream, "text": output::strip_ansi(&line.text) });
+    let segments = ansi::render(&line.text);
+    let text: String = segments.iter().map(|segment| segment.text.as_str()).collect();
+    let data = serde_json::json!({ "stream": line.stream, "text": text, "segments": segments });
     Event::default()
         .event("line")
         .id(line.number.to_string())
@@ -380,7 +416,7 @@ pub async fn cancel(
         .cancel(id, by.to_string())
         .map_err(|_| AppError::NotRunning)?;
     tracing::info!(run = id, by, %client, "cancel requested");
-    let message = format!("Cancelling run #{id}.");
+    let message = cancelling(id);
     if html {
         session
             .set_flash(Flash {
@@ -392,6 +428,11 @@ pub async fn cancel(
     }
     let body = serde_json::json!({ "message": message, "success": true, "run_id": id });
     Ok((StatusCode::ACCEPTED, Json(body)).into_response())
+}
+
+/// The message a cancel leaves for the run's page while the run is being stopped.
+fn cancelling(id: u64) -> String {
+    format!("Cancelling run #{id}.")
 }
 
 /// The `{id}` of a run's path; anything that is not a run number is a 404, as an unknown run is.
