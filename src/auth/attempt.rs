@@ -159,10 +159,11 @@ impl Gatekeeper {
         }
         let admission = match self.judge(request.action, request.code, now).await {
             Ok(admission) => admission,
-            Err(judged) => return Err(self.refused(&turn, client, now, judged).await),
+            Err(judged) => return Err(self.refused(&turn, client, request.action, now, judged).await),
         };
         let (id, started_at) = (admission.id, admission.started);
-        if let Err(error) = self.audit_attempt(now, client, Outcome::Started, Some(id)).await {
+        let started = self.audit_attempt(now, client, request.action, Outcome::Started, Some(id));
+        if let Err(error) = started.await {
             self.runner.abandon(admission);
             return Err(error);
         }
@@ -224,6 +225,7 @@ impl Gatekeeper {
         &self,
         turn: &Turn<'_>,
         client: &ClientKey,
+        action: usize,
         now: OffsetDateTime,
         judged: Judged,
     ) -> AppError {
@@ -237,7 +239,9 @@ impl Gatekeeper {
         } else {
             Vec::new()
         };
-        let audited = self.audit_attempt(now, client, judged.outcome, None).await;
+        let audited = self
+            .audit_attempt(now, client, action, judged.outcome, None)
+            .await;
         let regulation_audited = self.audit_regulation(now, &events).await;
         match audited.and(regulation_audited) {
             Ok(()) => judged.error,
@@ -307,11 +311,13 @@ impl Gatekeeper {
         &self,
         time: OffsetDateTime,
         client: &ClientKey,
+        action: usize,
         outcome: Outcome,
         run_id: Option<u64>,
     ) -> Result<(), AppError> {
         let event = AuditEvent::Attempt {
             client,
+            action: self.runner.action(action).owner().id.as_str(),
             outcome,
             run_id,
         };

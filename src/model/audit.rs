@@ -49,6 +49,8 @@ pub enum AuditEvent<'a> {
     /// A verification attempt (never its code).
     Attempt {
         client: &'a ClientKey,
+        /// The id of the action it tried to start.
+        action: &'a str,
         outcome: Outcome,
         run_id: Option<u64>,
     },

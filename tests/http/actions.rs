@@ -86,11 +86,19 @@ async fn past_max_parallel_another_action_is_busy_and_its_code_stays_unused() {
     let refused = post_run(&app, "c", &code).await;
     assert_refused(&refused, StatusCode::CONFLICT, "busy");
     assert!(refused.message().contains("(2)"), "{}", refused.message());
-    let outcomes: Vec<Value> = audit_lines(&app)
-        .into_iter()
-        .map(|line| line["outcome"].clone())
+    let lines = audit_lines(&app);
+    let last = lines.last().expect("an audit line");
+    assert_eq!(
+        (&last["outcome"], &last["action"]),
+        (&Value::from("busy"), &Value::from("c")),
+        "{last}"
+    );
+    let started: Vec<&Value> = lines
+        .iter()
+        .filter(|line| line["outcome"] == "started")
+        .map(|line| &line["action"])
         .collect();
-    assert_eq!(outcomes.last(), Some(&Value::from("busy")), "{outcomes:?}");
+    assert_eq!(started, [&Value::from("a"), &Value::from("b")]);
 
     let_action_finish(&app, "a");
     app.wait_for_run(a).await;

@@ -44,6 +44,8 @@ struct Line<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     client: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    action: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     outcome: Option<Outcome>,
     #[serde(skip_serializing_if = "Option::is_none")]
     run_id: Option<u64>,
@@ -65,6 +67,7 @@ impl<'a> Line<'a> {
             time: format_time(entry.time),
             event: "attempt",
             client: None,
+            action: None,
             outcome: None,
             run_id: None,
             count: None,
@@ -75,10 +78,12 @@ impl<'a> Line<'a> {
         match &entry.event {
             AuditEvent::Attempt {
                 client,
+                action,
                 outcome,
                 run_id,
             } => {
                 line.client = Some(client.to_string());
+                line.action = Some(action);
                 line.outcome = Some(*outcome);
                 line.run_id = *run_id;
             }
@@ -401,6 +406,7 @@ mod tests {
             time: datetime!(2026-11-25 12:00:00 UTC),
             event: AuditEvent::Attempt {
                 client: &client,
+                action: "deploy",
                 outcome: Outcome::Wrong,
                 run_id: None,
             },
@@ -424,11 +430,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("audit.log");
         let rotation = Rotation {
-            max_bytes: 300,
+            max_bytes: 360,
             keep_files: 2,
         };
         let log = AuditLog::open(&path, Some(rotation)).unwrap();
-        // Each line is about 90 bytes: three fit in 300.
+        // Each line is about 110 bytes: three fit in 360.
         for n in 1..=10 {
             attempt_line(&log, n);
         }
@@ -441,7 +447,7 @@ mod tests {
             let len = std::fs::metadata(dir.path().join(format!("audit.log{suffix}")))
                 .unwrap()
                 .len();
-            assert!(len <= 300, "audit.log{suffix}: {len} bytes");
+            assert!(len <= 360, "audit.log{suffix}: {len} bytes");
         }
     }
 
