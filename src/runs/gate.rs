@@ -153,6 +153,7 @@ impl Gate {
             return Err(Refusal::ShuttingDown);
         }
         let going = self.running();
+        // Callers name configured actions only; one the gate does not know starts nothing.
         let Some(slot) = self.slots.get_mut(action) else {
             return Err(Refusal::ShuttingDown);
         };
