@@ -43,18 +43,40 @@ fn wait_for_end(server: &Server, id: u64) -> Value {
     })
 }
 
-#[test]
-fn the_scripts_background_processes_end_with_its_run() {
-    let workspace = Workspace::configured(LEAVES_TWO_BEHIND, "cooldown_seconds = 0");
+/// A run of [`LEAVES_TWO_BEHIND`] that ended "Deploy succeeded", and the pids it left, each killed when
+/// the test ends should authrun have left it running.
+/// Fields drop in order: the leftovers are killed first, then authrun, then its directory goes.
+struct LeftBehind {
+    _kill: [KillOnDrop; 2],
+    server: Server,
+    background: i32,
+    setsid: i32,
+    _workspace: Workspace,
+}
+
+/// Serves [`LEAVES_TWO_BEHIND`] with the `[script]` keys `extra`, runs it and waits for its end.
+fn run_leaving_two_behind(extra: &str) -> LeftBehind {
+    let workspace = Workspace::configured(LEAVES_TWO_BEHIND, &format!("cooldown_seconds = 0\n{extra}"));
     let server = serve_configured(&workspace, &[]);
     let id = start_run(&server, SECRET);
     let background = wait_for_pid(&workspace, "background.pid");
-    let _background = KillOnDrop(background);
     let setsid = wait_for_pid(&workspace, "setsid.pid");
-    let _setsid = KillOnDrop(setsid);
-
+    let kill = [KillOnDrop(background), KillOnDrop(setsid)];
     let entry = wait_for_end(&server, id);
     assert_eq!(entry["status"], "Deploy succeeded", "{entry}");
+    LeftBehind {
+        _kill: kill,
+        server,
+        background,
+        setsid,
+        _workspace: workspace,
+    }
+}
+
+#[test]
+fn the_scripts_background_processes_end_with_its_run() {
+    let left = run_leaving_two_behind("");
+    let (server, background, setsid) = (&left.server, left.background, left.setsid);
     for (pid, what) in [(background, "sleep 301 &"), (setsid, "setsid sleep 302")] {
         assert!(
             process_gone(pid),
@@ -67,16 +89,8 @@ fn the_scripts_background_processes_end_with_its_run() {
 
 #[test]
 fn leave_running_hands_the_background_processes_to_authrun_which_collects_them() {
-    let workspace = Workspace::configured(LEAVES_TWO_BEHIND, "cooldown_seconds = 0\nleave_running = true");
-    let server = serve_configured(&workspace, &[]);
-    let id = start_run(&server, SECRET);
-    let background = wait_for_pid(&workspace, "background.pid");
-    let _background = KillOnDrop(background);
-    let setsid = wait_for_pid(&workspace, "setsid.pid");
-    let _setsid = KillOnDrop(setsid);
-
-    let entry = wait_for_end(&server, id);
-    assert_eq!(entry["status"], "Deploy succeeded", "{entry}");
+    let left = run_leaving_two_behind("leave_running = true");
+    let (server, background, setsid) = (&left.server, left.background, left.setsid);
     let authrun = server.pid().as_raw();
     for pid in [background, setsid] {
         assert!(
