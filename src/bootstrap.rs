@@ -52,6 +52,7 @@ pub fn open(config: Config, secret: &SecretKey, clock: SharedClock) -> Result<Ap
         config.max_parallel,
         Arc::clone(&clock),
         history,
+        Arc::new([]),
     ));
     let caches = Caches::new(config.actions.len());
     let gatekeeper = Gatekeeper {

@@ -3,6 +3,7 @@
 
 pub mod gate;
 pub mod leftovers;
+pub mod observer;
 pub mod output;
 pub mod process;
 pub mod runner;

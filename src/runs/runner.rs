@@ -37,6 +37,7 @@ use crate::model::run::{RunRecord, RunStatus};
 use crate::model::time::later;
 use crate::runs::gate::{Admission, CodeCheck, Gate, Refusal, State};
 use crate::runs::leftovers;
+use crate::runs::observer::Observers;
 use crate::runs::output::{self, LiveOutput};
 use crate::runs::process;
 use crate::store::file::atomic;
@@ -103,6 +104,8 @@ pub struct Runner {
     live: Mutex<Option<(u64, Arc<LiveOutput>)>>,
     /// The id of the last run that ended; waiters watch it.
     finished: watch::Sender<u64>,
+    /// Told of each start and end (notifications, metrics).
+    observers: Observers,
 }
 
 impl Runner {
@@ -113,6 +116,7 @@ impl Runner {
         clock: SharedClock,
         history: Arc<dyn RunStore>,
         gate: Arc<Mutex<Gate>>,
+        observers: Observers,
     ) -> Self {
         Self {
             owner,
@@ -120,6 +124,7 @@ impl Runner {
             clock,
             history,
             gate,
+            observers,
             stop: watch::Sender::new(false),
             cancel: watch::Sender::new(None),
             live: Mutex::new(None),
@@ -216,6 +221,9 @@ impl Runner {
             script = %self.script.path.display(),
             "run started"
         );
+        for observer in self.observers.iter() {
+            observer.started(&self.owner, &record);
+        }
         *self.lock_live() = Some((id, Arc::clone(&live)));
         let runner = Arc::clone(self);
         tokio::spawn(async move { runner.supervise(child, record, live, capture).await });
@@ -386,8 +394,11 @@ impl Runner {
             duration_ms = record.duration_ms,
             "run ended"
         );
-        if let Err(error) = self.history.update(record).await {
+        if let Err(error) = self.history.update(record.clone()).await {
             tracing::error!(run = id, %error, "the final status of the run could not be written");
+        }
+        for observer in self.observers.iter() {
+            observer.finished(&self.owner, &record);
         }
         self.lock().release(self.owner.index, id);
         self.finished.send_modify(|last| *last = (*last).max(id));

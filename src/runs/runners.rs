@@ -16,6 +16,7 @@ use crate::config::ActionConfig;
 use crate::model::action::ActionId;
 use crate::runs::gate::{Admission, CodeCheck, Gate, Refusal, Restored, State};
 use crate::runs::leftovers;
+use crate::runs::observer::Observers;
 use crate::runs::output::LiveOutput;
 use crate::runs::runner::{LaunchError, NotRunning, Owner, Runner};
 use crate::store::RunStore;
@@ -31,12 +32,14 @@ pub struct Runners {
 impl Runners {
     /// Restores the gate from the history, so a restart never lets a run of any action through early nor
     /// accepts a code that was already used, and kills what runs interrupted by a crash left running.
-    /// `actions` is never empty (the configuration has at least one).
+    /// `actions` is never empty (the configuration has at least one). `observers` hear of every run's
+    /// start and end.
     pub fn new(
         actions: &[ActionConfig],
         max_parallel: usize,
         clock: SharedClock,
         history: Arc<dyn RunStore>,
+        observers: Observers,
     ) -> Self {
         for record in history.interrupted() {
             if let (Some(pid), Some(id)) = (record.pid, record.id) {
@@ -89,6 +92,7 @@ impl Runners {
                     Arc::clone(&clock),
                     Arc::clone(&history),
                     Arc::clone(&gate),
+                    Arc::clone(&observers),
                 ))
             })
             .collect();
