@@ -25,6 +25,7 @@ use ipnet::IpNet;
 
 pub use crate::model::action::ActionId;
 pub use crate::model::audit::Rotation;
+use crate::model::operator::{OperatorName, Role};
 pub use crate::model::secret::SecretKey;
 use sources::Sources;
 
@@ -69,12 +70,15 @@ pub struct Config {
     pub totp: TotpSettings,
     pub secret: SecretSource,
     pub server: ServerConfig,
+    pub auth: AuthSettings,
     pub regulation: RegulationSettings,
     pub audit_file: PathBuf,
     /// When the audit log is rotated, and how many old files are kept.
     pub audit_rotation: Rotation,
     /// Where bans and pauses are kept across restarts.
     pub regulation_file: PathBuf,
+    /// Where the operators are kept (`[auth] mode = "operators"`).
+    pub operators_file: PathBuf,
     pub access: AccessConfig,
 }
 
@@ -91,6 +95,9 @@ pub struct RegulationSettings {
     /// Clients in these networks (the office, its VPN) are never paused and do not count towards the
     /// pause; their own failures still ban them.
     pub exempt_networks: Vec<IpNet>,
+    /// Failures of one operator, from anywhere, that lock the operator for `user_lock`.
+    pub user_max_failures: u32,
+    pub user_lock: Duration,
 }
 
 impl Default for RegulationSettings {
@@ -104,8 +111,42 @@ impl Default for RegulationSettings {
             global_pause: Duration::from_secs(60 * 60),
             global_pause_max: Duration::from_secs(48 * 60 * 60),
             exempt_networks: Vec::new(),
+            user_max_failures: 3,
+            user_lock: Duration::from_secs(15 * 60),
         }
     }
+}
+
+/// Who proves themselves, and how (`[auth]`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthMode {
+    /// One TOTP secret opens the button (the original's way).
+    Shared,
+    /// Each operator has their own secret, backup codes and lock.
+    Operators,
+}
+
+/// The `[auth]` section.
+#[derive(Debug, Clone)]
+pub struct AuthSettings {
+    pub mode: AuthMode,
+    /// How long an enrollment link stays valid.
+    pub enrollment: Duration,
+    /// Operators give a password beside their code.
+    pub passwords: bool,
+}
+
+impl AuthSettings {
+    pub fn operators(&self) -> bool {
+        self.mode == AuthMode::Operators
+    }
+}
+
+/// Who may run an action, in operators mode: one entry of `allow`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Allowed {
+    Operator(OperatorName),
+    Role(Role),
 }
 
 /// The TOTP parameters shared with the authenticator app.
@@ -169,7 +210,20 @@ pub struct ActionConfig {
     pub description: String,
     /// A warning shown beside the button, which the form asks to confirm.
     pub confirm: Option<String>,
+    /// Operators mode: who may run it; empty: every operator.
+    pub allow: Vec<Allowed>,
     pub script: ScriptConfig,
+}
+
+impl ActionConfig {
+    /// Whether `name` with `role` may run this action.
+    pub fn allows(&self, name: &OperatorName, role: Role) -> bool {
+        self.allow.is_empty()
+            || self.allow.iter().any(|allowed| match allowed {
+                Allowed::Operator(allowed) => allowed == name,
+                Allowed::Role(allowed) => *allowed == role,
+            })
+    }
 }
 
 impl Config {
@@ -853,6 +907,8 @@ mod tests {
             ("server.public_url", _) => "https://deploy.example.com".into(),
             ("server.trusted_proxies", _) => r#"["10.0.0.0/8"]"#.into(),
             ("regulation.exempt_networks", _) => r#"["10.8.0.0/16"]"#.into(),
+            ("auth.mode", _) => "operators".into(),
+            ("action.allow", _) => r#"["alice", "role:admin"]"#.into(),
             ("access.api_token_sha256", _) => "ab".repeat(32),
             ("access.max_wait_seconds", _) => "60".into(),
             ("audit.file", _) => at("audit.jsonl"),

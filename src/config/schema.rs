@@ -19,6 +19,7 @@ pub struct Schema {
     /// authrun's own state: the generated secret, run logs, the audit log, the bans.
     pub state_dir: PathBuf,
     pub server: Server,
+    pub auth: Auth,
     pub regulation: Regulation,
     pub access: Access,
     pub audit: Audit,
@@ -37,6 +38,7 @@ impl Default for Schema {
             bind: "127.0.0.1:5000".into(),
             state_dir: ".authrun".into(),
             server: Server::default(),
+            auth: Auth::default(),
             regulation: Regulation::default(),
             access: Access::default(),
             audit: Audit::default(),
@@ -81,6 +83,28 @@ impl Default for Server {
     }
 }
 
+/// `[auth]`: who proves themselves, and how.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Auth {
+    /// `shared`: one TOTP secret opens the button; `operators`: each person has their own.
+    pub mode: String,
+    /// Hours an enrollment link stays valid.
+    pub enrollment_hours: u64,
+    /// Operators also give a password (argon2id-hashed) beside their code.
+    pub passwords: bool,
+}
+
+impl Default for Auth {
+    fn default() -> Self {
+        Self {
+            mode: "shared".into(),
+            enrollment_hours: 24,
+            passwords: false,
+        }
+    }
+}
+
 /// `[regulation]`: the brute-force limits.
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
@@ -101,6 +125,10 @@ pub struct Regulation {
     pub global_pause_max_seconds: u64,
     /// Networks (addresses or CIDRs) never paused and not counted towards the pause.
     pub exempt_networks: Vec<String>,
+    /// Failures of one operator (any client) that lock that operator.
+    pub user_max_failures: u32,
+    /// How long an operator's lock lasts.
+    pub user_lock_seconds: u64,
 }
 
 impl Default for Regulation {
@@ -114,6 +142,8 @@ impl Default for Regulation {
             global_pause_seconds: 60 * 60,
             global_pause_max_seconds: 48 * 60 * 60,
             exempt_networks: Vec::new(),
+            user_max_failures: 3,
+            user_lock_seconds: 15 * 60,
         }
     }
 }
@@ -173,6 +203,8 @@ pub struct Action {
     pub name: String,
     /// One line under the heading; empty shows nothing.
     pub description: String,
+    /// Operators mode: who may run it, by name or `role:<role>`; empty: every operator.
+    pub allow: Vec<String>,
 }
 
 impl Default for Action {
@@ -180,6 +212,7 @@ impl Default for Action {
         Self {
             name: "Deploy".into(),
             description: String::new(),
+            allow: Vec::new(),
         }
     }
 }
@@ -236,6 +269,8 @@ pub struct ActionEntry {
     pub description: String,
     /// A warning shown beside the button; the form then asks to confirm before it posts.
     pub confirm: Option<String>,
+    /// Operators mode: who may run it, by name or `role:<role>`; empty: every operator.
+    pub allow: Vec<String>,
     pub path: PathBuf,
     pub args: Vec<String>,
     pub working_dir: Option<PathBuf>,
@@ -256,6 +291,7 @@ impl Default for ActionEntry {
             name: None,
             description: action.description,
             confirm: None,
+            allow: action.allow,
             path: script.path,
             args: script.args,
             working_dir: script.working_dir,

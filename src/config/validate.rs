@@ -15,9 +15,10 @@ use ipnet::IpNet;
 use super::schema::{self, Schema};
 use super::sources::Sources;
 use super::{
-    AccessConfig, ActionConfig, ActionId, Config, ConfigError, PublicUrl, RegulationSettings, Rotation,
-    ScriptConfig, SecretSource, ServerConfig, TotpSettings,
+    AccessConfig, ActionConfig, ActionId, Allowed, AuthMode, AuthSettings, Config, ConfigError, PublicUrl,
+    RegulationSettings, Rotation, ScriptConfig, SecretSource, ServerConfig, TotpSettings,
 };
+use crate::model::operator::{OperatorName, Role};
 use crate::model::secret::parse_secret;
 
 /// Durations past ten years make no sense and would overflow time arithmetic.
@@ -75,6 +76,7 @@ impl Check<'_> {
         )?;
         let (totp, secret) = self.totp(raw.totp, &state_dir, file)?;
         let server = self.server(raw.server)?;
+        let auth = self.auth(raw.auth)?;
         let regulation = self.regulation(raw.regulation)?;
         let access = self.access(raw.access, &actions)?;
         Ok(Config {
@@ -88,6 +90,7 @@ impl Check<'_> {
             totp,
             secret,
             server,
+            auth,
             regulation,
             audit_file: raw
                 .audit
@@ -96,6 +99,7 @@ impl Check<'_> {
                 .map_or_else(|| state_dir.join("audit.log"), |file| self.resolve(file)),
             audit_rotation: self.rotation(&raw.audit)?,
             regulation_file: state_dir.join("regulation.json"),
+            operators_file: state_dir.join("operators.json"),
             access,
             state_dir,
         })
@@ -140,6 +144,7 @@ impl Check<'_> {
                 name: action.name,
                 description: action.description,
                 confirm: None,
+                allow: self.allow("action.allow", &action.allow)?,
                 script: self.script("script", script, state_dir)?,
             }]);
         }
@@ -184,7 +189,9 @@ impl Check<'_> {
                 ));
             }
             let script = self.script(&at, entry.script(), state_dir)?;
+            let allow = self.allow(&format!("{at}.allow"), &entry.allow)?;
             actions.push(ActionConfig {
+                allow,
                 name: entry.name.unwrap_or_else(|| id.to_string()),
                 description: entry.description,
                 confirm: entry.confirm.filter(|text| !text.trim().is_empty()),
@@ -456,6 +463,52 @@ impl Check<'_> {
         })
     }
 
+    fn auth(&self, raw: schema::Auth) -> Result<AuthSettings, ConfigError> {
+        let mode = match raw.mode.as_str() {
+            "shared" => AuthMode::Shared,
+            "operators" => AuthMode::Operators,
+            other => {
+                return Err(self.error(
+                    "auth.mode",
+                    format!("{} is not a mode", quoted(other)),
+                    "use \"shared\" (one TOTP secret) or \"operators\" (one per person)",
+                ));
+            }
+        };
+        let hours = self.at_least_one(
+            "auth.enrollment_hours",
+            raw.enrollment_hours,
+            "0 hours would make every enrollment link expire at once",
+            "set how many hours a link stays valid, at least 1 (default 24)",
+        )?;
+        let hours = self.at_most_ten_years("auth.enrollment_hours", hours.saturating_mul(3600))?;
+        Ok(AuthSettings {
+            mode,
+            enrollment: Duration::from_secs(hours),
+            passwords: raw.passwords,
+        })
+    }
+
+    /// An action's `allow`: operator names and `role:admin` / `role:operator`.
+    fn allow(&self, key: &str, entries: &[String]) -> Result<Vec<Allowed>, ConfigError> {
+        entries
+            .iter()
+            .map(|entry| {
+                let allowed = match entry.strip_prefix("role:") {
+                    Some(role) => Role::parse(role).map(Allowed::Role),
+                    None => OperatorName::parse(entry).map(Allowed::Operator),
+                };
+                allowed.ok_or_else(|| {
+                    self.error(
+                        key,
+                        format!("{} is neither an operator name nor a role", quoted(entry)),
+                        "list operator names ([a-z0-9._-], up to 32) or \"role:admin\" / \"role:operator\"",
+                    )
+                })
+            })
+            .collect()
+    }
+
     fn regulation(&self, raw: schema::Regulation) -> Result<RegulationSettings, ConfigError> {
         let seconds = |key: &str, value: u64| {
             let value = self.seconds(key, value)?;
@@ -490,6 +543,13 @@ impl Check<'_> {
                 .iter()
                 .map(|entry| self.exempt_network(entry))
                 .collect::<Result<_, _>>()?,
+            user_max_failures: self.at_least_one(
+                "regulation.user_max_failures",
+                raw.user_max_failures,
+                "0 failures would lock every operator",
+                "set at least 1 (default 3)",
+            )?,
+            user_lock: seconds("regulation.user_lock_seconds", raw.user_lock_seconds)?,
         };
         if settings.global_pause_max < settings.global_pause {
             // Blame the key that was set: the default longest pause is not what the user wrote.

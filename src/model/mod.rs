@@ -6,6 +6,7 @@
 pub mod action;
 pub mod audit;
 pub mod client;
+pub mod operator;
 pub mod regulation;
 pub mod run;
 pub mod secret;

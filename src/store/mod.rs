@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crate::model::audit::AuditEntry;
+use crate::model::operator::Operators;
 use crate::model::regulation::RegulationState;
 use crate::model::run::RunRecord;
 
@@ -182,4 +183,20 @@ pub trait AuditSink: Send + Sync + fmt::Debug {
     async fn reserve(&self) -> Result<(), AuditError>;
 
     async fn record(&self, entry: &AuditEntry<'_>) -> Result<(), AuditError>;
+}
+
+/// The operators (`[auth] mode = "operators"`): who they are, their factors' secrets and hashes, their
+/// failures and locks.
+#[async_trait::async_trait]
+pub trait OperatorStore: Send + Sync + fmt::Debug {
+    /// Looks at the operators as this instance last saw them.
+    fn read(&self, look: &mut (dyn for<'s> FnMut(&'s Operators) + Send));
+
+    /// Changes the operators under the store's lock, after picking up changes made elsewhere (the command
+    /// line). `change` returns whether it changed anything; only then is the change saved. Durable: on
+    /// error nothing changed, in memory either, so a code is never accepted whose use was not kept.
+    async fn transact(
+        &self,
+        change: &mut (dyn for<'s> FnMut(&'s mut Operators) -> bool + Send),
+    ) -> Result<(), StoreError>;
 }

@@ -3,6 +3,8 @@
 pub mod atomic;
 pub mod audit;
 pub mod history;
+pub mod operators;
 pub mod regulation;
 pub mod secret;
 pub mod sessions;
+pub mod shared;
