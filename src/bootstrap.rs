@@ -4,6 +4,7 @@
 use std::sync::Arc;
 
 use crate::auth::attempt::Gatekeeper;
+use crate::auth::operators::Directory;
 use crate::auth::refusals::Refusals;
 use crate::auth::regulation::Guard;
 use crate::auth::totp::Verifier;
@@ -13,6 +14,7 @@ use crate::runs::runners::Runners;
 use crate::store::file::atomic;
 use crate::store::file::audit::AuditLog;
 use crate::store::file::history::FileHistory;
+use crate::store::file::operators::FileOperators;
 use crate::store::file::regulation::FileRegulation;
 use crate::store::file::sessions::FileSessions;
 use crate::store::{AuditError, StoreError};
@@ -55,6 +57,17 @@ pub fn open(config: Config, secret: &SecretKey, clock: SharedClock) -> Result<Ap
         Arc::new([]),
     ));
     let caches = Caches::new(config.actions.len());
+    let operators = if config.auth.operators() {
+        let store = Arc::new(FileOperators::open(&config.operators_file)?);
+        Some(Arc::new(Directory::new(
+            store,
+            config.totp.clone(),
+            config.auth.clone(),
+            &config.regulation,
+        )))
+    } else {
+        None
+    };
     let gatekeeper = Gatekeeper {
         clock: Arc::clone(&clock),
         verifier: Verifier::new(secret.bytes().to_vec(), config.totp.clone()),
@@ -62,6 +75,8 @@ pub fn open(config: Config, secret: &SecretKey, clock: SharedClock) -> Result<Ap
         audit,
         runner: Arc::clone(&runner),
         refusals: Refusals::default(),
+        operators,
+        allow: config.actions.iter().map(|action| action.allow.clone()).collect(),
     };
     let sessions = Arc::new(FileSessions::open(&config.state_dir.join("sessions.json"))?);
     Ok(AppState::new(AppStateInner {

@@ -29,6 +29,24 @@ pub enum AppError {
     /// 400: the query string does not fit the route's parameters (`?page=abc`, bytes that are not UTF-8).
     #[error("The query string is not valid: {detail}.")]
     BadQuery { detail: String },
+    /// 400: operators mode, and the form names no `user` (and the session is not signed in).
+    #[error("Auth failed: no user was sent.")]
+    MissingUser,
+    /// 400: passwords are on, and the form has no `password`.
+    #[error("Auth failed: no password was sent.")]
+    MissingPassword,
+    /// 400: a new password shorter than the minimum, or its confirmation differs.
+    #[error("The password must be at least {min} characters, typed the same twice.")]
+    WeakPassword { min: usize },
+    /// 400: an operator name that cannot be one.
+    #[error("That is not an operator name: use 1 to 32 of a-z, 0-9, '.', '_' and '-'.")]
+    BadName,
+    /// 409: the operator exists already.
+    #[error("An operator of that name exists already.")]
+    OperatorExists,
+    /// 409: the change would leave no admin.
+    #[error("That is the last admin: make another operator admin first.")]
+    LastAdmin,
     /// 400: the code is not `digits` digits.
     #[error("Auth failed: the code must be {digits} digits.")]
     MalformedCode { digits: u8 },
@@ -53,6 +71,21 @@ pub enum AppError {
     /// 429 with `Retry-After`: too many failures overall; code checking is paused for everyone.
     #[error("Too many wrong codes. Code checking is paused for everyone until {} (in {}).", to_second(*until), minutes(*retry_after))]
     Paused { until: OffsetDateTime, retry_after: u64 },
+    /// 429 with `Retry-After`: this operator failed too often and is locked for a while.
+    #[error("Too many failed attempts for this operator. Try again in {}, or ask an admin to unlock it.", minutes(*retry_after))]
+    Locked { until: OffsetDateTime, retry_after: u64 },
+    /// 403: the operator proved themselves but may not run this action.
+    #[error("You may not run this action; an admin can allow it.")]
+    NotAllowed,
+    /// 403: the page or API is for admins.
+    #[error("This is for admins only.")]
+    NotAdmin,
+    /// 401: the page needs a signed-in operator.
+    #[error("Sign in first.")]
+    NotSignedIn,
+    /// 503: the operators file cannot be written, so nothing is spent or changed.
+    #[error("The operators' state cannot be written; nothing was done. The server log says why.")]
+    StateUnavailable,
     /// 401: output and cancelling need a verified session or the API token.
     #[error("Enter a valid code on the page to see this run's output, or send the API token.")]
     Unauthorized,
@@ -93,20 +126,31 @@ pub enum AppError {
 impl AppError {
     pub fn status(&self) -> StatusCode {
         match self {
-            Self::MissingCode | Self::BadForm | Self::BadQuery { .. } | Self::MalformedCode { .. } => {
-                StatusCode::BAD_REQUEST
+            Self::MissingCode
+            | Self::BadForm
+            | Self::BadQuery { .. }
+            | Self::MalformedCode { .. }
+            | Self::MissingUser
+            | Self::MissingPassword
+            | Self::WeakPassword { .. }
+            | Self::BadName => StatusCode::BAD_REQUEST,
+            Self::WrongCode | Self::ReplayedCode | Self::Unauthorized | Self::NotSignedIn => {
+                StatusCode::UNAUTHORIZED
             }
-            Self::WrongCode | Self::ReplayedCode | Self::Unauthorized => StatusCode::UNAUTHORIZED,
-            Self::Running { .. } | Self::Busy { .. } | Self::NotRunning => StatusCode::CONFLICT,
-            Self::CoolingDown { .. } | Self::Banned { .. } | Self::Paused { .. } => {
+            Self::Running { .. }
+            | Self::Busy { .. }
+            | Self::NotRunning
+            | Self::OperatorExists
+            | Self::LastAdmin => StatusCode::CONFLICT,
+            Self::CoolingDown { .. } | Self::Banned { .. } | Self::Paused { .. } | Self::Locked { .. } => {
                 StatusCode::TOO_MANY_REQUESTS
             }
-            Self::Forbidden => StatusCode::FORBIDDEN,
+            Self::Forbidden | Self::NotAllowed | Self::NotAdmin => StatusCode::FORBIDDEN,
             Self::UnknownHost => StatusCode::MISDIRECTED_REQUEST,
             Self::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
             Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Self::NotFound => StatusCode::NOT_FOUND,
-            Self::ShuttingDown | Self::LaunchFailed | Self::AuditUnavailable => {
+            Self::ShuttingDown | Self::LaunchFailed | Self::AuditUnavailable | Self::StateUnavailable => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
             Self::Internal => StatusCode::INTERNAL_SERVER_ERROR,
@@ -138,6 +182,17 @@ impl AppError {
             Self::NotFound => "not_found",
             Self::ShuttingDown => "shutting_down",
             Self::LaunchFailed => "launch_failed",
+            Self::MissingUser => "missing_user",
+            Self::MissingPassword => "missing_password",
+            Self::WeakPassword { .. } => "weak_password",
+            Self::BadName => "bad_name",
+            Self::OperatorExists => "operator_exists",
+            Self::LastAdmin => "last_admin",
+            Self::Locked { .. } => "locked",
+            Self::NotAllowed => "not_allowed",
+            Self::NotAdmin => "not_admin",
+            Self::NotSignedIn => "not_signed_in",
+            Self::StateUnavailable => "state_unavailable",
         }
     }
 
@@ -146,7 +201,8 @@ impl AppError {
         match self {
             Self::CoolingDown { retry_after, .. }
             | Self::Banned { retry_after, .. }
-            | Self::Paused { retry_after, .. } => Some(*retry_after),
+            | Self::Paused { retry_after, .. }
+            | Self::Locked { retry_after, .. } => Some(*retry_after),
             _ => None,
         }
     }
@@ -155,9 +211,10 @@ impl AppError {
     pub fn time(&self) -> Option<OffsetDateTime> {
         match self {
             Self::Running { since } => Some(*since),
-            Self::CoolingDown { until, .. } | Self::Banned { until, .. } | Self::Paused { until, .. } => {
-                Some(*until)
-            }
+            Self::CoolingDown { until, .. }
+            | Self::Banned { until, .. }
+            | Self::Paused { until, .. }
+            | Self::Locked { until, .. } => Some(*until),
             _ => None,
         }
     }

@@ -60,16 +60,22 @@ pub fn terminal(uri: &str) -> Result<String, QrError> {
     Ok(art)
 }
 
-/// Writes the QR code as a PNG (`qrcode.png`, as the original did), owner-only (0600): it holds the
-/// secret. The file is replaced atomically, so an existing one never stays readable by others.
-pub fn write_png(uri: &str, path: &Path) -> Result<(), QrError> {
+/// The QR code as PNG bytes, at least 256 pixels wide.
+pub fn png(uri: &str) -> Result<Vec<u8>, QrError> {
     let image = encode(uri)?
         .render::<image::Luma<u8>>()
         .min_dimensions(256, 256)
         .build();
     let mut png = std::io::Cursor::new(Vec::new());
     image.write_to(&mut png, image::ImageFormat::Png)?;
-    atomic::write_atomic(path, png.get_ref()).map_err(|source| QrError::Png {
+    Ok(png.into_inner())
+}
+
+/// Writes the QR code as a PNG (`qrcode.png`, as the original did), owner-only (0600): it holds the
+/// secret. The file is replaced atomically, so an existing one never stays readable by others.
+pub fn write_png(uri: &str, path: &Path) -> Result<(), QrError> {
+    let png = png(uri)?;
+    atomic::write_atomic(path, &png).map_err(|source| QrError::Png {
         path: path.display().to_string(),
         source,
     })

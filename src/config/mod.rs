@@ -218,12 +218,17 @@ pub struct ActionConfig {
 impl ActionConfig {
     /// Whether `name` with `role` may run this action.
     pub fn allows(&self, name: &OperatorName, role: Role) -> bool {
-        self.allow.is_empty()
-            || self.allow.iter().any(|allowed| match allowed {
-                Allowed::Operator(allowed) => allowed == name,
-                Allowed::Role(allowed) => *allowed == role,
-            })
+        allows(&self.allow, name, role)
     }
+}
+
+/// Whether `allow` (an action's list; empty: everyone) lets `name` with `role` run the action.
+pub fn allows(allow: &[Allowed], name: &OperatorName, role: Role) -> bool {
+    allow.is_empty()
+        || allow.iter().any(|allowed| match allowed {
+            Allowed::Operator(allowed) => allowed == name,
+            Allowed::Role(allowed) => *allowed == role,
+        })
 }
 
 impl Config {

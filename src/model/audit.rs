@@ -22,6 +22,12 @@ pub enum Outcome {
     Paused,
     Forbidden,
     Unavailable,
+    /// The operator is locked after too many failures.
+    Locked,
+    /// The operator proved themselves but may not run the action.
+    NotAllowed,
+    /// A sign-in (`/login`) that starts no run.
+    SignedIn,
 }
 
 impl Outcome {
@@ -39,6 +45,9 @@ impl Outcome {
             Self::Paused => "paused",
             Self::Forbidden => "forbidden",
             Self::Unavailable => "unavailable",
+            Self::Locked => "locked",
+            Self::NotAllowed => "not_allowed",
+            Self::SignedIn => "signed_in",
         }
     }
 }
@@ -49,10 +58,21 @@ pub enum AuditEvent<'a> {
     /// A verification attempt (never its code).
     Attempt {
         client: &'a ClientKey,
-        /// The id of the action it tried to start.
-        action: &'a str,
+        /// The id of the action it tried to start; none for a sign-in.
+        action: Option<&'a str>,
+        /// Operators mode: the name it gave (a valid name only; others are written as such).
+        user: Option<&'a str>,
         outcome: Outcome,
         run_id: Option<u64>,
+    },
+    /// Something happened to an operator: `change` is "added", "enrolled", "locked", "unlocked",
+    /// "reset", "removed", "role_admin", "role_operator", "backup_codes_regenerated",
+    /// "password_changed"; `by` names the admin who did it (none: the command line or authrun itself).
+    Operator {
+        name: &'a str,
+        change: &'a str,
+        by: Option<&'a str>,
+        until: Option<OffsetDateTime>,
     },
     /// Refusals of a blocked or cross-site client, counted rather than written one by one: `count`
     /// of them since `since`. `None` stands for the clients beyond those counted one by one.
@@ -66,6 +86,15 @@ pub enum AuditEvent<'a> {
     Regulation(&'a RegulationEvent),
     /// An operator's `authrun unlock`: one client's ban, or (`None`) everything.
     Unlocked { client: Option<&'a ClientKey> },
+}
+
+/// What the audit log counts since a moment, for the admin's statistics.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Tally {
+    /// Attempts by outcome word (counted refusals by their count).
+    pub attempts: std::collections::BTreeMap<String, u64>,
+    /// Operators locked.
+    pub lockouts: u64,
 }
 
 /// An event and when it happened.

@@ -5,6 +5,8 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
+use crate::model::operator::Method;
+
 /// How a run ended, or that it has not yet. The texts are those of the original history file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum RunStatus {
@@ -55,6 +57,46 @@ impl fmt::Display for RunStatus {
     }
 }
 
+/// Who started a run, as the history says: written as the operator's name, or `null` for the shared
+/// secret; left out for runs recorded before authrun knew operators.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum Who {
+    #[default]
+    Unknown,
+    SharedSecret,
+    Operator(String),
+}
+
+impl Who {
+    fn is_unknown(&self) -> bool {
+        *self == Self::Unknown
+    }
+
+    /// The operator's name, if an operator started the run.
+    pub fn name(&self) -> Option<&str> {
+        match self {
+            Self::Operator(name) => Some(name),
+            _ => None,
+        }
+    }
+}
+
+impl Serialize for Who {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Self::Operator(name) => serializer.serialize_some(name),
+            _ => serializer.serialize_none(),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Who {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        // Present: a name or null. Absent fields never get here (`default`).
+        Ok(Option::<String>::deserialize(deserializer)?.map_or(Self::SharedSecret, Self::Operator))
+    }
+}
+
 /// One run. `time` and `status` are the original fields; the others were added by authrun and are absent
 /// from entries written by the original.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -69,6 +111,13 @@ pub struct RunRecord {
     /// actions, which belong to the first action (see [`RunRecord::belongs_to`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub action: Option<String>,
+    /// Who started the run: an operator's name, or `null` when the shared secret did (nobody in
+    /// particular). Absent from entries written before authrun knew operators.
+    #[serde(default, skip_serializing_if = "Who::is_unknown")]
+    pub by: Who,
+    /// Which factor proved them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub method: Option<Method>,
     #[serde(
         default,
         skip_serializing_if = "Option::is_none",
@@ -113,6 +162,8 @@ impl RunRecord {
             status: RunStatus::Deploying,
             id: Some(id),
             action: None,
+            by: Who::Unknown,
+            method: None,
             finished: None,
             exit_code: None,
             duration_ms: None,

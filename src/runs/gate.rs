@@ -141,6 +141,43 @@ impl Gate {
         self.slots.get(action).map_or(State::Idle, |slot| slot.state(now))
     }
 
+    /// Whether a run of `action` could start at `now`, as far as the gate goes: not stopping, the action
+    /// idle, room for one more run. [`Gate::admit`] checks the same before it looks at a code.
+    pub fn room(&self, action: usize, now: OffsetDateTime) -> Result<(), Refusal> {
+        if self.shutting_down {
+            return Err(Refusal::ShuttingDown);
+        }
+        // Callers name configured actions only; one the gate does not know starts nothing.
+        let Some(slot) = self.slots.get(action) else {
+            return Err(Refusal::ShuttingDown);
+        };
+        match slot.state(now) {
+            State::Running { since, .. } => return Err(Refusal::Running { since }),
+            State::CoolingDown { until } => return Err(Refusal::CoolingDown { until }),
+            State::Idle => {}
+        }
+        if self.running() >= self.max_parallel {
+            return Err(Refusal::Busy {
+                limit: self.max_parallel,
+            });
+        }
+        Ok(())
+    }
+
+    /// Accepts a code that starts no run (a sign-in): `check` judges it against the last accepted step,
+    /// which becomes its step. Returns the step and the one before, to take it back with.
+    pub fn spend(&mut self, check: impl FnOnce(Option<u64>) -> CodeCheck) -> Result<(u64, Option<u64>), Refusal> {
+        let step = check(self.last_step)?;
+        Ok((step, self.last_step.replace(step)))
+    }
+
+    /// Takes back a spent step that could not be made durable.
+    pub fn unspend(&mut self, step: u64, previous: Option<u64>) {
+        if self.last_step == Some(step) {
+            self.last_step = previous;
+        }
+    }
+
     /// The atomic check-and-start. `check` sees the last accepted TOTP step and judges the code; it runs
     /// only when a run could start, so a refused request learns nothing about its code.
     pub fn admit(
@@ -149,24 +186,11 @@ impl Gate {
         now: OffsetDateTime,
         check: impl FnOnce(Option<u64>) -> CodeCheck,
     ) -> Result<Admission, Refusal> {
-        if self.shutting_down {
-            return Err(Refusal::ShuttingDown);
-        }
-        let going = self.running();
-        // Callers name configured actions only; one the gate does not know starts nothing.
+        self.room(action, now)?;
+        // `room` found the slot.
         let Some(slot) = self.slots.get_mut(action) else {
             return Err(Refusal::ShuttingDown);
         };
-        match slot.state(now) {
-            State::Running { since, .. } => return Err(Refusal::Running { since }),
-            State::CoolingDown { until } => return Err(Refusal::CoolingDown { until }),
-            State::Idle => {}
-        }
-        if going >= self.max_parallel {
-            return Err(Refusal::Busy {
-                limit: self.max_parallel,
-            });
-        }
         let totp_step = check(self.last_step)?;
         let id = self.next_id;
         self.next_id = self.next_id.saturating_add(1);

@@ -33,7 +33,8 @@ use tokio::task::JoinHandle;
 use crate::clock::SharedClock;
 use crate::config::ScriptConfig;
 use crate::model::action::ActionId;
-use crate::model::run::{RunRecord, RunStatus};
+use crate::model::operator::Method;
+use crate::model::run::{RunRecord, RunStatus, Who};
 use crate::model::time::later;
 use crate::runs::gate::{Admission, CodeCheck, Gate, Refusal, State};
 use crate::runs::leftovers;
@@ -185,10 +186,17 @@ impl Runner {
     /// Records the admitted run and starts the script. A run that cannot be recorded is not started and
     /// the gate is released (the cooldown is as it was); a script that cannot be started ends the run as
     /// failed.
-    pub async fn launch(self: &Arc<Self>, admission: Admission) -> Result<(), LaunchError> {
+    pub async fn launch(
+        self: &Arc<Self>,
+        admission: Admission,
+        by: Who,
+        method: Method,
+    ) -> Result<(), LaunchError> {
         let id = admission.id;
         let mut record = RunRecord::started(id, admission.started, admission.totp_step);
         record.action = Some(self.owner.id.to_string());
+        record.by = by;
+        record.method = Some(method);
         record.log = Some(log_name(id));
         // On disk before the script starts: nobody is told of a run that is not recorded, and no script
         // runs that the history does not know.

@@ -14,6 +14,8 @@ use time::OffsetDateTime;
 use crate::clock::SharedClock;
 use crate::config::ActionConfig;
 use crate::model::action::ActionId;
+use crate::model::operator::Method;
+use crate::model::run::Who;
 use crate::runs::gate::{Admission, CodeCheck, Gate, Refusal, Restored, State};
 use crate::runs::leftovers;
 use crate::runs::observer::Observers;
@@ -135,14 +137,31 @@ impl Runners {
         self.action(action).admit(now, check).await
     }
 
+    /// Whether a run of `action` could start now (see [`Gate::room`]): checked before an operator's code.
+    pub fn room(&self, action: usize, now: OffsetDateTime) -> Result<(), Refusal> {
+        self.gate.lock().room(action, now)
+    }
+
+    /// Accepts a shared-secret code that starts no run (a sign-in): judged by `check` against the last
+    /// accepted step, which it then becomes, durably (as a run's would), so it is never accepted again.
+    pub async fn spend(&self, check: impl FnOnce(Option<u64>) -> CodeCheck) -> Result<u64, Refusal> {
+        let (step, previous) = self.gate.lock().spend(check)?;
+        if let Err(error) = self.history.reserve(0, step).await {
+            tracing::error!(%error, "a code's use could not be recorded; it was not accepted");
+            self.gate.lock().unspend(step, previous);
+            return Err(Refusal::Unrecorded);
+        }
+        Ok(step)
+    }
+
     /// Gives up an admitted run before it is recorded (see [`Runner::abandon`]).
     pub fn abandon(&self, admission: Admission) {
         self.action(admission.action).abandon(admission);
     }
 
     /// Records the admitted run and starts its action's script (see [`Runner::launch`]).
-    pub async fn launch(&self, admission: Admission) -> Result<(), LaunchError> {
-        self.action(admission.action).launch(admission).await
+    pub async fn launch(&self, admission: Admission, by: Who, method: Method) -> Result<(), LaunchError> {
+        self.action(admission.action).launch(admission, by, method).await
     }
 
     /// The runner of run `id`'s action: the gate knows a running run's, the history any other's; a run

@@ -11,7 +11,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use crate::model::audit::AuditEntry;
+use crate::model::audit::{AuditEntry, Tally};
 use crate::model::operator::Operators;
 use crate::model::regulation::RegulationState;
 use crate::model::run::RunRecord;
@@ -45,6 +45,9 @@ pub enum StoreError {
         path: PathBuf,
         found: &'static str,
     },
+    /// What a change needed was changed by another request meanwhile (a code spent, an operator removed).
+    #[error("the state changed meanwhile; nothing was done")]
+    Conflict,
     #[error(
         "{} {path}: cannot be {action}: {source}\n  fix: check that the path and its directory are writable",
         kind.what
@@ -183,6 +186,9 @@ pub trait AuditSink: Send + Sync + fmt::Debug {
     async fn reserve(&self) -> Result<(), AuditError>;
 
     async fn record(&self, entry: &AuditEntry<'_>) -> Result<(), AuditError>;
+
+    /// Counts the attempts by outcome and the operators' locks written since `since`.
+    async fn tally(&self, since: time::OffsetDateTime) -> Result<Tally, AuditError>;
 }
 
 /// The operators (`[auth] mode = "operators"`): who they are, their factors' secrets and hashes, their

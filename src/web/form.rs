@@ -19,6 +19,18 @@ pub struct VerifyForm {
     pub code: Option<String>,
     pub csrf: Option<String>,
     pub action: Option<String>,
+    /// Operators mode: who is proving themselves.
+    pub user: Option<String>,
+    /// Passwords on: the operator's password (or, on enrollment and `/account`, the new one).
+    pub password: Option<String>,
+    /// The new password typed again (enrollment).
+    pub password_confirm: Option<String>,
+    /// `/account`: the new password, and typed again.
+    pub new_password: Option<String>,
+    pub new_password_confirm: Option<String>,
+    /// `/admin`: the operator's role and email.
+    pub role: Option<String>,
+    pub email: Option<String>,
 }
 
 impl FromRequest<AppState> for VerifyForm {
@@ -71,6 +83,13 @@ async fn multipart_form(mut multipart: Multipart) -> Result<VerifyForm, AppError
             Some("code") => &mut form.code,
             Some("csrf") => &mut form.csrf,
             Some("action") => &mut form.action,
+            Some("user") => &mut form.user,
+            Some("password") => &mut form.password,
+            Some("password_confirm") => &mut form.password_confirm,
+            Some("new_password") => &mut form.new_password,
+            Some("new_password_confirm") => &mut form.new_password_confirm,
+            Some("role") => &mut form.role,
+            Some("email") => &mut form.email,
             _ => continue,
         };
         *slot = Some(field.text().await.map_err(|error| body_error(error.status()))?);

@@ -56,6 +56,20 @@ pub fn build_router(state: AppState) -> Edge<Router> {
         .route("/actions/{id}", get(routes::run::show_action))
         .route("/runs", get(routes::runs::list))
         .route("/runs/{id}/cancel", post(routes::runs::cancel))
+        .route("/login", post(routes::operators::login))
+        .route("/logout", post(routes::operators::logout))
+        .route(
+            "/enroll/{token}",
+            get(routes::operators::show_enrollment).post(routes::operators::complete_enrollment),
+        )
+        .route("/account", get(routes::operators::account))
+        .route("/account/backup-codes", post(routes::operators::regenerate_codes))
+        .route("/account/password", post(routes::operators::change_password))
+        .route("/admin", get(routes::admin::page))
+        .route("/admin/operators", post(routes::admin::change))
+        .route("/admin/operators/{name}/{change}", post(routes::admin::change))
+        .route("/api/admin/operators", get(routes::admin::operators_json))
+        .route("/api/admin/stats", get(routes::admin::stats))
         .layer(timeout())
         .route(
             "/verify",

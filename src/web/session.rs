@@ -20,6 +20,7 @@ use crate::store::{KeptSession, SessionKeeper};
 
 const FLASH_KEY: &str = "authrun.flash";
 const VERIFIED_KEY: &str = "authrun.verified_until";
+const OPERATOR_KEY: &str = "authrun.operator";
 
 /// A one-time message for the next page view.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -64,6 +65,33 @@ impl BrowserSession {
         }
         if let Err(error) = self.0.insert(VERIFIED_KEY, until.unix_timestamp()).await {
             tracing::warn!(%error, "the session's verification could not be stored");
+        }
+    }
+
+    /// Signs the session in as `operator` (operators mode) until `until`: verified, under a new id.
+    pub async fn sign_in(&self, until: OffsetDateTime, operator: Option<&str>) {
+        self.set_verified(until).await;
+        let stored = match operator {
+            Some(name) => self.0.insert(OPERATOR_KEY, name).await,
+            None => self.0.remove::<String>(OPERATOR_KEY).await.map(|_| ()),
+        };
+        if let Err(error) = stored {
+            tracing::warn!(%error, "the session's operator could not be stored");
+        }
+    }
+
+    /// The operator the session is signed in as, while it is verified at `now`.
+    pub async fn operator(&self, now: OffsetDateTime) -> Option<String> {
+        self.verified_until().await.filter(|until| now < *until)?;
+        self.0.get::<String>(OPERATOR_KEY).await.ok().flatten()
+    }
+
+    /// Signs out: the session forgets its verification and operator, under a new id.
+    pub async fn sign_out(&self) {
+        let _ = self.0.remove::<i64>(VERIFIED_KEY).await;
+        let _ = self.0.remove::<String>(OPERATOR_KEY).await;
+        if let Err(error) = self.0.cycle_id().await {
+            tracing::warn!(%error, "the session could not be given a new id");
         }
     }
 

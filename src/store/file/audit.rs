@@ -21,7 +21,7 @@ use parking_lot::Mutex;
 
 use serde::Serialize;
 
-use crate::model::audit::{AuditEntry, AuditEvent, Outcome, Rotation};
+use crate::model::audit::{AuditEntry, AuditEvent, Outcome, Rotation, Tally};
 use crate::model::regulation::RegulationEvent;
 use crate::model::time::format_time;
 use crate::store::file::atomic;
@@ -46,6 +46,12 @@ struct Line<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     action: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    user: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    change: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    by: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     outcome: Option<Outcome>,
     #[serde(skip_serializing_if = "Option::is_none")]
     run_id: Option<u64>,
@@ -68,6 +74,9 @@ impl<'a> Line<'a> {
             event: "attempt",
             client: None,
             action: None,
+            user: None,
+            change: None,
+            by: None,
             outcome: None,
             run_id: None,
             count: None,
@@ -79,13 +88,27 @@ impl<'a> Line<'a> {
             AuditEvent::Attempt {
                 client,
                 action,
+                user,
                 outcome,
                 run_id,
             } => {
                 line.client = Some(client.to_string());
-                line.action = Some(action);
+                line.action = *action;
+                line.user = *user;
                 line.outcome = Some(*outcome);
                 line.run_id = *run_id;
+            }
+            AuditEvent::Operator {
+                name,
+                change,
+                by,
+                until,
+            } => {
+                line.event = "operator";
+                line.user = Some(name);
+                line.change = Some(change);
+                line.by = *by;
+                line.until = until.map(format_time);
             }
             AuditEvent::Refusals {
                 client,
@@ -124,6 +147,41 @@ impl<'a> Line<'a> {
         }
         line
     }
+}
+
+/// One line as the tally reads it.
+#[derive(serde::Deserialize)]
+struct Counted {
+    time: String,
+    event: String,
+    outcome: Option<String>,
+    count: Option<u64>,
+    change: Option<String>,
+}
+
+/// Counts the lines of the log at `path` written since `since` (the current file: rotated ones are
+/// older than a day unless the log grows by `max_bytes` a day).
+fn tally_file(path: &Path, since: time::OffsetDateTime) -> io::Result<Tally> {
+    use std::io::BufRead;
+    let mut tally = Tally::default();
+    let file = File::open(path)?;
+    for line in io::BufReader::new(file).lines() {
+        let Ok(line) = serde_json::from_str::<Counted>(&line?) else {
+            continue;
+        };
+        let recent = crate::model::time::parse_lenient(&line.time).is_some_and(|time| time >= since);
+        if !recent {
+            continue;
+        }
+        match (line.event.as_str(), line.outcome, line.change.as_deref()) {
+            ("attempt", Some(outcome), _) => {
+                *tally.attempts.entry(outcome).or_default() += line.count.unwrap_or(1);
+            }
+            ("operator", _, Some("locked")) => tally.lockouts += 1,
+            _ => {}
+        }
+    }
+    Ok(tally)
 }
 
 /// An append-only JSON-lines file, rotated by size.
@@ -194,6 +252,15 @@ impl AuditLog {
 impl AuditSink for AuditLog {
     async fn reserve(&self) -> Result<(), AuditError> {
         self.with_appender(Appender::reserve).await
+    }
+
+    async fn tally(&self, since: time::OffsetDateTime) -> Result<Tally, AuditError> {
+        let path = Arc::clone(&self.path);
+        let tallied = tokio::task::spawn_blocking(move || tally_file(&path, since)).await;
+        tallied.unwrap_or_else(|join| Err(io::Error::other(join))).map_err(|source| AuditError {
+            path: self.path.to_path_buf(),
+            source,
+        })
     }
 
     async fn record(&self, entry: &AuditEntry<'_>) -> Result<(), AuditError> {

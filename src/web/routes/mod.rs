@@ -1,6 +1,8 @@
 //! The HTTP routes, one file per flow.
 
+pub mod admin;
 pub mod assets;
+pub mod operators;
 pub mod run;
 pub mod runs;
 pub mod status;

@@ -335,10 +335,14 @@ async fn run(
             }
         }
     };
+    let (user, password, signed_in) = credentials(&state, &session, form.as_ref().ok()).await;
     let request = attempt::Request {
-        action,
+        purpose: attempt::Purpose::Run(action),
         client: client.clone(),
         code: form.map(|form| form.code),
+        user,
+        password,
+        signed_in,
         cross_site,
     };
     let outcome = state.gatekeeper.attempt(request).await;
@@ -362,6 +366,24 @@ async fn run(
         response.extensions_mut().insert(LoggedByHandler);
     }
     response
+}
+
+/// The operator and password of an attempt: the form's `user`, or the operator the session is signed
+/// in as (whose page asks only for a code: the sign-in took the password).
+pub async fn credentials(
+    state: &AppState,
+    session: &BrowserSession,
+    form: Option<&VerifyForm>,
+) -> (Option<String>, Option<String>, bool) {
+    let named = form.and_then(|form| form.user.clone()).filter(|user| !user.is_empty());
+    let password = form.and_then(|form| form.password.clone());
+    match named {
+        Some(user) => (Some(user), password, false),
+        None => match session.operator(state.clock.now()).await {
+            Some(user) => (Some(user), password, true),
+            None => (None, password, false),
+        },
+    }
 }
 
 /// What the answer to an attempt needs of its request.
@@ -399,8 +421,9 @@ async fn respond(
     // After a valid code the browser follows the run it started; a refusal goes back to the form.
     let (flash, to) = match outcome {
         Ok(started) => {
+            let operator = started.proven.user.as_ref().map(|name| name.as_str());
             session
-                .set_verified(later(state.clock.now(), state.config.access.verified_for))
+                .sign_in(later(state.clock.now(), state.config.access.verified_for), operator)
                 .await;
             let flash = Flash {
                 kind: FlashKind::Success,
