@@ -25,9 +25,9 @@ use crate::auth::refusals::{Refusals, Report};
 use crate::auth::regulation::{Blocked, Guard, Turn};
 use crate::auth::totp::{TotpCode, Verdict, Verifier};
 use crate::clock::SharedClock;
+use crate::config::Allowed;
 use crate::error::{AppError, seconds_until};
 use crate::model::audit::{AuditEntry, AuditEvent, Outcome};
-use crate::config::Allowed;
 use crate::model::client::ClientKey;
 use crate::model::operator::{Method, OperatorName, Role};
 use crate::model::regulation::RegulationEvent;
@@ -378,7 +378,10 @@ impl Gatekeeper {
         }
         if let Some(until) = operators.locked(&user, now) {
             let retry_after = seconds_until(until, now);
-            return Err(Judged::refused(Outcome::Locked, AppError::Locked { until, retry_after }));
+            return Err(Judged::refused(
+                Outcome::Locked,
+                AppError::Locked { until, retry_after },
+            ));
         }
         if let Purpose::Run(action) = request.purpose {
             self.runner
@@ -392,25 +395,31 @@ impl Gatekeeper {
             signed_in: request.signed_in,
         };
         let digits = self.verifier.settings().digits;
-        let proof = operators.check(credentials, now).await.map_err(|failure| match failure {
-            Failure::Malformed => Judged::failure(Outcome::Malformed, AppError::MalformedCode { digits }),
-            Failure::Wrong => Judged::failure(Outcome::Wrong, AppError::WrongCode),
-            Failure::Replayed => Judged::failure(Outcome::Replayed, AppError::ReplayedCode),
-        })?;
+        let proof = operators
+            .check(credentials, now)
+            .await
+            .map_err(|failure| match failure {
+                Failure::Malformed => Judged::failure(Outcome::Malformed, AppError::MalformedCode { digits }),
+                Failure::Wrong => Judged::failure(Outcome::Wrong, AppError::WrongCode),
+                Failure::Replayed => Judged::failure(Outcome::Replayed, AppError::ReplayedCode),
+            })?;
         let Purpose::Run(action) = request.purpose else {
             let left = self.spend(operators, &proof, now, false).await?;
             return Ok(Passed::SignedIn(proven(&proof, left)));
         };
-        let allowed = self.allow.get(action).is_none_or(|allow| {
-            crate::config::allows(allow, &proof.name, proof.role)
-        });
+        let allowed = self
+            .allow
+            .get(action)
+            .is_none_or(|allow| crate::config::allows(allow, &proof.name, proof.role));
         if !allowed {
             // The code was good: it is spent all the same, so it cannot be tried elsewhere.
             self.spend(operators, &proof, now, false).await?;
             return Err(Judged::refused(Outcome::NotAllowed, AppError::NotAllowed));
         }
         let unix = u64::try_from(now.unix_timestamp()).unwrap_or(0);
-        let step = proof.step().unwrap_or(unix / self.verifier.settings().period.max(1));
+        let step = proof
+            .step()
+            .unwrap_or(unix / self.verifier.settings().period.max(1));
         let admission = self
             .runner
             .admit(action, now, |_| Ok(step))
@@ -436,7 +445,9 @@ impl Gatekeeper {
         operators.commit(proof, now, ran).await.map_err(|error| {
             tracing::error!(%error, "an operator's code could not be spent; nothing was let through");
             match error {
-                crate::store::StoreError::Conflict => Judged::failure(Outcome::Replayed, AppError::ReplayedCode),
+                crate::store::StoreError::Conflict => {
+                    Judged::failure(Outcome::Replayed, AppError::ReplayedCode)
+                }
                 _ => Judged::refused(Outcome::Unavailable, AppError::StateUnavailable),
             }
         })
@@ -467,7 +478,11 @@ impl Gatekeeper {
                             until: Some(until),
                         },
                     };
-                    operator_audited = self.audit.record(&entry).await.map_err(|_| AppError::AuditUnavailable);
+                    operator_audited = self
+                        .audit
+                        .record(&entry)
+                        .await
+                        .map_err(|_| AppError::AuditUnavailable);
                 }
                 Ok(None) => {}
                 Err(error) => tracing::error!(%error, "an operator's failure could not be persisted"),

@@ -133,15 +133,25 @@ impl Hasher {
         let found = self
             .bounded(move || {
                 let first = PasswordHash::new(&stored[0]).map_err(|error| HashError(error.to_string()))?;
-                let salt = first.salt.ok_or_else(|| HashError("a stored hash has no salt".into()))?;
+                let salt = first
+                    .salt
+                    .ok_or_else(|| HashError("a stored hash has no salt".into()))?;
                 let candidate = argon2()
                     .hash_password(secret.as_bytes(), salt)
                     .map_err(|error| HashError(error.to_string()))?;
-                let candidate = candidate.hash.map(|output| output.as_bytes().to_vec()).unwrap_or_default();
+                let candidate = candidate
+                    .hash
+                    .map(|output| output.as_bytes().to_vec())
+                    .unwrap_or_default();
                 let mut found = None;
                 for (index, phc) in stored.iter().enumerate() {
-                    let Ok(hash) = PasswordHash::new(phc) else { continue };
-                    let expected = hash.hash.map(|output| output.as_bytes().to_vec()).unwrap_or_default();
+                    let Ok(hash) = PasswordHash::new(phc) else {
+                        continue;
+                    };
+                    let expected = hash
+                        .hash
+                        .map(|output| output.as_bytes().to_vec())
+                        .unwrap_or_default();
                     if bool::from(expected.ct_eq(&candidate)) && !expected.is_empty() {
                         found = Some(index);
                     }
@@ -171,7 +181,11 @@ mod tests {
         let stored = hasher.hash("correct horse battery".into()).await.unwrap();
         assert!(stored.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"), "{stored}");
         assert!(!stored.contains("correct"));
-        assert!(hasher.verify("correct horse battery".into(), Some(stored.clone())).await);
+        assert!(
+            hasher
+                .verify("correct horse battery".into(), Some(stored.clone()))
+                .await
+        );
         assert!(!hasher.verify("correct horse batterz".into(), Some(stored)).await);
         assert!(!hasher.verify("correct horse battery".into(), None).await);
     }

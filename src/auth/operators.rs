@@ -339,7 +339,9 @@ impl Directory {
         let unix = u64::try_from(now.unix_timestamp()).unwrap_or(0);
         let digits = self.totp.digits;
         let password_ok = if self.auth.passwords && !credentials.signed_in {
-            let stored = operator.as_ref().and_then(|(_, operator)| operator.password.clone());
+            let stored = operator
+                .as_ref()
+                .and_then(|(_, operator)| operator.password.clone());
             let has_password = stored.is_some();
             let given = credentials.password.clone().unwrap_or_default();
             let matched = self
@@ -453,7 +455,9 @@ impl Directory {
                     unknown.clear();
                 }
             }
-            let entry = unknown.entry(user.chars().take(64).collect()).or_insert((0, None));
+            let entry = unknown
+                .entry(user.chars().take(64).collect())
+                .or_insert((0, None));
             entry.0 += 1;
             if entry.0 >= self.max_failures {
                 *entry = (0, Some(until));
@@ -568,7 +572,11 @@ impl Directory {
                 true
             })
             .await?;
-        if done { Ok(codes) } else { Err(EnrollError::NotFound) }
+        if done {
+            Ok(codes)
+        } else {
+            Err(EnrollError::NotFound)
+        }
     }
 
     /// Counts a wrong code on an enrollment page, revoking the link at the limit.
@@ -586,11 +594,10 @@ impl Directory {
                 };
                 enrollment.wrong += 1;
                 tries_left = ENROLLMENT_TRIES.saturating_sub(enrollment.wrong);
-                if tries_left == 0 {
-                    operators
-                        .operators
-                        .get_mut(&pending.name)
-                        .map(|operator| operator.enrollment = None);
+                if tries_left == 0
+                    && let Some(operator) = operators.operators.get_mut(&pending.name)
+                {
+                    operator.enrollment = None;
                 }
                 true
             })
@@ -636,7 +643,11 @@ impl Directory {
         Ok(())
     }
 
-    async fn change(&self, name: &OperatorName, mut change: impl FnMut(&mut Operator) + Send) -> Result<(), StoreError> {
+    async fn change(
+        &self,
+        name: &OperatorName,
+        mut change: impl FnMut(&mut Operator) + Send,
+    ) -> Result<(), StoreError> {
         let mut found = false;
         self.store
             .transact(&mut |operators| match operators.operators.get_mut(name) {
@@ -687,9 +698,15 @@ mod tests {
             assert_eq!(code.matches('-').count(), 2);
             let normalized = normalized_backup_code(code).unwrap();
             assert_eq!(normalized.len(), BACKUP_LEN);
-            assert_eq!(normalized_backup_code(&code.to_uppercase()), Some(normalized.clone()));
+            assert_eq!(
+                normalized_backup_code(&code.to_uppercase()),
+                Some(normalized.clone())
+            );
         }
-        assert_eq!(normalized_backup_code("IL0O-aaaa-bbbb").as_deref(), Some("1100aaaabbbb"));
+        assert_eq!(
+            normalized_backup_code("IL0O-aaaa-bbbb").as_deref(),
+            Some("1100aaaabbbb")
+        );
         assert_eq!(normalized_backup_code("123456"), None);
         let unique: std::collections::HashSet<_> = codes.iter().collect();
         assert_eq!(unique.len(), BACKUP_CODES);
@@ -702,12 +719,27 @@ mod tests {
         let day = Duration::from_secs(86_400);
         add(&mut operators, "alice", Role::Admin, None, now, day).unwrap();
         add(&mut operators, "bob", Role::Operator, None, now, day).unwrap();
-        assert!(matches!(add(&mut operators, "bob", Role::Operator, None, now, day), Err(AdminError::Exists(_))));
-        assert!(matches!(add(&mut operators, "Bob", Role::Operator, None, now, day), Err(AdminError::BadName(_))));
-        assert!(matches!(remove(&mut operators, "alice"), Err(AdminError::LastAdmin(_))));
-        assert!(matches!(set_role(&mut operators, "alice", Role::Operator), Err(AdminError::LastAdmin(_))));
+        assert!(matches!(
+            add(&mut operators, "bob", Role::Operator, None, now, day),
+            Err(AdminError::Exists(_))
+        ));
+        assert!(matches!(
+            add(&mut operators, "Bob", Role::Operator, None, now, day),
+            Err(AdminError::BadName(_))
+        ));
+        assert!(matches!(
+            remove(&mut operators, "alice"),
+            Err(AdminError::LastAdmin(_))
+        ));
+        assert!(matches!(
+            set_role(&mut operators, "alice", Role::Operator),
+            Err(AdminError::LastAdmin(_))
+        ));
         set_role(&mut operators, "bob", Role::Admin).unwrap();
         remove(&mut operators, "alice").unwrap();
-        assert!(matches!(remove(&mut operators, "alice"), Err(AdminError::Unknown(_))));
+        assert!(matches!(
+            remove(&mut operators, "alice"),
+            Err(AdminError::Unknown(_))
+        ));
     }
 }

@@ -166,7 +166,10 @@ impl Gate {
 
     /// Accepts a code that starts no run (a sign-in): `check` judges it against the last accepted step,
     /// which becomes its step. Returns the step and the one before, to take it back with.
-    pub fn spend(&mut self, check: impl FnOnce(Option<u64>) -> CodeCheck) -> Result<(u64, Option<u64>), Refusal> {
+    pub fn spend(
+        &mut self,
+        check: impl FnOnce(Option<u64>) -> CodeCheck,
+    ) -> Result<(u64, Option<u64>), Refusal> {
         let step = check(self.last_step)?;
         Ok((step, self.last_step.replace(step)))
     }

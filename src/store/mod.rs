@@ -45,6 +45,9 @@ pub enum StoreError {
         path: PathBuf,
         found: &'static str,
     },
+    /// The change was refused by the rules (the command line's `operator` commands): why.
+    #[error("{0}")]
+    Refused(String),
     /// What a change needed was changed by another request meanwhile (a code spent, an operator removed).
     #[error("the state changed meanwhile; nothing was done")]
     Conflict,

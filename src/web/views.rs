@@ -257,6 +257,18 @@ pub struct RunView {
     pub running: bool,
     /// The action it ran, where the page says so (see [`RunView::with_action`]).
     pub action: Option<ActionLabel>,
+    /// The operator who started it.
+    pub by: Option<String>,
+}
+
+/// Who the page is for, in operators mode: the form asks for a name (and password) unless the session
+/// is signed in.
+#[derive(Debug, Clone, Default)]
+pub struct WhoView {
+    pub operators: bool,
+    pub passwords: bool,
+    pub signed_in: Option<String>,
+    pub admin: bool,
 }
 
 /// An action as a run's page and the list of runs name it.
@@ -316,6 +328,7 @@ impl RunView {
             note: note.into_iter().flatten().collect::<Vec<_>>().join(" "),
             running: record.status == RunStatus::Deploying,
             action: None,
+            by: record.by.name().map(str::to_string),
         }
     }
 

@@ -257,10 +257,12 @@ impl AuditSink for AuditLog {
     async fn tally(&self, since: time::OffsetDateTime) -> Result<Tally, AuditError> {
         let path = Arc::clone(&self.path);
         let tallied = tokio::task::spawn_blocking(move || tally_file(&path, since)).await;
-        tallied.unwrap_or_else(|join| Err(io::Error::other(join))).map_err(|source| AuditError {
-            path: self.path.to_path_buf(),
-            source,
-        })
+        tallied
+            .unwrap_or_else(|join| Err(io::Error::other(join)))
+            .map_err(|source| AuditError {
+                path: self.path.to_path_buf(),
+                source,
+            })
     }
 
     async fn record(&self, entry: &AuditEntry<'_>) -> Result<(), AuditError> {
@@ -473,7 +475,8 @@ mod tests {
             time: datetime!(2026-11-25 12:00:00 UTC),
             event: AuditEvent::Attempt {
                 client: &client,
-                action: "deploy",
+                action: Some("deploy"),
+                user: None,
                 outcome: Outcome::Wrong,
                 run_id: None,
             },

@@ -115,10 +115,11 @@ where
             written
         })
         .await;
-        if written.is_err() && durable {
-            if let Ok(state) = serde_json::from_slice(&before) {
-                *self.lock() = state;
-            }
+        if written.is_err()
+            && durable
+            && let Ok(state) = serde_json::from_slice(&before)
+        {
+            *self.lock() = state;
         }
         written
     }
@@ -138,7 +139,8 @@ where
     let mut state = read_state(kind, path)?;
     let report = change(&mut state)?;
     write_bytes(kind, path, &serialize(&state))?;
-    std::fs::write(reload_marker(path), b"").map_err(|source| kind.io(path, "marked for reloading", source))?;
+    std::fs::write(reload_marker(path), b"")
+        .map_err(|source| kind.io(path, "marked for reloading", source))?;
     Ok(report)
 }
 
@@ -153,9 +155,9 @@ async fn blocking<R: Send + 'static>(
     kind: StateFile,
     work: impl FnOnce() -> Result<R, StoreError> + Send + 'static,
 ) -> Result<R, StoreError> {
-    tokio::task::spawn_blocking(work).await.unwrap_or_else(|join| {
-        Err(kind.io(Path::new(kind.what), "written", std::io::Error::other(join)))
-    })
+    tokio::task::spawn_blocking(work)
+        .await
+        .unwrap_or_else(|join| Err(kind.io(Path::new(kind.what), "written", std::io::Error::other(join))))
 }
 
 /// The file whose presence tells a running server to read the state again.

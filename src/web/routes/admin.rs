@@ -83,7 +83,11 @@ async fn admin(
         }
     }
     let (name, role) = signed_in(state, session).await?;
-    if role == Role::Admin { Ok(Some(name)) } else { Err(AppError::NotAdmin) }
+    if role == Role::Admin {
+        Ok(Some(name))
+    } else {
+        Err(AppError::NotAdmin)
+    }
 }
 
 fn rows(state: &AppState) -> Result<Vec<OperatorRow>, AppError> {
@@ -123,7 +127,11 @@ struct OperatorCounts {
 
 /// `GET /api/admin/stats`: operators by state, and the last 24 hours' attempts by outcome, runs by
 /// status and operators locked (from the audit log and the history).
-pub async fn stats(State(state): State<AppState>, session: Session, headers: HeaderMap) -> Result<Response, AppError> {
+pub async fn stats(
+    State(state): State<AppState>,
+    session: Session,
+    headers: HeaderMap,
+) -> Result<Response, AppError> {
     admin(&state, &BrowserSession(session), &headers, true).await?;
     let now = state.clock.now();
     let since = now - time::Duration::hours(24);
@@ -143,7 +151,13 @@ pub async fn stats(State(state): State<AppState>, session: Session, headers: Hea
         AppError::AuditUnavailable
     })?;
     let mut runs_24h = BTreeMap::new();
-    for record in state.runner.history().snapshot().iter().filter(|record| record.time >= since) {
+    for record in state
+        .runner
+        .history()
+        .snapshot()
+        .iter()
+        .filter(|record| record.time >= since)
+    {
         *runs_24h.entry(record.status.kind()).or_default() += 1;
     }
     Ok(Json(Stats {
@@ -192,7 +206,11 @@ fn admin_page(
 }
 
 /// `GET /admin`: the operators and the buttons.
-pub async fn page(State(state): State<AppState>, session: Session, headers: HeaderMap) -> Result<Response, AppError> {
+pub async fn page(
+    State(state): State<AppState>,
+    session: Session,
+    headers: HeaderMap,
+) -> Result<Response, AppError> {
     let session = BrowserSession(session);
     let admin = admin(&state, &session, &headers, false)
         .await?
@@ -258,8 +276,16 @@ pub async fn change(
             session.set_flash(flash).await;
             Redirect::to("/admin").into_response()
         }
-        Err(error) if html && !matches!(error, AppError::NotSignedIn | AppError::NotAdmin | AppError::Forbidden) => {
-            session.set_flash(crate::web::views::refusal_flash(&error, None)).await;
+        Err(error)
+            if html
+                && !matches!(
+                    error,
+                    AppError::NotSignedIn | AppError::NotAdmin | AppError::Forbidden
+                ) =>
+        {
+            session
+                .set_flash(crate::web::views::refusal_flash(&error, None))
+                .await;
             Redirect::to("/admin").into_response()
         }
         Err(error) => error.into_response(),
@@ -278,7 +304,11 @@ async fn administer(
         .await?
         .ok_or(AppError::NotAdmin)?;
     let form = <VerifyForm as FromRequest<AppState>>::from_request(request, state).await?;
-    if csrf::is_cross_site(&headers, state.config.server.public_url.as_ref(), form.csrf.as_deref()) {
+    if csrf::is_cross_site(
+        &headers,
+        state.config.server.public_url.as_ref(),
+        form.csrf.as_deref(),
+    ) {
         return Err(AppError::Forbidden);
     }
     let directory = directory(state)?;

@@ -80,7 +80,9 @@ pub async fn login(State(state): State<AppState>, session: Session, request: Req
     let posted = read_post(&state, request).await;
     let session = BrowserSession(session);
     let form = posted.form.as_ref().ok();
-    let user = form.and_then(|form| form.user.clone()).filter(|user| !user.is_empty());
+    let user = form
+        .and_then(|form| form.user.clone())
+        .filter(|user| !user.is_empty());
     let password = form.and_then(|form| form.password.clone());
     let attempt = attempt::Request {
         purpose: attempt::Purpose::SignIn,
@@ -308,9 +310,7 @@ pub async fn complete_enrollment(
     match result {
         Ok((name, codes)) => {
             let until = later(state.clock.now(), state.config.access.verified_for);
-            BrowserSession(session)
-                .sign_in(until, Some(name.as_str()))
-                .await;
+            BrowserSession(session).sign_in(until, Some(name.as_str())).await;
             audit_operator(&state, name.as_str(), "enrolled", None).await;
             if posted.html {
                 codes_page(name.as_str(), "You are enrolled", codes)
@@ -318,10 +318,16 @@ pub async fn complete_enrollment(
                 codes_json(codes)
             }
         }
-        Err(error) if posted.html && matches!(error.status(), StatusCode::UNAUTHORIZED | StatusCode::BAD_REQUEST) => {
+        Err(error)
+            if posted.html
+                && matches!(error.status(), StatusCode::UNAUTHORIZED | StatusCode::BAD_REQUEST) =>
+        {
             let status = error.status();
             let message = match &error {
-                AppError::WrongCode => "That code is not right: scan the QR code again and type the code your app shows now.".to_string(),
+                AppError::WrongCode => {
+                    "That code is not right: scan the QR code again and type the code your app shows now."
+                        .to_string()
+                }
                 other => other.to_string(),
             };
             match enroll_page(&state, &posted.headers, &token, Some(error_flash(message))) {
@@ -422,10 +428,16 @@ struct AccountPage {
 }
 
 /// `GET /account`: the signed-in operator's backup codes left, and forms for new ones and the password.
-pub async fn account(State(state): State<AppState>, session: Session, headers: HeaderMap) -> Result<Response, AppError> {
+pub async fn account(
+    State(state): State<AppState>,
+    session: Session,
+    headers: HeaderMap,
+) -> Result<Response, AppError> {
     let session = BrowserSession(session);
     let (name, role) = signed_in(&state, &session).await?;
-    let operator = directory(&state)?.get(name.as_str()).ok_or(AppError::NotSignedIn)?;
+    let operator = directory(&state)?
+        .get(name.as_str())
+        .ok_or(AppError::NotSignedIn)?;
     let flash = session.take_flash().await;
     let (csrf, cookie) = csrf::for_page(&headers, state.config.server.cookies_secure());
     let page = AccountPage {
@@ -530,7 +542,12 @@ pub async fn change_password(State(state): State<AppState>, session: Session, re
 
 /// A refusal on `/account`: back to the page with the message, or the JSON error.
 async fn account_refusal(session: &BrowserSession, html: bool, error: AppError) -> Response {
-    if html && !matches!(error, AppError::NotSignedIn | AppError::NotFound | AppError::Forbidden) {
+    if html
+        && !matches!(
+            error,
+            AppError::NotSignedIn | AppError::NotFound | AppError::Forbidden
+        )
+    {
         session
             .set_flash(crate::web::views::refusal_flash(&error, None))
             .await;

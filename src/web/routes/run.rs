@@ -39,7 +39,7 @@ use crate::web::query::Query;
 use crate::web::routes::assets::asset_version;
 use crate::web::session::{BrowserSession, Flash, FlashKind};
 use crate::web::state::AppState;
-use crate::web::views::{FlashView, RunView, StateView, refusal_flash};
+use crate::web::views::{FlashView, RunView, StateView, WhoView, refusal_flash};
 
 /// How many runs the page lists.
 const PAGE_RUNS: usize = 20;
@@ -72,6 +72,11 @@ pub struct IndexPage {
     urls: ActionUrls,
     /// Several actions: the page links back to all of them.
     several: bool,
+    /// Operators mode: who signs.
+    who: WhoView,
+    /// The code field's longest input and its title.
+    code_max: usize,
+    code_title: String,
     asset_version: &'static str,
 }
 
@@ -131,6 +136,9 @@ pub struct ActionsPage {
     csrf: String,
     /// Whether any action is running or cooling down: the page then refreshes itself without script.
     busy: bool,
+    who: WhoView,
+    code_max: usize,
+    code_title: String,
     asset_version: &'static str,
 }
 
@@ -153,8 +161,10 @@ impl Page {
 /// `GET /`: the only action's page; with several, a card for each, in the configuration's order.
 pub async fn index(State(state): State<AppState>, session: Session, request: Request) -> Response {
     let client = ClientKey::of(client_ip(&request, &state.config.server.trusted_proxies));
-    let flash = BrowserSession(session).take_flash().await;
-    page(&state, Page::Home, request.headers(), &client, flash)
+    let session = BrowserSession(session);
+    let flash = session.take_flash().await;
+    let who = who(&state, &session).await;
+    page(&state, Page::Home, request.headers(), &client, flash, who)
 }
 
 /// `GET /actions/{id}`: the action's page.
@@ -165,8 +175,35 @@ pub async fn show_action(
     request: Request,
 ) -> Response {
     let client = ClientKey::of(client_ip(&request, &state.config.server.trusted_proxies));
-    let flash = BrowserSession(session).take_flash().await;
-    page(&state, Page::Action(action), request.headers(), &client, flash)
+    let session = BrowserSession(session);
+    let flash = session.take_flash().await;
+    let who = who(&state, &session).await;
+    page(
+        &state,
+        Page::Action(action),
+        request.headers(),
+        &client,
+        flash,
+        who,
+    )
+}
+
+/// Who the page is for (operators mode): the signed-in operator, if any.
+async fn who(state: &AppState, session: &BrowserSession) -> WhoView {
+    let Some(directory) = state.gatekeeper.operators.as_deref() else {
+        return WhoView::default();
+    };
+    let signed_in = session.operator(state.clock.now()).await;
+    let admin = signed_in
+        .as_deref()
+        .and_then(|name| directory.get(name))
+        .is_some_and(|operator| operator.role == crate::model::operator::Role::Admin);
+    WhoView {
+        operators: true,
+        passwords: state.config.auth.passwords,
+        signed_in,
+        admin,
+    }
 }
 
 /// The page as `client` sees it (its block, if it has one), showing `flash` if there is one.
@@ -176,11 +213,13 @@ fn page(
     headers: &HeaderMap,
     client: &ClientKey,
     flash: Option<Flash>,
+    who: WhoView,
 ) -> Response {
     let seen = Seen {
         headers,
         client,
         flash: flash.as_ref().map(FlashView::new),
+        who,
     };
     match page {
         Page::Home if state.config.actions.len() == 1 => action_page(state, 0, true, seen),
@@ -194,6 +233,7 @@ struct Seen<'a> {
     headers: &'a HeaderMap,
     client: &'a ClientKey,
     flash: Option<FlashView>,
+    who: WhoView,
 }
 
 /// An action's page: its state, the code form and its recent runs. `classic`: the only action, at `/`.
@@ -232,6 +272,9 @@ fn action_page(state: &AppState, action: usize, classic: bool, seen: Seen<'_>) -
         runs_table,
         urls: ActionUrls::new(config, classic, several),
         several,
+        code_max: code_max(state),
+        code_title: code_title(state),
+        who: seen.who,
         asset_version: asset_version(),
     };
     with_cookie(page, csrf_cookie)
@@ -272,14 +315,43 @@ fn cards_page(state: &AppState, seen: Seen<'_>) -> Response {
         code_pattern: code_pattern(state),
         flash: seen.flash,
         csrf,
+        code_max: code_max(state),
+        code_title: code_title(state),
+        who: seen.who,
         asset_version: asset_version(),
     };
     with_cookie(page, csrf_cookie)
 }
 
-/// The code field's `pattern`: `digits` digits, spaces allowed as the server ignores them.
+/// The code field's `pattern`: `digits` digits, spaces allowed as the server ignores them; in operators
+/// mode a backup code (`k7dq-m3xz-9tpw`) too.
 fn code_pattern(state: &AppState) -> String {
-    format!(" *([0-9] *){{{}}}", state.config.totp.digits)
+    let digits = format!(" *([0-9] *){{{}}}", state.config.totp.digits);
+    if state.config.auth.operators() {
+        format!("{digits}|[0-9A-Za-z -]{{12,16}}")
+    } else {
+        digits
+    }
+}
+
+/// The code field's longest input.
+fn code_max(state: &AppState) -> usize {
+    let digits = usize::from(state.config.totp.digits) * 2;
+    if state.config.auth.operators() {
+        digits.max(16)
+    } else {
+        digits
+    }
+}
+
+/// What the code field asks for.
+fn code_title(state: &AppState) -> String {
+    let digits = state.config.totp.digits;
+    if state.config.auth.operators() {
+        format!("{digits} digits, or a backup code")
+    } else {
+        format!("{digits} digits")
+    }
 }
 
 /// `POST /verify`: starts the first action, or the one `action=<id>` names (form field or query).
@@ -375,7 +447,9 @@ pub async fn credentials(
     session: &BrowserSession,
     form: Option<&VerifyForm>,
 ) -> (Option<String>, Option<String>, bool) {
-    let named = form.and_then(|form| form.user.clone()).filter(|user| !user.is_empty());
+    let named = form
+        .and_then(|form| form.user.clone())
+        .filter(|user| !user.is_empty());
     let password = form.and_then(|form| form.password.clone());
     match named {
         Some(user) => (Some(user), password, false),
@@ -423,7 +497,10 @@ async fn respond(
         Ok(started) => {
             let operator = started.proven.user.as_ref().map(|name| name.as_str());
             session
-                .sign_in(later(state.clock.now(), state.config.access.verified_for), operator)
+                .sign_in(
+                    later(state.clock.now(), state.config.access.verified_for),
+                    operator,
+                )
                 .await;
             let flash = Flash {
                 kind: FlashKind::Success,
@@ -437,7 +514,14 @@ async fn respond(
             let flash = refusal_flash(&error, None);
             return (
                 error.status(),
-                page(state, asked.back, asked.headers, asked.client, Some(flash)),
+                page(
+                    state,
+                    asked.back,
+                    asked.headers,
+                    asked.client,
+                    Some(flash),
+                    who(state, session).await,
+                ),
             )
                 .into_response();
         }

@@ -1,4 +1,7 @@
-//! The command line: `serve` (the default), `qr`, `secret`, `check-config` and `example-config`.
+//! The command line: `serve` (the default), `qr`, `secret`, `check-config`, `example-config`, `token`,
+//! `unlock`, and `operator ...` (in `operators`).
+
+mod operators;
 
 use std::future::Future;
 use std::io::IsTerminal;
@@ -85,6 +88,11 @@ pub enum Command {
         #[arg(long, group = "who")]
         all: bool,
     },
+    /// Manage operators (`[auth] mode = "operators"`): add, list, reset, remove, unlock.
+    Operator {
+        #[command(subcommand)]
+        command: operators::OperatorCommand,
+    },
 }
 
 /// Runs the command and returns the process's exit code.
@@ -100,6 +108,10 @@ pub async fn run(cli: Cli) -> ExitCode {
             insecure_permissions,
         } => serve(config_file, bind, insecure_permissions).await,
         Command::Unlock { client, all: _ } => unlock(config_file, client),
+        Command::Operator { command } => match load(config_file, None) {
+            Ok(config) => operators::run(&config, command),
+            Err(error) => fail(error, EXIT_CONFIG),
+        },
         Command::Qr { png } => show_qr(config_file, png.as_deref()),
         Command::Secret => {
             println!("{}", generate_secret());
@@ -334,6 +346,20 @@ fn check_config(file: Option<&Path>) -> ExitCode {
         );
     }
     println!("  history      {}", config.history_file.display());
+    if config.auth.operators() {
+        println!(
+            "  auth         operators, kept in {} (passwords {})",
+            config.operators_file.display(),
+            if config.auth.passwords { "on" } else { "off" }
+        );
+        if let SecretSource::Configured { .. } = &config.secret {
+            println!(
+                "  note         [totp] secret is configured but not accepted in operators mode: each operator \
+                 uses their own; remove it, or set [auth] mode = \"shared\""
+            );
+        }
+        return ExitCode::SUCCESS;
+    }
     match &config.secret {
         SecretSource::Configured { .. } => println!("  secret       configured"),
         SecretSource::Generated(path) => {
