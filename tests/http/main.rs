@@ -46,6 +46,7 @@ mod fuzz;
 mod gate;
 mod hardening;
 mod live;
+mod operators;
 mod pages;
 mod regulation;
 mod runs;

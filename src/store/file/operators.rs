@@ -28,6 +28,7 @@ impl FileOperators {
 #[async_trait::async_trait]
 impl OperatorStore for FileOperators {
     fn read(&self, look: &mut (dyn for<'s> FnMut(&'s Operators) + Send)) {
+        self.0.reload_if_marked();
         look(&self.0.lock());
     }
 

@@ -49,6 +49,26 @@ where
         })
     }
 
+    /// Reads the file again when the command line changed it (a marker is beside it). One `stat` when
+    /// nothing changed; for stores read on rare paths (the operators), where a reader must see the
+    /// command line's change at once. A file that cannot be read keeps the state as it was.
+    pub fn reload_if_marked(&self) {
+        let marker = reload_marker(&self.path);
+        if !marker.exists() {
+            return;
+        }
+        let Ok(_lock) = FileLock::take(self.kind, &self.path) else {
+            return;
+        };
+        match read_state::<T>(self.kind, &self.path) {
+            Ok(state) => {
+                *self.lock() = state;
+                let _ = std::fs::remove_file(&marker);
+            }
+            Err(error) => tracing::error!(%error, "the state file could not be read again"),
+        }
+    }
+
     /// The state as this server last saw it.
     pub fn lock(&self) -> MutexGuard<'_, T> {
         self.state.lock()
