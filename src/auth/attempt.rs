@@ -7,7 +7,8 @@
 //! or cools down nothing is learned about a code. A failure (malformed, wrong or replayed code) is counted
 //! before the turn passes on. Every attempt leaves an audit line, written before the answer; refusals
 //! made before the code was looked at (blocked, cross-site, no room in the audit log) are counted instead,
-//! a line a minute per client (`auth::refusals`), in the audit log and in the server log.
+//! a line a minute per client (`auth::refusals`), in the audit log and in the server log. Every attempt
+//! is counted by its outcome in the metrics (one atomic increment).
 
 use std::sync::Arc;
 
@@ -19,6 +20,7 @@ use crate::auth::regulation::{Blocked, Guard, Turn};
 use crate::auth::totp::{TotpCode, Verdict, Verifier};
 use crate::clock::SharedClock;
 use crate::error::{AppError, seconds_until};
+use crate::metrics::Metrics;
 use crate::model::audit::{AuditEntry, AuditEvent, Outcome};
 use crate::model::client::ClientKey;
 use crate::model::regulation::RegulationEvent;
@@ -64,6 +66,8 @@ pub struct Gatekeeper {
     pub audit: Arc<dyn AuditSink>,
     pub runner: Arc<Runners>,
     pub refusals: Refusals,
+    /// Counts every attempt by outcome.
+    pub metrics: Arc<Metrics>,
 }
 
 /// Whether `error` is a refusal the gatekeeper counted and logged itself (a line a minute per client), so
@@ -165,8 +169,10 @@ impl Gatekeeper {
         let started = self.audit_attempt(now, client, request.action, Outcome::Started, Some(id));
         if let Err(error) = started.await {
             self.runner.abandon(admission);
+            self.metrics.attempt(Outcome::Unavailable);
             return Err(error);
         }
+        self.metrics.attempt(Outcome::Started);
         drop(turn);
         self.runner.launch(admission).await.map_err(|error| {
             tracing::error!(run = id, %error, "the run could not start");
@@ -229,6 +235,7 @@ impl Gatekeeper {
         now: OffsetDateTime,
         judged: Judged,
     ) -> AppError {
+        self.metrics.attempt(judged.outcome);
         let events = if judged.failure {
             let counted = turn.fail().await;
             if let Err(error) = counted.saved {
@@ -264,6 +271,7 @@ impl Gatekeeper {
             AppError::Forbidden => Outcome::Forbidden,
             _ => Outcome::Unavailable,
         };
+        self.metrics.attempt(outcome);
         if let Some(report) = self.refusals.note(client, outcome, now) {
             self.report(report).await;
         }

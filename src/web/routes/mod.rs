@@ -1,6 +1,7 @@
 //! The HTTP routes, one file per flow.
 
 pub mod assets;
+pub mod metrics;
 pub mod run;
 pub mod runs;
 pub mod status;
