@@ -116,6 +116,7 @@ mod tests {
 
     #[test]
     fn all_lists_every_outcome_at_its_own_place() {
+        assert_eq!(Outcome::ALL.len(), Outcome::Unavailable as usize + 1);
         for (index, outcome) in Outcome::ALL.iter().enumerate() {
             assert_eq!(*outcome as usize, index, "{}", outcome.as_str());
         }
