@@ -312,7 +312,8 @@ async fn a_pause_is_shown_while_it_lasts_and_refusals_are_counted() {
 async fn only_allowed_addresses_and_the_token_may_scrape() {
     let app = TestApp::builder()
         .config(&format!(
-            "[metrics]\nallow = [\"127.0.0.1/32\"]\n[access]\napi_token_sha256 = \"{}\"",
+            "[metrics]\nallow = [\"127.0.0.1/32\"]\n[access]\napi_token_sha256 = \"{}\"\n\
+             [server]\ntrusted_proxies = [\"127.0.0.1\"]",
             sha256_hex(TOKEN)
         ))
         .build();
@@ -342,6 +343,14 @@ async fn only_allowed_addresses_and_the_token_may_scrape() {
 
     let local = get_metrics(&tcp_client(), &server, None).await;
     assert_eq!(local.status(), StatusCode::OK);
+    // A visitor through the reverse proxy on this machine is not this machine.
+    let proxied = tcp_client()
+        .get(server.url("/metrics"))
+        .header("x-forwarded-for", "203.0.113.9")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(proxied.status(), StatusCode::NOT_FOUND);
     server.shutdown().await;
 }
 
