@@ -11,6 +11,10 @@ command -v python3 >/dev/null 2>&1 || need_apt+=(python3)
 [ -x /usr/bin/chromedriver ] || need_apt+=(chromium-driver)
 # The service unit's hardening is rated by systemd's own analyzer.
 command -v systemd-analyze >/dev/null 2>&1 || need_apt+=(systemd)
+# The metrics tests (tests/http/metrics.rs) read GET /metrics with the reference OpenMetrics parser,
+# Python's prometheus_client, as Debian packages it for /usr/bin/python3.
+[ -x /usr/bin/python3 ] || need_apt+=(python3)
+/usr/bin/python3 -c 'import prometheus_client' >/dev/null 2>&1 || need_apt+=(python3-prometheus-client)
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "Installing ${need_apt[*]} for the tests..."
   apt-get update -qq

@@ -10,6 +10,8 @@ use crate::auth::regulation::Guard;
 use crate::auth::totp::Verifier;
 use crate::clock::SharedClock;
 use crate::config::{Config, SecretKey};
+use crate::metrics::Metrics;
+use crate::runs::observer::Observers;
 use crate::runs::runners::Runners;
 use crate::store::file::atomic;
 use crate::store::file::audit::AuditLog;
@@ -49,12 +51,14 @@ pub fn open(config: Config, secret: &SecretKey, clock: SharedClock) -> Result<Ap
     let history = Arc::new(history);
     let regulation = Arc::new(FileRegulation::open(&config.regulation_file)?);
     let audit = Arc::new(AuditLog::open(&config.audit_file, Some(config.audit_rotation))?);
+    let metrics = Arc::new(Metrics::new());
+    let observers: Observers = Arc::new([Arc::clone(&metrics) as _]);
     let runner = Arc::new(Runners::new(
         &config.actions,
         config.max_parallel,
         Arc::clone(&clock),
         history,
-        Arc::new([]),
+        observers,
     ));
     let caches = Caches::new(config.actions.len());
     let operators = if config.auth.operators() {
@@ -77,6 +81,7 @@ pub fn open(config: Config, secret: &SecretKey, clock: SharedClock) -> Result<Ap
         refusals: Refusals::default(),
         operators,
         allow: config.actions.iter().map(|action| action.allow.clone()).collect(),
+        metrics: Arc::clone(&metrics),
     };
     let sessions = Arc::new(FileSessions::open(&config.state_dir.join("sessions.json"))?);
     Ok(AppState::new(AppStateInner {
@@ -86,5 +91,6 @@ pub fn open(config: Config, secret: &SecretKey, clock: SharedClock) -> Result<Ap
         gatekeeper: Arc::new(gatekeeper),
         caches,
         sessions,
+        metrics,
     }))
 }

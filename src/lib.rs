@@ -3,7 +3,8 @@
 //!
 //! The folders depend one way: [`web`] (server, middleware, routes, views) calls the domain services
 //! [`auth`] (codes, regulation, the attempt) and [`runs`] (gate, processes, output), which keep their state
-//! in [`store`]s; all of them speak the [`model`] and read the time from a [`clock::Clock`]. [`config`]
+//! in [`store`]s; all of them speak the [`model`] and read the time from a [`clock::Clock`]. [`metrics`]
+//! counts what the services do, for Prometheus. [`config`]
 //! reads and validates the configuration into the model's terms; [`bootstrap`] opens the stores and builds
 //! the services; [`cli`] is the command line.
 
@@ -13,6 +14,7 @@ pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod error;
+pub mod metrics;
 pub mod model;
 pub mod runs;
 pub mod store;

@@ -13,7 +13,8 @@
 //! looked at; the code (TOTP or backup code, and the password when passwords are on) is the operator's;
 //! a failure counts towards the operator's lock as well as the client's limits; the action's `allow` is
 //! checked after the code, so a refusal tells nothing to someone without it; and what the code spent is
-//! written before the run starts. A sign-in (`/login`) is the same attempt without a run.
+//! written before the run starts. A sign-in (`/login`) is the same attempt without a run. Every attempt
+//! is counted by its outcome in the metrics (one atomic increment).
 
 use std::sync::Arc;
 
@@ -27,6 +28,7 @@ use crate::auth::totp::{TotpCode, Verdict, Verifier};
 use crate::clock::SharedClock;
 use crate::config::Allowed;
 use crate::error::{AppError, seconds_until};
+use crate::metrics::Metrics;
 use crate::model::audit::{AuditEntry, AuditEvent, Outcome};
 use crate::model::client::ClientKey;
 use crate::model::operator::{Method, OperatorName, Role};
@@ -123,6 +125,8 @@ pub struct Gatekeeper {
     pub operators: Option<Arc<Directory>>,
     /// Operators mode: each action's `allow`, in the configuration's order.
     pub allow: Vec<Vec<Allowed>>,
+    /// Counts every attempt by outcome.
+    pub metrics: Arc<Metrics>,
 }
 
 /// Whether `error` is a refusal the gatekeeper counted and logged itself (a line a minute per client), so
@@ -307,8 +311,10 @@ impl Gatekeeper {
             if let Passed::Run(admission, _) = passed {
                 self.runner.abandon(admission);
             }
+            self.metrics.attempt(Outcome::Unavailable);
             return Err(error);
         }
+        self.metrics.attempt(outcome);
         drop(turn);
         Ok(passed)
     }
@@ -463,6 +469,7 @@ impl Gatekeeper {
         now: OffsetDateTime,
         judged: Judged,
     ) -> AppError {
+        self.metrics.attempt(judged.outcome);
         let shown = user.filter(|user| OperatorName::parse(user).is_some());
         let mut operator_audited = Ok(());
         if let (true, Some(operators), Some(user)) = (judged.failure, &self.operators, user) {
@@ -523,6 +530,7 @@ impl Gatekeeper {
             AppError::Forbidden => Outcome::Forbidden,
             _ => Outcome::Unavailable,
         };
+        self.metrics.attempt(outcome);
         if let Some(report) = self.refusals.note(client, outcome, now) {
             self.report(report).await;
         }

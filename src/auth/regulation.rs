@@ -40,6 +40,15 @@ pub enum Blocked {
     Paused { until: OffsetDateTime },
 }
 
+/// The bans and the pause in force at a moment, as the metrics show them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Standing {
+    /// Clients banned.
+    pub banned: usize,
+    /// Whether code checking is paused (for all but the exempt networks).
+    pub paused: bool,
+}
+
 /// The most clients whose failures are tracked at once; beyond it the global limit still holds.
 const MAX_TRACKED_CLIENTS: usize = 100_000;
 
@@ -116,6 +125,19 @@ impl Guard {
             };
         });
         blocked
+    }
+
+    /// The bans and the pause in force at `now`. Only reads: a ban past its end counts no more, even
+    /// before `refresh` removes it.
+    pub fn standing(&self, now: OffsetDateTime) -> Standing {
+        let mut standing = Standing::default();
+        self.store.read(&mut |state| {
+            standing = Standing {
+                banned: state.bans.values().filter(|until| now < until.0).count(),
+                paused: state.paused_until.is_some_and(|until| now < until),
+            };
+        });
+        standing
     }
 
     /// Waits for `client`'s turn to be judged at `now`, then refuses it if it is blocked.

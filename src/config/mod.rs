@@ -80,6 +80,7 @@ pub struct Config {
     /// Where the operators are kept (`[auth] mode = "operators"`).
     pub operators_file: PathBuf,
     pub access: AccessConfig,
+    pub metrics: MetricsConfig,
 }
 
 /// The brute-force limits, from the `[regulation]` section.
@@ -170,6 +171,15 @@ pub struct AccessConfig {
     pub api_token_sha256: Option<String>,
     /// The longest a request may wait for a run to end (`?wait=`).
     pub max_wait: Duration,
+}
+
+/// Who may read `GET /metrics`.
+#[derive(Debug, Clone)]
+pub struct MetricsConfig {
+    /// Whether the route answers at all.
+    pub enabled: bool,
+    /// Clients that may read it without the API token (the token is accepted from anywhere).
+    pub allow: Vec<IpNet>,
 }
 
 /// How the HTTP server faces the network.
@@ -390,6 +400,29 @@ mod tests {
             let error = load_text(&format!("[script]\npath = \"deploy.sh\"\n{extra}"), &[]).unwrap_err();
             assert_eq!(error.key, key, "{error}");
         }
+    }
+
+    #[test]
+    fn the_metrics_allow_list_is_read_and_checked() {
+        let config = load_text("[script]\npath = \"deploy.sh\"\n", &[]).unwrap();
+        let allow: Vec<String> = config.metrics.allow.iter().map(ToString::to_string).collect();
+        assert_eq!(allow, ["127.0.0.1/32", "::1/128"]);
+        assert!(config.metrics.enabled);
+        let env = [("AUTHRUN_METRICS_ALLOW", "10.0.0.0/8, 192.0.2.7")];
+        let config = load_text("[script]\npath = \"deploy.sh\"\n", &env).unwrap();
+        let allow: Vec<String> = config.metrics.allow.iter().map(ToString::to_string).collect();
+        assert_eq!(allow, ["10.0.0.0/8", "192.0.2.7/32"]);
+
+        let text = "[script]\npath = \"deploy.sh\"\n[metrics]\nallow = [\"10.0.0.0/33\"]\n";
+        let error = load_text(text, &[]).unwrap_err();
+        assert_eq!(error.key, "metrics.allow");
+        assert!(error.origin.ends_with("authrun.toml:4:1"), "{error}");
+        assert!(error.problem.contains("`10.0.0.0/33`"), "{error}");
+        assert!(error.fix.contains("10.0.0.0/8"), "{error}");
+        let env = [("AUTHRUN_METRICS_ALLOW", "prometheus.internal")];
+        let error = load_text("[script]\npath = \"deploy.sh\"\n", &env).unwrap_err();
+        assert_eq!(error.origin, "environment variable AUTHRUN_METRICS_ALLOW");
+        assert_eq!(error.key, "metrics.allow");
     }
 
     #[test]
@@ -914,6 +947,7 @@ mod tests {
             ("regulation.exempt_networks", _) => r#"["10.8.0.0/16"]"#.into(),
             ("auth.mode", _) => "operators".into(),
             ("action.allow", _) => r#"["alice", "role:admin"]"#.into(),
+            ("metrics.allow", _) => r#"["10.9.0.0/16"]"#.into(),
             ("access.api_token_sha256", _) => "ab".repeat(32),
             ("access.max_wait_seconds", _) => "60".into(),
             ("audit.file", _) => at("audit.jsonl"),

@@ -30,6 +30,7 @@ pub struct Schema {
     pub runs: Runs,
     pub history: History,
     pub totp: Totp,
+    pub metrics: Metrics,
 }
 
 impl Default for Schema {
@@ -48,6 +49,7 @@ impl Default for Schema {
             runs: Runs::default(),
             history: History::default(),
             totp: Totp::default(),
+            metrics: Metrics::default(),
         }
     }
 }
@@ -403,5 +405,24 @@ impl fmt::Debug for Totp {
             .field("issuer", &self.issuer)
             .field("account", &self.account)
             .finish()
+    }
+}
+
+/// `[metrics]`: `GET /metrics` for Prometheus.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Metrics {
+    /// Answers `GET /metrics`; false: 404 to everyone.
+    pub enabled: bool,
+    /// Addresses or CIDR networks that may read the metrics without the API token.
+    pub allow: Vec<String>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            allow: vec!["127.0.0.1/32".into(), "::1/128".into()],
+        }
     }
 }

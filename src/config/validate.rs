@@ -15,8 +15,8 @@ use ipnet::IpNet;
 use super::schema::{self, Schema};
 use super::sources::Sources;
 use super::{
-    AccessConfig, ActionConfig, ActionId, Allowed, AuthMode, AuthSettings, Config, ConfigError, PublicUrl,
-    RegulationSettings, Rotation, ScriptConfig, SecretSource, ServerConfig, TotpSettings,
+    AccessConfig, ActionConfig, ActionId, Allowed, AuthMode, AuthSettings, Config, ConfigError, MetricsConfig,
+    PublicUrl, RegulationSettings, Rotation, ScriptConfig, SecretSource, ServerConfig, TotpSettings,
 };
 use crate::model::operator::{OperatorName, Role};
 use crate::model::secret::parse_secret;
@@ -101,6 +101,10 @@ impl Check<'_> {
             regulation_file: state_dir.join("regulation.json"),
             operators_file: state_dir.join("operators.json"),
             access,
+            metrics: MetricsConfig {
+                enabled: raw.metrics.enabled,
+                allow: self.networks("metrics.allow", &raw.metrics.allow)?,
+            },
             state_dir,
         })
     }
@@ -398,6 +402,11 @@ impl Check<'_> {
                     "list addresses like \"127.0.0.1\" or networks like \"10.0.0.0/8\"",
                 )
             })
+    }
+
+    /// A list of addresses or CIDR networks, as `key` holds them.
+    fn networks(&self, key: &str, entries: &[String]) -> Result<Vec<IpNet>, ConfigError> {
+        entries.iter().map(|entry| self.network(key, entry)).collect()
     }
 
     fn exempt_network(&self, entry: &str) -> Result<IpNet, ConfigError> {

@@ -31,6 +31,24 @@ pub enum Outcome {
 }
 
 impl Outcome {
+    /// Every outcome, in the order declared, so `ALL[outcome as usize]` is `outcome`.
+    pub const ALL: [Self; 14] = [
+        Self::Started,
+        Self::Wrong,
+        Self::Malformed,
+        Self::Replayed,
+        Self::Running,
+        Self::CoolingDown,
+        Self::Busy,
+        Self::Banned,
+        Self::Paused,
+        Self::Forbidden,
+        Self::Unavailable,
+        Self::Locked,
+        Self::NotAllowed,
+        Self::SignedIn,
+    ];
+
     /// The word the audit log writes.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -120,6 +138,19 @@ impl Default for Rotation {
         Self {
             max_bytes: 10 * 1024 * 1024,
             keep_files: 5,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn all_lists_every_outcome_at_its_own_place() {
+        assert_eq!(Outcome::ALL.len(), Outcome::SignedIn as usize + 1);
+        for (index, outcome) in Outcome::ALL.iter().enumerate() {
+            assert_eq!(*outcome as usize, index, "{}", outcome.as_str());
         }
     }
 }

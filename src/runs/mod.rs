@@ -5,6 +5,7 @@ pub mod gate;
 pub mod leftovers;
 pub mod observer;
 pub mod output;
+pub mod owner;
 pub mod process;
 pub mod runner;
 pub mod runners;

@@ -8,7 +8,7 @@ use std::fmt;
 use std::sync::Arc;
 
 use crate::model::run::RunRecord;
-use crate::runs::runner::Owner;
+use crate::runs::owner::Owner;
 
 /// Hears of every run of every action. Both methods must return at once (see the module's notes).
 pub trait RunObserver: Send + Sync + fmt::Debug {

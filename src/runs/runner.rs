@@ -32,7 +32,6 @@ use tokio::task::JoinHandle;
 
 use crate::clock::SharedClock;
 use crate::config::ScriptConfig;
-use crate::model::action::ActionId;
 use crate::model::operator::Method;
 use crate::model::run::{RunRecord, RunStatus, Who};
 use crate::model::time::later;
@@ -40,6 +39,7 @@ use crate::runs::gate::{Admission, CodeCheck, Gate, Refusal, State};
 use crate::runs::leftovers;
 use crate::runs::observer::Observers;
 use crate::runs::output::{self, LiveOutput};
+pub use crate::runs::owner::Owner;
 use crate::runs::process;
 use crate::store::file::atomic;
 use crate::store::{RunStore, StoreError};
@@ -67,25 +67,6 @@ pub enum LaunchError {
         #[source]
         source: std::io::Error,
     },
-}
-
-/// The action a runner runs, and how its runs are told apart in the history.
-#[derive(Debug, Clone)]
-pub struct Owner {
-    /// The action's place in the configuration, and in the gate.
-    pub index: usize,
-    pub id: ActionId,
-    /// What the page calls the action.
-    pub name: String,
-    /// The first action's id: history entries without an action are its runs.
-    pub first: ActionId,
-}
-
-impl Owner {
-    /// Whether the history's `record` is a run of this action.
-    pub fn owns(&self, record: &RunRecord) -> bool {
-        record.belongs_to(self.id.as_str(), self.first.as_str())
-    }
 }
 
 /// Runs one action's script: its running run, its live output, its logs.

@@ -49,7 +49,7 @@ pub fn build_router(state: AppState) -> Edge<Router> {
     // Pages and the flows that remember something about a browser have a session; the API answers and
     // assets do not need one. Pages get a time limit; waiting for a run to end (`?wait=`), the live output
     // stream and the whole log may rightly take long, and the status, health and assets are answered from
-    // memory without waiting on anything, so a timer would only cost them. `/verify` and
+    // memory without waiting on anything, so a timer would only cost them (so are the metrics). `/verify` and
     // `/actions/{id}/run` get the time limit for their body only.
     let pages = Router::new()
         .route("/", get(routes::run::index))
@@ -94,6 +94,7 @@ pub fn build_router(state: AppState) -> Edge<Router> {
         .route("/actions/{id}/status", get(routes::status::action_status))
         .route("/actions", get(routes::status::actions))
         .route("/healthz", get(routes::status::health))
+        .route("/metrics", get(routes::metrics::metrics))
         .route("/static/{name}", get(routes::assets::asset))
         .route("/favicon.ico", get(routes::assets::favicon))
         .route("/apple-touch-icon.png", get(routes::assets::touch_icon))

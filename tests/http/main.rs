@@ -14,6 +14,8 @@
 //!   `store::file::history`).
 //! - `live`: a run's output, live and afterwards, who may read it, cancelling, `?wait`, the run pages
 //!   (`web::routes::runs`, `web::access`, `runs::output`).
+//! - `metrics`: `GET /metrics` read by a Prometheus parser after attempts, runs, bans and pauses, and who
+//!   may scrape it (`metrics`, `web::routes::metrics`).
 //! - `pages`: what a browser is shown besides the flow: refusals as pages, icons, a block before any code,
 //!   times in words (`web::error_page`, `web::views`).
 //! - `hardening`: cross-site posts, security headers, slow and excess connections, body limits
@@ -47,6 +49,7 @@ mod gate;
 mod hardening;
 mod live;
 mod operators;
+mod metrics;
 mod pages;
 mod regulation;
 mod runs;

@@ -3,6 +3,7 @@
 pub mod admin;
 pub mod assets;
 pub mod operators;
+pub mod metrics;
 pub mod run;
 pub mod runs;
 pub mod status;
