@@ -9,13 +9,15 @@ use crate::auth::regulation::Guard;
 use crate::auth::totp::Verifier;
 use crate::clock::SharedClock;
 use crate::config::{Config, SecretKey};
+use crate::notify::{Notifier, NotifyStartError};
+use crate::runs::observer::{Observers, RunObserver};
 use crate::runs::runners::Runners;
 use crate::store::file::atomic;
 use crate::store::file::audit::AuditLog;
 use crate::store::file::history::FileHistory;
 use crate::store::file::regulation::FileRegulation;
 use crate::store::file::sessions::FileSessions;
-use crate::store::{AuditError, StoreError};
+use crate::store::{AuditError, AuditSink, StoreError};
 use crate::web::cache::Caches;
 use crate::web::state::{AppState, AppStateInner};
 
@@ -27,6 +29,8 @@ pub enum StartError {
     State(#[from] StoreError),
     #[error("{0}\n  fix: check that its directory exists and is writable by authrun")]
     Audit(#[from] AuditError),
+    #[error("{0}")]
+    Notify(#[from] NotifyStartError),
     #[error("state directory {path}: cannot be created: {source}\n  fix: check the path of `state_dir`")]
     StateDir {
         path: std::path::PathBuf,
@@ -47,12 +51,19 @@ pub fn open(config: Config, secret: &SecretKey, clock: SharedClock) -> Result<Ap
     let history = Arc::new(history);
     let regulation = Arc::new(FileRegulation::open(&config.regulation_file)?);
     let audit = Arc::new(AuditLog::open(&config.audit_file, Some(config.audit_rotation))?);
+    let notifier = Arc::new(Notifier::start(
+        &config,
+        Arc::clone(&clock),
+        Arc::clone(&audit) as Arc<dyn AuditSink>,
+        None,
+    )?);
+    let observers: Observers = Arc::new([Arc::clone(&notifier) as Arc<dyn RunObserver>]);
     let runner = Arc::new(Runners::new(
         &config.actions,
         config.max_parallel,
         Arc::clone(&clock),
         history,
-        Arc::new([]),
+        observers,
     ));
     let caches = Caches::new(config.actions.len());
     let gatekeeper = Gatekeeper {
@@ -71,5 +82,6 @@ pub fn open(config: Config, secret: &SecretKey, clock: SharedClock) -> Result<Ap
         gatekeeper: Arc::new(gatekeeper),
         caches,
         sessions,
+        notifier,
     }))
 }

@@ -5,7 +5,7 @@
 //! [`auth`] (codes, regulation, the attempt) and [`runs`] (gate, processes, output), which keep their state
 //! in [`store`]s; all of them speak the [`model`] and read the time from a [`clock::Clock`]. [`config`]
 //! reads and validates the configuration into the model's terms; [`bootstrap`] opens the stores and builds
-//! the services; [`cli`] is the command line.
+//! the services; [`notify`] tells of runs by mail and webhook; [`cli`] is the command line.
 
 pub mod auth;
 pub mod bootstrap;
@@ -14,6 +14,7 @@ pub mod clock;
 pub mod config;
 pub mod error;
 pub mod model;
+pub mod notify;
 pub mod runs;
 pub mod store;
 pub mod web;

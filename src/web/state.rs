@@ -5,6 +5,7 @@ use std::sync::Arc;
 use crate::auth::attempt::Gatekeeper;
 use crate::clock::SharedClock;
 use crate::config::Config;
+use crate::notify::Notifier;
 use crate::runs::runners::Runners;
 use crate::store::SessionKeeper;
 use crate::web::cache::Caches;
@@ -26,6 +27,8 @@ pub struct AppStateInner {
     pub caches: Caches,
     /// Where verified browser sessions are kept across a restart.
     pub sessions: Arc<dyn SessionKeeper>,
+    /// Mail and webhooks about runs, and the operators' messages.
+    pub notifier: Arc<Notifier>,
 }
 
 impl AppState {
