@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs every test of authrun: unit tests, the HTTP tests, the command-line tests and the browser tests
-# (tests/browser: Debian's headless Chromium driven through chromedriver).
+# (tests/browser: Debian's headless Chromium driven through chromedriver), and the mail tests (a real SMTP
+# server, Debian's python3-aiosmtpd).
 # Installs what the tests need on a fresh Debian machine first.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -11,6 +12,8 @@ command -v python3 >/dev/null 2>&1 || need_apt+=(python3)
 [ -x /usr/bin/chromedriver ] || need_apt+=(chromium-driver)
 # The service unit's hardening is rated by systemd's own analyzer.
 command -v systemd-analyze >/dev/null 2>&1 || need_apt+=(systemd)
+# The mail tests start a real SMTP server: aiosmtpd, run by Debian's own Python.
+{ [ -x /usr/bin/python3 ] && /usr/bin/python3 -c 'import aiosmtpd' >/dev/null 2>&1; } || need_apt+=(python3-aiosmtpd)
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "Installing ${need_apt[*]} for the tests..."
   apt-get update -qq
