@@ -124,12 +124,14 @@ impl Job {
             } => recipients
                 .iter()
                 .map(|r| Dropped {
+                    reason: "",
                     channel: r.channel.name(),
                     to: r.channel.to(),
                     run: Some((payload.action.clone(), payload.run_id)),
                 })
                 .collect(),
             Self::Operator { to, .. } => vec![Dropped {
+                reason: "",
                 channel: "email",
                 to: to.email.to_string(),
                 run: None,
@@ -141,6 +143,7 @@ impl Job {
 /// A notification dropped before it was tried, waiting for its audit line.
 #[derive(Debug)]
 struct Dropped {
+    reason: &'static str,
     channel: &'static str,
     to: String,
     run: Option<(String, u64)>,
@@ -167,6 +170,8 @@ pub struct Notifier {
     hook: Option<DeliveryHook>,
     stop: watch::Sender<bool>,
     worker: Mutex<Option<JoinHandle<()>>>,
+    /// The queue's receiving ends when no worker was started (no runtime, or nothing to send).
+    _parked: Option<(mpsc::Receiver<Job>, mpsc::Receiver<Dropped>)>,
 }
 
 impl fmt::Debug for Notifier {
@@ -200,11 +205,12 @@ impl Notifier {
             audit,
             hook: hook.clone(),
         });
-        let worker = match tokio::runtime::Handle::try_current() {
+        let (worker, parked) = match tokio::runtime::Handle::try_current() {
             Ok(runtime) if mail || !config.notify.is_empty() => {
-                Some(runtime.spawn(work(sender, jobs, dropped, stopping)))
+                (Some(runtime.spawn(work(sender, jobs, dropped, stopping))), None)
             }
-            _ => None,
+            // Nothing takes jobs off the queue: it fills as it would with a stuck worker.
+            _ => (None, Some((jobs, dropped))),
         };
         Ok(Self {
             rules: config.notify.clone(),
@@ -220,6 +226,7 @@ impl Notifier {
             hook,
             stop,
             worker: Mutex::new(worker),
+            _parked: parked,
         })
     }
 
@@ -291,18 +298,19 @@ impl Notifier {
     /// Puts `job` on the queue; when it is full (or closed), drops it with a log line, and an audit line
     /// written by the worker. Never waits.
     fn enqueue(&self, job: Job) -> bool {
-        let job = match self.queue.try_send(job) {
+        let (job, reason) = match self.queue.try_send(job) {
             Ok(()) => return true,
-            Err(mpsc::error::TrySendError::Full(job) | mpsc::error::TrySendError::Closed(job)) => job,
+            Err(mpsc::error::TrySendError::Full(job)) => (job, "the queue is full"),
+            Err(mpsc::error::TrySendError::Closed(job)) => (job, "authrun is shutting down"),
         };
         for dropped in job.deliveries() {
-            let Dropped { channel, to, run } = &dropped;
-            tracing::warn!(channel, %to, run = run.as_ref().map(|(_, id)| *id), "notification dropped: the queue is full");
+            let Dropped { channel, to, run, .. } = &dropped;
+            tracing::warn!(channel, %to, run = run.as_ref().map(|(_, id)| *id), reason, "notification dropped");
             if let Some(hook) = &self.hook {
                 hook(channel, Delivery::Dropped.as_str());
             }
             // Past DROP_REPORTS waiting, a drop is only in the server log.
-            let _ = self.drops.try_send(dropped);
+            let _ = self.drops.try_send(Dropped { reason, ..dropped });
         }
         false
     }
@@ -501,10 +509,54 @@ async fn audit_drop(sender: &Sender, report: Dropped) {
             run_id: report.run.as_ref().map(|(_, id)| *id),
             result: Delivery::Dropped,
             tries: 0,
-            error: Some("the queue was full"),
+            error: Some(report.reason),
         },
     };
     if let Err(error) = sender.audit.record(&entry).await {
         tracing::error!(%error, "a notification's audit line cannot be written");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::SystemClock;
+    use crate::store::file::audit::AuditLog;
+    use std::os::unix::fs::PermissionsExt;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    #[test]
+    fn a_full_queue_drops_at_once_and_tells_the_hook() {
+        let dir = tempfile::tempdir().unwrap();
+        let script = dir.path().join("deploy.sh");
+        std::fs::write(&script, "#!/bin/sh\n").unwrap();
+        std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let file = dir.path().join("authrun.toml");
+        std::fs::write(
+            &file,
+            "[script]\npath = \"deploy.sh\"\n[mail]\nhost = \"127.0.0.1\"\nsecurity = \"none\"\nfrom = \"a@example.com\"\n",
+        )
+        .unwrap();
+        let config = Config::load(Some(&file), &[]).unwrap();
+        let audit = Arc::new(AuditLog::open(&dir.path().join("audit.log"), None).unwrap());
+        let dropped = Arc::new(AtomicUsize::new(0));
+        let counter = Arc::clone(&dropped);
+        let hook: DeliveryHook = Arc::new(move |channel, result| {
+            assert_eq!((channel, result), ("email", "dropped"));
+            counter.fetch_add(1, Ordering::Relaxed);
+        });
+        // Without a runtime no worker drains the queue, so it fills.
+        let notifier = Notifier::start(&config, Arc::new(SystemClock), audit, Some(hook)).unwrap();
+        let to: Mailbox = "ops@example.com".parse().unwrap();
+        for _ in 0..QUEUE {
+            notifier
+                .operator_mail(to.clone(), "Backup codes", "2 left")
+                .unwrap();
+        }
+        assert_eq!(
+            notifier.operator_mail(to.clone(), "Backup codes", "2 left"),
+            Err(NotQueued::Full)
+        );
+        assert_eq!(dropped.load(Ordering::Relaxed), 1);
     }
 }
