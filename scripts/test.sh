@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs every test of authrun: unit tests, the HTTP tests, the command-line tests and the browser tests
-# (tests/browser: Debian's headless Chromium driven through chromedriver).
+# (tests/browser: Debian's headless Chromium driven through chromedriver), and the mail tests (a real SMTP
+# server, Debian's python3-aiosmtpd).
 # Installs what the tests need on a fresh Debian machine first.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -15,6 +16,8 @@ command -v systemd-analyze >/dev/null 2>&1 || need_apt+=(systemd)
 # Python's prometheus_client, as Debian packages it for /usr/bin/python3.
 [ -x /usr/bin/python3 ] || need_apt+=(python3)
 /usr/bin/python3 -c 'import prometheus_client' >/dev/null 2>&1 || need_apt+=(python3-prometheus-client)
+# The mail tests start a real SMTP server: aiosmtpd, run by Debian's own Python.
+{ [ -x /usr/bin/python3 ] && /usr/bin/python3 -c 'import aiosmtpd' >/dev/null 2>&1; } || need_apt+=(python3-aiosmtpd)
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "Installing ${need_apt[*]} for the tests..."
   apt-get update -qq

@@ -11,7 +11,8 @@ use crate::auth::totp::Verifier;
 use crate::clock::SharedClock;
 use crate::config::{Config, SecretKey};
 use crate::metrics::Metrics;
-use crate::runs::observer::Observers;
+use crate::notify::{Notifier, NotifyStartError};
+use crate::runs::observer::{Observers, RunObserver};
 use crate::runs::runners::Runners;
 use crate::store::file::atomic;
 use crate::store::file::audit::AuditLog;
@@ -19,7 +20,7 @@ use crate::store::file::history::FileHistory;
 use crate::store::file::operators::FileOperators;
 use crate::store::file::regulation::FileRegulation;
 use crate::store::file::sessions::FileSessions;
-use crate::store::{AuditError, StoreError};
+use crate::store::{AuditError, AuditSink, StoreError};
 use crate::web::cache::Caches;
 use crate::web::state::{AppState, AppStateInner};
 
@@ -31,6 +32,8 @@ pub enum StartError {
     State(#[from] StoreError),
     #[error("{0}\n  fix: check that its directory exists and is writable by authrun")]
     Audit(#[from] AuditError),
+    #[error("{0}")]
+    Notify(#[from] NotifyStartError),
     #[error("state directory {path}: cannot be created: {source}\n  fix: check the path of `state_dir`")]
     StateDir {
         path: std::path::PathBuf,
@@ -52,7 +55,19 @@ pub fn open(config: Config, secret: &SecretKey, clock: SharedClock) -> Result<Ap
     let regulation = Arc::new(FileRegulation::open(&config.regulation_file)?);
     let audit = Arc::new(AuditLog::open(&config.audit_file, Some(config.audit_rotation))?);
     let metrics = Arc::new(Metrics::new());
-    let observers: Observers = Arc::new([Arc::clone(&metrics) as _]);
+    let counted = Arc::clone(&metrics);
+    let notifier = Arc::new(Notifier::start(
+        &config,
+        Arc::clone(&clock),
+        Arc::clone(&audit) as Arc<dyn AuditSink>,
+        Some(Arc::new(move |kind: &str, result: &str| {
+            counted.notification(kind, result)
+        })),
+    )?);
+    let observers: Observers = Arc::new([
+        Arc::clone(&metrics) as Arc<dyn RunObserver>,
+        Arc::clone(&notifier) as Arc<dyn RunObserver>,
+    ]);
     let runner = Arc::new(Runners::new(
         &config.actions,
         config.max_parallel,
@@ -92,5 +107,6 @@ pub fn open(config: Config, secret: &SecretKey, clock: SharedClock) -> Result<Ap
         caches,
         sessions,
         metrics,
+        notifier,
     }))
 }

@@ -6,7 +6,7 @@
 //! in [`store`]s; all of them speak the [`model`] and read the time from a [`clock::Clock`]. [`metrics`]
 //! counts what the services do, for Prometheus. [`config`]
 //! reads and validates the configuration into the model's terms; [`bootstrap`] opens the stores and builds
-//! the services; [`cli`] is the command line.
+//! the services; [`notify`] tells of runs by mail and webhook; [`cli`] is the command line.
 
 pub mod auth;
 pub mod bootstrap;
@@ -16,6 +16,7 @@ pub mod config;
 pub mod error;
 pub mod metrics;
 pub mod model;
+pub mod notify;
 pub mod runs;
 pub mod store;
 pub mod web;

@@ -1,5 +1,5 @@
 //! The command line: `serve` (the default), `qr`, `secret`, `check-config`, `example-config`, `token`,
-//! `unlock`, and `operator ...` (in `operators`).
+//! `unlock`, `mail test`, and `operator ...` (in `operators`).
 
 mod operators;
 
@@ -21,6 +21,8 @@ use crate::config::{self, Config, ConfigError, SecretSource};
 use crate::model::audit::{AuditEntry, AuditEvent};
 use crate::model::client::ClientKey;
 use crate::model::secret::generate_secret;
+use crate::notify;
+use crate::notify::mail::Mailer;
 use crate::runs::leftovers;
 use crate::store::file::audit::AuditLog;
 use crate::store::file::regulation;
@@ -93,6 +95,20 @@ pub enum Command {
         #[command(subcommand)]
         command: operators::OperatorCommand,
     },
+    /// Mail through the SMTP server of [mail].
+    Mail {
+        #[command(subcommand)]
+        command: MailCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum MailCommand {
+    /// Send a test message to ADDRESS and print the server's answer: exit 0 when it took the message.
+    Test {
+        /// Where the message goes, e.g. ops@example.com.
+        address: String,
+    },
 }
 
 /// Runs the command and returns the process's exit code.
@@ -112,6 +128,9 @@ pub async fn run(cli: Cli) -> ExitCode {
             Ok(config) => operators::run(&config, command),
             Err(error) => fail(error, EXIT_CONFIG),
         },
+        Command::Mail {
+            command: MailCommand::Test { address },
+        } => mail_test(config_file, &address).await,
         Command::Qr { png } => show_qr(config_file, png.as_deref()),
         Command::Secret => {
             println!("{}", generate_secret());
@@ -325,6 +344,42 @@ fn show_qr(file: Option<&Path>, png: Option<&Path>) -> ExitCode {
     ExitCode::SUCCESS
 }
 
+/// `authrun mail test ADDRESS`: one message through the configured server, and its answer.
+async fn mail_test(file: Option<&Path>, address: &str) -> ExitCode {
+    let config = match load(file, None) {
+        Ok(config) => config,
+        Err(error) => return fail(error, EXIT_CONFIG),
+    };
+    let Some(settings) = &config.mail else {
+        let hint = "add a [mail] section with host and from (`authrun example-config` shows every key)";
+        return fail(
+            format!("mail is not set up: [mail] has no host\n  fix: {hint}"),
+            EXIT_CONFIG,
+        );
+    };
+    let mailer = match Mailer::new(settings) {
+        Ok(mailer) => mailer,
+        Err(error) => return fail(error, 1),
+    };
+    let body = format!(
+        "This is a test message from authrun (`authrun mail test`).\n\nMail works: notifications and \
+         operators' messages will reach this address through {}.\n",
+        mailer.server()
+    );
+    match mailer.send_to(address, "[authrun] Test message", &body).await {
+        Ok(answer) => {
+            println!("{} took the message for {address}: {answer}", mailer.server());
+            ExitCode::SUCCESS
+        }
+        Err(error) => fail(
+            format!(
+                "the test message was not sent: {error}\n  fix: check [mail] host, port, security and the login"
+            ),
+            1,
+        ),
+    }
+}
+
 fn check_config(file: Option<&Path>) -> ExitCode {
     let config = match load(file, None) {
         Ok(config) => config,
@@ -346,6 +401,28 @@ fn check_config(file: Option<&Path>) -> ExitCode {
         );
     }
     println!("  history      {}", config.history_file.display());
+    match &config.mail {
+        Some(mail) => println!(
+            "  mail         {}:{} ({:?}), from {}, password {}",
+            mail.host,
+            mail.port,
+            mail.security,
+            mail.from,
+            if mail.credentials.is_some() {
+                "set"
+            } else {
+                "not set"
+            }
+        ),
+        None => println!("  mail         not set up"),
+    }
+    for (index, rule) in config.notify.iter().enumerate() {
+        let mut to: Vec<String> = rule.email.iter().map(|m| m.email.to_string()).collect();
+        if let Some(hook) = &rule.webhook {
+            to.push(format!("webhook {}", notify::webhook::host_of(hook)));
+        }
+        println!("  notify[{}]    {}", index + 1, to.join(", "));
+    }
     if config.auth.operators() {
         println!(
             "  auth         operators, kept in {} (passwords {})",

@@ -26,7 +26,9 @@ use ipnet::IpNet;
 pub use crate::model::action::ActionId;
 pub use crate::model::audit::Rotation;
 use crate::model::operator::{OperatorName, Role};
+use crate::model::run::RunStatus;
 pub use crate::model::secret::SecretKey;
+pub use lettre::message::Mailbox;
 use sources::Sources;
 
 /// The example configuration, with every key documented; `authrun example-config` prints it.
@@ -81,6 +83,10 @@ pub struct Config {
     pub operators_file: PathBuf,
     pub access: AccessConfig,
     pub metrics: MetricsConfig,
+    /// The SMTP server, when `[mail]` names one.
+    pub mail: Option<MailSettings>,
+    /// The `[[notify]]` entries, in the order written.
+    pub notify: Vec<NotifyRule>,
 }
 
 /// The brute-force limits, from the `[regulation]` section.
@@ -275,6 +281,98 @@ pub struct ScriptConfig {
     pub leave_running: bool,
 }
 
+/// How a connection to the SMTP server is secured.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MailSecurity {
+    /// Plain first, then STARTTLS, required (port 587).
+    StartTls,
+    /// TLS from the first byte (port 465).
+    Tls,
+    /// No encryption: only to a relay on this machine.
+    None,
+}
+
+impl MailSecurity {
+    /// The port the security is usually served on.
+    pub fn default_port(self) -> u16 {
+        match self {
+            Self::StartTls => 587,
+            Self::Tls => 465,
+            Self::None => 25,
+        }
+    }
+}
+
+/// The SMTP server and the sender, from `[mail]`.
+#[derive(Clone)]
+pub struct MailSettings {
+    pub host: String,
+    pub port: u16,
+    pub security: MailSecurity,
+    /// The login (user name and password), when the server wants one.
+    pub credentials: Option<(String, String)>,
+    pub from: Mailbox,
+    /// How long one conversation with the server may take.
+    pub timeout: Duration,
+}
+
+impl std::fmt::Debug for MailSettings {
+    /// Everything but the password, which shows as "set".
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MailSettings")
+            .field("host", &self.host)
+            .field("port", &self.port)
+            .field("security", &self.security)
+            .field("username", &self.credentials.as_ref().map(|(user, _)| user))
+            .field("password", &self.credentials.as_ref().map(|_| "set"))
+            .field("from", &self.from.to_string())
+            .field("timeout", &self.timeout)
+            .finish()
+    }
+}
+
+/// One `[[notify]]` entry: which runs, and who hears of them.
+#[derive(Debug, Clone)]
+pub struct NotifyRule {
+    /// The statuses told of (`Deploying` is the start).
+    pub on: Vec<RunStatus>,
+    /// The actions whose runs are told of; `None`: every action's.
+    pub actions: Option<Vec<ActionId>>,
+    pub email: Vec<Mailbox>,
+    pub webhook: Option<WebhookTarget>,
+    /// The last lines of output sent along.
+    pub output_lines: usize,
+}
+
+impl NotifyRule {
+    /// Whether the run of `action` that reached `status` is told of.
+    pub fn matches(&self, action: &str, status: RunStatus) -> bool {
+        self.on.contains(&status)
+            && self
+                .actions
+                .as_ref()
+                .is_none_or(|ids| ids.iter().any(|id| id.as_str() == action))
+    }
+}
+
+/// Where a webhook is posted, and the key its body is signed with.
+#[derive(Clone)]
+pub struct WebhookTarget {
+    pub url: reqwest::Url,
+    pub secret: Option<Vec<u8>>,
+}
+
+impl std::fmt::Debug for WebhookTarget {
+    /// The host, not the full URL (its path or query may hold a token), and never the key.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WebhookTarget")
+            .field("host", &self.url.host_str())
+            .field("port", &self.url.port_or_known_default())
+            .field("secret", &self.secret.as_ref().map(|_| "set"))
+            .finish()
+    }
+}
+
 impl Config {
     /// Reads `file` (or only the defaults) with overrides from the `AUTHRUN_*` variables among `env`
     /// (name, value), and validates the result.
@@ -400,6 +498,125 @@ mod tests {
             let error = load_text(&format!("[script]\npath = \"deploy.sh\"\n{extra}"), &[]).unwrap_err();
             assert_eq!(error.key, key, "{error}");
         }
+    }
+
+    const MAIL: &str = "[mail]\nhost = \"smtp.example.com\"\nfrom = \"authrun@example.com\"\n";
+
+    #[test]
+    fn mail_is_read_with_its_defaults_and_never_shows_its_password() {
+        let config = load_text("[script]\npath = \"deploy.sh\"\n", &[]).unwrap();
+        assert!(config.mail.is_none());
+        let text = format!("[script]\npath = \"deploy.sh\"\n{MAIL}username = \"me\"\n");
+        let env = [("AUTHRUN_MAIL_PASSWORD", "hunter2-password")];
+        let config = load_text(&text, &env).unwrap();
+        let mail = config.mail.as_ref().unwrap();
+        assert_eq!((mail.port, mail.security), (587, MailSecurity::StartTls));
+        assert_eq!(mail.credentials, Some(("me".into(), "hunter2-password".into())));
+        assert_eq!(mail.from.email.to_string(), "authrun@example.com");
+        assert!(!format!("{config:?}").contains("hunter2"), "{config:?}");
+
+        let (dir, path) = workspace("");
+        std::fs::write(dir.path().join("pw"), "from-file\n").unwrap();
+        let text = format!(
+            "[script]\npath = \"deploy.sh\"\n{MAIL}security = \"tls\"\nusername = \"me\"\npassword_file = \"pw\"\n"
+        );
+        std::fs::write(&path, text).unwrap();
+        let config = Config::load(Some(&path), &[]).unwrap();
+        let mail = config.mail.unwrap();
+        assert_eq!(mail.port, 465);
+        assert_eq!(mail.credentials.unwrap().1, "from-file");
+    }
+
+    #[test]
+    fn mail_mistakes_name_the_key_and_the_fix() {
+        let base = "[script]\npath = \"deploy.sh\"\n";
+        for (extra, key, fix) in [
+            (
+                "[mail]\nhost = \"smtp.example.com\"\nsecurity = \"none\"\nfrom = \"a@example.com\"\n",
+                "mail.security",
+                "starttls",
+            ),
+            ("[mail]\nfrom = \"a@example.com\"\n", "mail.from", "set host"),
+            ("[mail]\nhost = \"smtp.example.com\"\n", "mail.from", "set from"),
+            (
+                "[mail]\nhost = \"smtp.example.com\"\nfrom = \"not an address\"\n",
+                "mail.from",
+                "ops@example.com",
+            ),
+            (
+                "[mail]\nhost = \"smtp.example.com\"\nfrom = \"a@example.com\"\npassword_file = \"nope\"\n",
+                "mail.password_file",
+                "SMTP password",
+            ),
+            (
+                "[mail]\nhost = \"smtp.example.com\"\nfrom = \"a@example.com\"\nsecurity = \"ssl\"\n",
+                "mail.security",
+                "starttls",
+            ),
+        ] {
+            let error = load_text(&format!("{base}{extra}"), &[]).unwrap_err();
+            assert_eq!(error.key, key, "{error}");
+            assert!(error.fix.contains(fix), "{error}");
+            assert!(error.origin.contains("authrun.toml"), "{error}");
+        }
+        for local in ["127.0.0.1", "::1", "localhost"] {
+            let text =
+                format!("{base}[mail]\nhost = \"{local}\"\nsecurity = \"none\"\nfrom = \"a@example.com\"\n");
+            let config = load_text(&text, &[]).unwrap_or_else(|error| panic!("{error}"));
+            assert_eq!(config.mail.unwrap().port, 25);
+        }
+    }
+
+    #[test]
+    fn notify_entries_are_read_and_their_mistakes_named() {
+        let (dir, path) = workspace("");
+        std::fs::write(dir.path().join("hook.key"), "s3cret\n").unwrap();
+        let entry = "[[notify]]\nwebhook = \"https://chat.example.com/hook?token=abc\"\n\
+                     webhook_secret_file = \"hook.key\"\n";
+        std::fs::write(&path, format!("{TWO_ACTIONS}\n{entry}")).unwrap();
+        let config = Config::load(Some(&path), &[]).unwrap_or_else(|error| panic!("{error}"));
+        let rule = &config.notify[0];
+        assert_eq!(
+            rule.on,
+            [RunStatus::Failed, RunStatus::TimedOut, RunStatus::Interrupted]
+        );
+        assert!(rule.matches("restart-cache", RunStatus::Failed));
+        assert!(!rule.matches("deploy", RunStatus::Succeeded));
+        assert_eq!(rule.output_lines, 20);
+        let webhook = rule.webhook.as_ref().unwrap();
+        assert_eq!(webhook.secret.as_deref(), Some(&b"s3cret"[..]));
+        assert!(!format!("{config:?}").contains("token=abc"), "{config:?}");
+
+        for (bad, key, fix) in [
+            (
+                "actions = [\"nope\"]\n",
+                "notify[1].actions",
+                "deploy, restart-cache",
+            ),
+            ("on = [\"exploded\"]\n", "notify[1].on", "timed_out"),
+            ("email = [\"ops@example.com\"]\n", "notify[1].email", "[mail]"),
+            (
+                "webhook_secret_file = \"missing.key\"\n",
+                "notify[1].webhook_secret_file",
+                "key shared",
+            ),
+        ] {
+            let text =
+                format!("{TWO_ACTIONS}\n[[notify]]\nwebhook = \"https://chat.example.com/hook\"\n{bad}");
+            std::fs::write(&path, text).unwrap();
+            let error = Config::load(Some(&path), &[]).unwrap_err();
+            assert_eq!(error.key, key, "{error}");
+            assert!(error.fix.contains(fix), "{error}");
+            assert!(error.origin.contains("authrun.toml"), "{error}");
+        }
+        let text = format!("{TWO_ACTIONS}\n[[notify]]\non = [\"failed\"]\n");
+        std::fs::write(&path, text).unwrap();
+        let error = Config::load(Some(&path), &[]).unwrap_err();
+        assert!(error.problem.contains("neither email nor webhook"), "{error}");
+        let text = format!("{TWO_ACTIONS}\n[[notify]]\nwebhook = \"ftp://example.com/\"\n");
+        std::fs::write(&path, text).unwrap();
+        let error = Config::load(Some(&path), &[]).unwrap_err();
+        assert_eq!(error.key, "notify[1].webhook", "{error}");
     }
 
     #[test]
@@ -967,6 +1184,17 @@ mod tests {
                 format!(r#"[{{id = "other", path = "{}"}}]"#, at("other.sh"))
             }
             ("history.file", _) => at("runs.json"),
+            ("mail.host", _) => "smtp.example.com".into(),
+            ("mail.port", _) => "2525".into(),
+            ("mail.security", _) => "tls".into(),
+            ("mail.username", _) => "authrun@example.com".into(),
+            ("mail.password", _) => "hunter2".into(),
+            ("mail.password_file", _) => {
+                std::fs::write(dir.join("mail-password"), "hunter2\n").unwrap();
+                at("mail-password")
+            }
+            ("mail.from", _) => "authrun <authrun@example.com>".into(),
+            ("notify", _) => r#"[{on = ["failed"], webhook = "https://chat.example.com/hook"}]"#.into(),
             ("totp.secret", _) => SECRET.into(),
             ("totp.secret_file", _) => {
                 std::fs::write(dir.join("secret"), SECRET).unwrap();
@@ -976,6 +1204,25 @@ mod tests {
             (_, Value::Bool(_, b)) => (!b).to_string(),
             (key, _) => panic!("no distinctive value for `{key}`: add one to distinctive()"),
         }
+    }
+
+    /// The variables `key` needs beside its own to make a valid configuration: a key of `[mail]` needs
+    /// the host and the sender, a password the user name.
+    fn companions(key: &str) -> Vec<(&'static str, &'static str)> {
+        let mut with = Vec::new();
+        if key.starts_with("mail.") && key != "mail.host" {
+            with.push(("AUTHRUN_MAIL_HOST", "smtp.example.com"));
+        }
+        if key.starts_with("mail.") && key != "mail.from" {
+            with.push(("AUTHRUN_MAIL_FROM", "authrun@example.com"));
+        }
+        if key.starts_with("mail.password") {
+            with.push(("AUTHRUN_MAIL_USERNAME", "authrun"));
+        }
+        if key == "mail.username" {
+            with.push(("AUTHRUN_MAIL_PASSWORD", "hunter2"));
+        }
+        with
     }
 
     /// What a test can tell apart: the `Debug` (which hides the secret) and the secret itself.
@@ -1010,9 +1257,13 @@ mod tests {
         for key in &keys {
             let name = format!("AUTHRUN_{}", key.replace('.', "_").to_ascii_uppercase());
             let value = distinctive(key, dir.path());
-            let config = Config::load(Some(&path), &[(&name, &value)])
-                .unwrap_or_else(|error| panic!("{name}={value}: {error}"));
-            assert_ne!(fingerprint(&config), plain, "{name}={value} changed nothing");
+            let mut env = companions(key);
+            // What the companions alone give (when they are valid alone) is what the key must change.
+            let before = Config::load(Some(&path), &env).map_or_else(|_| plain.clone(), |c| fingerprint(&c));
+            env.push((&name, &value));
+            let config =
+                Config::load(Some(&path), &env).unwrap_or_else(|error| panic!("{name}={value}: {error}"));
+            assert_ne!(fingerprint(&config), before, "{name}={value} changed nothing");
         }
     }
 }

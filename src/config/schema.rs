@@ -31,6 +31,9 @@ pub struct Schema {
     pub history: History,
     pub totp: Totp,
     pub metrics: Metrics,
+    pub mail: Mail,
+    /// `[[notify]]`: who hears of runs' starts and ends, by mail or webhook.
+    pub notify: Vec<NotifyEntry>,
 }
 
 impl Default for Schema {
@@ -50,6 +53,8 @@ impl Default for Schema {
             history: History::default(),
             totp: Totp::default(),
             metrics: Metrics::default(),
+            mail: Mail::default(),
+            notify: Vec::new(),
         }
     }
 }
@@ -423,6 +428,89 @@ impl Default for Metrics {
         Self {
             enabled: true,
             allow: vec!["127.0.0.1/32".into(), "::1/128".into()],
+        }
+    }
+}
+
+/// `[mail]`: the SMTP server notifications and `authrun mail test` send through.
+#[derive(Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Mail {
+    /// The SMTP server's host name; unset: authrun sends no mail.
+    pub host: Option<String>,
+    /// The server's port; unset: 587 with starttls, 465 with tls, 25 with none.
+    pub port: Option<u16>,
+    /// "starttls", "tls" (TLS from the first byte) or "none" (only to a relay on this machine).
+    pub security: String,
+    /// The account to log in with; unset: no login.
+    pub username: Option<String>,
+    /// The account's password; at most one of `password` and `password_file`.
+    pub password: Option<String>,
+    /// A file holding the password.
+    pub password_file: Option<PathBuf>,
+    /// The sender, `authrun@example.com` or `authrun <authrun@example.com>`.
+    pub from: Option<String>,
+    /// Seconds one conversation with the server may take.
+    pub timeout_seconds: u64,
+}
+
+impl Default for Mail {
+    fn default() -> Self {
+        Self {
+            host: None,
+            port: None,
+            security: "starttls".into(),
+            username: None,
+            password: None,
+            password_file: None,
+            from: None,
+            timeout_seconds: 10,
+        }
+    }
+}
+
+impl fmt::Debug for Mail {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Mail")
+            .field("host", &self.host)
+            .field("port", &self.port)
+            .field("security", &self.security)
+            .field("username", &self.username)
+            .field("password", &self.password.as_ref().map(|_| "<redacted>"))
+            .field("password_file", &self.password_file)
+            .field("from", &self.from)
+            .field("timeout_seconds", &self.timeout_seconds)
+            .finish()
+    }
+}
+
+/// One `[[notify]]` table: which runs, and where to tell of them.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NotifyEntry {
+    /// started, succeeded, failed, timed_out, interrupted, cancelled.
+    pub on: Vec<String>,
+    /// The ids of the actions whose runs are told of; empty: every action's.
+    pub actions: Vec<String>,
+    /// Addresses mailed (needs `[mail]`).
+    pub email: Vec<String>,
+    /// An http(s) URL that gets a JSON POST.
+    pub webhook: Option<String>,
+    /// A file holding the key the webhook's body is signed with (HMAC-SHA256).
+    pub webhook_secret_file: Option<PathBuf>,
+    /// The last lines of output sent along; 0: none.
+    pub output_lines: usize,
+}
+
+impl Default for NotifyEntry {
+    fn default() -> Self {
+        Self {
+            on: ["failed", "timed_out", "interrupted"].map(String::from).to_vec(),
+            actions: Vec::new(),
+            email: Vec::new(),
+            webhook: None,
+            webhook_secret_file: None,
+            output_lines: 20,
         }
     }
 }

@@ -15,11 +15,23 @@ use ipnet::IpNet;
 use super::schema::{self, Schema};
 use super::sources::Sources;
 use super::{
-    AccessConfig, ActionConfig, ActionId, Allowed, AuthMode, AuthSettings, Config, ConfigError, MetricsConfig,
-    PublicUrl, RegulationSettings, Rotation, ScriptConfig, SecretSource, ServerConfig, TotpSettings,
+    AccessConfig, ActionConfig, ActionId, Allowed, AuthMode, AuthSettings, Config, ConfigError, MailSecurity,
+    MailSettings, Mailbox, MetricsConfig, NotifyRule, PublicUrl, RegulationSettings, Rotation, ScriptConfig,
+    SecretSource, ServerConfig, TotpSettings, WebhookTarget,
 };
 use crate::model::operator::{OperatorName, Role};
+use crate::model::run::RunStatus;
 use crate::model::secret::parse_secret;
+
+/// The words of `[[notify]] on`, and the statuses they stand for.
+const NOTIFY_ON: [(&str, RunStatus); 6] = [
+    ("started", RunStatus::Deploying),
+    ("succeeded", RunStatus::Succeeded),
+    ("failed", RunStatus::Failed),
+    ("timed_out", RunStatus::TimedOut),
+    ("interrupted", RunStatus::Interrupted),
+    ("cancelled", RunStatus::Cancelled),
+];
 
 /// Durations past ten years make no sense and would overflow time arithmetic.
 const TEN_YEARS: u64 = 10 * 365 * 24 * 60 * 60;
@@ -79,6 +91,13 @@ impl Check<'_> {
         let auth = self.auth(raw.auth)?;
         let regulation = self.regulation(raw.regulation)?;
         let access = self.access(raw.access, &actions)?;
+        let mail = self.mail(raw.mail)?;
+        let notify = raw
+            .notify
+            .into_iter()
+            .enumerate()
+            .map(|(index, entry)| self.notify(index, entry, &actions, mail.is_some()))
+            .collect::<Result<_, _>>()?;
         Ok(Config {
             file: file.map(Path::to_path_buf),
             bind,
@@ -106,6 +125,8 @@ impl Check<'_> {
                 allow: self.networks("metrics.allow", &raw.metrics.allow)?,
             },
             state_dir,
+            mail,
+            notify,
         })
     }
 
@@ -114,14 +135,17 @@ impl Check<'_> {
     fn error(&self, key: &str, problem: impl Into<String>, fix: impl Into<String>) -> ConfigError {
         let mut problem = problem.into();
         let mut shown = key.to_string();
-        if let Some((index, field)) = key
-            .strip_prefix("actions.")
-            .and_then(|rest| rest.split_once('.'))
-            .and_then(|(index, field)| Some((index.parse::<usize>().ok()?, field)))
+        if let Some((list, index, field)) = key
+            .split_once('.')
+            .filter(|(list, _)| ["actions", "notify"].contains(list))
+            .and_then(|(list, rest)| Some((list, rest.split_once('.')?)))
+            .and_then(|(list, (index, field))| Some((list, index.parse::<usize>().ok()?, field)))
         {
-            shown = format!("actions[{}].{field}", index + 1);
+            shown = format!("{list}[{}].{field}", index + 1);
             match self.action_ids.get(index).filter(|id| !id.is_empty()) {
-                Some(id) if field != "id" => problem = format!("action `{id}`: {problem}"),
+                Some(id) if list == "actions" && field != "id" => {
+                    problem = format!("action `{id}`: {problem}");
+                }
                 _ => {}
             }
         }
@@ -678,6 +702,296 @@ impl Check<'_> {
                     "generate one with `authrun secret` (160 bits, base32) and scan the new QR code",
                 )
             })
+    }
+}
+
+impl Check<'_> {
+    /// `[mail]`: `None` without a host; any other key set without one is an error.
+    fn mail(&self, raw: schema::Mail) -> Result<Option<MailSettings>, ConfigError> {
+        let Some(host) = raw.host.filter(|host| !host.trim().is_empty()) else {
+            // security and timeout_seconds have defaults, which the example writes out.
+            let set = [
+                ("mail.port", raw.port.is_some()),
+                ("mail.username", raw.username.is_some()),
+                ("mail.password", raw.password.is_some()),
+                ("mail.password_file", raw.password_file.is_some()),
+                ("mail.from", raw.from.is_some()),
+            ];
+            if let Some((key, _)) = set.iter().find(|(_, set)| *set) {
+                return Err(self.error(
+                    key,
+                    "[mail] has no host, so authrun would send no mail",
+                    "set host to your SMTP server (\"127.0.0.1\" for a local relay), or remove [mail]",
+                ));
+            }
+            return Ok(None);
+        };
+        let host = host.trim().to_string();
+        let security = match raw.security.as_str() {
+            "starttls" => MailSecurity::StartTls,
+            "tls" => MailSecurity::Tls,
+            "none" => MailSecurity::None,
+            other => {
+                return Err(self.error(
+                    "mail.security",
+                    format!("{} is not a kind of security", quoted(other)),
+                    "write \"starttls\" (port 587), \"tls\" (port 465) or \"none\" (a relay on 127.0.0.1)",
+                ));
+            }
+        };
+        let local = matches!(
+            host.trim_start_matches('[').trim_end_matches(']'),
+            "127.0.0.1" | "::1" | "localhost"
+        );
+        if security == MailSecurity::None && !local {
+            return Err(self.error(
+                "mail.security",
+                format!(
+                    "\"none\" would send mail and password to {} unencrypted; it is only for a relay on this \
+                     machine (127.0.0.1, ::1 or localhost)",
+                    quoted(&host)
+                ),
+                "use security = \"starttls\" (port 587) or \"tls\" (port 465), or a relay on 127.0.0.1",
+            ));
+        }
+        let password = self.mail_password(raw.password, raw.password_file)?;
+        let credentials = match (raw.username.filter(|user| !user.is_empty()), password) {
+            (Some(user), Some(password)) => Some((user, password)),
+            (None, None) => None,
+            (Some(_), None) => {
+                return Err(self.error(
+                    "mail.username",
+                    "a user name is set, but no password",
+                    "set password_file (or AUTHRUN_MAIL_PASSWORD), or remove username",
+                ));
+            }
+            (None, Some(_)) => {
+                let key = if self.sources.is_default("mail.password") {
+                    "mail.password_file"
+                } else {
+                    "mail.password"
+                };
+                return Err(self.error(
+                    key,
+                    "a password is set, but no user name",
+                    "set username to the account the password belongs to",
+                ));
+            }
+        };
+        let from = raw.from.unwrap_or_default();
+        if from.trim().is_empty() {
+            return Err(self.error(
+                "mail.from",
+                "mail needs a sender",
+                "set from, e.g. \"authrun <authrun@example.com>\"",
+            ));
+        }
+        let from = self.mailbox("mail.from", &from)?;
+        let timeout = self.seconds("mail.timeout_seconds", raw.timeout_seconds)?;
+        let timeout = self.at_least_one(
+            "mail.timeout_seconds",
+            timeout,
+            "0 seconds would give up on every message",
+            "set a positive number of seconds (default 10)",
+        )?;
+        Ok(Some(MailSettings {
+            port: raw.port.unwrap_or(security.default_port()),
+            host,
+            security,
+            credentials,
+            from,
+            timeout,
+        }))
+    }
+
+    /// The password, from `password` or `password_file`; one from the environment replaces the other
+    /// from the file.
+    fn mail_password(
+        &self,
+        inline: Option<String>,
+        file: Option<PathBuf>,
+    ) -> Result<Option<String>, ConfigError> {
+        let from_env = |key| self.sources.is_from_environment(key);
+        let (inline, file) = match (inline, file) {
+            (Some(inline), Some(file)) => match (from_env("mail.password"), from_env("mail.password_file")) {
+                (true, false) => (Some(inline), None),
+                (false, true) => (None, Some(file)),
+                _ => {
+                    return Err(self.error(
+                        "mail.password",
+                        "both `password` and `password_file` are set",
+                        "keep one of them",
+                    ));
+                }
+            },
+            other => other,
+        };
+        if let Some(file) = file {
+            let path = self.resolve(&file);
+            let text = std::fs::read_to_string(&path).map_err(|error| {
+                self.error(
+                    "mail.password_file",
+                    format!("{} cannot be read: {error}", shown_path(&path)),
+                    "point it at a file holding the SMTP password, readable by authrun only",
+                )
+            })?;
+            let password = text.trim_end_matches(['\r', '\n']).to_string();
+            if password.is_empty() {
+                return Err(self.error(
+                    "mail.password_file",
+                    format!("{} is empty", shown_path(&path)),
+                    "write the SMTP password into it",
+                ));
+            }
+            return Ok(Some(password));
+        }
+        Ok(inline.filter(|password| !password.is_empty()))
+    }
+
+    /// An address mail is sent from or to. Never quoted in the error: it is the user's own text.
+    fn mailbox(&self, key: &str, text: &str) -> Result<Mailbox, ConfigError> {
+        text.trim().parse::<Mailbox>().map_err(|error| {
+            self.error(
+                key,
+                format!("{} is not a mail address: {error}", quoted(text)),
+                "write an address like \"ops@example.com\" or \"Ops <ops@example.com>\"",
+            )
+        })
+    }
+
+    /// One `[[notify]]` table, the `index`th (from 0). `mail`: whether `[mail]` is set up.
+    fn notify(
+        &self,
+        index: usize,
+        raw: schema::NotifyEntry,
+        actions: &[ActionConfig],
+        mail: bool,
+    ) -> Result<NotifyRule, ConfigError> {
+        let key = |field: &str| format!("notify.{index}.{field}");
+        let words = NOTIFY_ON.map(|(word, _)| word).join(", ");
+        let mut on = Vec::new();
+        for word in &raw.on {
+            let status = NOTIFY_ON
+                .iter()
+                .find(|(known, _)| known == word)
+                .map(|(_, status)| *status)
+                .ok_or_else(|| {
+                    self.error(
+                        &key("on"),
+                        format!("{} is not a run's start or end", quoted(word)),
+                        format!("list some of: {words}"),
+                    )
+                })?;
+            on.push(status);
+        }
+        if on.is_empty() {
+            return Err(self.error(
+                &key("on"),
+                "an empty list would never notify",
+                format!("list some of: {words} (default failed, timed_out, interrupted)"),
+            ));
+        }
+        let mut ids = Vec::new();
+        for id in &raw.actions {
+            let known = actions
+                .iter()
+                .find(|action| action.id.as_str() == id)
+                .ok_or_else(|| {
+                    let configured: Vec<&str> = actions.iter().map(|action| action.id.as_str()).collect();
+                    self.error(
+                        &key("actions"),
+                        format!("there is no action {}", quoted(id)),
+                        format!(
+                            "list ids of configured actions ({}), or remove the key for all",
+                            configured.join(", ")
+                        ),
+                    )
+                })?;
+            ids.push(known.id.clone());
+        }
+        let email = raw
+            .email
+            .iter()
+            .map(|address| self.mailbox(&key("email"), address))
+            .collect::<Result<Vec<_>, _>>()?;
+        if !email.is_empty() && !mail {
+            return Err(self.error(
+                &key("email"),
+                "mail is not set up, so these addresses cannot be mailed",
+                "add a [mail] section with host and from (see `authrun example-config`), or remove email",
+            ));
+        }
+        let webhook = raw
+            .webhook
+            .map(|url| self.webhook(&key("webhook"), &url))
+            .transpose()?;
+        let secret = match raw.webhook_secret_file {
+            Some(_) if webhook.is_none() => {
+                return Err(self.error(
+                    &key("webhook_secret_file"),
+                    "a webhook key is set, but no webhook",
+                    "set webhook to the URL to post to, or remove webhook_secret_file",
+                ));
+            }
+            Some(file) => Some(self.webhook_secret(&key("webhook_secret_file"), &file)?),
+            None => None,
+        };
+        if email.is_empty() && webhook.is_none() {
+            return Err(self.error(
+                &key("email"),
+                "this entry has neither email nor webhook, so it would tell nobody",
+                "add email = [\"ops@example.com\"] or webhook = \"https://...\", or remove the entry",
+            ));
+        }
+        if raw.output_lines > 1000 {
+            return Err(self.error(
+                &key("output_lines"),
+                format!("{} lines are too many for a notification", raw.output_lines),
+                "send at most 1000 lines (default 20, 0 for none)",
+            ));
+        }
+        Ok(NotifyRule {
+            on,
+            actions: (!ids.is_empty()).then_some(ids),
+            email,
+            webhook: webhook.map(|url| WebhookTarget { url, secret }),
+            output_lines: raw.output_lines,
+        })
+    }
+
+    fn webhook(&self, key: &str, text: &str) -> Result<reqwest::Url, ConfigError> {
+        let url = reqwest::Url::parse(text.trim()).ok().filter(|url| {
+            ["http", "https"].contains(&url.scheme()) && url.host_str().is_some_and(|host| !host.is_empty())
+        });
+        // Not quoted: a webhook's URL often holds its token.
+        url.ok_or_else(|| {
+            self.error(
+                key,
+                "the value is not an http:// or https:// URL",
+                "write the URL to post to, e.g. \"https://chat.example.com/hook\"",
+            )
+        })
+    }
+
+    /// The key of a webhook's signature, read at start.
+    fn webhook_secret(&self, key: &str, file: &Path) -> Result<Vec<u8>, ConfigError> {
+        let path = self.resolve(file);
+        let text = std::fs::read(&path).map_err(|error| {
+            self.error(
+                key,
+                format!("{} cannot be read: {error}", shown_path(&path)),
+                "point it at a file holding the key shared with the receiver, readable by authrun",
+            )
+        })?;
+        let secret = text.trim_ascii().to_vec();
+        if secret.is_empty() {
+            return Err(self.error(
+                key,
+                format!("{} is empty", shown_path(&path)),
+                "write the key shared with the receiver into it (e.g. `openssl rand -hex 32`)",
+            ));
+        }
+        Ok(secret)
     }
 }
 

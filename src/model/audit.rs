@@ -1,4 +1,4 @@
-//! What the audit log records: attempts and their outcomes, bans and pauses, unlocks.
+//! What the audit log records: attempts and their outcomes, bans and pauses, unlocks, notifications.
 
 use serde::Serialize;
 use time::OffsetDateTime;
@@ -104,6 +104,43 @@ pub enum AuditEvent<'a> {
     Regulation(&'a RegulationEvent),
     /// An operator's `authrun unlock`: one client's ban, or (`None`) everything.
     Unlocked { client: Option<&'a ClientKey> },
+    /// What became of one notification: a mail or a webhook POST about a run (`action`, `run_id`), or
+    /// a message to an operator (neither).
+    Notification {
+        /// `email` or `webhook`.
+        channel: &'a str,
+        /// The address mailed, or the webhook's host (never its path or query).
+        to: &'a str,
+        action: Option<&'a str>,
+        run_id: Option<u64>,
+        result: Delivery,
+        /// Tries made (0 when it was dropped).
+        tries: u32,
+        /// Why the last try failed.
+        error: Option<&'a str>,
+    },
+}
+
+/// What became of a notification.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Delivery {
+    Delivered,
+    /// Every try failed.
+    Failed,
+    /// The queue was full (or closed at shutdown): never tried.
+    Dropped,
+}
+
+impl Delivery {
+    /// The word the logs write.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Delivered => "delivered",
+            Self::Failed => "failed",
+            Self::Dropped => "dropped",
+        }
+    }
 }
 
 /// What the audit log counts since a moment, for the admin's statistics.

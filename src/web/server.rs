@@ -80,15 +80,16 @@ const MEMORY_CHECK: Duration = Duration::from_secs(2);
 /// Slots freed since the busiest moment that make a burst.
 const BURST_SLOTS: usize = 16;
 
-/// Serves authrun on `listener` until `shutdown` resolves, then stops the running script (if any) and
-/// records its status. The script is stopped while open connections drain, so live output streams end
-/// with the run.
+/// Serves authrun on `listener` until `shutdown` resolves, then stops the running script (if any),
+/// records its status and gives the notifications still queued a short grace. The script is stopped
+/// while open connections drain, so live output streams end with the run.
 pub async fn serve(
     listener: TcpListener,
     state: AppState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let runner = Arc::clone(&state.runner);
+    let notifier = Arc::clone(&state.notifier);
     let server = &state.config.server;
     let limits = Limits {
         max_connections: server.max_connections,
@@ -100,6 +101,8 @@ pub async fn serve(
     let stop_runner = tokio::spawn(async move {
         if stopped.await.is_ok() {
             runner.shutdown().await;
+            // The runs' last notifications are queued by now; they get a short grace to go.
+            notifier.shutdown().await;
         }
     });
     let signal = async move {

@@ -6,6 +6,7 @@ use crate::auth::attempt::Gatekeeper;
 use crate::clock::SharedClock;
 use crate::config::Config;
 use crate::metrics::Metrics;
+use crate::notify::Notifier;
 use crate::runs::runners::Runners;
 use crate::store::SessionKeeper;
 use crate::web::cache::Caches;
@@ -29,6 +30,8 @@ pub struct AppStateInner {
     pub sessions: Arc<dyn SessionKeeper>,
     /// The Prometheus registry; `GET /metrics` renders it.
     pub metrics: Arc<Metrics>,
+    /// Mail and webhooks about runs, and the operators' messages.
+    pub notifier: Arc<Notifier>,
 }
 
 impl AppState {

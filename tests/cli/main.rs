@@ -2,7 +2,7 @@
 //! its own temp dir as the working directory, with none of the parent's `AUTHRUN_*` or `RUST_LOG`
 //! variables, reading what it prints, the files it writes, and its HTTP answers over TCP.
 //!
-//! `commands` covers what prints and exits, `serve` the server's life (start, deploy, shutdown, crash),
+//! `commands` covers what prints and exits, `mail` mail and notifications, `serve` the server's life (start, deploy, shutdown, crash),
 //! `security` the operator's side of the security layer, `service` running under systemd; the helpers
 //! are in `support`, and in `common` what the HTTP and browser tests need too.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -15,6 +15,7 @@ mod attack;
 mod attacks;
 mod audit;
 mod commands;
+mod mail;
 mod processes;
 mod security;
 mod serve;

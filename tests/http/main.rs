@@ -25,6 +25,7 @@
 //! - `exposure`: what public answers must not reveal, bad query strings, the Host check
 //!   (`web::middleware::host`, `web::query`).
 //! - `faults`: a full disk while a run starts and ends (`runs::runner`, `store::file`).
+//! - `notify`: mail and webhooks when runs start and end, retries, a receiver that hangs (`notify`).
 //! - `fuzz`: properties over arbitrary requests and files, from a fixed seed unless told otherwise.
 //!
 //! The helpers: `helpers` (the `TestApp`, one helper per route, the assertions several files make),
@@ -48,8 +49,9 @@ mod fuzz;
 mod gate;
 mod hardening;
 mod live;
-mod operators;
 mod metrics;
+mod notify;
+mod operators;
 mod pages;
 mod regulation;
 mod runs;

@@ -1,6 +1,6 @@
 //! The audit log as a JSON-lines file: one line per verification attempt (refusals of a blocked or
-//! cross-site client come counted, a line a minute), per ban or pause as it begins and ends, and per
-//! unlock. The code is never written.
+//! cross-site client come counted, a line a minute), per ban or pause as it begins and ends, per
+//! unlock, and per notification sent, given up on or dropped. The code is never written.
 //!
 //! Lines are appended before the answer goes out, on the blocking pool. Before a code is checked the
 //! gatekeeper reserves room for its lines: the log keeps space allocated past its end (`fallocate`), so
@@ -21,7 +21,7 @@ use parking_lot::Mutex;
 
 use serde::Serialize;
 
-use crate::model::audit::{AuditEntry, AuditEvent, Outcome, Rotation, Tally};
+use crate::model::audit::{AuditEntry, AuditEvent, Delivery, Outcome, Rotation, Tally};
 use crate::model::regulation::RegulationEvent;
 use crate::model::time::format_time;
 use crate::store::file::atomic;
@@ -65,6 +65,17 @@ struct Line<'a> {
     until: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pause_number: Option<u32>,
+    /// A notification's `email` or `webhook`, its recipient, what became of it, its tries and error.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    channel: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    to: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    result: Option<Delivery>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tries: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<&'a str>,
 }
 
 impl<'a> Line<'a> {
@@ -83,6 +94,11 @@ impl<'a> Line<'a> {
             since: None,
             until: None,
             pause_number: None,
+            channel: None,
+            to: None,
+            result: None,
+            tries: None,
+            error: None,
         };
         match &entry.event {
             AuditEvent::Attempt {
@@ -143,6 +159,24 @@ impl<'a> Line<'a> {
             AuditEvent::Unlocked { client } => {
                 line.event = "unlocked";
                 line.client = Some(client.map_or_else(|| "all".to_string(), ToString::to_string));
+            }
+            AuditEvent::Notification {
+                channel,
+                to,
+                action,
+                run_id,
+                result,
+                tries,
+                error,
+            } => {
+                line.event = "notification";
+                line.channel = Some(channel);
+                line.to = Some(to);
+                line.action = *action;
+                line.run_id = *run_id;
+                line.result = Some(*result);
+                line.tries = Some(*tries);
+                line.error = *error;
             }
         }
         line
