@@ -7,8 +7,8 @@
 use std::fmt;
 use std::sync::Arc;
 
+use crate::model::action::ActionId;
 use crate::model::run::RunRecord;
-use crate::runs::runner::Owner;
 
 /// Hears of every run of every action. Both methods must return at once (see the module's notes).
 pub trait RunObserver: Send + Sync + fmt::Debug {
@@ -21,3 +21,22 @@ pub trait RunObserver: Send + Sync + fmt::Debug {
 
 /// The observers of a server, shared by every action's runner.
 pub type Observers = Arc<[Arc<dyn RunObserver>]>;
+
+/// The action a runner runs, and how its runs are told apart in the history.
+#[derive(Debug, Clone)]
+pub struct Owner {
+    /// The action's place in the configuration, and in the gate.
+    pub index: usize,
+    pub id: ActionId,
+    /// What the page calls the action.
+    pub name: String,
+    /// The first action's id: history entries without an action are its runs.
+    pub first: ActionId,
+}
+
+impl Owner {
+    /// Whether the history's `record` is a run of this action.
+    pub fn owns(&self, record: &RunRecord) -> bool {
+        record.belongs_to(self.id.as_str(), self.first.as_str())
+    }
+}

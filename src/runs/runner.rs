@@ -32,12 +32,12 @@ use tokio::task::JoinHandle;
 
 use crate::clock::SharedClock;
 use crate::config::ScriptConfig;
-use crate::model::action::ActionId;
 use crate::model::run::{RunRecord, RunStatus};
 use crate::model::time::later;
 use crate::runs::gate::{Admission, CodeCheck, Gate, Refusal, State};
 use crate::runs::leftovers;
 use crate::runs::observer::Observers;
+pub use crate::runs::observer::Owner;
 use crate::runs::output::{self, LiveOutput};
 use crate::runs::process;
 use crate::store::file::atomic;
@@ -66,25 +66,6 @@ pub enum LaunchError {
         #[source]
         source: std::io::Error,
     },
-}
-
-/// The action a runner runs, and how its runs are told apart in the history.
-#[derive(Debug, Clone)]
-pub struct Owner {
-    /// The action's place in the configuration, and in the gate.
-    pub index: usize,
-    pub id: ActionId,
-    /// What the page calls the action.
-    pub name: String,
-    /// The first action's id: history entries without an action are its runs.
-    pub first: ActionId,
-}
-
-impl Owner {
-    /// Whether the history's `record` is a run of this action.
-    pub fn owns(&self, record: &RunRecord) -> bool {
-        record.belongs_to(self.id.as_str(), self.first.as_str())
-    }
 }
 
 /// Runs one action's script: its running run, its live output, its logs.
