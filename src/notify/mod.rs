@@ -152,7 +152,7 @@ struct Dropped {
 /// What the worker and the delivery tasks share.
 struct Sender {
     mailer: Option<Mailer>,
-    webhooks: WebhookClient,
+    webhooks: Option<WebhookClient>,
     clock: SharedClock,
     audit: Arc<dyn AuditSink>,
     hook: Option<DeliveryHook>,
@@ -193,7 +193,12 @@ impl Notifier {
         hook: Option<DeliveryHook>,
     ) -> Result<Self, NotifyStartError> {
         let mailer = config.mail.as_ref().map(Mailer::new).transpose()?;
-        let webhooks = WebhookClient::new(TRY_TIMEOUT)?;
+        // Only built when a webhook is configured: its TLS roots cost memory.
+        let webhooks = if config.notify.iter().any(|rule| rule.webhook.is_some()) {
+            Some(WebhookClient::new(TRY_TIMEOUT)?)
+        } else {
+            None
+        };
         let (queue, jobs) = mpsc::channel(QUEUE);
         let (drops, dropped) = mpsc::channel(DROP_REPORTS);
         let (stop, stopping) = watch::channel(false);
@@ -487,11 +492,8 @@ impl Sender {
                             .map_err(|e| e.to_string())?
                     }
                 };
-                let status = self
-                    .webhooks
-                    .post(target, &body)
-                    .await
-                    .map_err(|e| e.to_string())?;
+                let webhooks = self.webhooks.as_ref().ok_or("no webhook is configured")?;
+                let status = webhooks.post(target, &body).await.map_err(|e| e.to_string())?;
                 Ok(status.to_string())
             }
         }

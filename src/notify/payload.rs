@@ -50,7 +50,7 @@ impl Payload {
             status: record.status.as_str(),
             kind: record.status.kind(),
             exit_code: record.exit_code,
-            by: None,
+            by: record.by.name().map(str::to_string),
             started: format_time(record.time),
             finished: record.finished.map(format_time),
             duration_ms: record.duration_ms,

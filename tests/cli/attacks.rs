@@ -82,6 +82,8 @@ fn an_http2_stream_flood_keeps_memory_bounded_and_gives_it_back() {
             .arg(workspace.config()),
     );
     let pid = server.pid().as_raw();
+    // What authrun holds idle: its binary's pages grow with every crate it links.
+    let idle = memory_kib(pid, "VmRSS");
     let runtime = tokio::runtime::Runtime::new().expect("a runtime");
     runtime.block_on(async {
         // One address per connection, as a botnet would: the per-client cap plays no part.
@@ -104,8 +106,9 @@ fn an_http2_stream_flood_keeps_memory_bounded_and_gives_it_back() {
         }
     });
     drop(runtime);
-    wait_for("authrun's memory to come back below 24 MiB", || {
-        (memory_kib(pid, "VmRSS") < 24 * 1024).then_some(())
-    });
+    wait_for(
+        "authrun's memory to come back within 6 MiB of what it held idle",
+        || (memory_kib(pid, "VmRSS") < idle + 6 * 1024).then_some(()),
+    );
     assert_eq!(server.get("/healthz").status, 200);
 }
