@@ -78,12 +78,21 @@ pub fn open(config: Config, secret: &SecretKey, clock: SharedClock) -> Result<Ap
     let caches = Caches::new(config.actions.len());
     let operators = if config.auth.operators() {
         let store = Arc::new(FileOperators::open(&config.operators_file)?);
-        Some(Arc::new(Directory::new(
+        let directory = Directory::new(
             store,
             config.totp.clone(),
             config.auth.clone(),
             &config.regulation,
-        )))
+        );
+        let mailer = Arc::clone(&notifier);
+        let mail = move |to: &str, subject: &str, body: String| match to.parse() {
+            Ok(to) => mailer.operator_mail(to, subject, body).is_ok(),
+            Err(_) => {
+                tracing::warn!("an operator's email address cannot be parsed; nothing was sent");
+                false
+            }
+        };
+        Some(Arc::new(directory.with_mail(Arc::new(mail))))
     } else {
         None
     };

@@ -627,7 +627,7 @@ fn proven(proof: &Proof, backup_codes_left: usize) -> Proven {
 }
 
 /// The answer to a blocked client.
-fn blocked_error(blocked: Blocked, now: OffsetDateTime) -> AppError {
+pub fn blocked_error(blocked: Blocked, now: OffsetDateTime) -> AppError {
     match blocked {
         Blocked::Banned { until } => AppError::Banned {
             until,

@@ -32,6 +32,14 @@ pub const BACKUP_CODES: usize = 10;
 pub const ENROLLMENT_TRIES: u32 = 5;
 /// The shortest password.
 pub const MIN_PASSWORD: usize = 12;
+/// Codes mailed to one operator within [`EMAIL_WINDOW`], at most.
+pub const EMAIL_SENDS: usize = 3;
+/// The window of [`EMAIL_SENDS`].
+pub const EMAIL_WINDOW: Duration = Duration::from_secs(15 * 60);
+/// Requests for a code by mail handled at once; the answer does not wait for them.
+const EMAIL_REQUESTS: usize = 4;
+/// Backup codes left at which the operator is told by mail.
+pub const BACKUP_CODES_LOW: usize = 2;
 /// Unknown names whose failures are tracked at once; beyond it the oldest are forgotten.
 const MAX_UNKNOWN: usize = 10_000;
 /// A backup code's characters: Crockford's base32 (no i, l, o, u), 5 bits each; 12 of them: 60 bits.
@@ -201,7 +209,7 @@ pub struct Proof {
     pub method: Method,
     /// The TOTP step the code belongs to.
     step: Option<u64>,
-    /// The hash of the backup code used.
+    /// The hash of the backup code, or of the code by mail, used.
     backup: Option<String>,
 }
 
@@ -248,8 +256,38 @@ pub struct Pending {
     pub expires: OffsetDateTime,
 }
 
+/// Sends a message to an operator's address (`to`, subject, body) off the request's path; false when it
+/// could not be queued. Provided by the notifier.
+pub type MailHook = Arc<dyn Fn(&str, &str, String) -> bool + Send + Sync>;
+
+/// What became of a request for a code by mail. The answer to the request is the same whatever this is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EmailCodeOutcome {
+    Sent,
+    /// The name is unknown, not enrolled, or has no address.
+    NoAddress,
+    /// [`EMAIL_SENDS`] codes were mailed within [`EMAIL_WINDOW`].
+    Limited,
+    /// No mail could be queued, or the operators file could not be written.
+    Failed,
+}
+
+impl EmailCodeOutcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Sent => "email_code_sent",
+            Self::NoAddress => "email_code_no_address",
+            Self::Limited => "email_code_limited",
+            Self::Failed => "email_code_failed",
+        }
+    }
+}
+
+fn email_code_hash(name: &OperatorName, code: &str) -> String {
+    sha256_hex(&format!("{name}:{code}"))
+}
+
 /// The operators of a running server.
-#[derive(Debug)]
 pub struct Directory {
     store: Arc<dyn OperatorStore>,
     totp: TotpSettings,
@@ -261,6 +299,19 @@ pub struct Directory {
     unknown: Mutex<HashMap<String, (u32, Option<OffsetDateTime>)>>,
     /// Checked against when a name is unknown.
     decoy: Verifier,
+    /// Mails operators (codes, low backup codes, locks); none without `[mail]`.
+    mail: Option<MailHook>,
+    /// Requests for a code by mail being handled; more at once are dropped (each writes the file).
+    pub email_requests: Arc<tokio::sync::Semaphore>,
+}
+
+impl std::fmt::Debug for Directory {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Directory")
+            .field("auth", &self.auth)
+            .field("mail", &self.mail.is_some())
+            .finish_non_exhaustive()
+    }
 }
 
 impl Directory {
@@ -280,6 +331,88 @@ impl Directory {
             hasher: Hasher::default(),
             unknown: Mutex::new(HashMap::new()),
             decoy,
+            mail: None,
+            email_requests: Arc::new(tokio::sync::Semaphore::new(EMAIL_REQUESTS)),
+        }
+    }
+
+    /// The directory, mailing operators through `mail`.
+    pub fn with_mail(mut self, mail: MailHook) -> Self {
+        self.mail = Some(mail);
+        self
+    }
+
+    /// Mails `name` (if they have an address and mail is set up); false when nothing was queued.
+    fn mail_to(&self, name: &OperatorName, subject: &str, body: String) -> bool {
+        let (Some(mail), Some(to)) = (&self.mail, self.get(name.as_str()).and_then(|op| op.email)) else {
+            return false;
+        };
+        mail(&to, subject, body)
+    }
+
+    /// Mails a new code to `user` when codes by mail are on, the operator is enrolled and has an
+    /// address, and fewer than [`EMAIL_SENDS`] went within [`EMAIL_WINDOW`]. The code is stored hashed,
+    /// valid `[auth] email_code_seconds`, and replaces any earlier one.
+    pub async fn email_code(&self, user: &str, now: OffsetDateTime) -> EmailCodeOutcome {
+        let Some(name) = OperatorName::parse(user) else {
+            return EmailCodeOutcome::NoAddress;
+        };
+        let Some(to) = self
+            .get(name.as_str())
+            .filter(|operator| operator.is_enrolled())
+            .and_then(|operator| operator.email)
+        else {
+            return EmailCodeOutcome::NoAddress;
+        };
+        let digits = usize::from(self.totp.digits);
+        let code: String = (0..digits)
+            .map(|_| char::from(b'0' + rand::random_range(0..10u8)))
+            .collect();
+        let hash = email_code_hash(&name, &code);
+        let expires = later(now, self.auth.email_code);
+        let mut outcome = EmailCodeOutcome::NoAddress;
+        let stored = self
+            .store
+            .transact(&mut |operators| {
+                let Some(operator) = operators.operators.get_mut(&name) else {
+                    return false;
+                };
+                operator
+                    .email_sends
+                    .retain(|sent| later(sent.0, EMAIL_WINDOW) > now);
+                if operator.email_sends.len() >= EMAIL_SENDS {
+                    outcome = EmailCodeOutcome::Limited;
+                    return false;
+                }
+                operator.email_sends.push(crate::model::regulation::Stamp(now));
+                operator.email_code = Some(crate::model::operator::EmailCode {
+                    hash: hash.clone(),
+                    expires,
+                });
+                outcome = EmailCodeOutcome::Sent;
+                true
+            })
+            .await;
+        if let Err(error) = stored {
+            tracing::error!(%error, "a code by mail could not be stored; none was sent");
+            return EmailCodeOutcome::Failed;
+        }
+        if outcome != EmailCodeOutcome::Sent {
+            return outcome;
+        }
+        let minutes = self.auth.email_code.as_secs().div_ceil(60);
+        let body = format!(
+            "Your authrun code: {code}\n\nIt works once, within {minutes} minutes. If you did not ask for it, \
+             someone knows your name on authrun: tell an admin.\n"
+        );
+        let queued = self
+            .mail
+            .as_ref()
+            .is_some_and(|mail| mail(&to, "Your authrun code", body));
+        if queued {
+            EmailCodeOutcome::Sent
+        } else {
+            EmailCodeOutcome::Failed
         }
     }
 
@@ -368,10 +501,21 @@ impl Directory {
                     Verdict::Wrong
                 }
             };
-            match verdict {
-                Verdict::Accepted { step } => (Method::Totp, Some(step), None),
-                Verdict::Wrong => return Err(Failure::Wrong),
-                Verdict::Replayed => return Err(Failure::Replayed),
+            // A code of the right length may also be one sent by mail; checked the same way for a known
+            // name and an unknown one.
+            let mailed = operator.as_ref().and_then(|(name, operator)| {
+                let sent = operator.email_code.as_ref().filter(|sent| now < sent.expires)?;
+                let given = email_code_hash(name, code.as_str());
+                bool::from(given.as_bytes().ct_eq(sent.hash.as_bytes())).then(|| sent.hash.clone())
+            });
+            if operator.is_none() {
+                let _ = sha256_hex(code.as_str());
+            }
+            match (verdict, mailed) {
+                (Verdict::Accepted { step }, _) => (Method::Totp, Some(step), None),
+                (_, Some(hash)) => (Method::EmailCode, None, Some(hash)),
+                (Verdict::Wrong, None) => return Err(Failure::Wrong),
+                (Verdict::Replayed, None) => return Err(Failure::Replayed),
             }
         } else if let Some(code) = normalized_backup_code(&credentials.code) {
             let stored = operator
@@ -417,7 +561,17 @@ impl Directory {
                     }
                     operator.last_step = Some(step);
                 }
-                if let Some(hash) = &proof.backup {
+                if proof.method == Method::EmailCode {
+                    let current = operator
+                        .email_code
+                        .as_ref()
+                        .is_some_and(|sent| Some(&sent.hash) == proof.backup.as_ref());
+                    if !current {
+                        spent = false;
+                        return false;
+                    }
+                    operator.email_code = None;
+                } else if let Some(hash) = &proof.backup {
                     let before = operator.backup_codes.hashes.len();
                     operator.backup_codes.hashes.retain(|stored| stored != hash);
                     if operator.backup_codes.hashes.len() == before {
@@ -436,6 +590,14 @@ impl Directory {
             })
             .await?;
         if spent {
+            if proof.method == Method::BackupCode && left == BACKUP_CODES_LOW {
+                let body = format!(
+                    "{name}, a backup code was just used: {left} are left. Make new ones on /account \
+                     (your app's code is asked).\n",
+                    name = proof.name
+                );
+                self.mail_to(&proof.name, "authrun: 2 backup codes left", body);
+            }
             Ok(left)
         } else {
             // The operator was removed, or the code spent by another attempt, since it was checked.
@@ -480,6 +642,15 @@ impl Directory {
                 true
             })
             .await?;
+        if let Some(until) = locked {
+            let body = format!(
+                "{name}, after {max} failed attempts your authrun account is locked until {until}. If it was \
+                 not you, tell an admin: someone is trying your name.\n",
+                max = self.max_failures,
+                until = crate::model::time::format_time(until),
+            );
+            self.mail_to(&name, "authrun: your account is locked", body);
+        }
         Ok(locked)
     }
 

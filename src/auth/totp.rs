@@ -38,6 +38,11 @@ impl TotpCode {
     fn as_bytes(&self) -> &[u8] {
         self.0.as_bytes()
     }
+
+    /// The digits (also what a code sent by mail is compared as).
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
 }
 
 impl fmt::Debug for TotpCode {

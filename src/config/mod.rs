@@ -141,6 +141,10 @@ pub struct AuthSettings {
     pub enrollment: Duration,
     /// Operators give a password beside their code.
     pub passwords: bool,
+    /// Operators may ask for a code by mail (`POST /email-code`).
+    pub email_codes: bool,
+    /// How long an emailed code stays valid.
+    pub email_code: Duration,
 }
 
 impl AuthSettings {
@@ -1221,6 +1225,11 @@ mod tests {
         }
         if key == "mail.username" {
             with.push(("AUTHRUN_MAIL_PASSWORD", "hunter2"));
+        }
+        if key == "auth.email_codes" {
+            with.push(("AUTHRUN_AUTH_MODE", "operators"));
+            with.push(("AUTHRUN_MAIL_HOST", "smtp.example.com"));
+            with.push(("AUTHRUN_MAIL_FROM", "authrun@example.com"));
         }
         with
     }

@@ -100,6 +100,10 @@ pub struct Auth {
     pub enrollment_hours: u64,
     /// Operators also give a password (argon2id-hashed) beside their code.
     pub passwords: bool,
+    /// Operators with an email address may ask for a one-time code by mail (needs `[mail]`).
+    pub email_codes: bool,
+    /// Seconds an emailed code stays valid.
+    pub email_code_seconds: u64,
 }
 
 impl Default for Auth {
@@ -108,6 +112,8 @@ impl Default for Auth {
             mode: "shared".into(),
             enrollment_hours: 24,
             passwords: false,
+            email_codes: false,
+            email_code_seconds: 300,
         }
     }
 }

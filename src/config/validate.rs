@@ -88,7 +88,8 @@ impl Check<'_> {
         )?;
         let (totp, secret) = self.totp(raw.totp, &state_dir, file)?;
         let server = self.server(raw.server)?;
-        let auth = self.auth(raw.auth)?;
+        let mail_configured = raw.mail.host.is_some();
+        let auth = self.auth(raw.auth, mail_configured)?;
         let regulation = self.regulation(raw.regulation)?;
         let access = self.access(raw.access, &actions)?;
         let mail = self.mail(raw.mail)?;
@@ -496,7 +497,7 @@ impl Check<'_> {
         })
     }
 
-    fn auth(&self, raw: schema::Auth) -> Result<AuthSettings, ConfigError> {
+    fn auth(&self, raw: schema::Auth, mail_configured: bool) -> Result<AuthSettings, ConfigError> {
         let mode = match raw.mode.as_str() {
             "shared" => AuthMode::Shared,
             "operators" => AuthMode::Operators,
@@ -515,10 +516,25 @@ impl Check<'_> {
             "set how many hours a link stays valid, at least 1 (default 24)",
         )?;
         let hours = self.at_most_ten_years("auth.enrollment_hours", hours.saturating_mul(3600))?;
+        if raw.email_codes && (mode != AuthMode::Operators || !mail_configured) {
+            return Err(self.error(
+                "auth.email_codes",
+                "codes by mail need operators (their addresses) and a mail server",
+                "set [auth] mode = \"operators\" and [mail] host (see the README, \"Mail\"), or email_codes = false",
+            ));
+        }
+        let email_code_seconds = self.at_least_one(
+            "auth.email_code_seconds",
+            raw.email_code_seconds,
+            "0 seconds would make every emailed code expire before it arrives",
+            "set how many seconds a code by mail stays valid (default 300)",
+        )?;
         Ok(AuthSettings {
             mode,
             enrollment: Duration::from_secs(hours),
             passwords: raw.passwords,
+            email_codes: raw.email_codes,
+            email_code: self.seconds("auth.email_code_seconds", email_code_seconds)?,
         })
     }
 

@@ -10,6 +10,8 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
+use crate::model::regulation::Stamp;
+
 /// The longest operator name.
 pub const MAX_NAME_LEN: usize = 32;
 
@@ -125,7 +127,9 @@ pub struct BackupCodes {
 /// A code sent by email: its hash, its expiry; it is removed once used.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct EmailCode {
-    /// SHA-256 of the code and the operator's name, hex (the code lives minutes and is single use).
+    /// SHA-256 of the operator's name and the code, hex. A short code's hash is no secret from whoever
+    /// reads the file, but that reader holds every TOTP secret already; the code lives minutes and
+    /// works once.
     pub hash: String,
     #[serde(with = "time::serde::rfc3339")]
     pub expires: OffsetDateTime,
@@ -153,6 +157,9 @@ pub struct Operator {
     pub enrollment: Option<Enrollment>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub email_code: Option<EmailCode>,
+    /// When codes were mailed lately (the limit counts them).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub email_sends: Vec<Stamp>,
     #[serde(with = "time::serde::rfc3339")]
     pub created: OffsetDateTime,
     #[serde(
@@ -196,6 +203,7 @@ impl Operator {
             password: None,
             enrollment: None,
             email_code: None,
+            email_sends: Vec::new(),
             created,
             enrolled: None,
             last_sign_in: None,

@@ -58,6 +58,7 @@ pub fn build_router(state: AppState) -> Edge<Router> {
         .route("/runs/{id}/cancel", post(routes::runs::cancel))
         .route("/login", post(routes::operators::login))
         .route("/logout", post(routes::operators::logout))
+        .route("/email-code", post(routes::operators::email_code))
         .route(
             "/enroll/{token}",
             get(routes::operators::show_enrollment).post(routes::operators::complete_enrollment),

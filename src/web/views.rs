@@ -269,6 +269,8 @@ pub struct WhoView {
     pub passwords: bool,
     pub signed_in: Option<String>,
     pub admin: bool,
+    /// The form offers "Email me a code".
+    pub email_codes: bool,
 }
 
 /// An action as a run's page and the list of runs name it.

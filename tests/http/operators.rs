@@ -461,3 +461,132 @@ fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     }
     files
 }
+
+/// An app in operators mode with codes by mail through `smtp`.
+fn app_with_mail(smtp: &crate::common::SmtpServer) -> TestApp {
+    TestApp::builder()
+        .config(&format!(
+            "[auth]\nmode = \"operators\"\nemail_codes = true\n\
+             [mail]\nhost = \"127.0.0.1\"\nport = {}\nsecurity = \"none\"\nfrom = \"authrun <authrun@example.com>\"\n",
+            smtp.port
+        ))
+        .cooldown(0)
+        .build()
+}
+
+/// Gives `name` an address, as `authrun operator add --email` does.
+fn give_email(app: &TestApp, name: &str, email: &str) {
+    file::edit(&app.state.config.operators_file, |list| {
+        let key = authrun::model::operator::OperatorName::parse(name).unwrap();
+        list.operators.get_mut(&key).unwrap().email = Some(email.to_string());
+        Ok(())
+    })
+    .unwrap();
+}
+
+/// The code in the newest mail to `to` ("Your authrun code: 123456").
+fn mailed_code(messages: &[String], to: &str) -> Option<String> {
+    messages
+        .iter()
+        .filter(|message| message.contains(to) && message.contains("Your authrun code: "))
+        .filter_map(|message| message.split("Your authrun code: ").nth(1))
+        .map(|rest| rest.chars().take_while(char::is_ascii_digit).collect::<String>())
+        .last()
+}
+
+async fn ask_for_code(app: &TestApp, user: &str) -> TestResponse {
+    json_post(app, "/email-code", serde_json::json!({"user": user}), PEER).await
+}
+
+fn operator_lines(app: &TestApp, change: &str) -> usize {
+    crate::helpers::audit_lines(app)
+        .iter()
+        .filter(|line| line["event"] == "operator" && line["change"] == change)
+        .count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_code_by_mail_arrives_works_once_expires_and_is_limited() {
+    let smtp = crate::common::SmtpServer::start();
+    let app = app_with_mail(&smtp);
+    enroll(&app, "alice", Role::Admin).await;
+    enroll(&app, "bob", Role::Operator).await;
+    give_email(&app, "alice", "alice@example.com");
+
+    // The same answer for an operator with an address, one without, and a name that does not exist.
+    let asked = ask_for_code(&app, "alice").await;
+    assert_eq!(asked.status, 202);
+    for other in ["bob", "nobody"] {
+        let answer = ask_for_code(&app, other).await;
+        assert_eq!((answer.status, &answer.body), (asked.status, &asked.body));
+    }
+    let messages = smtp.wait_for_messages(1);
+    let code = mailed_code(&messages, "alice@example.com").expect("a code in the mail");
+    crate::helpers::eventually("the other requests are audited", || {
+        operator_lines(&app, "email_code_no_address") == 2
+    })
+    .await;
+    assert_eq!(smtp.messages().len(), 1, "bob and nobody get nothing");
+
+    let started = run(&app, "alice", &code, PEER).await;
+    assert_eq!(started.status, 200, "{}", started.text());
+    app.wait_for_run(started.json()["run_id"].as_u64().unwrap()).await;
+    let entry = app.history_on_disk().as_array().unwrap().last().unwrap().clone();
+    assert_eq!(entry["method"], "email_code");
+    assert_eq!(entry["by"], "alice");
+    assert_eq!(
+        run(&app, "alice", &code, PEER).await.status,
+        401,
+        "a mailed code works once"
+    );
+
+    // A second code expires after email_code_seconds.
+    assert_eq!(ask_for_code(&app, "alice").await.status, 202);
+    let second = mailed_code(&smtp.wait_for_messages(2), "alice@example.com").unwrap();
+    app.advance(301);
+    assert_eq!(run(&app, "alice", &second, peer(2)).await.status, 401, "expired");
+
+    // Three mails within 15 minutes; the fourth request sends nothing.
+    assert_eq!(ask_for_code(&app, "alice").await.status, 202);
+    smtp.wait_for_messages(3);
+    assert_eq!(ask_for_code(&app, "alice").await.status, 202);
+    crate::helpers::eventually("the fourth request is limited", || {
+        operator_lines(&app, "email_code_limited") == 1
+    })
+    .await;
+    assert_eq!(smtp.messages().len(), 3);
+    // No code reaches the audit log or the operators file.
+    let audit = std::fs::read_to_string(app.path(".authrun/audit.log")).unwrap();
+    let stored = std::fs::read_to_string(&app.state.config.operators_file).unwrap();
+    for code in [&code, &second] {
+        assert!(!audit.contains(code.as_str()) && !stored.contains(code.as_str()));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn operators_are_mailed_when_backup_codes_run_low_and_when_locked() {
+    let smtp = crate::common::SmtpServer::start();
+    let app = app_with_mail(&smtp);
+    let (phone, codes) = enroll(&app, "alice", Role::Admin).await;
+    give_email(&app, "alice", "alice@example.com");
+    for (n, code) in codes.iter().take(8).enumerate() {
+        let request = form_request(
+            "/login",
+            &format!("user=alice&code={}", urlencode(code)),
+            &[("accept", "application/json")],
+        );
+        let answer = app.send_from(request, peer(10 + n as u8)).await;
+        assert_eq!(answer.status, 200, "{}", answer.text());
+    }
+    let messages = smtp.wait_for_messages(1);
+    assert!(messages[0].contains("2 are left"), "{}", messages[0]);
+    for n in 0..3 {
+        let wrong = crate::common::code_not_in(&[phone.code(&app)]);
+        assert_eq!(run(&app, "alice", &wrong, peer(30 + n)).await.status, 401);
+    }
+    let messages = smtp.wait_for_messages(2);
+    assert!(
+        messages.iter().any(|message| message.contains("is locked until")),
+        "{messages:?}"
+    );
+}

@@ -7,6 +7,8 @@
 
 use askama::Template;
 use askama_web::WebTemplate;
+use std::sync::Arc;
+
 use axum::Json;
 use axum::extract::{FromRequest, Path, Request, State};
 use axum::http::{HeaderMap, StatusCode};
@@ -130,6 +132,62 @@ pub async fn login(State(state): State<AppState>, session: Session, request: Req
         response.extensions_mut().insert(LoggedByHandler);
     }
     response
+}
+
+/// The one answer to `POST /email-code`, whatever became of the request.
+const EMAIL_CODE_SENT: &str = "If that operator has an email address, a code is on its way. It works once.";
+
+/// `POST /email-code` (`user`, or the signed-in operator): mails a one-time code, off the request's
+/// path. The answer is 202 with the same body whether or not the name exists or has an address; a banned
+/// client or a paused server is refused as at `/verify`, a cross-site post with 403.
+pub async fn email_code(State(state): State<AppState>, session: Session, request: Request) -> Response {
+    let posted = read_post(&state, request).await;
+    let session = BrowserSession(session);
+    let result = async {
+        let directory = state
+            .gatekeeper
+            .operators
+            .clone()
+            .filter(|_| state.config.auth.email_codes)
+            .ok_or(AppError::NotFound)?;
+        if posted.cross_site {
+            return Err(AppError::Forbidden);
+        }
+        let now = state.clock.now();
+        if let Some(blocked) = state.gatekeeper.guard.blocked(&posted.client, now) {
+            return Err(attempt::blocked_error(blocked, now));
+        }
+        let (user, _, _) = credentials(&state, &session, posted.form.as_ref().ok()).await;
+        let user = user.ok_or(AppError::MissingUser)?;
+        // Bounded: past a few at once, a request is answered the same and dropped.
+        if let Ok(permit) = Arc::clone(&directory.email_requests).try_acquire_owned() {
+            let state = state.clone();
+            tokio::spawn(async move {
+                let outcome = directory.email_code(&user, now).await;
+                let shown =
+                    OperatorName::parse(&user).map_or("(not a name)".to_string(), |name| name.to_string());
+                tracing::info!(user = %shown, outcome = outcome.as_str(), "code by mail requested");
+                audit_operator(&state, &shown, outcome.as_str(), None).await;
+                drop(permit);
+            });
+        } else {
+            tracing::warn!("too many requests for codes by mail at once; one was dropped");
+        }
+        Ok(())
+    }
+    .await;
+    match result {
+        Ok(()) if posted.html => {
+            session.set_flash(success(EMAIL_CODE_SENT.into())).await;
+            Redirect::to("/").into_response()
+        }
+        Ok(()) => (
+            StatusCode::ACCEPTED,
+            Json(serde_json::json!({"success": true, "message": EMAIL_CODE_SENT})),
+        )
+            .into_response(),
+        Err(error) => error.into_response(),
+    }
 }
 
 /// `POST /logout`: the session forgets who it was.

@@ -203,6 +203,7 @@ async fn who(state: &AppState, session: &BrowserSession) -> WhoView {
         passwords: state.config.auth.passwords,
         signed_in,
         admin,
+        email_codes: state.config.auth.email_codes,
     }
 }
 
