@@ -15,8 +15,9 @@ use ipnet::IpNet;
 use super::schema::{self, Schema};
 use super::sources::Sources;
 use super::{
-    AccessConfig, ActionConfig, ActionId, Allowed, AuthMode, AuthSettings, Config, ConfigError, MetricsConfig,
-    PublicUrl, RegulationSettings, Rotation, ScriptConfig, SecretSource, ServerConfig, TotpSettings,
+    AccessConfig, ActionConfig, ActionId, Allowed, AuthMode, AuthSettings, Config, ConfigError,
+    MetricsConfig, PublicUrl, RegulationSettings, Rotation, ScriptConfig, SecretSource, ServerConfig,
+    TotpSettings,
 };
 use crate::model::operator::{OperatorName, Role};
 use crate::model::secret::parse_secret;

@@ -2,8 +2,8 @@
 
 pub mod admin;
 pub mod assets;
-pub mod operators;
 pub mod metrics;
+pub mod operators;
 pub mod run;
 pub mod runs;
 pub mod status;
