@@ -388,7 +388,7 @@ async fn an_admin_adds_promotes_removes_and_unlocks_operators_on_the_admin_page(
     browser.save_screenshot("operators_admin_link").await;
 
     // Make bob an admin, then remove him.
-    click(browser, "#operator-bob button[aria-label='Make bob an admin']").await;
+    click(browser, "#operator-bob button[aria-label='Make admin: bob']").await;
     scene.wait_flash("success", "bob: role admin.").await;
     assert_eq!(cell(browser, "bob", 2).await.as_deref(), Some("admin"));
     assert_eq!(

@@ -31,7 +31,7 @@ use crate::web::routes::assets::asset_version;
 use crate::web::routes::run::credentials;
 use crate::web::session::{BrowserSession, Flash, FlashKind};
 use crate::web::state::AppState;
-use crate::web::views::FlashView;
+use crate::web::views::{FlashView, TimeView};
 
 /// The operators, or 404 in shared mode.
 pub fn directory(state: &AppState) -> Result<&Directory, AppError> {
@@ -169,7 +169,8 @@ struct EnrollPage {
     secret: String,
     /// The QR code as a `data:image/png;base64,...` URI.
     qr: String,
-    expires: String,
+    /// Until when the link works.
+    expires: TimeView,
     passwords: bool,
     min_password: usize,
     digits: u8,
@@ -213,7 +214,7 @@ fn enroll_page(
         user: pending.name.to_string(),
         secret: pending.secret.clone(),
         qr: format!("data:image/png;base64,{png}"),
-        expires: format_time(pending.expires),
+        expires: TimeView::date(pending.expires),
         passwords: state.config.auth.passwords,
         min_password: MIN_PASSWORD,
         digits: state.config.totp.digits,
