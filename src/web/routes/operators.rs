@@ -410,6 +410,19 @@ pub async fn signed_in(state: &AppState, session: &BrowserSession) -> Result<(Op
         .ok_or(AppError::NotSignedIn)?;
     // Read now: a role changed or an operator removed since the sign-in counts at once.
     let operator = directory.get(name.as_str()).ok_or(AppError::NotSignedIn)?;
+    // So does a reset (a lost phone): the operator is pending, or enrolled again after this session
+    // signed in, whose holder may have the old phone.
+    let signed_in_at = session
+        .verified_until()
+        .await
+        .map(|until| until - state.config.access.verified_for);
+    let current = operator
+        .enrolled
+        .zip(signed_in_at)
+        .is_some_and(|(enrolled, at)| operator.is_enrolled() && enrolled <= at);
+    if !current {
+        return Err(AppError::NotSignedIn);
+    }
     Ok((name, operator.role))
 }
 
