@@ -2,14 +2,16 @@
 //! phone size (and the screenshots of each are saved for a reviewer); the keyboard alone goes through
 //! the whole flow with a visible focus at every stop.
 //!
-//! A page that comes with a later change is one more `audit` line in [`walk`].
+//! A page that comes with a later change is one more `audit` line in [`walk`] (operators mode's pages:
+//! [`walk_operators`]).
 
 use fantoccini::key::Key;
 use serde_json::{Value, json};
 
 use crate::driver::{DESKTOP, Options, PHONE};
 use crate::helpers::{TestApp, let_script_finish, wrong_code};
-use crate::{NEWEST_BADGE, Scene};
+use crate::operators::{add_on_the_command_line, click, operators_app, scan_the_page, type_into};
+use crate::{NEWEST_BADGE, Scene, assert_fits_width};
 
 /// Prints coloured lines and a progress line, then waits for a file `go` (at most two minutes).
 pub const COLOURFUL_SCRIPT: &str = "#!/bin/sh\n\
@@ -115,6 +117,91 @@ async fn walk(scene: &Scene, viewport: (u32, u32)) {
     }
     scene.wait_state("Blocked").await;
     browser.audit("main-blocked").await;
+}
+
+/// Operators mode's pages, from the link to the admin page: the page signed out (name and code), the
+/// enrollment (and its wrong code), the backup codes, the page signed in, the account and the admin page
+/// with a new link shown. Each also fits the viewport's width.
+async fn walk_operators(scene: &Scene, viewport: (u32, u32)) {
+    let browser = &scene.browser;
+    let token = add_on_the_command_line(&scene.app, "alice", "admin");
+    let audit = async |name: &str| {
+        browser.audit(name).await;
+        assert_fits_width(browser, viewport.0, name).await;
+    };
+    scene.open("/").await;
+    scene.wait_state("Ready").await;
+    audit("operators-signed-out").await;
+
+    scene.open(&format!("/enroll/{token}")).await;
+    let phone = scan_the_page(browser).await;
+    audit("enroll").await;
+    type_into(
+        browser,
+        "#code",
+        &crate::common::code_not_in(&[phone.code(&scene.app)]),
+    )
+    .await;
+    click(browser, "#enroll-button").await;
+    browser
+        .wait_text("#flash", "the wrong code", |text| text.contains("not right"))
+        .await;
+    // The browser notes the refusal it was shown (401), and nothing else.
+    let noted: Vec<String> = browser
+        .console()
+        .await
+        .into_iter()
+        .map(|entry| entry.message)
+        .collect();
+    assert!(
+        noted.len() == 1 && noted[0].contains("/enroll/") && noted[0].contains("401"),
+        "{noted:#?}"
+    );
+    audit("enroll-wrong-code").await;
+    type_into(browser, "#code", &phone.code(&scene.app)).await;
+    click(browser, "#enroll-button").await;
+    browser
+        .wait_text("h1", "the backup codes", |text| text == "You are enrolled")
+        .await;
+    audit("backup-codes").await;
+
+    scene.open("/").await;
+    browser
+        .wait_text("#signed-in-as", "signed in", |text| text == "alice")
+        .await;
+    audit("operators-signed-in").await;
+    scene.open("/account").await;
+    browser
+        .wait_text("h1", "the account", |text| text == "alice")
+        .await;
+    audit("account").await;
+    scene.open("/admin").await;
+    type_into(browser, "#new-user", "bob").await;
+    click(browser, ".run-form button[type=submit]").await;
+    browser
+        .wait_text("#enrollment-link", "bob's link", |text| text.contains("/enroll/"))
+        .await;
+    audit("admin").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn operators_pages_pass_axe_in_light_and_dark_on_a_desktop() {
+    let scene = Scene::start("axe_operators_desktop", operators_app(), Options::default()).await;
+    walk_operators(&scene, DESKTOP).await;
+    scene.browser.assert_clean_console().await;
+    scene.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn operators_pages_pass_axe_in_light_and_dark_on_a_phone() {
+    let options = Options {
+        phone: true,
+        ..Options::default()
+    };
+    let scene = Scene::start("axe_operators_phone", operators_app(), options).await;
+    walk_operators(&scene, PHONE).await;
+    scene.browser.assert_clean_console().await;
+    scene.finish().await;
 }
 
 /// axe really looks: text of too little contrast and an image without a description are found.

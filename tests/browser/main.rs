@@ -17,6 +17,7 @@ mod helpers;
 mod a11y;
 mod actions;
 mod driver;
+mod operators;
 mod page;
 mod run;
 

@@ -39,7 +39,7 @@ fn verify_request(server: &Server, code: &str, headers: &str) -> Vec<u8> {
 }
 
 /// A connection to `server` from `source`.
-fn connect_from(runtime: &tokio::runtime::Runtime, source: Ipv4Addr, server: SocketAddr) -> TcpStream {
+pub fn connect_from(runtime: &tokio::runtime::Runtime, source: Ipv4Addr, server: SocketAddr) -> TcpStream {
     let stream = runtime.block_on(async {
         let socket = tokio::net::TcpSocket::new_v4().expect("a socket");
         socket
@@ -53,7 +53,7 @@ fn connect_from(runtime: &tokio::runtime::Runtime, source: Ipv4Addr, server: Soc
     stream
 }
 
-fn runtime() -> tokio::runtime::Runtime {
+pub fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread()
         .enable_io()
         .build()

@@ -3,7 +3,8 @@
 //! variables, reading what it prints, the files it writes, and its HTTP answers over TCP.
 //!
 //! `commands` covers what prints and exits, `mail` mail and notifications, `serve` the server's life (start, deploy, shutdown, crash),
-//! `security` the operator's side of the security layer, `service` running under systemd; the helpers
+//! `security` the operator's side of the security layer, `service` running under systemd,
+//! `password_flood` sign-ins with passwords flooding the server while its status keeps answering; the helpers
 //! are in `support`, and in `common` what the HTTP and browser tests need too.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -16,6 +17,7 @@ mod attacks;
 mod audit;
 mod commands;
 mod mail;
+mod password_flood;
 mod processes;
 mod security;
 mod serve;

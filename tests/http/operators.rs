@@ -595,3 +595,65 @@ async fn operators_are_mailed_when_backup_codes_run_low_and_when_locked() {
         "{messages:?}"
     );
 }
+
+#[tokio::test]
+async fn a_reset_ends_the_sessions_signed_in_before_it_at_once() {
+    let app = app("");
+    let (alice, _) = enroll(&app, "alice", Role::Admin).await;
+    enroll(&app, "bob", Role::Admin).await;
+    let session = login(&app, "alice", &alice.code(&app)).await;
+    let as_alice = |path: &'static str| {
+        let session = session.clone();
+        let app = &app;
+        async move {
+            app.get_with(path, &[("cookie", &session), ("accept", "application/json")])
+                .await
+        }
+    };
+    assert_eq!(as_alice("/api/admin/operators").await.status, 200);
+    // Alice's phone is lost: an admin resets her, as `authrun operator reset alice` does.
+    let now = app.clock_now();
+    let token = file::edit(&app.state.config.operators_file, |list| {
+        operators::reset(list, "alice", now, std::time::Duration::from_secs(86_400))
+            .map_err(|error| authrun::store::StoreError::Refused(error.to_string()))
+    })
+    .unwrap();
+    // Whoever holds the phone and the session administers nothing any more.
+    assert_eq!(as_alice("/api/admin/operators").await.status, 401);
+    assert_eq!(as_alice("/account").await.status, 401);
+    let csrf_free = form_request(
+        "/admin/operators",
+        "user=mallory&role=admin",
+        &[("cookie", &session), ("accept", "application/json")],
+    );
+    assert_eq!(app.send(csrf_free).await.status, 401);
+    assert!(
+        app.state
+            .gatekeeper
+            .operators
+            .as_ref()
+            .unwrap()
+            .get("mallory")
+            .is_none()
+    );
+    // Nor once alice has enrolled again, with her new phone; her new sign-in works.
+    app.advance(30);
+    let page = app
+        .get_with(&format!("/enroll/{token}"), &[("accept", "application/json")])
+        .await
+        .json();
+    let phone = Phone(totp_rs::Totp::from_url_unchecked(page["otpauth_uri"].as_str().unwrap()).unwrap());
+    let done = json_post(
+        &app,
+        &format!("/enroll/{token}"),
+        serde_json::json!({"code": phone.code(&app)}),
+        PEER,
+    )
+    .await;
+    assert_eq!(done.status, 200, "{}", done.text());
+    assert_eq!(as_alice("/api/admin/operators").await.status, 401);
+    app.advance(30);
+    let fresh = login(&app, "alice", &phone.code(&app)).await;
+    let list = app.get_with("/api/admin/operators", &[("cookie", &fresh)]).await;
+    assert_eq!(list.status, 200);
+}

@@ -33,9 +33,10 @@ const SECURITY_HEADERS: [(HeaderName, &str); 4] = [
     (header::X_FRAME_OPTIONS, "DENY"),
 ];
 
-/// Only same-origin scripts and styles, no inline script, no framing.
+/// Only same-origin scripts and styles, no inline script, no framing. Images may also be `data:` URIs:
+/// the enrollment page shows its QR code inline (an image cannot run script).
 const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; script-src 'self'; style-src 'self'; \
-     img-src 'self'; connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
+     img-src 'self' data:; connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
 
 /// The longest path written to the log; longer ones (probes, attacks) are cut.
 const LOGGED_PATH_BYTES: usize = 120;

@@ -33,7 +33,7 @@ use crate::web::routes::assets::asset_version;
 use crate::web::routes::run::credentials;
 use crate::web::session::{BrowserSession, Flash, FlashKind};
 use crate::web::state::AppState;
-use crate::web::views::FlashView;
+use crate::web::views::{FlashView, TimeView};
 
 /// The operators, or 404 in shared mode.
 pub fn directory(state: &AppState) -> Result<&Directory, AppError> {
@@ -227,7 +227,8 @@ struct EnrollPage {
     secret: String,
     /// The QR code as a `data:image/png;base64,...` URI.
     qr: String,
-    expires: String,
+    /// Until when the link works.
+    expires: TimeView,
     passwords: bool,
     min_password: usize,
     digits: u8,
@@ -271,7 +272,7 @@ fn enroll_page(
         user: pending.name.to_string(),
         secret: pending.secret.clone(),
         qr: format!("data:image/png;base64,{png}"),
-        expires: format_time(pending.expires),
+        expires: TimeView::date(pending.expires),
         passwords: state.config.auth.passwords,
         min_password: MIN_PASSWORD,
         digits: state.config.totp.digits,
@@ -467,6 +468,19 @@ pub async fn signed_in(state: &AppState, session: &BrowserSession) -> Result<(Op
         .ok_or(AppError::NotSignedIn)?;
     // Read now: a role changed or an operator removed since the sign-in counts at once.
     let operator = directory.get(name.as_str()).ok_or(AppError::NotSignedIn)?;
+    // So does a reset (a lost phone): the operator is pending, or enrolled again after this session
+    // signed in, whose holder may have the old phone.
+    let signed_in_at = session
+        .verified_until()
+        .await
+        .map(|until| until - state.config.access.verified_for);
+    let current = operator
+        .enrolled
+        .zip(signed_in_at)
+        .is_some_and(|(enrolled, at)| operator.is_enrolled() && enrolled <= at);
+    if !current {
+        return Err(AppError::NotSignedIn);
+    }
     Ok((name, operator.role))
 }
 

@@ -329,7 +329,7 @@ fn cards_page(state: &AppState, seen: Seen<'_>) -> Response {
 fn code_pattern(state: &AppState) -> String {
     let digits = format!(" *([0-9] *){{{}}}", state.config.totp.digits);
     if state.config.auth.operators() {
-        format!("{digits}|[0-9A-Za-z -]{{12,16}}")
+        format!("{digits}|[0-9A-Za-z \\-]{{12,16}}")
     } else {
         digits
     }
