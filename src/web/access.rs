@@ -10,6 +10,7 @@ use time::OffsetDateTime;
 
 use crate::auth::token::token_matches;
 use crate::error::AppError;
+use crate::model::operator::{OperatorName, Role};
 use crate::web::session::BrowserSession;
 use crate::web::state::AppState;
 
@@ -63,11 +64,48 @@ async fn proven(
         };
     }
     let now = state.clock.now();
-    Ok(session
+    let verified = session.verified_until().await.filter(|until| *until > now);
+    // In operators mode a session is only as good as its operator: removed, reset or re-enrolled since
+    // the sign-in, it grants nothing.
+    if verified.is_some()
+        && state.gatekeeper.operators.is_some()
+        && operator_of(state, session).await.is_err()
+    {
+        return Ok(None);
+    }
+    Ok(verified.map(|until| Grant::Session { until }))
+}
+
+/// The operator a session is signed in as, with their role as it is now: 401 `not_signed_in` when it is
+/// not signed in, or its operator was removed, reset (a lost phone) or enrolled again after the sign-in
+/// (whoever holds the session may have the old phone).
+pub async fn operator_of(
+    state: &AppState,
+    session: &BrowserSession,
+) -> Result<(OperatorName, Role), AppError> {
+    let directory = state
+        .gatekeeper
+        .operators
+        .as_deref()
+        .ok_or(AppError::NotSignedIn)?;
+    let name = session
+        .operator(state.clock.now())
+        .await
+        .and_then(|name| OperatorName::parse(&name))
+        .ok_or(AppError::NotSignedIn)?;
+    let operator = directory.get(name.as_str()).ok_or(AppError::NotSignedIn)?;
+    let signed_in_at = session
         .verified_until()
         .await
-        .filter(|until| *until > now)
-        .map(|until| Grant::Session { until }))
+        .map(|until| until - state.config.access.verified_for);
+    let current = operator
+        .enrolled
+        .zip(signed_in_at)
+        .is_some_and(|(enrolled, at)| operator.is_enrolled() && enrolled <= at);
+    if !current {
+        return Err(AppError::NotSignedIn);
+    }
+    Ok((name, operator.role))
 }
 
 /// The token of `Authorization: Bearer TOKEN`, if the request sends one.

@@ -178,6 +178,11 @@ fn fifty_wrong_passwords_at_once_do_not_stop_the_status_from_answering() {
         ),
     );
     assert_eq!(right.status, 200, "{right:?}");
+    // The server's log holds no password, wrong or right, and no code.
+    let log = server.stderr();
+    for secret in [PASSWORD, "wrong-password-number-7", backup_codes[0].as_str()] {
+        assert!(!log.contains(secret), "the server log holds {secret:?}");
+    }
 
     let (idle_median, idle_max) = summary(&mut idle);
     let (during_median, during_max) = summary(&mut during);

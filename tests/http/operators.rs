@@ -611,6 +611,17 @@ async fn a_reset_ends_the_sessions_signed_in_before_it_at_once() {
         }
     };
     assert_eq!(as_alice("/api/admin/operators").await.status, 200);
+    app.advance(30);
+    let started = run(&app, "alice", &alice.code(&app), PEER).await;
+    let id = started.json()["run_id"].as_u64().unwrap();
+    app.wait_for_run(id).await;
+    let log = format!("/runs/{id}/log");
+    let cookie = [("cookie", session.as_str())];
+    assert_eq!(
+        app.get_with(&log, &cookie).await.status,
+        200,
+        "a signed-in operator reads output"
+    );
     // Alice's phone is lost: an admin resets her, as `authrun operator reset alice` does.
     let now = app.clock_now();
     let token = file::edit(&app.state.config.operators_file, |list| {
@@ -618,8 +629,9 @@ async fn a_reset_ends_the_sessions_signed_in_before_it_at_once() {
             .map_err(|error| authrun::store::StoreError::Refused(error.to_string()))
     })
     .unwrap();
-    // Whoever holds the phone and the session administers nothing any more.
+    // Whoever holds the phone and the session administers nothing any more, nor reads output.
     assert_eq!(as_alice("/api/admin/operators").await.status, 401);
+    assert_eq!(app.get_with(&log, &cookie).await.status, 401);
     assert_eq!(as_alice("/account").await.status, 401);
     let csrf_free = form_request(
         "/admin/operators",

@@ -460,28 +460,8 @@ pub async fn audit_operator(state: &AppState, name: &str, change: &str, by: Opti
 
 /// The operator a request's session is signed in as, with their current role: 401 without one.
 pub async fn signed_in(state: &AppState, session: &BrowserSession) -> Result<(OperatorName, Role), AppError> {
-    let directory = directory(state)?;
-    let name = session
-        .operator(state.clock.now())
-        .await
-        .and_then(|name| OperatorName::parse(&name))
-        .ok_or(AppError::NotSignedIn)?;
-    // Read now: a role changed or an operator removed since the sign-in counts at once.
-    let operator = directory.get(name.as_str()).ok_or(AppError::NotSignedIn)?;
-    // So does a reset (a lost phone): the operator is pending, or enrolled again after this session
-    // signed in, whose holder may have the old phone.
-    let signed_in_at = session
-        .verified_until()
-        .await
-        .map(|until| until - state.config.access.verified_for);
-    let current = operator
-        .enrolled
-        .zip(signed_in_at)
-        .is_some_and(|(enrolled, at)| operator.is_enrolled() && enrolled <= at);
-    if !current {
-        return Err(AppError::NotSignedIn);
-    }
-    Ok((name, operator.role))
+    directory(state)?;
+    crate::web::access::operator_of(state, session).await
 }
 
 #[derive(Template, WebTemplate)]

@@ -190,19 +190,17 @@ pub async fn show_action(
 
 /// Who the page is for (operators mode): the signed-in operator, if any.
 async fn who(state: &AppState, session: &BrowserSession) -> WhoView {
-    let Some(directory) = state.gatekeeper.operators.as_deref() else {
+    if state.gatekeeper.operators.is_none() {
         return WhoView::default();
-    };
-    let signed_in = session.operator(state.clock.now()).await;
-    let admin = signed_in
-        .as_deref()
-        .and_then(|name| directory.get(name))
-        .is_some_and(|operator| operator.role == crate::model::operator::Role::Admin);
+    }
+    let signed_in = crate::web::access::operator_of(state, session).await.ok();
     WhoView {
         operators: true,
         passwords: state.config.auth.passwords,
-        signed_in,
-        admin,
+        admin: signed_in
+            .as_ref()
+            .is_some_and(|(_, role)| *role == crate::model::operator::Role::Admin),
+        signed_in: signed_in.map(|(name, _)| name.to_string()),
         email_codes: state.config.auth.email_codes,
     }
 }
@@ -454,9 +452,9 @@ pub async fn credentials(
     let password = form.and_then(|form| form.password.clone());
     match named {
         Some(user) => (Some(user), password, false),
-        None => match session.operator(state.clock.now()).await {
-            Some(user) => (Some(user), password, true),
-            None => (None, password, false),
+        None => match crate::web::access::operator_of(state, session).await {
+            Ok((user, _)) => (Some(user.to_string()), password, true),
+            Err(_) => (None, password, false),
         },
     }
 }
