@@ -17,6 +17,7 @@ mod attacks;
 mod audit;
 mod commands;
 mod mail;
+mod operators;
 mod password_flood;
 mod processes;
 mod security;

@@ -669,3 +669,48 @@ async fn a_reset_ends_the_sessions_signed_in_before_it_at_once() {
     let list = app.get_with("/api/admin/operators", &[("cookie", &fresh)]).await;
     assert_eq!(list.status, 200);
 }
+
+#[tokio::test]
+async fn account_makes_new_backup_codes_for_a_code_from_the_app_only() {
+    let app = app("");
+    let (phone, old) = enroll(&app, "alice", Role::Admin).await;
+    let session = login(&app, "alice", &phone.code(&app)).await;
+    let account = app
+        .get_with("/account", &[("cookie", &session), ("accept", "text/html")])
+        .await;
+    assert_eq!(account.status, 200);
+    assert!(account.text().contains(">10<"), "ten backup codes left");
+    // As the page's form posts it: the session, and the page's CSRF token in the cookie and the form.
+    let csrf = crate::html::csrf_input(&account.text()).expect("a CSRF field");
+    let cookies = format!(
+        "{session}; {}",
+        account.cookie("authrun_csrf").expect("a CSRF cookie")
+    );
+    let post = |code: String| {
+        let request = form_request(
+            "/account/backup-codes",
+            &format!("csrf={csrf}&code={}", urlencode(&code)),
+            &[("cookie", &cookies), ("accept", "application/json")],
+        );
+        app.send(request)
+    };
+    // A backup code does not make new ones.
+    assert_eq!(post(old[0].clone()).await.status, 400);
+    app.advance(30);
+    let made = post(phone.code(&app)).await;
+    assert_eq!(made.status, 200, "{}", made.text());
+    assert_eq!(made.header("cache-control"), Some("no-store"));
+    let new: Vec<String> = made.json()["backup_codes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|code| code.as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(new.len(), 10);
+    // The old ones stopped working, the new ones work.
+    app.advance(30);
+    assert_eq!(run(&app, "alice", &old[1], peer(2)).await.status, 401);
+    assert_eq!(run(&app, "alice", &new[0], peer(3)).await.status, 200);
+    // Without a session: 401.
+    assert_eq!(app.get("/account").await.status, 401);
+}

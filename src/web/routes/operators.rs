@@ -529,7 +529,19 @@ pub async fn regenerate_codes(State(state): State<AppState>, session: Session, r
     let html = posted.html;
     let session = BrowserSession(session);
     let result = async {
+        // New backup codes take a code from the app: a backup code (or a mailed one) proves less.
+        let digits = state.config.totp.digits;
+        let typed = posted
+            .form
+            .as_ref()
+            .ok()
+            .and_then(|form| form.code.clone())
+            .unwrap_or_default();
+        crate::auth::totp::TotpCode::parse(&typed, digits).map_err(|_| AppError::MalformedCode { digits })?;
         let proven = fresh_code(&state, &session, posted).await?;
+        if proven.method != Some(crate::model::operator::Method::Totp) {
+            return Err(AppError::WrongCode);
+        }
         let name = proven.user.ok_or(AppError::NotSignedIn)?;
         let codes = directory(&state)?
             .regenerate_backup_codes(&name)
