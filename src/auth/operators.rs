@@ -23,7 +23,7 @@ use crate::auth::totp::{TotpCode, Verdict, Verifier};
 use crate::config::{AuthSettings, RegulationSettings, TotpSettings};
 use crate::model::operator::{BackupCodes, Enrollment, Method, Operator, OperatorName, Operators, Role};
 use crate::model::secret::{decode_secret, generate_secret};
-use crate::model::time::later;
+use crate::model::time::{format_time, later};
 use crate::store::{OperatorStore, StoreError};
 
 /// Backup codes given at enrollment and at each regeneration.
@@ -45,6 +45,36 @@ const MAX_UNKNOWN: usize = 10_000;
 /// A backup code's characters: Crockford's base32 (no i, l, o, u), 5 bits each; 12 of them: 60 bits.
 const BACKUP_ALPHABET: &[u8; 32] = b"0123456789abcdefghjkmnpqrstvwxyz";
 const BACKUP_LEN: usize = 12;
+
+/// One operator as an admin sees them (`/admin`, `/api/admin/operators`, `authrun operator list`).
+#[derive(Debug, serde::Serialize)]
+pub struct OperatorRow {
+    pub name: String,
+    pub role: &'static str,
+    pub email: Option<String>,
+    pub enrolled: bool,
+    pub backup_codes_left: usize,
+    pub last_sign_in: Option<String>,
+    pub last_run: Option<String>,
+    pub failures: u32,
+    pub locked_until: Option<String>,
+}
+
+impl OperatorRow {
+    pub fn new(name: &OperatorName, operator: &Operator, now: time::OffsetDateTime) -> Self {
+        Self {
+            name: name.to_string(),
+            role: operator.role.as_str(),
+            email: operator.email.clone(),
+            enrolled: operator.is_enrolled(),
+            backup_codes_left: operator.backup_codes.hashes.len(),
+            last_sign_in: operator.last_sign_in.map(format_time),
+            last_run: operator.last_run.map(format_time),
+            failures: operator.failures,
+            locked_until: operator.locked_at(now).map(format_time),
+        }
+    }
+}
 
 /// What a change by an admin could not do.
 #[derive(Debug, thiserror::Error)]

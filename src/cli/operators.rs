@@ -6,14 +6,12 @@
 use std::process::ExitCode;
 
 use clap::Subcommand;
-use serde::Serialize;
 
-use crate::auth::operators::{self, AdminError, enrollment_link};
+use crate::auth::operators::{self, AdminError, OperatorRow, enrollment_link};
 use crate::clock::{Clock, SystemClock};
 use crate::config::{AuthMode, Config};
 use crate::model::audit::{AuditEntry, AuditEvent};
 use crate::model::operator::Role;
-use crate::model::time::format_time;
 use crate::store::file::audit::AuditLog;
 use crate::store::file::operators as file;
 
@@ -41,19 +39,6 @@ pub enum OperatorCommand {
     Remove { name: String },
     /// Lift an operator's lock.
     Unlock { name: String },
-}
-
-#[derive(Serialize)]
-struct Row {
-    name: String,
-    role: &'static str,
-    email: Option<String>,
-    enrolled: bool,
-    backup_codes_left: usize,
-    last_sign_in: Option<String>,
-    last_run: Option<String>,
-    failures: u32,
-    locked_until: Option<String>,
 }
 
 /// Runs an operator command against `config`'s operators file.
@@ -135,20 +120,10 @@ fn list(config: &Config, json: bool) -> ExitCode {
         Err(error) => return fail(error, 1),
     };
     let now = SystemClock.now();
-    let rows: Vec<Row> = list
+    let rows: Vec<OperatorRow> = list
         .operators
         .iter()
-        .map(|(name, operator)| Row {
-            name: name.to_string(),
-            role: operator.role.as_str(),
-            email: operator.email.clone(),
-            enrolled: operator.is_enrolled(),
-            backup_codes_left: operator.backup_codes.hashes.len(),
-            last_sign_in: operator.last_sign_in.map(format_time),
-            last_run: operator.last_run.map(format_time),
-            failures: operator.failures,
-            locked_until: operator.locked_at(now).map(format_time),
-        })
+        .map(|(name, operator)| OperatorRow::new(name, operator, now))
         .collect();
     if json {
         println!("{}", serde_json::to_string_pretty(&rows).unwrap_or_default());

@@ -17,11 +17,10 @@ use axum::response::{IntoResponse, Redirect, Response};
 use serde::Serialize;
 use tower_sessions::Session;
 
-use crate::auth::operators::{self, AdminError, enrollment_link};
+use crate::auth::operators::{self, AdminError, OperatorRow, enrollment_link};
 use crate::auth::token::token_matches;
 use crate::error::AppError;
-use crate::model::operator::{Operator, OperatorName, Role};
-use crate::model::time::format_time;
+use crate::model::operator::{OperatorName, Role};
 use crate::web::form::VerifyForm;
 use crate::web::middleware::csrf::{self, with_cookie};
 use crate::web::negotiate::wants_html;
@@ -30,36 +29,6 @@ use crate::web::routes::operators::{audit_operator, directory, signed_in};
 use crate::web::session::{BrowserSession, Flash, FlashKind};
 use crate::web::state::AppState;
 use crate::web::views::FlashView;
-
-/// One operator as the admin sees them: the keys of `/api/admin/operators`.
-#[derive(Debug, Serialize)]
-pub struct OperatorRow {
-    pub name: String,
-    pub role: &'static str,
-    pub email: Option<String>,
-    pub enrolled: bool,
-    pub backup_codes_left: usize,
-    pub last_sign_in: Option<String>,
-    pub last_run: Option<String>,
-    pub failures: u32,
-    pub locked_until: Option<String>,
-}
-
-impl OperatorRow {
-    fn new(name: &OperatorName, operator: &Operator, now: time::OffsetDateTime) -> Self {
-        Self {
-            name: name.to_string(),
-            role: operator.role.as_str(),
-            email: operator.email.clone(),
-            enrolled: operator.is_enrolled(),
-            backup_codes_left: operator.backup_codes.hashes.len(),
-            last_sign_in: operator.last_sign_in.map(format_time),
-            last_run: operator.last_run.map(format_time),
-            failures: operator.failures,
-            locked_until: operator.locked_at(now).map(format_time),
-        }
-    }
-}
 
 /// Who may administer: a signed-in admin (named), or the API token (`None`) where `token` allows it.
 async fn admin(
