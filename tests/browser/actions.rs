@@ -175,9 +175,12 @@ async fn an_actions_page_asks_to_confirm_and_its_run_page_names_it() {
         .await
         .expect("tick the box");
     scene.submit_code(&scene.app.code_now()).await;
-    scene.wait_path("/actions/deploy").await;
-    let flash = browser.visible_text("#flash").await.unwrap_or_default();
+    // The page posts from /actions/deploy and comes back to it: wait for the refusal, not the path.
+    let flash = browser
+        .wait_text("#flash", "the refusal", |text| !text.is_empty())
+        .await;
     assert!(flash.contains("going"), "{flash}");
+    scene.wait_path("/actions/deploy").await;
 
     scene.open("/runs?action=deploy").await;
     assert_eq!(
