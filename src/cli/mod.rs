@@ -188,7 +188,7 @@ async fn serve(file: Option<&Path>, bind: Option<String>, insecure_permissions: 
     };
     let verifier = Verifier::new(secret.key.bytes().to_vec(), config.totp.clone());
     let bind = config.bind;
-    let state = match bootstrap::open(config, &secret.key, Arc::new(SystemClock)) {
+    let state = match bootstrap::start(config, &secret.key, Arc::new(SystemClock)).await {
         Ok(state) => state,
         Err(error) => return fail(error, EXIT_CONFIG),
     };

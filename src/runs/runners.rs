@@ -21,7 +21,7 @@ use crate::runs::leftovers;
 use crate::runs::observer::Observers;
 use crate::runs::output::LiveOutput;
 use crate::runs::runner::{LaunchError, NotRunning, Owner, Runner};
-use crate::store::RunStore;
+use crate::store::{Claim, ClaimError, RunStore};
 
 /// Every action's runner, in the configuration's order, and their gate.
 #[derive(Debug)]
@@ -146,12 +146,25 @@ impl Runners {
     /// accepted step, which it then becomes, durably (as a run's would), so it is never accepted again.
     pub async fn spend(&self, check: impl FnOnce(Option<u64>) -> CodeCheck) -> Result<u64, Refusal> {
         let (step, previous) = self.gate.lock().spend(check)?;
-        if let Err(error) = self.history.reserve(0, step).await {
-            tracing::error!(%error, "a code's use could not be recorded; it was not accepted");
-            self.gate.lock().unspend(step, previous);
-            return Err(Refusal::Unrecorded);
+        let claim = Claim {
+            id: 0,
+            totp_step: step,
+            run: None,
+        };
+        match self.history.claim(claim).await {
+            Ok(_) => Ok(step),
+            Err(ClaimError::Store(error)) => {
+                tracing::error!(%error, "a code's use could not be recorded; it was not accepted");
+                self.gate.lock().unspend(step, previous);
+                Err(Refusal::Unrecorded)
+            }
+            Err(ClaimError::Taken(_)) => {
+                let mut gate = self.gate.lock();
+                gate.unspend(step, previous);
+                gate.note_step(step);
+                Err(Refusal::ReplayedCode)
+            }
         }
-        Ok(step)
     }
 
     /// Gives up an admitted run before it is recorded (see [`Runner::abandon`]).

@@ -15,6 +15,7 @@ mod attack;
 mod attacks;
 mod audit;
 mod commands;
+mod instances;
 mod mail;
 mod processes;
 mod security;
