@@ -15,7 +15,8 @@ use crate::clock::SharedClock;
 use crate::config::ActionConfig;
 use crate::model::action::ActionId;
 use crate::model::operator::Method;
-use crate::model::run::Who;
+use crate::model::run::{RunStatus, Who};
+use crate::model::time::later;
 use crate::runs::gate::{Admission, CodeCheck, Gate, Refusal, Restored, State};
 use crate::runs::leftovers;
 use crate::runs::observer::Observers;
@@ -118,9 +119,29 @@ impl Runners {
             .unwrap_or_else(|| unreachable!("the configuration has at least one action"))
     }
 
-    /// The state of `action` at `now`.
+    /// The state of `action` at `now`. With a store other instances share, a run of theirs (or its
+    /// cooldown) shows too, as the history has it.
     pub fn state(&self, action: usize, now: OffsetDateTime) -> State {
-        self.gate.lock().state(action, now)
+        let state = self.gate.lock().state(action, now);
+        if state != State::Idle || !self.history.shared() {
+            return state;
+        }
+        let owner = self.action(action).owner();
+        let records = self.history.snapshot();
+        let Some(newest) = records.iter().rev().find(|record| owner.owns(record)) else {
+            return state;
+        };
+        if newest.status == RunStatus::Deploying {
+            return State::Running {
+                id: newest.id.unwrap_or_default(),
+                since: newest.time,
+            };
+        }
+        let until = later(newest.time, self.cooldown(action));
+        if now < until {
+            return State::CoolingDown { until };
+        }
+        state
     }
 
     pub fn cooldown(&self, action: usize) -> Duration {

@@ -167,6 +167,12 @@ pub trait RunStore: Send + Sync + fmt::Debug {
         Ok(claim.id)
     }
 
+    /// Whether other instances share this store: their runs then show in the history without this
+    /// instance's gate knowing of them.
+    fn shared(&self) -> bool {
+        false
+    }
+
     /// Forgets run `id`, claimed but given up before it was recorded, so its action is free again. The
     /// code stays used.
     async fn withdraw(&self, _id: u64) {}

@@ -133,3 +133,33 @@ fn a_code_used_on_one_instance_is_refused_on_the_other_also_after_both_restart()
     }
     assert_eq!(history(&server_b).len(), 1);
 }
+
+#[test]
+fn a_run_on_one_instance_shows_as_running_on_the_other_and_refuses_it_a_second_run() {
+    let postgres = Postgres::start();
+    let waiting = "#!/bin/sh\nwhile [ ! -f go ]; do sleep 0.1; done\necho deployed\n";
+    let (a, b) = (
+        instance(&postgres, waiting, "cooldown_seconds = 0"),
+        instance(&postgres, waiting, "cooldown_seconds = 0"),
+    );
+    let (server_a, server_b) = (serve_configured(&a, &[]), serve_configured(&b, &[]));
+    let (status, answer) = post_code(&server_a, &code_now(SECRET));
+    assert_eq!(status, 200, "{answer}");
+    let state = |server: &Server| server.get("/get_deploy_status").json()["state"].clone();
+    wait_for("B to show A's run going", || {
+        (state(&server_b) == "running").then_some(())
+    });
+    // A later code is refused by B: the action is running on A.
+    let later = crate::support::code_at(SECRET, crate::support::now_unix() + 30);
+    let (status, answer) = post_code(&server_b, &later);
+    assert_eq!(
+        (status, answer["error"].as_str()),
+        (409, Some("running")),
+        "{answer}"
+    );
+    a.write("go", "");
+    wait_for("B to show the run ended", || {
+        (state(&server_b) == "idle").then_some(())
+    });
+    assert_eq!(history(&server_b)[0]["status"], "Deploy succeeded");
+}

@@ -333,6 +333,10 @@ impl RunStore for PgRuns {
         }
     }
 
+    fn shared(&self) -> bool {
+        true
+    }
+
     async fn withdraw(&self, id: u64) {
         let Ok(id) = i64::try_from(id) else { return };
         let result = async {
