@@ -163,3 +163,24 @@ fn a_run_on_one_instance_shows_as_running_on_the_other_and_refuses_it_a_second_r
     });
     assert_eq!(history(&server_b)[0]["status"], "Deploy succeeded");
 }
+
+#[test]
+fn without_its_database_a_run_is_refused_503_and_authrun_recovers_when_it_is_back() {
+    let postgres = Postgres::start();
+    let a = instance(&postgres, "#!/bin/sh\necho deployed\n", "cooldown_seconds = 0");
+    let server = serve_configured(&a, &[]);
+    postgres.stop();
+    let (status, answer) = post_code(&server, &code_now(SECRET));
+    assert_eq!(status, 503, "{answer}");
+    assert!(
+        answer["message"].as_str().is_some_and(|m| !m.is_empty()),
+        "{answer}"
+    );
+    // The history is still answered, from memory.
+    assert_eq!(server.get("/get_deploy_status").status, 200);
+    postgres.start_server();
+    let later = crate::support::code_at(SECRET, crate::support::now_unix() + 30);
+    let (status, answer) = post_code(&server, &later);
+    assert_eq!(status, 200, "{answer}\n{}", server.stderr());
+    assert_eq!(postgres.psql("authrun", "SELECT count(*) FROM runs"), "1");
+}
