@@ -9,7 +9,7 @@ use crate::auth::refusals::Refusals;
 use crate::auth::regulation::Guard;
 use crate::auth::totp::Verifier;
 use crate::clock::SharedClock;
-use crate::config::{Config, SecretKey};
+use crate::config::{Config, SecretKey, StoreSettings};
 use crate::metrics::Metrics;
 use crate::notify::{Notifier, NotifyStartError};
 use crate::runs::observer::{Observers, RunObserver};
@@ -20,7 +20,10 @@ use crate::store::file::history::FileHistory;
 use crate::store::file::operators::FileOperators;
 use crate::store::file::regulation::FileRegulation;
 use crate::store::file::sessions::FileSessions;
-use crate::store::{AuditError, AuditSink, StoreError};
+use crate::store::postgres::{self, Database};
+use crate::store::{
+    AuditError, AuditSink, OperatorStore, RegulationStore, RunStore, SessionKeeper, StoreError,
+};
 use crate::web::cache::Caches;
 use crate::web::state::{AppState, AppStateInner};
 
@@ -42,17 +45,81 @@ pub enum StartError {
     },
 }
 
+/// The stores the state is kept in.
+struct Stores {
+    history: Arc<dyn RunStore>,
+    regulation: Arc<dyn RegulationStore>,
+    /// Opened only in operators mode.
+    operators: Option<Arc<dyn OperatorStore>>,
+    sessions: Arc<dyn SessionKeeper>,
+}
+
+/// Opens the state named by `[store]`: [`open`] for the files; for a database, migrates it, reads it
+/// and listens for the changes other instances make.
+pub async fn start(config: Config, secret: &SecretKey, clock: SharedClock) -> Result<AppState, StartError> {
+    let StoreSettings::Postgres { url, pool_size } = &config.store else {
+        return open(config, secret, clock);
+    };
+    create_state_dir(&config)?;
+    let database = Database::new(url, *pool_size)?;
+    let first = config.first_action().id.to_string();
+    let opened = postgres::Stores::open(
+        &database,
+        config.history_retention,
+        &first,
+        !config.auth.operators(),
+    )
+    .await?;
+    postgres::listen(&database, opened.clone());
+    let stores = Stores {
+        history: opened.runs,
+        regulation: opened.regulation,
+        operators: Some(opened.operators as Arc<dyn OperatorStore>).filter(|_| config.auth.operators()),
+        sessions: opened.sessions,
+    };
+    assemble(config, secret, clock, stores)
+}
+
 /// Opens the state directory, the history (recovering runs a crash left "Deploying"), the regulation
 /// state and the audit log, and restores every action's gate from the history.
 pub fn open(config: Config, secret: &SecretKey, clock: SharedClock) -> Result<AppState, StartError> {
+    create_state_dir(&config)?;
+    let history = FileHistory::open(&config.history_file, config.history_retention)?
+        .with_first_action(config.first_action().id.as_str());
+    let operators = if config.auth.operators() {
+        Some(Arc::new(FileOperators::open(&config.operators_file)?) as Arc<dyn OperatorStore>)
+    } else {
+        None
+    };
+    let stores = Stores {
+        history: Arc::new(history),
+        regulation: Arc::new(FileRegulation::open(&config.regulation_file)?),
+        operators,
+        sessions: Arc::new(FileSessions::open(&config.state_dir.join("sessions.json"))?),
+    };
+    assemble(config, secret, clock, stores)
+}
+
+fn create_state_dir(config: &Config) -> Result<(), StartError> {
     atomic::create_private_dir(&config.state_dir).map_err(|source| StartError::StateDir {
         path: config.state_dir.clone(),
         source,
-    })?;
-    let history = FileHistory::open(&config.history_file, config.history_retention)?
-        .with_first_action(config.first_action().id.as_str());
-    let history = Arc::new(history);
-    let regulation = Arc::new(FileRegulation::open(&config.regulation_file)?);
+    })
+}
+
+/// Builds the services and the application state on `stores`; the audit log stays in its file.
+fn assemble(
+    config: Config,
+    secret: &SecretKey,
+    clock: SharedClock,
+    stores: Stores,
+) -> Result<AppState, StartError> {
+    let Stores {
+        history,
+        regulation,
+        operators,
+        sessions,
+    } = stores;
     let audit = Arc::new(AuditLog::open(&config.audit_file, Some(config.audit_rotation))?);
     let metrics = Arc::new(Metrics::new());
     let counted = Arc::clone(&metrics);
@@ -76,8 +143,7 @@ pub fn open(config: Config, secret: &SecretKey, clock: SharedClock) -> Result<Ap
         observers,
     ));
     let caches = Caches::new(config.actions.len());
-    let operators = if config.auth.operators() {
-        let store = Arc::new(FileOperators::open(&config.operators_file)?);
+    let operators = if let Some(store) = operators {
         let directory = Directory::new(
             store,
             config.totp.clone(),
@@ -107,7 +173,6 @@ pub fn open(config: Config, secret: &SecretKey, clock: SharedClock) -> Result<Ap
         allow: config.actions.iter().map(|action| action.allow.clone()).collect(),
         metrics: Arc::clone(&metrics),
     };
-    let sessions = Arc::new(FileSessions::open(&config.state_dir.join("sessions.json"))?);
     Ok(AppState::new(AppStateInner {
         config: Arc::new(config),
         clock,

@@ -17,7 +17,7 @@ use crate::auth::token;
 use crate::auth::totp::Verifier;
 use crate::bootstrap;
 use crate::clock::{Clock, SystemClock};
-use crate::config::{self, Config, ConfigError, SecretSource};
+use crate::config::{self, Config, ConfigError, SecretSource, StoreSettings};
 use crate::model::audit::{AuditEntry, AuditEvent};
 use crate::model::client::ClientKey;
 use crate::model::secret::generate_secret;
@@ -188,7 +188,7 @@ async fn serve(file: Option<&Path>, bind: Option<String>, insecure_permissions: 
     };
     let verifier = Verifier::new(secret.key.bytes().to_vec(), config.totp.clone());
     let bind = config.bind;
-    let state = match bootstrap::open(config, &secret.key, Arc::new(SystemClock)) {
+    let state = match bootstrap::start(config, &secret.key, Arc::new(SystemClock)).await {
         Ok(state) => state,
         Err(error) => return fail(error, EXIT_CONFIG),
     };
@@ -400,7 +400,16 @@ fn check_config(file: Option<&Path>) -> ExitCode {
             action.script.cooldown.as_secs()
         );
     }
-    println!("  history      {}", config.history_file.display());
+    match &config.store {
+        StoreSettings::Files => {
+            println!("  history      {}", config.history_file.display());
+            println!("  store        files in {}", config.state_dir.display());
+        }
+        // The URL may hold a password: never printed.
+        StoreSettings::Postgres { pool_size, .. } => {
+            println!("  store        postgres, url set, pool of {pool_size} connections")
+        }
+    }
     match &config.mail {
         Some(mail) => println!(
             "  mail         {}:{} ({:?}), from {}, password {}",

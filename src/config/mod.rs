@@ -87,6 +87,42 @@ pub struct Config {
     pub mail: Option<MailSettings>,
     /// The `[[notify]]` entries, in the order written.
     pub notify: Vec<NotifyRule>,
+    /// Where the state lives (`[store]`).
+    pub store: StoreSettings,
+}
+
+/// Where the state lives, from `[store]`.
+#[derive(Clone, PartialEq, Eq)]
+pub enum StoreSettings {
+    /// JSON files in the state directory: one instance.
+    Files,
+    /// A PostgreSQL database that several instances share.
+    Postgres {
+        /// The connection URL or key=value string; it may hold a password.
+        url: String,
+        /// Connections kept at most.
+        pool_size: usize,
+    },
+}
+
+impl StoreSettings {
+    pub fn postgres(&self) -> bool {
+        matches!(self, Self::Postgres { .. })
+    }
+}
+
+impl std::fmt::Debug for StoreSettings {
+    /// The URL shows only as "set": it may hold a password. Its length tells two URLs apart in tests.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Files => f.write_str("Files"),
+            Self::Postgres { url, pool_size } => f
+                .debug_struct("Postgres")
+                .field("url", &format_args!("set ({} characters)", url.len()))
+                .field("pool_size", pool_size)
+                .finish(),
+        }
+    }
 }
 
 /// The brute-force limits, from the `[regulation]` section.
@@ -463,6 +499,61 @@ mod tests {
     fn load_text(text: &str, env: &[(&str, &str)]) -> Result<Config, ConfigError> {
         let (_dir, path) = workspace(text);
         Config::load(Some(&path), env)
+    }
+
+    #[test]
+    fn the_store_is_files_unless_a_database_is_named_and_its_url_is_never_shown() {
+        let script = "[script]\npath = \"deploy.sh\"\n";
+        assert_eq!(load_text(script, &[]).unwrap().store, StoreSettings::Files);
+        let url = "postgres://authrun:hunter2-db@127.0.0.1:5432/authrun";
+        let env = [("AUTHRUN_STORE_KIND", "postgres"), ("AUTHRUN_STORE_URL", url)];
+        let config = load_text(script, &env).unwrap();
+        assert_eq!(
+            config.store,
+            StoreSettings::Postgres {
+                url: url.into(),
+                pool_size: 8
+            }
+        );
+        assert!(!format!("{config:?}").contains("hunter2"), "{config:?}");
+        for (text, env, key, fix) in [
+            ("[store]\nkind = \"postgres\"\n", vec![], "store.url", "url_file"),
+            (
+                "[store]\nkind = \"mysql\"\n",
+                vec![],
+                "store.kind",
+                "\"postgres\"",
+            ),
+            (
+                "[store]\nurl = \"postgres://db/authrun\"\n",
+                vec![],
+                "store.url",
+                "kind = \"postgres\"",
+            ),
+            (
+                "[store]\nkind = \"postgres\"\npool_size = 0\n",
+                vec![("AUTHRUN_STORE_URL", url)],
+                "store.pool_size",
+                "at least 1",
+            ),
+            (
+                "[store]\nkind = \"postgres\"\nurl_file = \"nope\"\n",
+                vec![],
+                "store.url_file",
+                "readable",
+            ),
+            (
+                "[store]\nkind = \"postgres\"\nurl = \"postgres://u:hunter2@h:notaport/db\"\n",
+                vec![],
+                "store.url",
+                "postgres://USER",
+            ),
+        ] {
+            let error = load_text(&format!("{script}{text}"), &env).unwrap_err();
+            assert_eq!(error.key, key, "{text}: {error}");
+            assert!(error.to_string().contains(fix), "{text}: {error}");
+            assert!(!error.to_string().contains("hunter2"), "{text}: {error}");
+        }
     }
 
     #[test]
@@ -1198,6 +1289,16 @@ mod tests {
                 at("mail-password")
             }
             ("mail.from", _) => "authrun <authrun@example.com>".into(),
+            ("store.kind", _) => "postgres".into(),
+            ("store.url", _) => "postgres://authrun:hunter2@127.0.0.1:5433/authrun".into(),
+            ("store.url_file", _) => {
+                std::fs::write(
+                    dir.join("database-url"),
+                    "postgres://authrun@db.example.com/authrun\n",
+                )
+                .unwrap();
+                at("database-url")
+            }
             ("notify", _) => r#"[{on = ["failed"], webhook = "https://chat.example.com/hook"}]"#.into(),
             ("totp.secret", _) => SECRET.into(),
             ("totp.secret_file", _) => {
@@ -1225,6 +1326,12 @@ mod tests {
         }
         if key == "mail.username" {
             with.push(("AUTHRUN_MAIL_PASSWORD", "hunter2"));
+        }
+        if key.starts_with("store.") && key != "store.kind" {
+            with.push(("AUTHRUN_STORE_KIND", "postgres"));
+        }
+        if key == "store.kind" || key == "store.pool_size" {
+            with.push(("AUTHRUN_STORE_URL", "postgres://authrun@127.0.0.1/authrun"));
         }
         if key == "auth.email_codes" {
             with.push(("AUTHRUN_AUTH_MODE", "operators"));

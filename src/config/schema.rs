@@ -32,6 +32,7 @@ pub struct Schema {
     pub totp: Totp,
     pub metrics: Metrics,
     pub mail: Mail,
+    pub store: Store,
     /// `[[notify]]`: who hears of runs' starts and ends, by mail or webhook.
     pub notify: Vec<NotifyEntry>,
 }
@@ -54,6 +55,7 @@ impl Default for Schema {
             totp: Totp::default(),
             metrics: Metrics::default(),
             mail: Mail::default(),
+            store: Store::default(),
             notify: Vec::new(),
         }
     }
@@ -486,6 +488,43 @@ impl fmt::Debug for Mail {
             .field("password_file", &self.password_file)
             .field("from", &self.from)
             .field("timeout_seconds", &self.timeout_seconds)
+            .finish()
+    }
+}
+
+/// `[store]`: where the state lives: files in `state_dir`, or a PostgreSQL database several instances
+/// share.
+#[derive(Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Store {
+    /// "files" (the state directory) or "postgres".
+    pub kind: String,
+    /// The database, `postgres://user:password@host:port/dbname`; at most one of `url` and `url_file`.
+    pub url: Option<String>,
+    /// A file holding the URL (it may hold a password).
+    pub url_file: Option<PathBuf>,
+    /// Connections to the database this instance keeps at most.
+    pub pool_size: usize,
+}
+
+impl Default for Store {
+    fn default() -> Self {
+        Self {
+            kind: "files".into(),
+            url: None,
+            url_file: None,
+            pool_size: 8,
+        }
+    }
+}
+
+impl fmt::Debug for Store {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Store")
+            .field("kind", &self.kind)
+            .field("url", &self.url.as_ref().map(|_| "<redacted>"))
+            .field("url_file", &self.url_file)
+            .field("pool_size", &self.pool_size)
             .finish()
     }
 }

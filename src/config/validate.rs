@@ -17,7 +17,7 @@ use super::sources::Sources;
 use super::{
     AccessConfig, ActionConfig, ActionId, Allowed, AuthMode, AuthSettings, Config, ConfigError, MailSecurity,
     MailSettings, Mailbox, MetricsConfig, NotifyRule, PublicUrl, RegulationSettings, Rotation, ScriptConfig,
-    SecretSource, ServerConfig, TotpSettings, WebhookTarget,
+    SecretSource, ServerConfig, StoreSettings, TotpSettings, WebhookTarget,
 };
 use crate::model::operator::{OperatorName, Role};
 use crate::model::run::RunStatus;
@@ -93,6 +93,7 @@ impl Check<'_> {
         let regulation = self.regulation(raw.regulation)?;
         let access = self.access(raw.access, &actions)?;
         let mail = self.mail(raw.mail)?;
+        let store = self.store(raw.store)?;
         let notify = raw
             .notify
             .into_iter()
@@ -128,7 +129,114 @@ impl Check<'_> {
             state_dir,
             mail,
             notify,
+            store,
         })
+    }
+
+    /// `[store]`: the files, or a database named by `url` or `url_file` (one from the environment
+    /// replaces the other from the file). The URL is checked here, never quoted: it may hold a password.
+    fn store(&self, raw: schema::Store) -> Result<StoreSettings, ConfigError> {
+        let pool_size = self.at_least_one(
+            "store.pool_size",
+            raw.pool_size,
+            "0 connections would answer no request",
+            "set how many connections to the database authrun may keep, at least 1 (default 8)",
+        )?;
+        match raw.kind.as_str() {
+            "files" => {
+                for (key, set) in [
+                    ("store.url", raw.url.is_some()),
+                    ("store.url_file", raw.url_file.is_some()),
+                ] {
+                    if set {
+                        return Err(self.error(
+                            key,
+                            "a database is named, but kind is \"files\", so it would not be used",
+                            "set kind = \"postgres\" to keep the state in the database, or remove it",
+                        ));
+                    }
+                }
+                Ok(StoreSettings::Files)
+            }
+            "postgres" => {
+                let url = self.secret_text(
+                    ("store.url", raw.url),
+                    ("store.url_file", raw.url_file),
+                    "the database URL",
+                )?;
+                let Some(url) = url else {
+                    return Err(self.error(
+                        "store.url",
+                        "kind is \"postgres\" but no database is named",
+                        "set url_file (or AUTHRUN_STORE_URL) to postgres://USER:PASSWORD@HOST:PORT/DBNAME",
+                    ));
+                };
+                if let Err(error) = url.parse::<tokio_postgres::Config>() {
+                    let key = if self.sources.is_default("store.url") {
+                        "store.url_file"
+                    } else {
+                        "store.url"
+                    };
+                    return Err(self.error(
+                        key,
+                        format!("the database URL cannot be read ({error})"),
+                        "write it as postgres://USER:PASSWORD@HOST:PORT/DBNAME",
+                    ));
+                }
+                Ok(StoreSettings::Postgres { url, pool_size })
+            }
+            _ => Err(self.error(
+                "store.kind",
+                "is neither \"files\" nor \"postgres\"",
+                "set kind = \"files\" (one instance) or \"postgres\" (several, on one database)",
+            )),
+        }
+    }
+
+    /// A secret given inline or in a file (`inline` and `file` name their keys); one from the environment
+    /// replaces the other from the file. `what` names it in errors; its text never appears in them.
+    fn secret_text(
+        &self,
+        (inline_key, inline): (&str, Option<String>),
+        (file_key, file): (&str, Option<PathBuf>),
+        what: &str,
+    ) -> Result<Option<String>, ConfigError> {
+        let from_env = |key| self.sources.is_from_environment(key);
+        let (inline, file) = match (inline, file) {
+            (Some(inline), Some(file)) => match (from_env(inline_key), from_env(file_key)) {
+                (true, false) => (Some(inline), None),
+                (false, true) => (None, Some(file)),
+                _ => {
+                    let (inline_name, file_name) = (last_part(inline_key), last_part(file_key));
+                    return Err(self.error(
+                        inline_key,
+                        format!("both `{inline_name}` and `{file_name}` are set"),
+                        "keep one of them",
+                    ));
+                }
+            },
+            other => other,
+        };
+        if let Some(file) = file {
+            let path = self.resolve(&file);
+            let text = std::fs::read_to_string(&path).map_err(|error| {
+                self.error(
+                    file_key,
+                    format!("{} cannot be read: {error}", shown_path(&path)),
+                    format!("point it at a file holding {what}, readable by authrun only"),
+                )
+            })?;
+            let text = text.trim().to_string();
+            if text.is_empty() {
+                return Err(self.error(
+                    file_key,
+                    format!("{} is empty", shown_path(&path)),
+                    format!("write {what} into it"),
+                ));
+            }
+            return Ok(Some(text));
+        }
+        Ok(inline.filter(|text| !text.trim().is_empty()))
     }
 
     /// An error about `key`. A key of an `[[actions]]` table (`actions.1.path`) is shown as `actions[2].path`
@@ -1021,6 +1129,11 @@ fn quoted(value: &str) -> String {
 }
 
 /// A path shown in an error, unless part of it could be a TOTP secret (`secret_file = "JBSW..."`).
+/// `store.url` -> `url`.
+fn last_part(key: &str) -> &str {
+    key.rsplit('.').next().unwrap_or(key)
+}
+
 fn shown_path(path: &Path) -> String {
     let secret_like = path
         .iter()

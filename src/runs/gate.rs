@@ -227,6 +227,21 @@ impl Gate {
         }
     }
 
+    /// Gives the admitted run the id the store chose (a store shared by several instances numbers
+    /// runs itself); later ids follow it.
+    pub fn renumber(&mut self, admission: &mut Admission, id: u64) {
+        if let Some(slot) = self.running_slot(admission.action, admission.id) {
+            slot.running = Some((id, admission.started));
+            admission.id = id;
+            self.next_id = self.next_id.max(id.saturating_add(1));
+        }
+    }
+
+    /// Step `step` was used elsewhere (another instance): no code of it or before is accepted here.
+    pub fn note_step(&mut self, step: u64) {
+        self.last_step = self.last_step.max(Some(step));
+    }
+
     /// Frees `action` from run `id`, which never started, and puts its cooldown back as it was. The code
     /// stays used.
     pub fn abandon(&mut self, action: usize, id: u64, previous_start: Option<OffsetDateTime>) {

@@ -42,7 +42,7 @@ use crate::runs::output::{self, LiveOutput};
 pub use crate::runs::owner::Owner;
 use crate::runs::process;
 use crate::store::file::atomic;
-use crate::store::{RunStore, StoreError};
+use crate::store::{Claim, ClaimError, RunClaim, RunStore, StoreError, Taken};
 
 /// The run to cancel is not going (it ended, or never was).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -139,15 +139,43 @@ impl Runner {
         now: OffsetDateTime,
         check: impl FnOnce(Option<u64>) -> CodeCheck,
     ) -> Result<Admission, Refusal> {
-        let admission = self.lock().admit(self.owner.index, now, check)?;
-        if let Err(error) = self.history.reserve(admission.id, admission.totp_step).await {
-            // No run id in this line: the id is given back, to the next run.
-            tracing::error!(%error, "a run could not be reserved; nothing started, nothing was used");
-            self.lock().take_back(&admission);
-            self.gate_freed();
-            return Err(Refusal::Unrecorded);
+        let mut admission = self.lock().admit(self.owner.index, now, check)?;
+        let claim = Claim {
+            id: admission.id,
+            totp_step: admission.totp_step,
+            run: Some(RunClaim {
+                action: self.owner.id.as_str(),
+                started: admission.started,
+                cooldown: self.script.cooldown,
+            }),
+        };
+        match self.history.claim(claim).await {
+            Ok(id) => {
+                if id != admission.id {
+                    self.lock().renumber(&mut admission, id);
+                }
+                Ok(admission)
+            }
+            Err(ClaimError::Store(error)) => {
+                // No run id in this line: the id is given back, to the next run.
+                tracing::error!(%error, "a run could not be reserved; nothing started, nothing was used");
+                self.lock().take_back(&admission);
+                self.gate_freed();
+                Err(Refusal::Unrecorded)
+            }
+            Err(ClaimError::Taken(taken)) => {
+                let mut gate = self.lock();
+                gate.take_back(&admission);
+                Err(match taken {
+                    Taken::Code => {
+                        gate.note_step(admission.totp_step);
+                        Refusal::ReplayedCode
+                    }
+                    Taken::Running { since } => Refusal::Running { since },
+                    Taken::CoolingDown { until } => Refusal::CoolingDown { until },
+                })
+            }
         }
-        Ok(admission)
     }
 
     /// Gives up an admitted run before it is recorded: the gate is free and the cooldown is as it was. The
@@ -156,6 +184,11 @@ impl Runner {
         self.lock()
             .abandon(self.owner.index, admission.id, admission.previous_start);
         self.gate_freed();
+        // A shared store frees the action for every instance; the file store has nothing to do.
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            let history = Arc::clone(&self.history);
+            runtime.spawn(async move { history.withdraw(admission.id).await });
+        }
     }
 
     /// Wakes a shutdown that found an admitted run holding the gate, now given up before its script

@@ -15,13 +15,14 @@ use crate::clock::SharedClock;
 use crate::config::ActionConfig;
 use crate::model::action::ActionId;
 use crate::model::operator::Method;
-use crate::model::run::Who;
+use crate::model::run::{RunStatus, Who};
+use crate::model::time::later;
 use crate::runs::gate::{Admission, CodeCheck, Gate, Refusal, Restored, State};
 use crate::runs::leftovers;
 use crate::runs::observer::Observers;
 use crate::runs::output::LiveOutput;
 use crate::runs::runner::{LaunchError, NotRunning, Owner, Runner};
-use crate::store::RunStore;
+use crate::store::{Claim, ClaimError, RunStore};
 
 /// Every action's runner, in the configuration's order, and their gate.
 #[derive(Debug)]
@@ -118,9 +119,29 @@ impl Runners {
             .unwrap_or_else(|| unreachable!("the configuration has at least one action"))
     }
 
-    /// The state of `action` at `now`.
+    /// The state of `action` at `now`. With a store other instances share, a run of theirs (or its
+    /// cooldown) shows too, as the history has it.
     pub fn state(&self, action: usize, now: OffsetDateTime) -> State {
-        self.gate.lock().state(action, now)
+        let state = self.gate.lock().state(action, now);
+        if state != State::Idle || !self.history.shared() {
+            return state;
+        }
+        let owner = self.action(action).owner();
+        let records = self.history.snapshot();
+        let Some(newest) = records.iter().rev().find(|record| owner.owns(record)) else {
+            return state;
+        };
+        if newest.status == RunStatus::Deploying {
+            return State::Running {
+                id: newest.id.unwrap_or_default(),
+                since: newest.time,
+            };
+        }
+        let until = later(newest.time, self.cooldown(action));
+        if now < until {
+            return State::CoolingDown { until };
+        }
+        state
     }
 
     pub fn cooldown(&self, action: usize) -> Duration {
@@ -146,12 +167,25 @@ impl Runners {
     /// accepted step, which it then becomes, durably (as a run's would), so it is never accepted again.
     pub async fn spend(&self, check: impl FnOnce(Option<u64>) -> CodeCheck) -> Result<u64, Refusal> {
         let (step, previous) = self.gate.lock().spend(check)?;
-        if let Err(error) = self.history.reserve(0, step).await {
-            tracing::error!(%error, "a code's use could not be recorded; it was not accepted");
-            self.gate.lock().unspend(step, previous);
-            return Err(Refusal::Unrecorded);
+        let claim = Claim {
+            id: 0,
+            totp_step: step,
+            run: None,
+        };
+        match self.history.claim(claim).await {
+            Ok(_) => Ok(step),
+            Err(ClaimError::Store(error)) => {
+                tracing::error!(%error, "a code's use could not be recorded; it was not accepted");
+                self.gate.lock().unspend(step, previous);
+                Err(Refusal::Unrecorded)
+            }
+            Err(ClaimError::Taken(_)) => {
+                let mut gate = self.gate.lock();
+                gate.unspend(step, previous);
+                gate.note_step(step);
+                Err(Refusal::ReplayedCode)
+            }
         }
-        Ok(step)
     }
 
     /// Gives up an admitted run before it is recorded (see [`Runner::abandon`]).

@@ -2,9 +2,10 @@
 //! audit log, each behind a small trait so that another store (a database) can stand in for the files.
 //!
 //! The traits speak the model's language only; `file` holds the embedded default, JSON and JSON-lines
-//! files written atomically.
+//! files written atomically; `postgres` a database several instances share.
 
 pub mod file;
+pub mod postgres;
 
 use std::fmt;
 use std::io;
@@ -51,6 +52,12 @@ pub enum StoreError {
     /// What a change needed was changed by another request meanwhile (a code spent, an operator removed).
     #[error("the state changed meanwhile; nothing was done")]
     Conflict,
+    /// The database could not be reached or refused the work. The reason is the server's message,
+    /// which never holds the connection URL.
+    #[error(
+        "the database could not be {action}: {reason}\n  fix: check that PostgreSQL is running and that [store] url names it"
+    )]
+    Database { action: &'static str, reason: String },
     #[error(
         "{} {path}: cannot be {action}: {source}\n  fix: check that the path and its directory are writable",
         kind.what
@@ -87,6 +94,45 @@ impl StateFile {
     }
 }
 
+/// What [`RunStore::claim`] is asked to make used: a code's step and, for a run, the run.
+#[derive(Debug, Clone, Copy)]
+pub struct Claim<'a> {
+    /// The id this instance would give the run (0: a sign-in, no run).
+    pub id: u64,
+    pub totp_step: u64,
+    pub run: Option<RunClaim<'a>>,
+}
+
+/// The run a [`Claim`] starts.
+#[derive(Debug, Clone, Copy)]
+pub struct RunClaim<'a> {
+    /// The action's id.
+    pub action: &'a str,
+    pub started: time::OffsetDateTime,
+    pub cooldown: std::time::Duration,
+}
+
+/// Why a claim was not granted.
+#[derive(Debug, thiserror::Error)]
+pub enum ClaimError {
+    /// Another instance got there first: the step, or the action, is taken.
+    #[error("taken by another instance")]
+    Taken(Taken),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// What another instance took first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Taken {
+    /// The code's step (or a later one) was used.
+    Code,
+    /// A run of the action is going, since then.
+    Running { since: time::OffsetDateTime },
+    /// The action started a run too recently.
+    CoolingDown { until: time::OffsetDateTime },
+}
+
 /// The history of runs, oldest first.
 #[async_trait::async_trait]
 pub trait RunStore: Send + Sync + fmt::Debug {
@@ -111,6 +157,25 @@ pub trait RunStore: Send + Sync + fmt::Debug {
     /// so neither is given again, also after a restart and whether or not the run is ever recorded. On
     /// error nothing was kept.
     async fn reserve(&self, id: u64, totp_step: u64) -> Result<(), StoreError>;
+
+    /// [`RunStore::reserve`] where several instances share the store: the store itself decides, in one
+    /// atomic step, whether the code's step is still unused and (for a run) whether the action is free
+    /// and out of its cooldown, and gives the run its id, which may differ from `claim.id`. A store of
+    /// one instance reserves what the gate decided.
+    async fn claim(&self, claim: Claim<'_>) -> Result<u64, ClaimError> {
+        self.reserve(claim.id, claim.totp_step).await?;
+        Ok(claim.id)
+    }
+
+    /// Whether other instances share this store: their runs then show in the history without this
+    /// instance's gate knowing of them.
+    fn shared(&self) -> bool {
+        false
+    }
+
+    /// Forgets run `id`, claimed but given up before it was recorded, so its action is free again. The
+    /// code stays used.
+    async fn withdraw(&self, _id: u64) {}
 
     /// Run `id`, if the history still holds it.
     fn record(&self, id: u64) -> Option<RunRecord> {

@@ -464,6 +464,11 @@ pub fn code_now(secret: &str) -> String {
     authenticator(secret).code_at(now_unix())
 }
 
+/// The code an authenticator app with the default settings shows at `unix` for the base32 `secret`.
+pub fn code_at(secret: &str, unix: u64) -> String {
+    authenticator(secret).code_at(unix)
+}
+
 /// A code that a server configured with [`SECRET`] accepts at none of the steps around now (two either
 /// side, so a step boundary between computing and checking it changes nothing).
 pub fn wrong_code() -> String {

@@ -7,6 +7,8 @@ use std::path::Path;
 
 use serde_json::Value;
 
+pub mod postgres;
+
 /// Writes an executable script at `path`.
 pub fn write_script(path: &Path, body: &str) {
     std::fs::write(path, body).expect("write script");

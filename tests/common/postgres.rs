@@ -1,0 +1,181 @@
+//! A real PostgreSQL for the tests of `[store] kind = "postgres"`: Debian's binaries (installed by
+//! `scripts/test.sh`), a cluster `initdb`-ed into a temp dir and started with `pg_ctl` on a free port of
+//! 127.0.0.1, stopped (`pg_ctl stop -m fast`) when the guard is dropped. No system service is used. A test
+//! that cannot start it fails, saying why: it is never skipped.
+
+use std::os::unix::fs::MetadataExt;
+use std::path::PathBuf;
+use std::process::Command;
+
+use tempfile::TempDir;
+
+/// A running PostgreSQL cluster of one test.
+pub struct Postgres {
+    dir: TempDir,
+    bin: PathBuf,
+    pub port: u16,
+    /// Commands run as this user (`postgres` when the tests run as root: initdb refuses root).
+    run_as: Option<&'static str>,
+}
+
+impl Postgres {
+    /// initdb, then start on a free port, with a database `authrun`.
+    pub fn start() -> Self {
+        let bin = binaries();
+        let dir = tempfile::Builder::new()
+            .prefix("authrun-pg")
+            .tempdir()
+            .expect("create a temp dir for PostgreSQL");
+        let root = std::fs::metadata("/proc/self")
+            .map(|m| m.uid() == 0)
+            .unwrap_or(false);
+        let run_as = root.then_some("postgres");
+        if root {
+            ok(
+                Command::new("chown").args(["-R", "postgres:"]).arg(dir.path()),
+                "chown the cluster's dir",
+            );
+        }
+        let postgres = Self {
+            dir,
+            bin,
+            port: super::free_port(),
+            run_as,
+        };
+        postgres.tool(
+            "initdb",
+            &[
+                "-D",
+                &postgres.data(),
+                "-U",
+                "postgres",
+                "--auth=trust",
+                "-E",
+                "UTF8",
+                "--no-sync",
+            ],
+        );
+        postgres.start_server();
+        postgres.psql("postgres", "CREATE DATABASE authrun");
+        postgres
+    }
+
+    /// Starts the server (again, after [`Postgres::stop`]) and waits until it takes connections.
+    pub fn start_server(&self) {
+        let options = format!(
+            "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=200",
+            self.port,
+            self.dir.path().display()
+        );
+        let log = self.dir.path().join("server.log").display().to_string();
+        self.tool(
+            "pg_ctl",
+            &["-D", &self.data(), "-o", &options, "-l", &log, "-w", "start"],
+        );
+    }
+
+    /// Stops the server (`pg_ctl stop -m fast`).
+    pub fn stop(&self) {
+        self.tool("pg_ctl", &["-D", &self.data(), "-m", "fast", "-w", "stop"]);
+    }
+
+    /// The URL of database `authrun`.
+    pub fn url(&self) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/authrun", self.port)
+    }
+
+    /// Runs `sql` in database `db` with psql; returns its unaligned output, trimmed.
+    pub fn psql(&self, db: &str, sql: &str) -> String {
+        let port = self.port.to_string();
+        self.tool(
+            "psql",
+            &[
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &port,
+                "-U",
+                "postgres",
+                "-d",
+                db,
+                "-Atq",
+                "-c",
+                sql,
+            ],
+        )
+        .trim()
+        .to_string()
+    }
+
+    fn data(&self) -> String {
+        self.dir.path().join("data").display().to_string()
+    }
+
+    /// Runs PostgreSQL's `name` with `args`, as the cluster's owner; fails the test when it fails.
+    fn tool(&self, name: &str, args: &[&str]) -> String {
+        let program = self.bin.join(name);
+        let mut command = match self.run_as {
+            Some(user) => {
+                let mut command = Command::new("runuser");
+                command.args(["-u", user, "--"]).arg(&program);
+                command
+            }
+            None => Command::new(&program),
+        };
+        command.args(args).current_dir(self.dir.path());
+        ok(&mut command, name)
+    }
+}
+
+impl Drop for Postgres {
+    fn drop(&mut self) {
+        let program = self.bin.join("pg_ctl");
+        let data = self.data();
+        let mut command = match self.run_as {
+            Some(user) => {
+                let mut command = Command::new("runuser");
+                command.args(["-u", user, "--"]).arg(&program);
+                command
+            }
+            None => Command::new(&program),
+        };
+        let _ = command.args(["-D", &data, "-m", "fast", "-w", "stop"]).output();
+    }
+}
+
+/// The newest `/usr/lib/postgresql/<version>/bin` holding initdb.
+fn binaries() -> PathBuf {
+    let mut found: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|entry| {
+            let version = entry.file_name().to_str()?.parse().ok()?;
+            let bin = entry.path().join("bin");
+            bin.join("initdb").is_file().then_some((version, bin))
+        })
+        .collect();
+    found.sort();
+    match found.pop() {
+        Some((_, bin)) => bin,
+        None => panic!(
+            "PostgreSQL is not installed (no /usr/lib/postgresql/*/bin/initdb): these tests need it; \
+             run scripts/test.sh, which installs Debian's `postgresql` package"
+        ),
+    }
+}
+
+/// Runs `command`; its stdout, or the test fails with what it printed.
+fn ok(command: &mut Command, what: &str) -> String {
+    let output = command
+        .output()
+        .unwrap_or_else(|error| panic!("{what} cannot be started: {error}"));
+    assert!(
+        output.status.success(),
+        "{what} failed ({}):\n{}\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
