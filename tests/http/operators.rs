@@ -714,3 +714,28 @@ async fn account_makes_new_backup_codes_for_a_code_from_the_app_only() {
     // Without a session: 401.
     assert_eq!(app.get("/account").await.status, 401);
 }
+
+#[tokio::test]
+async fn in_shared_mode_login_takes_a_code_alone_and_opens_old_output_without_a_run() {
+    let app = TestApp::builder().cooldown(0).build();
+    let started = crate::helpers::start_run(&app, &app.code_now()).await;
+    app.wait_for_run(started).await;
+    let log = format!("/runs/{started}/log");
+    assert_eq!(app.get(&log).await.status, 401);
+    app.advance(30);
+    let request = form_request(
+        "/login",
+        &format!("code={}", app.code_now()),
+        &[("accept", "application/json")],
+    );
+    let signed_in = app.send(request).await;
+    assert_eq!(signed_in.status, 200, "{}", signed_in.text());
+    assert_eq!(signed_in.json()["user"], serde_json::Value::Null);
+    let cookie = signed_in.session_cookie().expect("a session");
+    assert_eq!(app.get_with(&log, &[("cookie", &cookie)]).await.status, 200);
+    assert_eq!(app.script_runs(), 1, "signing in started nothing");
+    // The code is spent: it starts no run afterwards.
+    let again = app.post_verify(&app.code_now()).await;
+    assert_eq!(again.status, 401);
+    assert_eq!(again.json()["error"], "replayed_code");
+}
