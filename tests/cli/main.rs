@@ -16,6 +16,7 @@ mod attack;
 mod attacks;
 mod audit;
 mod commands;
+mod failover;
 mod instances;
 mod mail;
 mod operators;
