@@ -25,4 +25,5 @@ mod processes;
 mod security;
 mod serve;
 mod service;
+mod store_commands;
 mod support;

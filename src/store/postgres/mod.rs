@@ -12,6 +12,7 @@
 mod documents;
 mod lease;
 mod runs;
+pub mod transfer;
 
 use std::sync::Arc;
 use std::time::Duration;
