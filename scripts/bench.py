@@ -17,6 +17,8 @@ STAMP = os.path.join(RELEASE, "examples", "stamp")
 BENCH_RUNS = os.path.join(RELEASE, "examples", "bench_runs")
 SECRET = "JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP"
 QUICK = "--quick" in sys.argv
+# Only the figures of several instances on one PostgreSQL (scripts/bench_pg.py).
+PG_ONLY = "--pg-only" in sys.argv
 DURATION = "3s" if QUICK else "10s"
 CONNECTIONS = [1, 16, 64]
 
@@ -138,6 +140,12 @@ def main():
     results = {"machine": {"cpus": os.cpu_count(), "kernel": platform.release(),
                            "cpu": cpu_model(), "duration_per_wrk_run": DURATION},
                "notes": "wrk runs on the same 2 cores as the server; ratios are the headline."}
+    if PG_ONLY:
+        import bench_pg
+        results["several_instances"] = bench_pg.measure(QUICK)
+        write_results(results, "results_pg.json")
+        bench_pg.summarize(results["several_instances"])
+        return
 
     # 1-3. Throughput and p99 of the status endpoint and the page, against the baseline.
     # The 100,000-entry history is measured twice: with the default answer (its newest 100 runs), and
@@ -223,12 +231,22 @@ def main():
         "ratio_through_cat": round(authrun_ms / median(run_figures["output_through_cat_to_file_ms"]), 3),
     }
 
+    # 8. Several instances on one PostgreSQL, when it is installed.
+    import bench_pg
+    results["several_instances"] = bench_pg.measure(QUICK)
+
+    out = write_results(results, "results.json")
+    summarize(results)
+    bench_pg.summarize(results["several_instances"])
+    print(f"\nwritten to {out}")
+
+
+def write_results(results, name):
     os.makedirs(os.path.join(TARGET, "bench"), exist_ok=True)
-    out = os.path.join(TARGET, "bench", "results.json")
+    out = os.path.join(TARGET, "bench", name)
     with open(out, "w") as f:
         json.dump(results, f, indent=2)
-    summarize(results)
-    print(f"\nwritten to {out}")
+    return out
 
 
 def wrk_with_rss(server, path, connections, peak):

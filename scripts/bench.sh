@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Benchmarks authrun against a minimal axum server on this machine; see BENCHMARKS.md.
-# Usage: scripts/bench.sh [--quick]   (writes target/bench/results.json and prints a summary)
+# Usage: scripts/bench.sh [--quick] [--pg-only]   (writes target/bench/results.json and prints a summary)
+# With PostgreSQL installed (Debian's `postgresql`), it also measures two instances on one database
+# (scripts/bench_pg.py); --pg-only measures only that, into target/bench/results_pg.json.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

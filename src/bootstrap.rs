@@ -57,7 +57,12 @@ struct Stores {
 /// Opens the state named by `[store]`: [`open`] for the files; for a database, migrates it, reads it
 /// and listens for the changes other instances make.
 pub async fn start(config: Config, secret: &SecretKey, clock: SharedClock) -> Result<AppState, StartError> {
-    let StoreSettings::Postgres { url, pool_size } = &config.store else {
+    let StoreSettings::Postgres {
+        url,
+        pool_size,
+        lease,
+    } = &config.store
+    else {
         return open(config, secret, clock);
     };
     create_state_dir(&config)?;
@@ -68,9 +73,11 @@ pub async fn start(config: Config, secret: &SecretKey, clock: SharedClock) -> Re
         config.history_retention,
         &first,
         !config.auth.operators(),
+        *lease,
     )
     .await?;
     postgres::listen(&database, opened.clone());
+    postgres::keep_leases(Arc::clone(&opened.runs), Arc::clone(&clock));
     let stores = Stores {
         history: opened.runs,
         regulation: opened.regulation,

@@ -121,9 +121,23 @@ pub enum AppError {
     /// 503: the run was admitted but could not be recorded or started; the cause is in the server log.
     #[error("The run could not be started; the server log says why.")]
     LaunchFailed,
+    /// 503: the database the state is kept in (`[store] kind = "postgres"`) cannot be reached, so no
+    /// code is spent and no run starts without its record.
+    #[error("The database cannot be reached; nothing was started.")]
+    StoreUnavailable,
 }
 
 impl AppError {
+    /// The refusal of a change to the state that `error` kept from being written: the database's own
+    /// when it is the database that failed.
+    pub fn unwritten(error: &crate::store::StoreError) -> Self {
+        if error.is_database() {
+            Self::StoreUnavailable
+        } else {
+            Self::StateUnavailable
+        }
+    }
+
     pub fn status(&self) -> StatusCode {
         match self {
             Self::MissingCode
@@ -150,9 +164,11 @@ impl AppError {
             Self::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
             Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Self::NotFound => StatusCode::NOT_FOUND,
-            Self::ShuttingDown | Self::LaunchFailed | Self::AuditUnavailable | Self::StateUnavailable => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
+            Self::ShuttingDown
+            | Self::LaunchFailed
+            | Self::AuditUnavailable
+            | Self::StateUnavailable
+            | Self::StoreUnavailable => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -193,6 +209,7 @@ impl AppError {
             Self::NotAdmin => "not_admin",
             Self::NotSignedIn => "not_signed_in",
             Self::StateUnavailable => "state_unavailable",
+            Self::StoreUnavailable => "store_unavailable",
         }
     }
 

@@ -36,6 +36,7 @@ use crate::model::regulation::RegulationEvent;
 use crate::model::run::Who;
 use crate::model::time::format_time;
 use crate::runs::gate::{Admission, Refusal};
+use crate::runs::runner::LaunchError;
 use crate::runs::runners::Runners;
 use crate::store::AuditSink;
 
@@ -178,6 +179,7 @@ impl Judged {
             Refusal::Busy { limit } => (Outcome::Busy, AppError::Busy { limit }),
             Refusal::ShuttingDown => (Outcome::Unavailable, AppError::ShuttingDown),
             Refusal::Unrecorded => (Outcome::Unavailable, AppError::LaunchFailed),
+            Refusal::StoreUnavailable => (Outcome::Unavailable, AppError::StoreUnavailable),
         };
         Self {
             outcome,
@@ -218,7 +220,10 @@ impl Gatekeeper {
         let method = proven.method.unwrap_or(Method::Totp);
         self.runner.launch(admission, by, method).await.map_err(|error| {
             tracing::error!(run = id, %error, "the run could not start");
-            AppError::LaunchFailed
+            match error {
+                LaunchError::History(error) if error.is_database() => AppError::StoreUnavailable,
+                _ => AppError::LaunchFailed,
+            }
         })?;
         let owner = self.runner.action(action).owner();
         Ok(Started {
@@ -453,6 +458,9 @@ impl Gatekeeper {
             match error {
                 crate::store::StoreError::Conflict => {
                     Judged::failure(Outcome::Replayed, AppError::ReplayedCode)
+                }
+                error if error.is_database() => {
+                    Judged::refused(Outcome::Unavailable, AppError::StoreUnavailable)
                 }
                 _ => Judged::refused(Outcome::Unavailable, AppError::StateUnavailable),
             }

@@ -1,7 +1,9 @@
 //! The command line: `serve` (the default), `qr`, `secret`, `check-config`, `example-config`, `token`,
-//! `unlock`, `mail test`, and `operator ...` (in `operators`).
+//! `unlock`, `mail test`, `operator ...` (in `operators`), `store migrate` and `history export` (in
+//! `store`).
 
 mod operators;
+mod store;
 
 use std::future::Future;
 use std::io::IsTerminal;
@@ -100,6 +102,16 @@ pub enum Command {
         #[command(subcommand)]
         command: MailCommand,
     },
+    /// Move the state into the database of [store] (several instances).
+    Store {
+        #[command(subcommand)]
+        command: store::StoreCommand,
+    },
+    /// The history of runs.
+    History {
+        #[command(subcommand)]
+        command: store::HistoryCommand,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -131,6 +143,14 @@ pub async fn run(cli: Cli) -> ExitCode {
         Command::Mail {
             command: MailCommand::Test { address },
         } => mail_test(config_file, &address).await,
+        Command::Store { command } => match load(config_file, None) {
+            Ok(config) => store::run(&config, command).await,
+            Err(error) => fail(error, EXIT_CONFIG),
+        },
+        Command::History { command } => match load(config_file, None) {
+            Ok(config) => store::export(&config, command).await,
+            Err(error) => fail(error, EXIT_CONFIG),
+        },
         Command::Qr { png } => show_qr(config_file, png.as_deref()),
         Command::Secret => {
             println!("{}", generate_secret());

@@ -102,6 +102,8 @@ pub enum StoreSettings {
         url: String,
         /// Connections kept at most.
         pool_size: usize,
+        /// How long a run's lease lasts before another instance may mark the run "Interrupted".
+        lease: std::time::Duration,
     },
 }
 
@@ -116,10 +118,15 @@ impl std::fmt::Debug for StoreSettings {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Self::Files => f.write_str("Files"),
-            Self::Postgres { url, pool_size } => f
+            Self::Postgres {
+                url,
+                pool_size,
+                lease,
+            } => f
                 .debug_struct("Postgres")
                 .field("url", &format_args!("set ({} characters)", url.len()))
                 .field("pool_size", pool_size)
+                .field("lease", lease)
                 .finish(),
         }
     }
@@ -512,7 +519,8 @@ mod tests {
             config.store,
             StoreSettings::Postgres {
                 url: url.into(),
-                pool_size: 8
+                pool_size: 8,
+                lease: std::time::Duration::from_secs(30),
             }
         );
         assert!(!format!("{config:?}").contains("hunter2"), "{config:?}");
@@ -1330,7 +1338,7 @@ mod tests {
         if key.starts_with("store.") && key != "store.kind" {
             with.push(("AUTHRUN_STORE_KIND", "postgres"));
         }
-        if key == "store.kind" || key == "store.pool_size" {
+        if key == "store.kind" || key == "store.pool_size" || key == "store.lease_seconds" {
             with.push(("AUTHRUN_STORE_URL", "postgres://authrun@127.0.0.1/authrun"));
         }
         if key == "auth.email_codes" {

@@ -505,6 +505,9 @@ pub struct Store {
     pub url_file: Option<PathBuf>,
     /// Connections to the database this instance keeps at most.
     pub pool_size: usize,
+    /// How long a run's lease lasts: the instance running it renews it every few seconds; once it has
+    /// run out (the instance crashed or lost the database), any instance marks the run "Interrupted".
+    pub lease_seconds: u64,
 }
 
 impl Default for Store {
@@ -514,6 +517,7 @@ impl Default for Store {
             url: None,
             url_file: None,
             pool_size: 8,
+            lease_seconds: 30,
         }
     }
 }
@@ -525,6 +529,7 @@ impl fmt::Debug for Store {
             .field("url", &self.url.as_ref().map(|_| "<redacted>"))
             .field("url_file", &self.url_file)
             .field("pool_size", &self.pool_size)
+            .field("lease_seconds", &self.lease_seconds)
             .finish()
     }
 }

@@ -142,6 +142,12 @@ impl Check<'_> {
             "0 connections would answer no request",
             "set how many connections to the database authrun may keep, at least 1 (default 8)",
         )?;
+        let lease_seconds = self.at_least_one(
+            "store.lease_seconds",
+            raw.lease_seconds,
+            "a lease of 0 seconds would run out at once and interrupt every run",
+            "set how long a run's lease lasts, in seconds, at least 1 (default 30)",
+        )?;
         match raw.kind.as_str() {
             "files" => {
                 for (key, set) in [
@@ -183,7 +189,11 @@ impl Check<'_> {
                         "write it as postgres://USER:PASSWORD@HOST:PORT/DBNAME",
                     ));
                 }
-                Ok(StoreSettings::Postgres { url, pool_size })
+                Ok(StoreSettings::Postgres {
+                    url,
+                    pool_size,
+                    lease: std::time::Duration::from_secs(lease_seconds),
+                })
             }
             _ => Err(self.error(
                 "store.kind",

@@ -51,6 +51,8 @@ pub enum Refusal {
     ShuttingDown,
     /// The run could not be recorded before it started (the store failed); nothing was used up.
     Unrecorded,
+    /// As [`Refusal::Unrecorded`], because the database the state is kept in cannot be reached.
+    StoreUnavailable,
 }
 
 /// What a code check found: the step the code belongs to, or why it is refused.

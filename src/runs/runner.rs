@@ -161,7 +161,11 @@ impl Runner {
                 tracing::error!(%error, "a run could not be reserved; nothing started, nothing was used");
                 self.lock().take_back(&admission);
                 self.gate_freed();
-                Err(Refusal::Unrecorded)
+                Err(if error.is_database() {
+                    Refusal::StoreUnavailable
+                } else {
+                    Refusal::Unrecorded
+                })
             }
             Err(ClaimError::Taken(taken)) => {
                 let mut gate = self.lock();

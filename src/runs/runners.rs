@@ -177,7 +177,11 @@ impl Runners {
             Err(ClaimError::Store(error)) => {
                 tracing::error!(%error, "a code's use could not be recorded; it was not accepted");
                 self.gate.lock().unspend(step, previous);
-                Err(Refusal::Unrecorded)
+                Err(if error.is_database() {
+                    Refusal::StoreUnavailable
+                } else {
+                    Refusal::Unrecorded
+                })
             }
             Err(ClaimError::Taken(_)) => {
                 let mut gate = self.gate.lock();

@@ -71,6 +71,14 @@ pub enum StoreError {
     },
 }
 
+impl StoreError {
+    /// Whether the database could not be reached or refused the work (as opposed to a refusal by the
+    /// rules, or a file's fault): what a client is told as `store_unavailable`.
+    pub fn is_database(&self) -> bool {
+        matches!(self, Self::Database { .. })
+    }
+}
+
 impl StateFile {
     /// `path` holds JSON that `error` could not read; the error names the position.
     pub fn corrupt(self, path: &Path, error: &serde_json::Error) -> StoreError {

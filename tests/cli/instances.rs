@@ -12,7 +12,7 @@ use crate::support::{SECRET, Server, Workspace, code_now, post_code, serve_confi
 const SLOW_SCRIPT: &str = "#!/bin/sh\nsleep 2\necho deployed\n";
 
 /// A workspace whose authrun keeps its state in `postgres`, with `script_keys` in `[script]`.
-fn instance(postgres: &Postgres, script: &str, script_keys: &str) -> Workspace {
+pub(crate) fn instance(postgres: &Postgres, script: &str, script_keys: &str) -> Workspace {
     let workspace = Workspace::configured(script, script_keys);
     let config = workspace.read("authrun.toml");
     workspace.write(
@@ -26,7 +26,7 @@ fn instance(postgres: &Postgres, script: &str, script_keys: &str) -> Workspace {
 }
 
 /// The runs `server` shows in `/get_deploy_status`.
-fn history(server: &Server) -> Vec<Value> {
+pub(crate) fn history(server: &Server) -> Vec<Value> {
     let reply = server.get("/get_deploy_status");
     assert_eq!(reply.status, 200, "{}", reply.body);
     reply.json()["history"].as_array().cloned().unwrap_or_default()
@@ -48,9 +48,9 @@ fn two_instances_starting_together_on_a_fresh_database_both_serve_and_migrate_on
     assert_eq!(b.get("/get_deploy_status").status, 200);
     let applied = postgres.psql(
         "authrun",
-        "SELECT string_agg(version::text, ',') FROM schema_migrations",
+        "SELECT string_agg(version::text, ',' ORDER BY version) FROM schema_migrations",
     );
-    assert_eq!(applied, "1", "each migration is applied once");
+    assert_eq!(applied, "1,100", "each migration is applied once");
     let tables = postgres.psql(
         "authrun",
         "SELECT count(*) FROM pg_tables WHERE schemaname = 'public' AND tablename IN ('runs', 'used_steps', 'documents')",
@@ -170,17 +170,28 @@ fn without_its_database_a_run_is_refused_503_and_authrun_recovers_when_it_is_bac
     let a = instance(&postgres, "#!/bin/sh\necho deployed\n", "cooldown_seconds = 0");
     let server = serve_configured(&a, &[]);
     postgres.stop();
-    let (status, answer) = post_code(&server, &code_now(SECRET));
-    assert_eq!(status, 503, "{answer}");
-    assert!(
-        answer["message"].as_str().is_some_and(|m| !m.is_empty()),
+    let code = code_now(SECRET);
+    let (status, answer) = post_code(&server, &code);
+    assert_eq!(
+        (status, answer["error"].as_str(), answer["message"].as_str()),
+        (
+            503,
+            Some("store_unavailable"),
+            Some("The database cannot be reached; nothing was started.")
+        ),
         "{answer}"
     );
     // The history is still answered, from memory.
-    assert_eq!(server.get("/get_deploy_status").status, 200);
+    let status = server.get("/get_deploy_status");
+    assert_eq!(status.status, 200);
+    assert_eq!(status.json()["history"].as_array().map(Vec::len), Some(0));
     postgres.start_server();
-    let later = crate::support::code_at(SECRET, crate::support::now_unix() + 30);
-    let (status, answer) = post_code(&server, &later);
+    // Nothing was kept of the refused attempt: the same code starts the run once the database is back,
+    // without restarting authrun (its pool connects again by itself).
+    let (status, answer) = post_code(&server, &code);
     assert_eq!(status, 200, "{answer}\n{}", server.stderr());
     assert_eq!(postgres.psql("authrun", "SELECT count(*) FROM runs"), "1");
+    wait_for("the run to end", || {
+        (history(&server).first()?["status"] == "Deploy succeeded").then_some(())
+    });
 }

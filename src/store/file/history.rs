@@ -245,6 +245,36 @@ async fn write(path: &Path, bytes: Vec<u8>) -> std::io::Result<()> {
         .unwrap_or_else(|join| Err(std::io::Error::other(join)))
 }
 
+/// A history file and its mark as they are on disk, read without changing either (runs left
+/// "Deploying" stay so): for `authrun store migrate` and `authrun history export`.
+#[derive(Debug, Default)]
+pub struct HistoryFile {
+    pub records: Vec<RunRecord>,
+    /// The highest run id given, the mark's included.
+    pub last_id: u64,
+    /// The newest code step used, the mark's included.
+    pub last_totp_step: Option<u64>,
+}
+
+impl HistoryFile {
+    pub fn read(path: &Path) -> Result<Self, StoreError> {
+        let records = read_file(path)?;
+        let mark = read_mark(&mark_path(path))?;
+        let last_id = records.iter().filter_map(|r| r.id).max().unwrap_or(0);
+        let last_step = records.iter().filter_map(|r| r.totp_step).max();
+        Ok(Self {
+            last_id: last_id.max(mark.last_id),
+            last_totp_step: last_step.max(mark.last_totp_step),
+            records,
+        })
+    }
+}
+
+/// `records` as the history file holds them: a JSON array, oldest first, one field a line.
+pub fn to_json(records: &[RunRecord]) -> Vec<u8> {
+    serialize(records)
+}
+
 /// `history.json.mark` beside `history.json`.
 fn mark_path(history: &Path) -> PathBuf {
     let mut name = history.file_name().unwrap_or_default().to_os_string();

@@ -43,6 +43,11 @@ impl RegulationStore for FileRegulation {
     }
 }
 
+/// The state file as it is (a missing one: a clean slate).
+pub fn read(path: &Path) -> Result<RegulationState, StoreError> {
+    shared::read(REGULATION_STATE, path)
+}
+
 /// Clears bans from the state file, for `authrun unlock`: one client's, or (with `None`) every ban, the
 /// pause and the failures counted towards the next (the doubling stays). Returns how many blocks were
 /// lifted. A running server picks the change up at its next attempt.

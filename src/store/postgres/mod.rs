@@ -10,7 +10,9 @@
 //! The schema is created and changed by the migrations embedded in the binary ([`migrate`]), at start-up.
 
 mod documents;
+mod lease;
 mod runs;
+pub mod transfer;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -20,6 +22,7 @@ use futures_util::StreamExt;
 use tokio_postgres::{AsyncMessage, NoTls};
 
 pub use documents::Document;
+pub use lease::keep_leases;
 pub use runs::PgRuns;
 
 use crate::model::operator::Operators;
@@ -37,11 +40,18 @@ struct Migration {
 }
 
 /// Every migration, oldest first. A released migration is never edited: a change is a new one.
-const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    name: "runs, used steps, documents",
-    sql: include_str!("migrations/0001_init.sql"),
-}];
+const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "runs, used steps, documents",
+        sql: include_str!("migrations/0001_init.sql"),
+    },
+    Migration {
+        version: 100,
+        name: "a lease on running runs",
+        sql: include_str!("migrations/0100_lease.sql"),
+    },
+];
 
 /// Taken by [`migrate`] for its transaction, so that instances starting together migrate one at a time.
 const MIGRATION_LOCK: i64 = 0x6175_7468_7275_6e01;
@@ -158,16 +168,20 @@ pub struct Stores {
 }
 
 impl Stores {
-    /// Migrates the database and reads what it holds. `shared_codes`: the shared secret's codes are
+    /// Migrates the database and reads what it holds; the runs this instance starts hold a `lease`.
+    /// `shared_codes`: the shared secret's codes are
     /// claimed in the database (shared mode); operators' codes are spent in their document instead.
     pub async fn open(
         database: &Database,
         retention: usize,
         first_action: &str,
         shared_codes: bool,
+        lease: Duration,
     ) -> Result<Self, StoreError> {
         migrate(database).await?;
-        let runs = PgRuns::open(database.clone(), retention, first_action, shared_codes).await?;
+        let runs = PgRuns::open(database.clone(), retention, first_action, shared_codes)
+            .await?
+            .with_lease(lease);
         Ok(Self {
             runs: Arc::new(runs),
             regulation: Arc::new(Document::open(database.clone(), "regulation", false).await?),

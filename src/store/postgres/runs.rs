@@ -8,9 +8,10 @@
 //!
 //! Reads are served from memory, refreshed when any instance tells of a change.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 use parking_lot::Mutex;
 use time::OffsetDateTime;
@@ -38,6 +39,10 @@ pub struct PgRuns {
     version: AtomicU64,
     /// The newest shared step this instance knows to be used.
     last_step: Mutex<Option<u64>>,
+    /// How long the lease of a run this instance starts lasts (see `lease`).
+    lease: Duration,
+    /// The runs this instance claimed whose end is not yet in the database: it renews their leases.
+    held: Mutex<HashSet<i64>>,
 }
 
 impl PgRuns {
@@ -58,9 +63,55 @@ impl PgRuns {
             interrupted,
             version: AtomicU64::new(0),
             last_step: Mutex::new(None),
+            lease: Duration::from_secs(30),
+            held: Mutex::new(HashSet::new()),
         };
         runs.refresh().await?;
         Ok(runs)
+    }
+
+    /// The runs this instance starts hold a lease of `lease` (30 s unless told).
+    pub fn with_lease(mut self, lease: Duration) -> Self {
+        self.lease = lease;
+        self
+    }
+
+    pub(super) fn database(&self) -> &Database {
+        &self.database
+    }
+
+    pub(super) fn lease(&self) -> Duration {
+        self.lease
+    }
+
+    /// The runs whose leases this instance renews.
+    pub(super) fn held(&self) -> Vec<i64> {
+        self.held.lock().iter().copied().collect()
+    }
+
+    /// Writes again the runs this instance holds whose end is known here but was not written (the
+    /// database was away when they ended): until it is, they stay held and their leases renewed, so no
+    /// instance marks a run "Interrupted" that ended.
+    pub(super) async fn write_ended(&self) {
+        let ended: Vec<RunRecord> = {
+            let held = self.held.lock();
+            self.snapshot()
+                .iter()
+                .filter(|record| record.status != RunStatus::Deploying)
+                .filter(|record| {
+                    record
+                        .id
+                        .and_then(|id| i64::try_from(id).ok())
+                        .is_some_and(|id| held.contains(&id))
+                })
+                .cloned()
+                .collect()
+        };
+        for record in ended {
+            if let Err(error) = self.save(&record).await {
+                tracing::warn!(run = record.id, %error, "the end of a run is still not written");
+            }
+        }
     }
 
     /// Reads the history and the used step again.
@@ -124,7 +175,11 @@ impl PgRuns {
             .execute("SELECT pg_notify($1, 'runs')", &[&CHANNEL])
             .await
             .map_err(writing)?;
-        transaction.commit().await.map_err(writing)
+        transaction.commit().await.map_err(writing)?;
+        if !running {
+            self.held.lock().remove(&id);
+        }
+        Ok(())
     }
 
     /// Puts `record` in memory, in place of the run of its id, keeping each action's newest runs.
@@ -210,11 +265,13 @@ impl PgRuns {
         let mut record = RunRecord::started(id_u64, run.started, claim.totp_step);
         record.action = Some(run.action.to_string());
         let body = serde_json::to_value(&record).unwrap_or_default();
+        let lease_until = timestamp(later(run.started, self.lease));
         let inserted = transaction
             .execute(
-                "INSERT INTO runs (id, action, started, running, record) VALUES ($1, $2, $3, true, $4)
+                "INSERT INTO runs (id, action, started, running, record, lease_until)
+                 VALUES ($1, $2, $3, true, $4, $5)
                  ON CONFLICT (action) WHERE running DO NOTHING",
-                &[&id, &run.action, &timestamp(run.started), &body],
+                &[&id, &run.action, &timestamp(run.started), &body, &lease_until],
             )
             .await
             .map_err(claiming)?;
@@ -222,6 +279,7 @@ impl PgRuns {
             return Ok(Err(Taken::Running { since: run.started }));
         }
         transaction.commit().await.map_err(claiming)?;
+        self.held.lock().insert(id);
         Ok(Ok(id_u64))
     }
 }
@@ -229,9 +287,8 @@ impl PgRuns {
 /// Marks the runs left running as "Interrupted", when no instance holds any: at the start of the first
 /// instance after all had stopped. Returns them as they were.
 ///
-/// An instance that starts while another runs a script leaves that run alone; a run whose instance died
-/// while others went on stays "Deploying" until an instance starts with none running (what is not yet
-/// handled: a lease that lets the others mark it).
+/// An instance that starts while another runs a script leaves that run alone: a run whose instance died
+/// while others went on is marked when its lease runs out (see `lease`).
 async fn interrupt_orphans(database: &Database) -> Result<Vec<RunRecord>, StoreError> {
     let client = database.client().await?;
     let writing = |error: tokio_postgres::Error| failed("written", &error);
@@ -339,6 +396,7 @@ impl RunStore for PgRuns {
 
     async fn withdraw(&self, id: u64) {
         let Ok(id) = i64::try_from(id) else { return };
+        self.held.lock().remove(&id);
         let result = async {
             let client = self.database.client().await?;
             client

@@ -204,7 +204,7 @@ fn admin_error(error: AdminError) -> AppError {
         AdminError::LastAdmin(_) => AppError::LastAdmin,
         AdminError::Store(error) => {
             tracing::error!(%error, "an operator could not be changed");
-            AppError::StateUnavailable
+            AppError::unwritten(&error)
         }
     }
 }

@@ -436,7 +436,7 @@ async fn enroll(
             }
             EnrollError::Store(error) => {
                 tracing::error!(%error, "an enrollment could not be completed");
-                AppError::StateUnavailable
+                AppError::unwritten(&error)
             }
         })?;
     Ok((pending.name, codes))

@@ -1,0 +1,153 @@
+//! `authrun store migrate --from files` and `authrun history export`, the real binary against real files
+//! and a real PostgreSQL (`common::postgres`).
+
+use serde_json::{Value, json};
+
+use crate::common::postgres::Postgres;
+use crate::support::{Finished, SECRET, Workspace, authrun, now_unix, post_code, run, serve_configured};
+
+/// `authrun ARGS` in `workspace`, with `[store]` naming `postgres` when given (through the environment,
+/// as an operator moving to the database would before changing the file).
+fn command(workspace: &Workspace, postgres: Option<&Postgres>, args: &[&str]) -> Finished {
+    let mut command = authrun(workspace.path());
+    command.args(args).arg("--config").arg(workspace.config());
+    if let Some(postgres) = postgres {
+        command
+            .env("AUTHRUN_STORE_KIND", "postgres")
+            .env("AUTHRUN_STORE_URL", postgres.url());
+    }
+    run(&mut command)
+}
+
+/// A history as one instance left it: an entry of the original program (no id), two of authrun's (the
+/// newest used the code step `step`), and a pause of code checking in force in the regulation state.
+fn files_of_one_instance(step: u64) -> Workspace {
+    let workspace = Workspace::configured("#!/bin/sh\necho deployed\n", "cooldown_seconds = 0");
+    let history = json!([
+        {"time": "2026-01-05T10:00:00Z", "status": "Deploy succeeded"},
+        {"time": "2026-02-01T09:30:00Z", "status": "Deploy failed", "id": 7, "action": "deploy",
+         "totp_step": step - 100, "exit_code": 1},
+        {"time": "2026-02-02T09:30:00Z", "status": "Deploy succeeded", "id": 8, "action": "deploy",
+         "totp_step": step, "exit_code": 0},
+    ]);
+    workspace.write("history.json", &serde_json::to_string_pretty(&history).unwrap());
+    workspace.write(
+        ".authrun/regulation.json",
+        r#"{"paused_until": "2099-01-01T00:00:00Z", "pauses": 1}"#,
+    );
+    workspace
+}
+
+fn exported(finished: &Finished) -> Vec<Value> {
+    assert_eq!(finished.code(), 0, "{finished:#?}");
+    serde_json::from_str::<Value>(&finished.stdout)
+        .unwrap_or_else(|error| panic!("not JSON ({error}): {}", finished.stdout))
+        .as_array()
+        .cloned()
+        .expect("a list")
+}
+
+#[test]
+fn store_migrate_imports_the_files_once_and_history_export_prints_the_same_history_from_either_store() {
+    let postgres = Postgres::start();
+    let step = now_unix() / 30;
+    let workspace = files_of_one_instance(step);
+    let from_files = exported(&command(&workspace, None, &["history", "export"]));
+    assert_eq!(from_files, workspace.history(), "the file's history, as it is");
+
+    let first = command(
+        &workspace,
+        Some(&postgres),
+        &["store", "migrate", "--from", "files"],
+    );
+    assert_eq!(first.code(), 0, "{first:#?}");
+    assert!(
+        first.stdout.contains("Imported 3 runs, the regulation state."),
+        "{}",
+        first.stdout
+    );
+    let second = command(
+        &workspace,
+        Some(&postgres),
+        &["store", "migrate", "--from", "files"],
+    );
+    assert_eq!(second.code(), 0, "{second:#?}");
+    assert!(
+        second
+            .stdout
+            .contains("Imported 0 runs (3 were already in the database)")
+            && second.stdout.contains("not the regulation state"),
+        "{}",
+        second.stdout
+    );
+    assert_eq!(postgres.psql("authrun", "SELECT count(*) FROM runs"), "3");
+    assert_eq!(
+        postgres.psql("authrun", "SELECT step FROM used_steps WHERE secret = 'shared'"),
+        step.to_string()
+    );
+
+    // The same runs, oldest first, from the database: the entry without an id was given the next one.
+    let from_database = exported(&command(&workspace, Some(&postgres), &["history", "export"]));
+    let fields = |runs: &[Value]| -> Vec<(Value, Value)> {
+        runs.iter()
+            .map(|run| (run["time"].clone(), run["status"].clone()))
+            .collect()
+    };
+    let mut expected = fields(&from_files);
+    expected.rotate_left(1);
+    assert_eq!(fields(&from_database), expected);
+    assert_eq!(from_database[2]["id"], 9);
+    assert_eq!(from_database[1]["exit_code"], 0);
+
+    // An instance on the database serves that history and holds the imported pause.
+    let config = workspace.read("authrun.toml");
+    workspace.write(
+        "authrun.toml",
+        &format!(
+            "{config}\n[store]\nkind = \"postgres\"\nurl = \"{}\"\n",
+            postgres.url()
+        ),
+    );
+    let server = serve_configured(&workspace, &[]);
+    let status = server.get("/get_deploy_status").json();
+    assert_eq!(status["history"].as_array().map(Vec::len), Some(3), "{status}");
+    let (status, answer) = post_code(&server, &crate::support::code_now(SECRET));
+    assert_eq!(
+        (status, answer["error"].as_str()),
+        (429, Some("paused")),
+        "{answer}"
+    );
+}
+
+#[test]
+fn store_migrate_refuses_a_database_whose_runs_are_others_and_imports_nothing() {
+    let postgres = Postgres::start();
+    let workspace = files_of_one_instance(now_unix() / 30);
+    let other = files_of_one_instance(now_unix() / 30);
+    other.write(
+        "history.json",
+        r#"[{"time": "2026-03-01T00:00:00Z", "status": "Deploy succeeded", "id": 8}]"#,
+    );
+    let first = command(&other, Some(&postgres), &["store", "migrate", "--from", "files"]);
+    assert_eq!(first.code(), 0, "{first:#?}");
+    let refused = command(
+        &workspace,
+        Some(&postgres),
+        &["store", "migrate", "--from", "files"],
+    );
+    assert_eq!(refused.code(), 1, "{refused:#?}");
+    assert!(refused.stderr.contains("run 8"), "{}", refused.stderr);
+    assert_eq!(postgres.psql("authrun", "SELECT count(*) FROM runs"), "1");
+}
+
+#[test]
+fn store_migrate_needs_a_database_configured() {
+    let workspace = files_of_one_instance(now_unix() / 30);
+    let refused = command(&workspace, None, &["store", "migrate", "--from", "files"]);
+    assert_eq!(refused.code(), 2, "{refused:#?}");
+    assert!(
+        refused.stderr.contains("kind = \"postgres\""),
+        "{}",
+        refused.stderr
+    );
+}
