@@ -21,6 +21,7 @@ use crate::store::file::operators::FileOperators;
 use crate::store::file::regulation::FileRegulation;
 use crate::store::file::sessions::FileSessions;
 use crate::store::postgres::{self, Database};
+use crate::store::session_table::SessionTable;
 use crate::store::{
     AuditError, AuditSink, OperatorStore, RegulationStore, RunStore, SessionKeeper, StoreError,
 };
@@ -52,6 +53,8 @@ struct Stores {
     /// Opened only in operators mode.
     operators: Option<Arc<dyn OperatorStore>>,
     sessions: Arc<dyn SessionKeeper>,
+    /// The browser sessions shared by instances; none: in memory.
+    session_table: Option<Arc<dyn SessionTable>>,
 }
 
 /// Opens the state named by `[store]`: [`open`] for the files; for a database, migrates it, reads it
@@ -76,6 +79,7 @@ pub async fn start(config: Config, secret: &SecretKey, clock: SharedClock) -> Re
         regulation: opened.regulation,
         operators: Some(opened.operators as Arc<dyn OperatorStore>).filter(|_| config.auth.operators()),
         sessions: opened.sessions,
+        session_table: Some(opened.session_table as Arc<dyn SessionTable>),
     };
     assemble(config, secret, clock, stores)
 }
@@ -96,6 +100,7 @@ pub fn open(config: Config, secret: &SecretKey, clock: SharedClock) -> Result<Ap
         regulation: Arc::new(FileRegulation::open(&config.regulation_file)?),
         operators,
         sessions: Arc::new(FileSessions::open(&config.state_dir.join("sessions.json"))?),
+        session_table: None,
     };
     assemble(config, secret, clock, stores)
 }
@@ -119,6 +124,7 @@ fn assemble(
         regulation,
         operators,
         sessions,
+        session_table,
     } = stores;
     let audit = Arc::new(AuditLog::open(&config.audit_file, Some(config.audit_rotation))?);
     let metrics = Arc::new(Metrics::new());
@@ -180,6 +186,7 @@ fn assemble(
         gatekeeper: Arc::new(gatekeeper),
         caches,
         sessions,
+        session_table,
         metrics,
         notifier,
     }))

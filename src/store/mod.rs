@@ -6,6 +6,7 @@
 
 pub mod file;
 pub mod postgres;
+pub mod session_table;
 
 use std::fmt;
 use std::io;

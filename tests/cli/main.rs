@@ -24,4 +24,5 @@ mod processes;
 mod security;
 mod serve;
 mod service;
+mod shared;
 mod support;

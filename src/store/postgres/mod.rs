@@ -11,6 +11,7 @@
 
 mod documents;
 mod runs;
+mod sessions;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -21,6 +22,7 @@ use tokio_postgres::{AsyncMessage, NoTls};
 
 pub use documents::Document;
 pub use runs::PgRuns;
+pub use sessions::PgSessions;
 
 use crate::model::operator::Operators;
 use crate::model::regulation::RegulationState;
@@ -37,11 +39,18 @@ struct Migration {
 }
 
 /// Every migration, oldest first. A released migration is never edited: a change is a new one.
-const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    name: "runs, used steps, documents",
-    sql: include_str!("migrations/0001_init.sql"),
-}];
+const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "runs, used steps, documents",
+        sql: include_str!("migrations/0001_init.sql"),
+    },
+    Migration {
+        version: 200,
+        name: "browser sessions",
+        sql: include_str!("migrations/0200_sessions.sql"),
+    },
+];
 
 /// Taken by [`migrate`] for its transaction, so that instances starting together migrate one at a time.
 const MIGRATION_LOCK: i64 = 0x6175_7468_7275_6e01;
@@ -155,6 +164,8 @@ pub struct Stores {
     pub regulation: Arc<Document<RegulationState>>,
     pub operators: Arc<Document<Operators>>,
     pub sessions: Arc<Document<Vec<crate::store::KeptSession>>>,
+    /// The browser sessions, shared live.
+    pub session_table: Arc<PgSessions>,
 }
 
 impl Stores {
@@ -173,6 +184,7 @@ impl Stores {
             regulation: Arc::new(Document::open(database.clone(), "regulation", false).await?),
             operators: Arc::new(Document::open(database.clone(), "operators", true).await?),
             sessions: Arc::new(Document::open(database.clone(), "sessions", true).await?),
+            session_table: Arc::new(PgSessions::new(database.clone())),
         })
     }
 

@@ -1,0 +1,145 @@
+//! What several instances on one PostgreSQL share live: the browser sessions. Real `authrun serve`
+//! processes on a real database (`common::postgres`), and the session table driven directly with a
+//! manual clock for its bounds.
+
+use std::sync::Arc;
+
+use authrun::clock::ManualClock;
+use authrun::store::postgres::{Database, PgSessions, migrate};
+use authrun::web::session::{Budgets, SharedStore};
+use time::macros::datetime;
+use time::{Duration, OffsetDateTime};
+use tower_sessions::SessionStore;
+use tower_sessions::session::{Id, Record};
+
+use crate::common::postgres::Postgres;
+use crate::instances::{history, instance};
+use crate::support::{SECRET, Server, code_at, now_unix, serve_configured, start_run, wait_for};
+
+const HTML: &str = "text/html,application/xhtml+xml,*/*;q=0.8";
+
+/// A browser: it keeps cookies (for 127.0.0.1 whatever the port, as for one name behind a load
+/// balancer) and follows no redirect by itself.
+fn browser() -> reqwest::Client {
+    reqwest::Client::builder()
+        .cookie_store(true)
+        .redirect(reqwest::redirect::Policy::none())
+        .no_proxy()
+        .build()
+        .expect("an HTTP client")
+}
+
+fn url(server: &Server, path: &str) -> String {
+    format!("http://{}{path}", server.addr)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_browser_verified_through_one_instance_reads_a_run_log_on_the_other() {
+    let postgres = Postgres::start();
+    let keys = "cooldown_seconds = 0";
+    let (a, b) = (
+        instance(&postgres, "#!/bin/sh\necho deployed\n", keys),
+        instance(&postgres, "#!/bin/sh\necho deployed\n", keys),
+    );
+    let (server_a, server_b) = (serve_configured(&a, &[]), serve_configured(&b, &[]));
+    // A run on B, started by an API client; its log is on B.
+    let run = start_run(&server_b, SECRET);
+    wait_for("the run on B to end", || {
+        (history(&server_b).first()?["status"] == "Deploy succeeded").then_some(())
+    });
+    let browser = browser();
+    let log = format!("/runs/{run}/log");
+    let unverified = browser.get(url(&server_b, &log)).send().await.expect("B answers");
+    assert_eq!(unverified.status(), 401, "the log is not public");
+
+    // The browser enters a code through A.
+    let code = code_at(SECRET, now_unix() + 30);
+    let posted = browser
+        .post(url(&server_a, "/verify"))
+        .header("accept", HTML)
+        .form(&[("code", code)])
+        .send()
+        .await
+        .expect("A answers");
+    assert_eq!(posted.status(), 303, "{}", server_a.stderr());
+
+    // B answers the same browser as verified.
+    let read = browser.get(url(&server_b, &log)).send().await.expect("B answers");
+    assert_eq!(read.status(), 200, "{}", server_b.stderr());
+    assert_eq!(read.text().await.expect("the log"), "deployed\n");
+    assert_eq!(
+        postgres.psql("authrun", "SELECT count(*) FROM sessions WHERE verified"),
+        "1"
+    );
+}
+
+const START: OffsetDateTime = datetime!(2026-11-25 12:00 UTC);
+
+/// A session's record; `verified` as a code makes it (the key the product's sessions use).
+fn record(verified: bool) -> Record {
+    let mut record = Record {
+        id: Id::default(),
+        data: Default::default(),
+        expiry_date: OffsetDateTime::UNIX_EPOCH,
+    };
+    record.data.insert(
+        "authrun.flash".into(),
+        serde_json::json!({"kind": "error", "message": "x"}),
+    );
+    if verified {
+        record.data.insert(
+            "authrun.verified_until".into(),
+            serde_json::json!(START.unix_timestamp() + 3600),
+        );
+    }
+    record
+}
+
+#[tokio::test]
+async fn the_shared_session_table_keeps_each_kind_within_its_budget_and_expires_by_the_clock() {
+    let postgres = Postgres::start();
+    let database = Database::new(&postgres.url(), 4).expect("a pool");
+    migrate(&database).await.expect("migrated");
+    let clock = Arc::new(ManualClock::new(START));
+    let budgets = Budgets {
+        anonymous: 5,
+        verified: 2,
+    };
+    let table = Arc::new(PgSessions::new(database));
+    let store = SharedStore::new(clock.clone(), Duration::hours(1), budgets, table.clone());
+    let mut operator = record(true);
+    store.create(&mut operator).await.expect("kept");
+    // A flood of anonymous sessions, each newer than the operator's: it pushes out only its own kind.
+    let mut anonymous = Vec::new();
+    for _ in 0..40 {
+        clock.advance(Duration::seconds(1));
+        let mut session = record(false);
+        store.create(&mut session).await.expect("kept");
+        anonymous.push(session.id);
+    }
+    assert!(store.load(&operator.id).await.expect("read").is_some());
+    let count = |verified: bool| {
+        postgres.psql(
+            "authrun",
+            &format!("SELECT count(*) FROM sessions WHERE verified = {verified}"),
+        )
+    };
+    assert_eq!((count(false), count(true)), ("5".into(), "1".into()));
+    assert!(store.load(&anonymous[0]).await.expect("read").is_none());
+    assert!(store.load(&anonymous[39]).await.expect("read").is_some());
+
+    // Three verified sessions in a budget of two: the one closest to expiring goes.
+    for _ in 0..2 {
+        clock.advance(Duration::seconds(1));
+        store.create(&mut record(true)).await.expect("kept");
+    }
+    assert_eq!(count(true), "2");
+    assert!(store.load(&operator.id).await.expect("read").is_none());
+
+    // Expiry is by the product's clock, an hour after the last save.
+    let newest = anonymous[39];
+    clock.advance(Duration::minutes(59));
+    assert!(store.load(&newest).await.expect("read").is_some());
+    clock.advance(Duration::minutes(1));
+    assert!(store.load(&newest).await.expect("read").is_none());
+}
