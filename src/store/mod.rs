@@ -7,6 +7,7 @@
 pub mod file;
 pub mod postgres;
 pub mod session_table;
+pub mod turn;
 
 use std::fmt;
 use std::io;
@@ -216,6 +217,18 @@ pub trait RegulationStore: Send + Sync + fmt::Debug {
         &self,
         change: &mut (dyn for<'s> FnMut(&'s mut RegulationState) -> bool + Send),
     ) -> Result<(), StoreError>;
+
+    /// Holds the turn of judging attempts for every instance sharing the state, until the answer is
+    /// dropped, and picks up the state as the store holds it now, so the attempt is judged on what the
+    /// others counted. A store of one instance holds nothing: the guard's own lock is the turn.
+    async fn hold_turn(&self) -> Result<Option<turn::TurnHold>, StoreError> {
+        Ok(None)
+    }
+
+    /// Whether several instances share the state: each client's failures are then counted in it.
+    fn shared(&self) -> bool {
+        false
+    }
 }
 
 /// A browser session worth keeping across a restart: a verified one (it took a valid code). It holds the

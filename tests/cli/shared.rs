@@ -12,9 +12,19 @@ use time::{Duration, OffsetDateTime};
 use tower_sessions::SessionStore;
 use tower_sessions::session::{Id, Record};
 
+use std::io::Write;
+use std::net::{Ipv4Addr, TcpStream};
+
+use crate::attack::{
+    addresses, assert_only, audit_lines, audited, connect_from, count, read_answer, runtime,
+    serve_with_64_threads, verify_request,
+};
 use crate::common::postgres::Postgres;
 use crate::instances::{history, instance};
-use crate::support::{SECRET, Server, code_at, now_unix, serve_configured, start_run, wait_for};
+use crate::support::{
+    DEPLOY_SCRIPT, SECRET, Server, Workspace, code_at, now_unix, serve_configured, start_run, wait_for,
+    wrong_code,
+};
 
 const HTML: &str = "text/html,application/xhtml+xml,*/*;q=0.8";
 
@@ -142,4 +152,61 @@ async fn the_shared_session_table_keeps_each_kind_within_its_budget_and_expires_
     assert!(store.load(&newest).await.expect("read").is_some());
     clock.advance(Duration::minutes(1));
     assert!(store.load(&newest).await.expect("read").is_none());
+}
+
+/// Opens one connection per source, to the instances in turn, sends every byte of a wrong code's
+/// request but the last on each, then the last bytes one right after the other, so both instances get
+/// them all at once. Returns the answers.
+fn burst_across(servers: &[Server; 2], sources: &[Ipv4Addr], code: &str) -> Vec<(u16, serde_json::Value)> {
+    let runtime = runtime();
+    let requests = servers.each_ref().map(|server| verify_request(server, code, ""));
+    let mut streams: Vec<(TcpStream, &[u8])> = sources
+        .iter()
+        .enumerate()
+        .map(|(n, source)| {
+            let request = &requests[n % 2];
+            let (head, last) = request.split_at(request.len() - 1);
+            let mut stream = connect_from(&runtime, *source, servers[n % 2].addr);
+            stream.write_all(head).expect("send all but the last byte");
+            (stream, last)
+        })
+        .collect();
+    for (stream, last) in &mut streams {
+        stream.write_all(last).expect("send the last byte");
+    }
+    streams
+        .iter_mut()
+        .map(|(stream, _)| read_answer(stream))
+        .collect()
+}
+
+/// The wrong codes both instances' audit logs say they checked.
+fn checked(workspaces: &[&Workspace; 2]) -> u64 {
+    workspaces
+        .iter()
+        .map(|workspace| audited(&audit_lines(workspace), "wrong"))
+        .sum()
+}
+
+#[test]
+fn a_burst_of_wrong_codes_split_across_two_instances_gets_no_more_checked_than_the_limits_allow() {
+    let postgres = Postgres::start();
+    let (a, b) = (
+        instance(&postgres, DEPLOY_SCRIPT, ""),
+        instance(&postgres, DEPLOY_SCRIPT, ""),
+    );
+    let servers = [serve_with_64_threads(&a), serve_with_64_threads(&b)];
+    let wrong = wrong_code();
+
+    // 30 connections from one address, 15 to each instance: the client limit is 5, for both together.
+    let one_client = vec![Ipv4Addr::new(127, 0, 0, 2); 30];
+    let answers = burst_across(&servers, &one_client, &wrong);
+    assert_eq!(count(&answers, 401, "wrong_code"), 5, "{answers:?}");
+    assert_only(&answers, &[(401, "wrong_code"), (429, "banned")]);
+
+    // Then 500 addresses at once, 250 to each: 5 more reach the limit of 10 from anywhere.
+    let answers = burst_across(&servers, &addresses(1, 500), &wrong);
+    assert_eq!(count(&answers, 401, "wrong_code"), 5, "{answers:?}");
+    assert_only(&answers, &[(401, "wrong_code"), (429, "paused")]);
+    assert_eq!(checked(&[&a, &b]), 10);
 }
