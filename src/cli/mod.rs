@@ -1,6 +1,7 @@
 //! The command line: `serve` (the default), `qr`, `secret`, `check-config`, `example-config`, `token`,
 //! `unlock`, `mail test`, and `operator ...` (in `operators`).
 
+mod database;
 mod operators;
 
 use std::future::Future;
@@ -288,7 +289,13 @@ fn unlock(file: Option<&Path>, client: Option<IpAddr>) -> ExitCode {
         Err(error) => return fail(error, EXIT_CONFIG),
     };
     let key = client.map(ClientKey::of);
-    let lifted = match regulation::unlock(&config.regulation_file, key.as_ref()) {
+    let lifted = match &config.store {
+        StoreSettings::Postgres { url, .. } => database::edit(url, "regulation", |state| {
+            Ok(regulation::lift(state, key.as_ref()))
+        }),
+        StoreSettings::Files => regulation::unlock(&config.regulation_file, key.as_ref()),
+    };
+    let lifted = match lifted {
         Ok(lifted) => lifted,
         Err(error) => return fail(error, 1),
     };

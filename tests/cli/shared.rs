@@ -22,8 +22,8 @@ use crate::attack::{
 use crate::common::postgres::Postgres;
 use crate::instances::{history, instance};
 use crate::support::{
-    DEPLOY_SCRIPT, SECRET, Server, Workspace, code_at, now_unix, serve_configured, start_run, wait_for,
-    wrong_code,
+    DEPLOY_SCRIPT, SECRET, Server, Workspace, authrun, code_at, now_unix, run, serve_configured, start_run,
+    wait_for, wrong_code,
 };
 
 const HTML: &str = "text/html,application/xhtml+xml,*/*;q=0.8";
@@ -209,4 +209,101 @@ fn a_burst_of_wrong_codes_split_across_two_instances_gets_no_more_checked_than_t
     assert_eq!(count(&answers, 401, "wrong_code"), 5, "{answers:?}");
     assert_only(&answers, &[(401, "wrong_code"), (429, "paused")]);
     assert_eq!(checked(&[&a, &b]), 10);
+
+    // `authrun unlock --all`, run beside A, lifts the pause in the database: both instances check 10
+    // more, never more.
+    let unlocked = run(authrun(a.path())
+        .args(["unlock", "--all", "--config"])
+        .arg(a.config()));
+    assert_eq!(unlocked.code(), 0, "{unlocked:#?}");
+    assert!(unlocked.stdout.contains("Lifted"), "{}", unlocked.stdout);
+    let answers = burst_across(&servers, &addresses(3, 500), &wrong);
+    assert_eq!(count(&answers, 401, "wrong_code"), 10, "{answers:?}");
+    assert_only(&answers, &[(401, "wrong_code"), (429, "paused")]);
+    assert_eq!(checked(&[&a, &b]), 20);
+    assert!(
+        !a.join(".authrun/regulation.json").exists(),
+        "the state is in the database, not in a file"
+    );
+}
+
+/// `authrun operator ...` on `workspace`'s configuration.
+fn operator(workspace: &Workspace, args: &[&str]) -> crate::support::Finished {
+    run(authrun(workspace.path())
+        .arg("operator")
+        .args(args)
+        .arg("--config")
+        .arg(workspace.config()))
+}
+
+#[test]
+fn an_operator_added_on_the_command_line_enrolls_through_one_instance_and_runs_through_the_other() {
+    let postgres = Postgres::start();
+    let operators = |workspace: Workspace| {
+        let config = workspace.read("authrun.toml");
+        workspace.write(
+            "authrun.toml",
+            &format!("{config}\n[auth]\nmode = \"operators\"\n"),
+        );
+        workspace
+    };
+    let keys = "cooldown_seconds = 0";
+    let a = operators(instance(&postgres, DEPLOY_SCRIPT, keys));
+    let b = operators(instance(&postgres, DEPLOY_SCRIPT, keys));
+    let (server_a, server_b) = (serve_configured(&a, &[]), serve_configured(&b, &[]));
+
+    let added = operator(&a, &["add", "alice", "--role", "admin"]);
+    assert_eq!(added.code(), 0, "{added:#?}");
+    assert!(
+        !a.join(".authrun/operators.json").exists(),
+        "the operators are in the database, not in a file"
+    );
+    let link = added
+        .stdout
+        .lines()
+        .find(|line| line.contains("/enroll/"))
+        .unwrap_or_else(|| panic!("no link: {added:#?}"));
+    let path = format!("/enroll/{}", link.rsplit('/').next().unwrap_or_default());
+
+    // Enrollment through B, which heard of alice from the database.
+    let page = wait_for("B to know alice", || {
+        let page = server_b.get(&path);
+        (page.status == 200).then_some(page)
+    });
+    let uri = page.json()["otpauth_uri"]
+        .as_str()
+        .expect("the otpauth URI")
+        .to_string();
+    let phone = totp_rs::Totp::from_url_unchecked(&uri).expect("a TOTP URI");
+    let done = server_b.post_form(&path, &format!("code={}", phone.generate(now_unix())));
+    assert_eq!(done.status, 200, "{done:?}\n{}", server_b.stderr());
+
+    // A run through A, once A heard of the enrollment (its link is dead there too).
+    wait_for("A to hear of the enrollment", || {
+        (server_a.get(&path).status == 404).then_some(())
+    });
+    let code = phone.generate(now_unix() + 30);
+    let ran = server_a.post_form("/verify", &format!("user=alice&code={code}"));
+    assert_eq!(ran.status, 200, "{ran:?}\n{}", server_a.stderr());
+    wait_for("the run to show on B", || {
+        (history(&server_b).first()?["status"] == "Deploy succeeded").then_some(())
+    });
+
+    // The command line sees the same operators, from either instance's configuration.
+    let listed = operator(&b, &["list", "--json"]);
+    assert_eq!(listed.code(), 0, "{listed:#?}");
+    let rows: serde_json::Value = serde_json::from_str(&listed.stdout).expect("JSON");
+    assert_eq!(rows[0]["name"], "alice");
+    assert_eq!(rows[0]["enrolled"], true, "{rows}");
+    // The rules hold on the database as on the file.
+    let refused = operator(&b, &["remove", "alice"]);
+    assert_eq!(refused.code(), 1, "{refused:#?}");
+    assert!(refused.stderr.contains("last admin"), "{}", refused.stderr);
+    assert_eq!(operator(&b, &["add", "bob", "--role", "admin"]).code(), 0);
+    let removed = operator(&b, &["remove", "alice"]);
+    assert_eq!(removed.code(), 0, "{removed:#?}");
+    let listed = operator(&a, &["list", "--json"]);
+    let rows: serde_json::Value = serde_json::from_str(&listed.stdout).expect("JSON");
+    assert_eq!(rows.as_array().map(Vec::len), Some(1), "{rows}");
+    assert_eq!(rows[0]["name"], "bob");
 }

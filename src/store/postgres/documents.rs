@@ -98,6 +98,32 @@ where
         }
     }
 
+    /// Changes the document as [`Document::transact`] does with `change`, which may refuse: then
+    /// nothing is saved and its error is the answer.
+    pub async fn edit<R: Send>(
+        &self,
+        mut change: impl FnMut(&mut T) -> Result<R, StoreError> + Send,
+    ) -> Result<R, StoreError> {
+        let mut outcome = None;
+        self.transact(&mut |state: &mut T| {
+            let mut changed = state.clone();
+            let result = change(&mut changed);
+            let keep = result.is_ok();
+            if keep {
+                *state = changed;
+            }
+            outcome = Some(result);
+            keep
+        })
+        .await?;
+        outcome.unwrap_or(Err(StoreError::Conflict))
+    }
+
+    /// The document as this instance last read it.
+    pub fn current(&self) -> T {
+        self.state.lock().clone()
+    }
+
     fn look(&self, look: &mut (dyn FnMut(&T) + Send)) {
         look(&self.state.lock());
     }
