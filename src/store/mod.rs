@@ -287,4 +287,10 @@ pub trait OperatorStore: Send + Sync + fmt::Debug {
         &self,
         change: &mut (dyn for<'s> FnMut(&'s mut Operators) -> bool + Send),
     ) -> Result<(), StoreError>;
+
+    /// Reads the operators again where other instances change them, so an attempt judged in its turn
+    /// sees a lock another instance just set. A store of one instance has nothing to read.
+    async fn refresh(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
 }

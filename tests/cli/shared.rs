@@ -236,26 +236,24 @@ fn operator(workspace: &Workspace, args: &[&str]) -> crate::support::Finished {
         .arg(workspace.config()))
 }
 
-#[test]
-fn an_operator_added_on_the_command_line_enrolls_through_one_instance_and_runs_through_the_other() {
-    let postgres = Postgres::start();
-    let operators = |workspace: Workspace| {
-        let config = workspace.read("authrun.toml");
-        workspace.write(
-            "authrun.toml",
-            &format!("{config}\n[auth]\nmode = \"operators\"\n"),
-        );
-        workspace
-    };
-    let keys = "cooldown_seconds = 0";
-    let a = operators(instance(&postgres, DEPLOY_SCRIPT, keys));
-    let b = operators(instance(&postgres, DEPLOY_SCRIPT, keys));
-    let (server_a, server_b) = (serve_configured(&a, &[]), serve_configured(&b, &[]));
+/// A workspace of an instance on `postgres` in operators mode, with `extra` configuration.
+fn operators_instance(postgres: &Postgres, extra: &str) -> Workspace {
+    let workspace = instance(postgres, DEPLOY_SCRIPT, "cooldown_seconds = 0");
+    let config = workspace.read("authrun.toml");
+    workspace.write(
+        "authrun.toml",
+        &format!("{config}\n[auth]\nmode = \"operators\"\n{extra}"),
+    );
+    workspace
+}
 
-    let added = operator(&a, &["add", "alice", "--role", "admin"]);
+/// `authrun operator add alice` beside `added_on`, then the enrollment through `server` once it heard
+/// of her: returns her phone and the enrollment link's path.
+fn enroll_alice(added_on: &Workspace, server: &Server) -> (totp_rs::Totp, String) {
+    let added = operator(added_on, &["add", "alice", "--role", "admin"]);
     assert_eq!(added.code(), 0, "{added:#?}");
     assert!(
-        !a.join(".authrun/operators.json").exists(),
+        !added_on.join(".authrun/operators.json").exists(),
         "the operators are in the database, not in a file"
     );
     let link = added
@@ -264,10 +262,8 @@ fn an_operator_added_on_the_command_line_enrolls_through_one_instance_and_runs_t
         .find(|line| line.contains("/enroll/"))
         .unwrap_or_else(|| panic!("no link: {added:#?}"));
     let path = format!("/enroll/{}", link.rsplit('/').next().unwrap_or_default());
-
-    // Enrollment through B, which heard of alice from the database.
-    let page = wait_for("B to know alice", || {
-        let page = server_b.get(&path);
+    let page = wait_for("the instance to know alice", || {
+        let page = server.get(&path);
         (page.status == 200).then_some(page)
     });
     let uri = page.json()["otpauth_uri"]
@@ -275,8 +271,20 @@ fn an_operator_added_on_the_command_line_enrolls_through_one_instance_and_runs_t
         .expect("the otpauth URI")
         .to_string();
     let phone = totp_rs::Totp::from_url_unchecked(&uri).expect("a TOTP URI");
-    let done = server_b.post_form(&path, &format!("code={}", phone.generate(now_unix())));
-    assert_eq!(done.status, 200, "{done:?}\n{}", server_b.stderr());
+    let done = server.post_form(&path, &format!("code={}", phone.generate(now_unix())));
+    assert_eq!(done.status, 200, "{done:?}\n{}", server.stderr());
+    (phone, path)
+}
+
+#[test]
+fn an_operator_added_on_the_command_line_enrolls_through_one_instance_and_runs_through_the_other() {
+    let postgres = Postgres::start();
+    let (a, b) = (
+        operators_instance(&postgres, ""),
+        operators_instance(&postgres, ""),
+    );
+    let (server_a, server_b) = (serve_configured(&a, &[]), serve_configured(&b, &[]));
+    let (phone, path) = enroll_alice(&a, &server_b);
 
     // A run through A, once A heard of the enrollment (its link is dead there too).
     wait_for("A to hear of the enrollment", || {
@@ -306,4 +314,32 @@ fn an_operator_added_on_the_command_line_enrolls_through_one_instance_and_runs_t
     let rows: serde_json::Value = serde_json::from_str(&listed.stdout).expect("JSON");
     assert_eq!(rows.as_array().map(Vec::len), Some(1), "{rows}");
     assert_eq!(rows[0]["name"], "bob");
+}
+
+#[test]
+fn wrong_codes_for_one_operator_split_across_two_instances_lock_her_after_the_limit() {
+    let postgres = Postgres::start();
+    // Every address of this machine is exempt from the global pause, and each attempt comes from an
+    // address of its own: only the operator's lock (3 failures) stops the burst.
+    let extra = "\n[regulation]\nexempt_networks = [\"127.0.0.0/8\"]\n";
+    let (a, b) = (
+        operators_instance(&postgres, extra),
+        operators_instance(&postgres, extra),
+    );
+    let servers = [serve_with_64_threads(&a), serve_with_64_threads(&b)];
+    let (phone, path) = enroll_alice(&a, &servers[1]);
+    wait_for("A to hear of the enrollment", || {
+        (servers[0].get(&path).status == 404).then_some(())
+    });
+    let near: Vec<String> = (0..5)
+        .map(|step| phone.generate(now_unix() + step * 30 - 60).to_string())
+        .collect();
+    let wrong = format!("{}&user=alice", crate::common::code_not_in(&near));
+    let answers = burst_across(&servers, &addresses(1, 30), &wrong);
+    assert_eq!(count(&answers, 401, "wrong_code"), 3, "{answers:?}");
+    assert_only(&answers, &[(401, "wrong_code"), (429, "locked")]);
+    assert_eq!(checked(&[&a, &b]), 3);
+    let listed = operator(&b, &["list", "--json"]);
+    let rows: serde_json::Value = serde_json::from_str(&listed.stdout).expect("JSON");
+    assert!(rows[0]["locked_until"].is_string(), "{rows}");
 }

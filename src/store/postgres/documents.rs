@@ -236,6 +236,10 @@ impl OperatorStore for Document<Operators> {
     ) -> Result<(), StoreError> {
         Document::transact(self, change).await
     }
+
+    async fn refresh(&self) -> Result<(), StoreError> {
+        Document::refresh(self).await
+    }
 }
 
 #[async_trait::async_trait]
