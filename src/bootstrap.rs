@@ -14,6 +14,7 @@ use crate::metrics::Metrics;
 use crate::notify::{Notifier, NotifyStartError};
 use crate::runs::observer::{Observers, RunObserver};
 use crate::runs::runners::Runners;
+use crate::runs::shipper::OutputShipper;
 use crate::store::file::atomic;
 use crate::store::file::audit::AuditLog;
 use crate::store::file::history::FileHistory;
@@ -21,6 +22,7 @@ use crate::store::file::operators::FileOperators;
 use crate::store::file::regulation::FileRegulation;
 use crate::store::file::sessions::FileSessions;
 use crate::store::postgres::{self, Database};
+use crate::store::run_output::RunOutputStore;
 use crate::store::session_table::SessionTable;
 use crate::store::{
     AuditError, AuditSink, OperatorStore, RegulationStore, RunStore, SessionKeeper, StoreError,
@@ -55,6 +57,8 @@ struct Stores {
     sessions: Arc<dyn SessionKeeper>,
     /// The browser sessions shared by instances; none: in memory.
     session_table: Option<Arc<dyn SessionTable>>,
+    /// Where runs' output is shared with other instances; none: in the log files only.
+    run_output: Option<Arc<dyn RunOutputStore>>,
 }
 
 /// Opens the state named by `[store]`: [`open`] for the files; for a database, migrates it, reads it
@@ -80,6 +84,7 @@ pub async fn start(config: Config, secret: &SecretKey, clock: SharedClock) -> Re
         operators: Some(opened.operators as Arc<dyn OperatorStore>).filter(|_| config.auth.operators()),
         sessions: opened.sessions,
         session_table: Some(opened.session_table as Arc<dyn SessionTable>),
+        run_output: Some(opened.output as Arc<dyn RunOutputStore>),
     };
     assemble(config, secret, clock, stores)
 }
@@ -101,6 +106,7 @@ pub fn open(config: Config, secret: &SecretKey, clock: SharedClock) -> Result<Ap
         operators,
         sessions: Arc::new(FileSessions::open(&config.state_dir.join("sessions.json"))?),
         session_table: None,
+        run_output: None,
     };
     assemble(config, secret, clock, stores)
 }
@@ -125,6 +131,7 @@ fn assemble(
         operators,
         sessions,
         session_table,
+        run_output,
     } = stores;
     let audit = Arc::new(AuditLog::open(&config.audit_file, Some(config.audit_rotation))?);
     let metrics = Arc::new(Metrics::new());
@@ -137,10 +144,19 @@ fn assemble(
             counted.notification(kind, result)
         })),
     )?);
-    let observers: Observers = Arc::new([
+    let mut observers = vec![
         Arc::clone(&metrics) as Arc<dyn RunObserver>,
         Arc::clone(&notifier) as Arc<dyn RunObserver>,
-    ]);
+    ];
+    if let Some(store) = &run_output {
+        let log_dirs = config
+            .actions
+            .iter()
+            .map(|action| action.script.log_dir.clone())
+            .collect();
+        observers.push(Arc::new(OutputShipper::new(Arc::clone(store), log_dirs)));
+    }
+    let observers: Observers = observers.into();
     let runner = Arc::new(Runners::new(
         &config.actions,
         config.max_parallel,
@@ -187,6 +203,7 @@ fn assemble(
         caches,
         sessions,
         session_table,
+        run_output,
         metrics,
         notifier,
     }))

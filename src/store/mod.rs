@@ -6,6 +6,7 @@
 
 pub mod file;
 pub mod postgres;
+pub mod run_output;
 pub mod session_table;
 pub mod turn;
 

@@ -9,6 +9,7 @@ use crate::metrics::Metrics;
 use crate::notify::Notifier;
 use crate::runs::runners::Runners;
 use crate::store::SessionKeeper;
+use crate::store::run_output::RunOutputStore;
 use crate::store::session_table::SessionTable;
 use crate::web::cache::Caches;
 
@@ -32,6 +33,9 @@ pub struct AppStateInner {
     /// The browser sessions several instances share (`[store] kind = "postgres"`); none: they are kept
     /// in memory.
     pub session_table: Option<Arc<dyn SessionTable>>,
+    /// Runs' output shared by instances (`[store] kind = "postgres"`): how a run another instance runs
+    /// is shown here. None: each run's output is in its log file only.
+    pub run_output: Option<Arc<dyn RunOutputStore>>,
     /// The Prometheus registry; `GET /metrics` renders it.
     pub metrics: Arc<Metrics>,
     /// Mail and webhooks about runs, and the operators' messages.

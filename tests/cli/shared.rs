@@ -343,3 +343,67 @@ fn wrong_codes_for_one_operator_split_across_two_instances_lock_her_after_the_li
     let rows: serde_json::Value = serde_json::from_str(&listed.stdout).expect("JSON");
     assert!(rows[0]["locked_until"].is_string(), "{rows}");
 }
+
+/// Reads the event stream `response` until its text so far holds `wanted`; fails after 20 s.
+async fn read_until(response: &mut reqwest::Response, seen: &mut String, wanted: &str) {
+    let reading = async {
+        while !seen.contains(wanted) {
+            match response.chunk().await.expect("the stream goes on") {
+                Some(chunk) => seen.push_str(&String::from_utf8_lossy(&chunk)),
+                None => panic!("the stream ended before {wanted:?}:\n{seen}"),
+            }
+        }
+    };
+    tokio::time::timeout(std::time::Duration::from_secs(20), reading)
+        .await
+        .unwrap_or_else(|_| panic!("no {wanted:?} within 20 s:\n{seen}"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_viewer_on_one_instance_sees_the_live_output_of_a_run_the_other_runs_and_its_log_after() {
+    let postgres = Postgres::start();
+    let script = "#!/bin/sh\necho first\nwhile [ ! -f go ]; do sleep 0.1; done\necho second >&2\n";
+    let public = |workspace: Workspace| {
+        let config = workspace.read("authrun.toml");
+        workspace.write(
+            "authrun.toml",
+            &format!("{config}\n[access]\npublic_output = true\n"),
+        );
+        workspace
+    };
+    let a = public(instance(&postgres, script, "cooldown_seconds = 0"));
+    let b = public(instance(&postgres, script, "cooldown_seconds = 0"));
+    let (server_a, server_b) = (serve_configured(&a, &[]), serve_configured(&b, &[]));
+    let run = start_run(&server_a, SECRET);
+    wait_for("B to know the run", || {
+        (history(&server_b).first()?["status"] == "Deploying").then_some(())
+    });
+
+    // Live, on B: the first line while the script still waits, the second once it goes on, the end.
+    let mut events = browser()
+        .get(url(&server_b, &format!("/runs/{run}/events")))
+        .send()
+        .await
+        .expect("B answers");
+    assert_eq!(events.status(), 200);
+    let mut seen = String::new();
+    read_until(&mut events, &mut seen, "\"text\":\"first\"").await;
+    assert!(!seen.contains("second"), "{seen}");
+    a.write("go", "");
+    read_until(&mut events, &mut seen, "event: end").await;
+    assert!(
+        seen.contains("\"stream\":\"stderr\",\"text\":\"second\""),
+        "{seen}"
+    );
+    assert!(seen.contains("Deploy succeeded"), "{seen}");
+
+    // Afterwards, the whole log, from B.
+    let log = server_b.get(&format!("/runs/{run}/log"));
+    assert_eq!((log.status, log.body.as_str()), (200, "first\nsecond\n"));
+    let log_file = format!(".authrun/runs/{run}.log");
+    assert!(a.join(&log_file).exists(), "A keeps the run's log");
+    assert!(
+        !b.join(&log_file).exists(),
+        "B has no log file of its own for A's run"
+    );
+}

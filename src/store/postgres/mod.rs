@@ -10,6 +10,7 @@
 //! The schema is created and changed by the migrations embedded in the binary ([`migrate`]), at start-up.
 
 mod documents;
+mod output;
 mod runs;
 mod sessions;
 
@@ -21,6 +22,7 @@ use futures_util::StreamExt;
 use tokio_postgres::{AsyncMessage, NoTls};
 
 pub use documents::Document;
+pub use output::PgOutput;
 pub use runs::PgRuns;
 pub use sessions::PgSessions;
 
@@ -49,6 +51,11 @@ const MIGRATIONS: &[Migration] = &[
         version: 200,
         name: "browser sessions",
         sql: include_str!("migrations/0200_sessions.sql"),
+    },
+    Migration {
+        version: 201,
+        name: "runs' output",
+        sql: include_str!("migrations/0201_run_output.sql"),
     },
 ];
 
@@ -166,6 +173,8 @@ pub struct Stores {
     pub sessions: Arc<Document<Vec<crate::store::KeptSession>>>,
     /// The browser sessions, shared live.
     pub session_table: Arc<PgSessions>,
+    /// The runs' output, in batches.
+    pub output: Arc<PgOutput>,
 }
 
 impl Stores {
@@ -185,6 +194,7 @@ impl Stores {
             operators: Arc::new(Document::open(database.clone(), "operators", true).await?),
             sessions: Arc::new(Document::open(database.clone(), "sessions", true).await?),
             session_table: Arc::new(PgSessions::new(database.clone())),
+            output: Arc::new(PgOutput::new(database.clone())),
         })
     }
 
