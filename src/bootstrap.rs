@@ -154,7 +154,8 @@ fn assemble(
             .iter()
             .map(|action| action.script.log_dir.clone())
             .collect();
-        observers.push(Arc::new(OutputShipper::new(Arc::clone(store), log_dirs)));
+        let shipper = OutputShipper::new(Arc::clone(store), log_dirs, config.history_retention);
+        observers.push(Arc::new(shipper));
     }
     let observers: Observers = observers.into();
     let runner = Arc::new(Runners::new(

@@ -4,7 +4,8 @@
 //! It follows each run's log file (the file stays the record on this instance) and appends what the
 //! file gained, in complete lines, every [`BATCH_INTERVAL`], at most [`MAX_BATCH`] bytes a batch; the
 //! run's last batch is marked as such once the run has ended. A batch that cannot be written is tried
-//! again at the next interval; the script never waits for the store.
+//! again at the next interval; the script never waits for the store. When a run's output is complete,
+//! the output of runs the history no longer holds is forgotten.
 
 use std::collections::HashMap;
 use std::io::{Read, Seek, SeekFrom};
@@ -32,15 +33,18 @@ pub struct OutputShipper {
     store: Arc<dyn RunOutputStore>,
     /// Each action's log directory, by the action's place in the configuration.
     log_dirs: Vec<PathBuf>,
+    /// The runs the history keeps (`[history] retention`): the output of older ones is dropped.
+    retention: u64,
     /// The runs being followed, and the flag that tells each one's follower its run ended.
     running: Mutex<HashMap<u64, watch::Sender<bool>>>,
 }
 
 impl OutputShipper {
-    pub fn new(store: Arc<dyn RunOutputStore>, log_dirs: Vec<PathBuf>) -> Self {
+    pub fn new(store: Arc<dyn RunOutputStore>, log_dirs: Vec<PathBuf>, retention: usize) -> Self {
         Self {
             store,
             log_dirs,
+            retention: u64::try_from(retention).unwrap_or(u64::MAX),
             running: Mutex::new(HashMap::new()),
         }
     }
@@ -56,7 +60,17 @@ impl RunObserver for OutputShipper {
         };
         let (ended, heard) = watch::channel(false);
         self.running.lock().insert(id, ended);
-        runtime.spawn(follow(Arc::clone(&self.store), id, dir.join(log_name(id)), heard));
+        let store = Arc::clone(&self.store);
+        let path = dir.join(log_name(id));
+        // Ids only grow, one per run: with this run, the history holds at most the `retention` ids
+        // up to this one.
+        let forget_before = (id + 1).saturating_sub(self.retention);
+        runtime.spawn(async move {
+            follow(Arc::clone(&store), id, path, heard).await;
+            if let Err(error) = store.prune(forget_before).await {
+                tracing::warn!(%error, "the output of old runs could not be forgotten");
+            }
+        });
     }
 
     fn finished(&self, _owner: &Owner, record: &RunRecord) {

@@ -23,4 +23,7 @@ pub trait RunOutputStore: Send + Sync + fmt::Debug {
 
     /// The batches of run `run` holding lines after `after`, oldest first; at most `limit`.
     async fn read(&self, run: u64, after: u64, limit: u32) -> Result<Vec<OutputBatch>, StoreError>;
+
+    /// Forgets the output of every run before `run`.
+    async fn prune(&self, run: u64) -> Result<(), StoreError>;
 }

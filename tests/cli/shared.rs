@@ -367,7 +367,7 @@ async fn a_viewer_on_one_instance_sees_the_live_output_of_a_run_the_other_runs_a
         let config = workspace.read("authrun.toml");
         workspace.write(
             "authrun.toml",
-            &format!("{config}\n[access]\npublic_output = true\n"),
+            &format!("{config}\n[access]\npublic_output = true\n\n[history]\nretention = 1\n"),
         );
         workspace
     };
@@ -406,4 +406,16 @@ async fn a_viewer_on_one_instance_sees_the_live_output_of_a_run_the_other_runs_a
         !b.join(&log_file).exists(),
         "B has no log file of its own for A's run"
     );
+
+    // The history keeps one run: once the next run's output is complete, the first one's is forgotten.
+    let (status, answer) = crate::support::post_code(&server_a, &code_at(SECRET, now_unix() + 30));
+    assert_eq!(status, 200, "{answer}");
+    let next = answer["run_id"].as_u64().expect("a run id");
+    wait_for("the first run's output to be forgotten", || {
+        let kept = postgres.psql(
+            "authrun",
+            "SELECT string_agg(DISTINCT run_id::text, ',') FROM run_output",
+        );
+        (kept == next.to_string()).then_some(())
+    });
 }

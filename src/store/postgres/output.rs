@@ -45,6 +45,15 @@ impl RunOutputStore for PgOutput {
         Ok(())
     }
 
+    async fn prune(&self, run: u64) -> Result<(), StoreError> {
+        let client = self.database.client().await?;
+        client
+            .execute("DELETE FROM run_output WHERE run_id < $1", &[&big(run)])
+            .await
+            .map_err(|error| failed("written", &error))?;
+        Ok(())
+    }
+
     async fn read(&self, run: u64, after: u64, limit: u32) -> Result<Vec<OutputBatch>, StoreError> {
         let client = self.database.client().await?;
         let rows = client
