@@ -18,8 +18,9 @@ command -v systemd-analyze >/dev/null 2>&1 || need_apt+=(systemd)
 /usr/bin/python3 -c 'import prometheus_client' >/dev/null 2>&1 || need_apt+=(python3-prometheus-client)
 # The mail tests start a real SMTP server: aiosmtpd, run by Debian's own Python.
 { [ -x /usr/bin/python3 ] && /usr/bin/python3 -c 'import aiosmtpd' >/dev/null 2>&1; } || need_apt+=(python3-aiosmtpd)
-# The tests of `[store] kind = "postgres"` (tests/cli/instances.rs) initdb and start their own cluster
-# from Debian's binaries in /usr/lib/postgresql/<version>/bin; no system service is used.
+# The tests of `[store] kind = "postgres"` (tests/cli/instances.rs, tests/cli/shared.rs) initdb and
+# start their own cluster from Debian's binaries in /usr/lib/postgresql/<version>/bin; no system
+# service is used.
 compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || need_apt+=(postgresql)
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "Installing ${need_apt[*]} for the tests..."

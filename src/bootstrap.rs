@@ -14,6 +14,7 @@ use crate::metrics::Metrics;
 use crate::notify::{Notifier, NotifyStartError};
 use crate::runs::observer::{Observers, RunObserver};
 use crate::runs::runners::Runners;
+use crate::runs::shipper::OutputShipper;
 use crate::store::file::atomic;
 use crate::store::file::audit::AuditLog;
 use crate::store::file::history::FileHistory;
@@ -21,6 +22,8 @@ use crate::store::file::operators::FileOperators;
 use crate::store::file::regulation::FileRegulation;
 use crate::store::file::sessions::FileSessions;
 use crate::store::postgres::{self, Database};
+use crate::store::run_output::RunOutputStore;
+use crate::store::session_table::SessionTable;
 use crate::store::{
     AuditError, AuditSink, OperatorStore, RegulationStore, RunStore, SessionKeeper, StoreError,
 };
@@ -52,6 +55,10 @@ struct Stores {
     /// Opened only in operators mode.
     operators: Option<Arc<dyn OperatorStore>>,
     sessions: Arc<dyn SessionKeeper>,
+    /// The browser sessions shared by instances; none: in memory.
+    session_table: Option<Arc<dyn SessionTable>>,
+    /// Where runs' output is shared with other instances; none: in the log files only.
+    run_output: Option<Arc<dyn RunOutputStore>>,
 }
 
 /// Opens the state named by `[store]`: [`open`] for the files; for a database, migrates it, reads it
@@ -83,6 +90,8 @@ pub async fn start(config: Config, secret: &SecretKey, clock: SharedClock) -> Re
         regulation: opened.regulation,
         operators: Some(opened.operators as Arc<dyn OperatorStore>).filter(|_| config.auth.operators()),
         sessions: opened.sessions,
+        session_table: Some(opened.session_table as Arc<dyn SessionTable>),
+        run_output: Some(opened.output as Arc<dyn RunOutputStore>),
     };
     assemble(config, secret, clock, stores)
 }
@@ -103,6 +112,8 @@ pub fn open(config: Config, secret: &SecretKey, clock: SharedClock) -> Result<Ap
         regulation: Arc::new(FileRegulation::open(&config.regulation_file)?),
         operators,
         sessions: Arc::new(FileSessions::open(&config.state_dir.join("sessions.json"))?),
+        session_table: None,
+        run_output: None,
     };
     assemble(config, secret, clock, stores)
 }
@@ -126,6 +137,8 @@ fn assemble(
         regulation,
         operators,
         sessions,
+        session_table,
+        run_output,
     } = stores;
     let audit = Arc::new(AuditLog::open(&config.audit_file, Some(config.audit_rotation))?);
     let metrics = Arc::new(Metrics::new());
@@ -138,10 +151,20 @@ fn assemble(
             counted.notification(kind, result)
         })),
     )?);
-    let observers: Observers = Arc::new([
+    let mut observers = vec![
         Arc::clone(&metrics) as Arc<dyn RunObserver>,
         Arc::clone(&notifier) as Arc<dyn RunObserver>,
-    ]);
+    ];
+    if let Some(store) = &run_output {
+        let log_dirs = config
+            .actions
+            .iter()
+            .map(|action| action.script.log_dir.clone())
+            .collect();
+        let shipper = OutputShipper::new(Arc::clone(store), log_dirs, config.history_retention);
+        observers.push(Arc::new(shipper));
+    }
+    let observers: Observers = observers.into();
     let runner = Arc::new(Runners::new(
         &config.actions,
         config.max_parallel,
@@ -187,6 +210,8 @@ fn assemble(
         gatekeeper: Arc::new(gatekeeper),
         caches,
         sessions,
+        session_table,
+        run_output,
         metrics,
         notifier,
     }))

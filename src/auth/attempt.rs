@@ -293,7 +293,11 @@ impl Gatekeeper {
         let user = request.user.clone();
         let shown = user.as_deref().filter(|user| OperatorName::parse(user).is_some());
         let judged = match &self.operators {
-            Some(operators) => self.judge_operator(operators, request, now).await,
+            Some(operators) => {
+                // Within the turn (held across instances sharing the store), as the others left them.
+                operators.refresh().await;
+                self.judge_operator(operators, request, now).await
+            }
             None => self.judge_shared(request, now).await,
         };
         let passed = match judged {

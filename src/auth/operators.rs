@@ -472,6 +472,14 @@ impl Directory {
         found
     }
 
+    /// Picks up what other instances sharing the store changed (a lock, an enrollment), for an attempt
+    /// about to be judged. A failure leaves what this instance saw last.
+    pub async fn refresh(&self) {
+        if let Err(error) = self.store.refresh().await {
+            tracing::warn!(%error, "the operators could not be read again");
+        }
+    }
+
     /// The lock in force on `user` at `now` (a real operator's, or an unknown name's).
     pub fn locked(&self, user: &str, now: OffsetDateTime) -> Option<OffsetDateTime> {
         match self.get(user) {

@@ -29,6 +29,7 @@ use crate::config::RegulationSettings;
 use crate::model::client::ClientKey;
 use crate::model::regulation::{RegulationEvent, RegulationState, Stamp};
 use crate::model::time::later;
+use crate::store::turn::TurnHold;
 use crate::store::{RegulationStore, StoreError};
 
 /// Why a request is refused before its code is checked.
@@ -72,6 +73,8 @@ pub struct Turn<'a> {
     client: &'a ClientKey,
     now: OffsetDateTime,
     _judging: tokio::sync::MutexGuard<'a, ()>,
+    /// The turn across instances sharing the state, if they do.
+    _held: Option<TurnHold>,
 }
 
 /// What counting a failure started, and whether the store could keep it.
@@ -143,6 +146,14 @@ impl Guard {
     /// Waits for `client`'s turn to be judged at `now`, then refuses it if it is blocked.
     pub async fn turn<'a>(&'a self, client: &'a ClientKey, now: OffsetDateTime) -> Result<Turn<'a>, Blocked> {
         let judging = self.judging.lock().await;
+        let held = match self.store.hold_turn().await {
+            Ok(held) => held,
+            Err(error) => {
+                // Nothing that needs the database (a run, a code's use) can happen meanwhile either.
+                tracing::warn!(%error, "the turn is not held across instances; judged on this instance's state");
+                None
+            }
+        };
         match self.blocked(client, now) {
             Some(blocked) => Err(blocked),
             None => Ok(Turn {
@@ -150,6 +161,7 @@ impl Guard {
                 client,
                 now,
                 _judging: judging,
+                _held: held,
             }),
         }
     }
@@ -167,23 +179,34 @@ impl Guard {
     /// say after a wrong code. Only reads: nothing is counted.
     pub fn failures_left(&self, client: &ClientKey, now: OffsetDateTime) -> usize {
         let window = self.settings.client_window;
-        let recent = self.lock().get(client).map_or(0, |failures| {
-            failures.iter().filter(|at| later(**at, window) > now).count()
-        });
+        let recent = if self.store.shared() {
+            let mut recent = 0;
+            self.store.read(&mut |state| {
+                recent = state.client_failures.get(client).map_or(0, |failures| {
+                    failures.iter().filter(|at| later(at.0, window) > now).count()
+                });
+            });
+            recent
+        } else {
+            self.lock().get(client).map_or(0, |failures| {
+                failures.iter().filter(|at| later(**at, window) > now).count()
+            })
+        };
         self.settings.client_max_failures.saturating_sub(recent)
     }
 
     /// Counts a failed attempt by `client`, starting a ban or a pause when a limit is reached. The count
     /// holds in memory even when the store cannot save it.
     async fn record_failure(&self, client: &ClientKey, now: OffsetDateTime) -> Counted {
-        let ban = self.count_client_failure(client, now);
+        let shared = self.store.shared();
+        let banned_here = !shared && self.count_client_failure(client, now);
         let counts_globally = !self.is_exempt(client);
         let mut events = Vec::new();
         let saved = self
             .store
             .transact(&mut |state| {
                 events.clear();
-                if ban {
+                if banned_here || (shared && self.count_shared_client_failure(state, client, now)) {
                     let until = later(now, self.settings.client_ban);
                     state.bans.insert(client.clone(), Stamp(until));
                     events.push(RegulationEvent::BanStarted {
@@ -216,6 +239,36 @@ impl Guard {
         let ban = failures.len() >= self.settings.client_max_failures;
         if ban {
             failures_by_client.remove(client);
+        }
+        ban
+    }
+
+    /// [`Guard::count_client_failure`] in the shared state: clients with no failure left in their
+    /// window are dropped from it, so it holds only the clients failing now.
+    fn count_shared_client_failure(
+        &self,
+        state: &mut RegulationState,
+        client: &ClientKey,
+        now: OffsetDateTime,
+    ) -> bool {
+        let window = self.settings.client_window;
+        let recent =
+            |failures: &VecDeque<Stamp>| failures.back().is_some_and(|last| later(last.0, window) > now);
+        state.client_failures.retain(|_, failures| recent(failures));
+        if !state.client_failures.contains_key(client) && state.client_failures.len() >= MAX_TRACKED_CLIENTS {
+            return false;
+        }
+        let failures = state.client_failures.entry(client.clone()).or_default();
+        while failures
+            .front()
+            .is_some_and(|first| later(first.0, window) <= now)
+        {
+            failures.pop_front();
+        }
+        failures.push_back(Stamp(now));
+        let ban = failures.len() >= self.settings.client_max_failures;
+        if ban {
+            state.client_failures.remove(client);
         }
         ban
     }

@@ -2,6 +2,7 @@
 //! `unlock`, `mail test`, `operator ...` (in `operators`), `store migrate` and `history export` (in
 //! `store`).
 
+mod database;
 mod operators;
 mod store;
 
@@ -308,7 +309,13 @@ fn unlock(file: Option<&Path>, client: Option<IpAddr>) -> ExitCode {
         Err(error) => return fail(error, EXIT_CONFIG),
     };
     let key = client.map(ClientKey::of);
-    let lifted = match regulation::unlock(&config.regulation_file, key.as_ref()) {
+    let lifted = match &config.store {
+        StoreSettings::Postgres { url, .. } => database::edit(url, "regulation", |state| {
+            Ok(regulation::lift(state, key.as_ref()))
+        }),
+        StoreSettings::Files => regulation::unlock(&config.regulation_file, key.as_ref()),
+    };
+    let lifted = match lifted {
         Ok(lifted) => lifted,
         Err(error) => return fail(error, 1),
     };

@@ -1,7 +1,8 @@
 //! `authrun operator ...`: the operators, from the server's own machine. The first admin is made here.
 //!
 //! The commands edit `operators.json` under its lock and tell a running server to read it again, so
-//! they work whether or not the server runs; each change is written to the audit log.
+//! they work whether or not the server runs; with `[store] kind = "postgres"` they change the operators
+//! in the database instead, and every instance hears of it. Each change is written to the audit log.
 
 use std::process::ExitCode;
 
@@ -9,13 +10,17 @@ use clap::Subcommand;
 
 use crate::auth::operators::{self, AdminError, OperatorRow, enrollment_link};
 use crate::clock::{Clock, SystemClock};
-use crate::config::{AuthMode, Config};
+use crate::config::{AuthMode, Config, StoreSettings};
 use crate::model::audit::{AuditEntry, AuditEvent};
-use crate::model::operator::Role;
+use crate::model::operator::{Operators, Role};
+use crate::store::StoreError;
 use crate::store::file::audit::AuditLog;
 use crate::store::file::operators as file;
 
-use super::fail;
+use super::{database, fail};
+
+/// The operators' document in the database.
+const DOCUMENT: &str = "operators";
 
 #[derive(Debug, Subcommand)]
 pub enum OperatorCommand {
@@ -50,7 +55,6 @@ pub fn run(config: &Config, command: OperatorCommand) -> ExitCode {
     }
     let now = SystemClock.now();
     let valid_for = config.auth.enrollment;
-    let path = &config.operators_file;
     let base = match &config.server.public_url {
         Some(url) => url.origin.clone(),
         None => format!("http://{}", config.bind),
@@ -59,21 +63,21 @@ pub fn run(config: &Config, command: OperatorCommand) -> ExitCode {
         OperatorCommand::List { json } => return list(config, json),
         OperatorCommand::Add { name, role, email } => {
             let role = Role::parse(&role).unwrap_or_default();
-            file::edit(path, |list| {
+            edit(config, |list| {
                 operators::add(list, &name, role, email.clone(), now, valid_for).map_err(to_store)
             })
             .map(|token| (name, "added", Some(token)))
         }
-        OperatorCommand::Reset { name } => file::edit(path, |list| {
+        OperatorCommand::Reset { name } => edit(config, |list| {
             operators::reset(list, &name, now, valid_for).map_err(to_store)
         })
         .map(|token| (name, "reset", Some(token))),
         OperatorCommand::Remove { name } => {
-            file::edit(path, |list| operators::remove(list, &name).map_err(to_store))
+            edit(config, |list| operators::remove(list, &name).map_err(to_store))
                 .map(|()| (name, "removed", None))
         }
         OperatorCommand::Unlock { name } => {
-            file::edit(path, |list| operators::unlock(list, &name).map_err(to_store))
+            edit(config, |list| operators::unlock(list, &name).map_err(to_store))
                 .map(|()| (name, "unlocked", None))
         }
     };
@@ -106,6 +110,17 @@ pub fn run(config: &Config, command: OperatorCommand) -> ExitCode {
     ExitCode::SUCCESS
 }
 
+/// Changes the operators where `[store]` keeps them: their file, or the database.
+fn edit<R: Send>(
+    config: &Config,
+    mut change: impl FnMut(&mut Operators) -> Result<R, StoreError> + Send,
+) -> Result<R, StoreError> {
+    match &config.store {
+        StoreSettings::Postgres { url, .. } => database::edit(url, DOCUMENT, change),
+        StoreSettings::Files => file::edit(&config.operators_file, |list| change(list)),
+    }
+}
+
 /// An admin change's refusal, as the store's error type carries it out of the file's lock.
 fn to_store(error: AdminError) -> crate::store::StoreError {
     match error {
@@ -115,7 +130,11 @@ fn to_store(error: AdminError) -> crate::store::StoreError {
 }
 
 fn list(config: &Config, json: bool) -> ExitCode {
-    let list = match file::read(&config.operators_file) {
+    let read = match &config.store {
+        StoreSettings::Postgres { url, .. } => database::read::<Operators>(url, DOCUMENT),
+        StoreSettings::Files => file::read(&config.operators_file),
+    };
+    let list = match read {
         Ok(list) => list,
         Err(error) => return fail(error, 1),
     };

@@ -33,6 +33,10 @@ pub struct RegulationState {
     /// Failures from anywhere within the global window.
     #[serde(default)]
     pub global_failures: VecDeque<Stamp>,
+    /// Each client's failures within its window, where instances share the state (a database); one
+    /// instance counts them in memory, and the state file never holds them.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub client_failures: BTreeMap<ClientKey, VecDeque<Stamp>>,
 }
 
 /// A change worth an audit line.
@@ -66,6 +70,7 @@ mod tests {
             pauses: 1,
             last_pause_end: Some(datetime!(2026-11-25 13:00:00 UTC)),
             global_failures: VecDeque::from([Stamp(datetime!(2026-11-25 12:00:00 UTC))]),
+            client_failures: BTreeMap::new(),
         };
         let json = serde_json::to_string(&state).unwrap();
         assert_eq!(

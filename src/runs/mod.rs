@@ -9,3 +9,4 @@ pub mod owner;
 pub mod process;
 pub mod runner;
 pub mod runners;
+pub mod shipper;

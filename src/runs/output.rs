@@ -353,7 +353,8 @@ fn count_lines(file: &mut std::fs::File) -> std::io::Result<u64> {
     }
 }
 
-fn parse_line(number: u64, raw: &[u8]) -> Line {
+/// One raw log line (its stream tag, a space, the text) as line `number`.
+pub fn parse_line(number: u64, raw: &[u8]) -> Line {
     let raw = raw.strip_suffix(b"\n").unwrap_or(raw);
     let (stream, text) = match raw {
         [b'e', b' ', text @ ..] => (Stream::Stderr, text),

@@ -6,6 +6,9 @@
 
 pub mod file;
 pub mod postgres;
+pub mod run_output;
+pub mod session_table;
+pub mod turn;
 
 use std::fmt;
 use std::io;
@@ -223,6 +226,18 @@ pub trait RegulationStore: Send + Sync + fmt::Debug {
         &self,
         change: &mut (dyn for<'s> FnMut(&'s mut RegulationState) -> bool + Send),
     ) -> Result<(), StoreError>;
+
+    /// Holds the turn of judging attempts for every instance sharing the state, until the answer is
+    /// dropped, and picks up the state as the store holds it now, so the attempt is judged on what the
+    /// others counted. A store of one instance holds nothing: the guard's own lock is the turn.
+    async fn hold_turn(&self) -> Result<Option<turn::TurnHold>, StoreError> {
+        Ok(None)
+    }
+
+    /// Whether several instances share the state: each client's failures are then counted in it.
+    fn shared(&self) -> bool {
+        false
+    }
 }
 
 /// A browser session worth keeping across a restart: a verified one (it took a valid code). It holds the
@@ -281,4 +296,10 @@ pub trait OperatorStore: Send + Sync + fmt::Debug {
         &self,
         change: &mut (dyn for<'s> FnMut(&'s mut Operators) -> bool + Send),
     ) -> Result<(), StoreError>;
+
+    /// Reads the operators again where other instances change them, so an attempt judged in its turn
+    /// sees a lock another instance just set. A store of one instance has nothing to read.
+    async fn refresh(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
 }

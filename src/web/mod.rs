@@ -15,6 +15,7 @@ pub mod negotiate;
 pub mod query;
 pub mod router;
 pub mod routes;
+pub mod run_events;
 pub mod server;
 pub mod session;
 pub mod state;

@@ -16,7 +16,7 @@ use crate::web::middleware::body_deadline::body_deadline;
 use crate::web::middleware::edge::Edge;
 use crate::web::middleware::host::AllowedHosts;
 use crate::web::routes;
-use crate::web::session::{BoundedStore, Budgets};
+use crate::web::session::{BoundedStore, Budgets, SessionBackend, SharedStore};
 use crate::web::state::AppState;
 
 /// The most browser sessions kept at once (a few hundred bytes each). Verified sessions each took a
@@ -36,8 +36,17 @@ pub fn build_router(state: AppState) -> Edge<Router> {
     let hosts = AllowedHosts::new(state.config.server.public_url.as_ref());
     let verified_for = time::Duration::try_from(state.config.access.verified_for).unwrap_or(SESSION_IDLE);
     let lifetime = SESSION_IDLE.max(verified_for);
-    let store =
-        BoundedStore::new(state.clock.clone(), lifetime, SESSION_BUDGETS).kept_in(state.sessions.clone());
+    let store = match &state.session_table {
+        Some(table) => SessionBackend::Shared(SharedStore::new(
+            state.clock.clone(),
+            lifetime,
+            SESSION_BUDGETS,
+            table.clone(),
+        )),
+        None => SessionBackend::Memory(
+            BoundedStore::new(state.clock.clone(), lifetime, SESSION_BUDGETS).kept_in(state.sessions.clone()),
+        ),
+    };
     let sessions = SessionManagerLayer::new(store)
         .with_name("authrun_session")
         .with_http_only(true)

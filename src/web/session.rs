@@ -16,6 +16,7 @@ use tower_sessions::session::{Id, Record};
 use tower_sessions::session_store;
 
 use crate::clock::SharedClock;
+use crate::store::session_table::{SessionTable, TableSession};
 use crate::store::{KeptSession, SessionKeeper};
 
 const FLASH_KEY: &str = "authrun.flash";
@@ -232,6 +233,140 @@ impl session_store::SessionStore for BoundedStore {
             self.keep_verified().await;
         }
         Ok(())
+    }
+}
+
+/// The sessions of several instances, in a [`SessionTable`] they share, so a browser signed in through
+/// one instance is signed in when another answers. The same bounds as [`BoundedStore`]: each kind
+/// within its budget, expiry `lifetime` after the last save by the product's clock.
+///
+/// A table that cannot be reached costs the session, not the request (as a store failure costs a flash
+/// message): the failure is logged, a load finds no session and a write keeps nothing, so a page never
+/// answers 500 for it.
+#[derive(Debug, Clone)]
+pub struct SharedStore {
+    clock: SharedClock,
+    lifetime: Duration,
+    budgets: Budgets,
+    table: Arc<dyn SessionTable>,
+}
+
+/// How many fresh ids `create` tries when the one it was given is taken (one in 2^128: never twice).
+const FRESH_IDS: usize = 4;
+
+impl SharedStore {
+    pub fn new(
+        clock: SharedClock,
+        lifetime: Duration,
+        budgets: Budgets,
+        table: Arc<dyn SessionTable>,
+    ) -> Self {
+        Self {
+            clock,
+            lifetime,
+            budgets,
+            table,
+        }
+    }
+
+    /// `record` as the table keeps it, saved at `now`, and its kind's budget.
+    fn row<'r>(&self, record: &'r Record, now: OffsetDateTime) -> (TableSession<'r>, usize) {
+        let kind = Kind::of(record);
+        let budget = match kind {
+            Kind::Anonymous => self.budgets.anonymous,
+            Kind::Verified => self.budgets.verified,
+        };
+        let session = TableSession {
+            record,
+            expires: now + self.lifetime,
+            verified: kind == Kind::Verified,
+        };
+        (session, budget.max(1))
+    }
+}
+
+#[async_trait::async_trait]
+impl session_store::SessionStore for SharedStore {
+    async fn create(&self, record: &mut Record) -> session_store::Result<()> {
+        let now = self.clock.now();
+        for _ in 0..FRESH_IDS {
+            let (session, budget) = self.row(record, now);
+            match self.table.insert(session, budget, now).await {
+                Ok(true) => return Ok(()),
+                Ok(false) => record.id = Id::default(),
+                Err(error) => {
+                    tracing::warn!(%error, "a browser session could not be kept");
+                    return Ok(());
+                }
+            }
+        }
+        tracing::warn!("no free session id was found; the session is not kept");
+        Ok(())
+    }
+
+    async fn save(&self, record: &Record) -> session_store::Result<()> {
+        let now = self.clock.now();
+        let (session, budget) = self.row(record, now);
+        if let Err(error) = self.table.upsert(session, budget, now).await {
+            tracing::warn!(%error, "a browser session could not be kept");
+        }
+        Ok(())
+    }
+
+    async fn load(&self, id: &Id) -> session_store::Result<Option<Record>> {
+        match self.table.load(id, self.clock.now()).await {
+            Ok(record) => Ok(record),
+            Err(error) => {
+                tracing::warn!(%error, "a browser session could not be read; it counts as none");
+                Ok(None)
+            }
+        }
+    }
+
+    async fn delete(&self, id: &Id) -> session_store::Result<()> {
+        if let Err(error) = self.table.delete(id).await {
+            tracing::warn!(%error, "a browser session could not be deleted");
+        }
+        Ok(())
+    }
+}
+
+/// Where the browser sessions are: in this instance's memory (one instance, the files), or in a table
+/// the instances share (`[store] kind = "postgres"`).
+#[derive(Debug, Clone)]
+pub enum SessionBackend {
+    Memory(BoundedStore),
+    Shared(SharedStore),
+}
+
+#[async_trait::async_trait]
+impl session_store::SessionStore for SessionBackend {
+    async fn create(&self, record: &mut Record) -> session_store::Result<()> {
+        match self {
+            Self::Memory(store) => store.create(record).await,
+            Self::Shared(store) => store.create(record).await,
+        }
+    }
+
+    async fn save(&self, record: &Record) -> session_store::Result<()> {
+        match self {
+            Self::Memory(store) => store.save(record).await,
+            Self::Shared(store) => store.save(record).await,
+        }
+    }
+
+    async fn load(&self, id: &Id) -> session_store::Result<Option<Record>> {
+        match self {
+            Self::Memory(store) => store.load(id).await,
+            Self::Shared(store) => store.load(id).await,
+        }
+    }
+
+    async fn delete(&self, id: &Id) -> session_store::Result<()> {
+        match self {
+            Self::Memory(store) => store.delete(id).await,
+            Self::Shared(store) => store.delete(id).await,
+        }
     }
 }
 

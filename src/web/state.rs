@@ -9,6 +9,8 @@ use crate::metrics::Metrics;
 use crate::notify::Notifier;
 use crate::runs::runners::Runners;
 use crate::store::SessionKeeper;
+use crate::store::run_output::RunOutputStore;
+use crate::store::session_table::SessionTable;
 use crate::web::cache::Caches;
 
 /// Everything a handler needs: one `Arc`, so handing it to a request costs one increment. Fields are
@@ -28,6 +30,12 @@ pub struct AppStateInner {
     pub caches: Caches,
     /// Where verified browser sessions are kept across a restart.
     pub sessions: Arc<dyn SessionKeeper>,
+    /// The browser sessions several instances share (`[store] kind = "postgres"`); none: they are kept
+    /// in memory.
+    pub session_table: Option<Arc<dyn SessionTable>>,
+    /// Runs' output shared by instances (`[store] kind = "postgres"`): how a run another instance runs
+    /// is shown here. None: each run's output is in its log file only.
+    pub run_output: Option<Arc<dyn RunOutputStore>>,
     /// The Prometheus registry; `GET /metrics` renders it.
     pub metrics: Arc<Metrics>,
     /// Mail and webhooks about runs, and the operators' messages.

@@ -17,7 +17,7 @@ use crate::support::{
 };
 
 /// `authrun serve` on a free port with 64 worker threads, as many as a big machine gives it.
-fn serve_with_64_threads(workspace: &Workspace) -> Server {
+pub(super) fn serve_with_64_threads(workspace: &Workspace) -> Server {
     Server::start(
         authrun(workspace.path())
             .env("TOKIO_WORKER_THREADS", "64")
@@ -27,7 +27,7 @@ fn serve_with_64_threads(workspace: &Workspace) -> Server {
 }
 
 /// A request to `POST /verify` with `code`, as curl sends it, with extra header lines.
-fn verify_request(server: &Server, code: &str, headers: &str) -> Vec<u8> {
+pub(super) fn verify_request(server: &Server, code: &str, headers: &str) -> Vec<u8> {
     let body = format!("code={code}");
     format!(
         "POST /verify HTTP/1.0\r\nHost: {}\r\nAccept: application/json\r\n{headers}\
@@ -61,7 +61,7 @@ pub fn runtime() -> tokio::runtime::Runtime {
 }
 
 /// The status and JSON body of the answer on `stream`, read to its end.
-fn read_answer(stream: &mut TcpStream) -> (u16, Value) {
+pub(super) fn read_answer(stream: &mut TcpStream) -> (u16, Value) {
     let reply = read_reply(stream);
     let body = serde_json::from_str(&reply.body).unwrap_or(Value::Null);
     (reply.status, body)
@@ -94,7 +94,7 @@ fn burst(server: &Server, sources: &[Ipv4Addr], request: &[u8]) -> Vec<(u16, Val
 }
 
 /// How many answers had `status` and `error`.
-fn count(answers: &[(u16, Value)], status: u16, error: &str) -> usize {
+pub(super) fn count(answers: &[(u16, Value)], status: u16, error: &str) -> usize {
     answers
         .iter()
         .filter(|(got, body)| *got == status && body["error"] == error)
@@ -102,7 +102,7 @@ fn count(answers: &[(u16, Value)], status: u16, error: &str) -> usize {
 }
 
 /// Asserts that every answer is one of `allowed` (status, error).
-fn assert_only(answers: &[(u16, Value)], allowed: &[(u16, &str)]) {
+pub(super) fn assert_only(answers: &[(u16, Value)], allowed: &[(u16, &str)]) {
     for (status, body) in answers {
         assert!(
             allowed
@@ -113,7 +113,7 @@ fn assert_only(answers: &[(u16, Value)], allowed: &[(u16, &str)]) {
     }
 }
 
-fn audit_lines(workspace: &Workspace) -> Vec<Value> {
+pub(super) fn audit_lines(workspace: &Workspace) -> Vec<Value> {
     workspace
         .read(".authrun/audit.log")
         .lines()
@@ -122,7 +122,7 @@ fn audit_lines(workspace: &Workspace) -> Vec<Value> {
 }
 
 /// The attempts the audit log counts with `outcome` (a coalesced line counts `count` attempts).
-fn audited(lines: &[Value], outcome: &str) -> u64 {
+pub(super) fn audited(lines: &[Value], outcome: &str) -> u64 {
     lines
         .iter()
         .filter(|line| line["event"] == "attempt" && line["outcome"] == outcome)
@@ -131,7 +131,7 @@ fn audited(lines: &[Value], outcome: &str) -> u64 {
 }
 
 /// `n` addresses, 127.0.{first}.1 and on.
-fn addresses(first: u8, n: usize) -> Vec<Ipv4Addr> {
+pub(super) fn addresses(first: u8, n: usize) -> Vec<Ipv4Addr> {
     (0..n)
         .map(|i| {
             let third = first + u8::try_from(i / 250).expect("fewer than 250 * 255 addresses");

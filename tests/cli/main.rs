@@ -4,7 +4,8 @@
 //!
 //! `commands` covers what prints and exits, `mail` mail and notifications, `serve` the server's life (start, deploy, shutdown, crash),
 //! `security` the operator's side of the security layer, `service` running under systemd,
-//! `password_flood` sign-ins with passwords flooding the server while its status keeps answering; the helpers
+//! `password_flood` sign-ins with passwords flooding the server while its status keeps answering,
+//! `instances` and `shared` several instances on one PostgreSQL; the helpers
 //! are in `support`, and in `common` what the HTTP and browser tests need too.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -26,4 +27,5 @@ mod security;
 mod serve;
 mod service;
 mod store_commands;
+mod shared;
 mod support;

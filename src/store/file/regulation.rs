@@ -53,20 +53,29 @@ pub fn read(path: &Path) -> Result<RegulationState, StoreError> {
 /// lifted. A running server picks the change up at its next attempt.
 pub fn unlock(path: &Path, client: Option<&ClientKey>) -> Result<usize, StoreError> {
     shared::edit(REGULATION_STATE, path, |state: &mut RegulationState| {
-        Ok(match client {
-            Some(client) => usize::from(state.bans.remove(client).is_some()),
-            None => {
-                let lifted = state.bans.len() + usize::from(state.paused_until.is_some());
-                // The doubling stays: an unlock must not hand an attacker short pauses again.
-                *state = RegulationState {
-                    pauses: state.pauses,
-                    last_pause_end: state.last_pause_end,
-                    ..RegulationState::default()
-                };
-                lifted
-            }
-        })
+        Ok(lift(state, client))
     })
+}
+
+/// What [`unlock`] does to the state, wherever it is kept: lifts `client`'s ban (and forgets its
+/// failures), or every ban and the pause. Returns how many blocks were lifted.
+pub fn lift(state: &mut RegulationState, client: Option<&ClientKey>) -> usize {
+    match client {
+        Some(client) => {
+            state.client_failures.remove(client);
+            usize::from(state.bans.remove(client).is_some())
+        }
+        None => {
+            let lifted = state.bans.len() + usize::from(state.paused_until.is_some());
+            // The doubling stays: an unlock must not hand an attacker short pauses again.
+            *state = RegulationState {
+                pauses: state.pauses,
+                last_pause_end: state.last_pause_end,
+                ..RegulationState::default()
+            };
+            lifted
+        }
+    }
 }
 
 #[cfg(test)]

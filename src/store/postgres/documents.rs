@@ -9,7 +9,11 @@ use serde::de::DeserializeOwned;
 use super::{CHANNEL, Database, failed};
 use crate::model::operator::Operators;
 use crate::model::regulation::RegulationState;
+use crate::store::turn::TurnHold;
 use crate::store::{KeptSession, OperatorStore, RegulationStore, SessionKeeper, StoreError};
+
+/// Taken, for its transaction, by the instance judging an attempt (see [`RegulationStore::hold_turn`]).
+const TURN_LOCK: i64 = 0x6175_7468_7275_6e02;
 
 /// One document, mirrored in memory.
 #[derive(Debug)]
@@ -94,6 +98,32 @@ where
         }
     }
 
+    /// Changes the document as [`Document::transact`] does with `change`, which may refuse: then
+    /// nothing is saved and its error is the answer.
+    pub async fn edit<R: Send>(
+        &self,
+        mut change: impl FnMut(&mut T) -> Result<R, StoreError> + Send,
+    ) -> Result<R, StoreError> {
+        let mut outcome = None;
+        self.transact(&mut |state: &mut T| {
+            let mut changed = state.clone();
+            let result = change(&mut changed);
+            let keep = result.is_ok();
+            if keep {
+                *state = changed;
+            }
+            outcome = Some(result);
+            keep
+        })
+        .await?;
+        outcome.unwrap_or(Err(StoreError::Conflict))
+    }
+
+    /// The document as this instance last read it.
+    pub fn current(&self) -> T {
+        self.state.lock().clone()
+    }
+
     fn look(&self, look: &mut (dyn FnMut(&T) + Send)) {
         look(&self.state.lock());
     }
@@ -134,6 +164,64 @@ impl RegulationStore for Document<RegulationState> {
     ) -> Result<(), StoreError> {
         Document::transact(self, change).await
     }
+
+    /// A transaction on a connection of its own, holding `pg_advisory_xact_lock` until the turn ends;
+    /// the state is read in it, after the lock was granted, so it holds what the turn before counted.
+    async fn hold_turn(&self) -> Result<Option<TurnHold>, StoreError> {
+        let client = self.database.client().await?;
+        let held = async {
+            client.batch_execute("BEGIN").await?;
+            client
+                .execute("SELECT pg_advisory_xact_lock($1)", &[&TURN_LOCK])
+                .await?;
+            client
+                .query_opt("SELECT body FROM documents WHERE name = $1", &[&self.name])
+                .await
+        }
+        .await;
+        let row = match held {
+            Ok(row) => row,
+            Err(error) => {
+                // Closing the connection ends whatever it began.
+                drop(deadpool_postgres::Object::take(client));
+                return Err(failed("reached", &error));
+            }
+        };
+        // From here the turn is held: dropping `turn` ends it, also on the error below.
+        let turn = TurnHold::new(Turn(Some(client)));
+        let state = match row {
+            Some(row) => parse(self.name, row.get(0))?,
+            None => RegulationState::default(),
+        };
+        *self.state.lock() = state;
+        Ok(Some(turn))
+    }
+
+    fn shared(&self) -> bool {
+        true
+    }
+}
+
+/// The connection holding the turn's transaction: dropping it ends the transaction (and so the lock),
+/// then gives the connection back to the pool; one that cannot end it is closed, which ends it too.
+struct Turn(Option<deadpool_postgres::Client>);
+
+impl Drop for Turn {
+    fn drop(&mut self) {
+        let Some(client) = self.0.take() else {
+            return;
+        };
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => {
+                runtime.spawn(async move {
+                    if client.batch_execute("ROLLBACK").await.is_err() {
+                        drop(deadpool_postgres::Object::take(client));
+                    }
+                });
+            }
+            Err(_) => drop(deadpool_postgres::Object::take(client)),
+        }
+    }
 }
 
 #[async_trait::async_trait]
@@ -147,6 +235,10 @@ impl OperatorStore for Document<Operators> {
         change: &mut (dyn for<'s> FnMut(&'s mut Operators) -> bool + Send),
     ) -> Result<(), StoreError> {
         Document::transact(self, change).await
+    }
+
+    async fn refresh(&self) -> Result<(), StoreError> {
+        Document::refresh(self).await
     }
 }
 

@@ -11,7 +11,9 @@
 
 mod documents;
 mod lease;
+mod output;
 mod runs;
+mod sessions;
 pub mod transfer;
 
 use std::sync::Arc;
@@ -23,7 +25,9 @@ use tokio_postgres::{AsyncMessage, NoTls};
 
 pub use documents::Document;
 pub use lease::keep_leases;
+pub use output::PgOutput;
 pub use runs::PgRuns;
+pub use sessions::PgSessions;
 
 use crate::model::operator::Operators;
 use crate::model::regulation::RegulationState;
@@ -50,6 +54,16 @@ const MIGRATIONS: &[Migration] = &[
         version: 100,
         name: "a lease on running runs",
         sql: include_str!("migrations/0100_lease.sql"),
+    },
+    Migration {
+        version: 200,
+        name: "browser sessions",
+        sql: include_str!("migrations/0200_sessions.sql"),
+    },
+    Migration {
+        version: 201,
+        name: "runs' output",
+        sql: include_str!("migrations/0201_run_output.sql"),
     },
 ];
 
@@ -165,6 +179,10 @@ pub struct Stores {
     pub regulation: Arc<Document<RegulationState>>,
     pub operators: Arc<Document<Operators>>,
     pub sessions: Arc<Document<Vec<crate::store::KeptSession>>>,
+    /// The browser sessions, shared live.
+    pub session_table: Arc<PgSessions>,
+    /// The runs' output, in batches.
+    pub output: Arc<PgOutput>,
 }
 
 impl Stores {
@@ -187,6 +205,8 @@ impl Stores {
             regulation: Arc::new(Document::open(database.clone(), "regulation", false).await?),
             operators: Arc::new(Document::open(database.clone(), "operators", true).await?),
             sessions: Arc::new(Document::open(database.clone(), "sessions", true).await?),
+            session_table: Arc::new(PgSessions::new(database.clone())),
+            output: Arc::new(PgOutput::new(database.clone())),
         })
     }
 

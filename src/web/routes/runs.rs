@@ -38,7 +38,9 @@ use crate::web::middleware::csrf::{self, with_cookie};
 use crate::web::negotiate::{wants_html, wants_json};
 use crate::web::query::Query;
 use crate::web::routes::assets::asset_version;
+use crate::web::routes::remote_output;
 use crate::web::routes::run::{VerifyQuery, wait_limit, wait_outcome, wait_until_ended};
+use crate::web::run_events::{end_event, line_event};
 use crate::web::session::{BrowserSession, Flash, FlashKind};
 use crate::web::state::AppState;
 use crate::web::views::{ActionLabel, FlashView, OutputLineView, RunView, TimeView, format_duration};
@@ -239,6 +241,13 @@ pub async fn log(
     find(&state, id)?;
     access::may_read(&state, &BrowserSession(session), &headers).await?;
     let keep = query.ansi.as_deref() == Some("keep");
+    let headers = [
+        (header::CONTENT_TYPE, "text/plain; charset=utf-8"),
+        (header::CONTENT_DISPOSITION, "inline"),
+    ];
+    if let Some(store) = remote_output::is_remote(&state, id) {
+        return Ok((headers, remote_output::log(store, id, keep)).into_response());
+    }
     let path = state.runner.log_path(id);
     let (sender, receiver) = mpsc::channel::<Result<Bytes, std::io::Error>>(4);
     tokio::task::spawn_blocking(move || {
@@ -264,10 +273,6 @@ pub async fn log(
         };
         let _ = sender.blocking_send(tail);
     });
-    let headers = [
-        (header::CONTENT_TYPE, "text/plain; charset=utf-8"),
-        (header::CONTENT_DISPOSITION, "inline"),
-    ];
     Ok((headers, Body::from_stream(ReceiverStream::new(receiver))).into_response())
 }
 
@@ -295,7 +300,10 @@ pub async fn events(
         .and_then(|value| value.trim().parse().ok());
     let after = last_event.or(query.after).unwrap_or(0);
     let (sender, receiver) = mpsc::channel(VIEWER_QUEUE);
-    tokio::spawn(feed_viewer(state, id, after, sender));
+    match remote_output::is_remote(&state, id) {
+        Some(store) => tokio::spawn(remote_output::feed(state, store, id, after, sender)),
+        None => tokio::spawn(feed_viewer(state, id, after, sender)),
+    };
     let stream = ReceiverStream::new(receiver);
     // Keeps idle connections open through proxies: about the socket, not a rule, so on real time.
     Ok(Sse::new(stream)
@@ -336,9 +344,8 @@ async fn feed_viewer(state: AppState, id: u64, after: u64, sender: EventSender) 
             return;
         };
     }
-    if let Ok(record) = find(&state, id) {
-        let data = serde_json::to_string(&record).unwrap_or_default();
-        let _ = sender.send(Ok(Event::default().event("end").data(data))).await;
+    if let Some(event) = end_event(&state, id) {
+        let _ = sender.send(Ok(event)).await;
     }
 }
 
@@ -369,17 +376,6 @@ async fn replay(
     .await
     .ok()
     .flatten()
-}
-
-/// A line for a live viewer: `text` as plain text, `segments` with the styles the run page shows.
-fn line_event(line: &Line) -> Event {
-    let segments = ansi::render(&line.text);
-    let text: String = segments.iter().map(|segment| segment.text.as_str()).collect();
-    let data = serde_json::json!({ "stream": line.stream, "text": text, "segments": segments });
-    Event::default()
-        .event("line")
-        .id(line.number.to_string())
-        .data(data.to_string())
 }
 
 /// `POST /runs/{id}/cancel`
