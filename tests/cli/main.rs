@@ -26,6 +26,6 @@ mod processes;
 mod security;
 mod serve;
 mod service;
-mod store_commands;
 mod shared;
+mod store_commands;
 mod support;

@@ -250,6 +250,12 @@ fn operators_instance(postgres: &Postgres, extra: &str) -> Workspace {
 /// `authrun operator add alice` beside `added_on`, then the enrollment through `server` once it heard
 /// of her: returns her phone and the enrollment link's path.
 fn enroll_alice(added_on: &Workspace, server: &Server) -> (totp_rs::Totp, String) {
+    let (phone, path, _) = enroll_alice_with_codes(added_on, server);
+    (phone, path)
+}
+
+/// [`enroll_alice`], with her backup codes.
+fn enroll_alice_with_codes(added_on: &Workspace, server: &Server) -> (totp_rs::Totp, String, Vec<String>) {
     let added = operator(added_on, &["add", "alice", "--role", "admin"]);
     assert_eq!(added.code(), 0, "{added:#?}");
     assert!(
@@ -273,7 +279,60 @@ fn enroll_alice(added_on: &Workspace, server: &Server) -> (totp_rs::Totp, String
     let phone = totp_rs::Totp::from_url_unchecked(&uri).expect("a TOTP URI");
     let done = server.post_form(&path, &format!("code={}", phone.generate(now_unix())));
     assert_eq!(done.status, 200, "{done:?}\n{}", server.stderr());
-    (phone, path)
+    let codes = done.json()["backup_codes"]
+        .as_array()
+        .expect("the backup codes")
+        .iter()
+        .filter_map(|code| code.as_str().map(str::to_string))
+        .collect();
+    (phone, path, codes)
+}
+
+#[test]
+fn a_backup_code_is_spent_once_across_two_instances() {
+    let postgres = Postgres::start();
+    let (a, b) = (
+        operators_instance(&postgres, ""),
+        operators_instance(&postgres, ""),
+    );
+    let (server_a, server_b) = (serve_configured(&a, &[]), serve_configured(&b, &[]));
+    let (_, path, codes) = enroll_alice_with_codes(&a, &server_b);
+    wait_for("A to hear of the enrollment", || {
+        (server_a.get(&path).status == 404).then_some(())
+    });
+    // Used on A, refused on B.
+    let ran = server_a.post_form("/verify", &format!("user=alice&code={}", codes[0]));
+    assert_eq!(ran.status, 200, "{ran:?}");
+    let again = server_b.post_form("/verify", &format!("user=alice&code={}", codes[0]));
+    assert_eq!(again.status, 401, "{again:?}");
+
+    // One code signed in with 20 times at once, 10 on each instance: it works once.
+    let answers: Vec<u16> = std::thread::scope(|scope| {
+        let tries: Vec<_> = (0..20)
+            .map(|n| {
+                let server = if n % 2 == 0 { &server_a } else { &server_b };
+                let body = format!("user=alice&code={}", codes[1]);
+                scope.spawn(move || server.post_form("/login", &body).status)
+            })
+            .collect();
+        tries
+            .into_iter()
+            .map(|try_| try_.join().expect("a sign-in"))
+            .collect()
+    });
+    assert_eq!(
+        answers.iter().filter(|status| **status == 200).count(),
+        1,
+        "{answers:?}"
+    );
+    // The others were refused as a spent code (401), and then, failures counting, locked (429).
+    assert!(
+        answers.iter().all(|status| [200, 401, 429].contains(status)),
+        "{answers:?}"
+    );
+    let listed = operator(&b, &["list", "--json"]);
+    let rows: serde_json::Value = serde_json::from_str(&listed.stdout).expect("JSON");
+    assert_eq!(rows[0]["backup_codes_left"], 8, "{rows}");
 }
 
 #[test]
