@@ -288,6 +288,11 @@ struct Slots {
     server: Arc<Semaphore>,
     /// The most slots in use at once since the memory was last given back.
     busiest: Arc<AtomicUsize>,
+    /// A burst ended and was trimmed, but connections were still closing then: trim once more when they
+    /// have settled (see [`Slots::burst_ended`]).
+    settling: Arc<std::sync::atomic::AtomicBool>,
+    /// Slots in use at the previous check.
+    previous: Arc<AtomicUsize>,
     clients: Arc<ClientSlots>,
 }
 
@@ -297,6 +302,8 @@ impl Slots {
             max: limits.max_connections,
             server: Arc::new(Semaphore::new(limits.max_connections)),
             busiest: Arc::new(AtomicUsize::new(0)),
+            settling: Arc::new(std::sync::atomic::AtomicBool::new(false)),
+            previous: Arc::new(AtomicUsize::new(0)),
             clients: Arc::new(ClientSlots {
                 cap: limits.max_connections_per_client,
                 trusted_proxies: limits.trusted_proxies.clone(),
@@ -322,14 +329,24 @@ impl Slots {
         self.max.saturating_sub(self.server.available_permits())
     }
 
-    /// Whether a burst has ended since the last call: far fewer slots are in use than at its height.
+    /// Whether memory should be given back now: a burst has ended since the last call (far fewer slots
+    /// are in use than at its height), or, after one ended, the connections still closing then have
+    /// settled (as many or fewer in use than at the previous call), so what they freed goes back too.
+    /// Called by one task only, every [`MEMORY_CHECK`].
     fn burst_ended(&self) -> bool {
         let now = self.in_use();
-        if self.busiest.load(Ordering::Relaxed) < now + BURST_SLOTS {
-            return false;
+        let previous = self.previous.swap(now, Ordering::Relaxed);
+        if self.busiest.load(Ordering::Relaxed) >= now + BURST_SLOTS {
+            self.busiest.store(now, Ordering::Relaxed);
+            // With connections still open, some may be closing: look again once they settle.
+            self.settling.store(now > 0, Ordering::Relaxed);
+            return true;
         }
-        self.busiest.store(now, Ordering::Relaxed);
-        true
+        if now <= previous && self.settling.swap(false, Ordering::Relaxed) {
+            self.busiest.store(now, Ordering::Relaxed);
+            return true;
+        }
+        false
     }
 }
 
@@ -624,4 +641,43 @@ async fn refuse(mut stream: TcpStream, refusal: &'static Refusal) {
     answer.push_str(&body);
     let _ = tokio::time::timeout(Duration::from_secs(1), stream.write_all(answer.as_bytes())).await;
     let _ = stream.shutdown().await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn memory_is_given_back_when_a_burst_ends_and_again_once_its_stragglers_have_closed() {
+        let slots = Slots::new(&Limits {
+            max_connections: 512,
+            max_connections_per_client: 512,
+            header_read_timeout: Duration::from_secs(10),
+            trusted_proxies: Vec::new(),
+        });
+        let peer = IpAddr::from([192, 0, 2, 1]);
+        let mut held: Vec<Slot> = (0..100).map(|_| slots.take(peer).ok().expect("a slot")).collect();
+        assert!(!slots.burst_ended(), "a burst going on");
+        // 80 close before the check, 20 are still closing: given back once.
+        held.truncate(20);
+        assert!(slots.burst_ended());
+        // The stragglers close: given back again, once they have settled.
+        held.clear();
+        assert!(slots.burst_ended());
+        assert!(!slots.burst_ended(), "nothing new since");
+        // A few connections come and go: no burst.
+        let few: Vec<Slot> = (0..5).map(|_| slots.take(peer).ok().expect("a slot")).collect();
+        assert!(!slots.burst_ended());
+        drop(few);
+        assert!(!slots.burst_ended());
+        // Another burst, whose last 10 connections close after the check: too few to be a burst of
+        // their own, given back all the same once they have settled.
+        let mut held: Vec<Slot> = (0..100).map(|_| slots.take(peer).ok().expect("a slot")).collect();
+        assert!(!slots.burst_ended());
+        held.truncate(10);
+        assert!(slots.burst_ended());
+        held.clear();
+        assert!(slots.burst_ended(), "the stragglers' memory");
+        assert!(!slots.burst_ended());
+    }
 }

@@ -256,7 +256,12 @@ fn enroll_alice(added_on: &Workspace, server: &Server) -> (totp_rs::Totp, String
 
 /// [`enroll_alice`], with her backup codes.
 fn enroll_alice_with_codes(added_on: &Workspace, server: &Server) -> (totp_rs::Totp, String, Vec<String>) {
-    let added = operator(added_on, &["add", "alice", "--role", "admin"]);
+    enroll_with(added_on, server, &["alice", "--role", "admin"])
+}
+
+/// `authrun operator add ARGS` beside `added_on`, then the enrollment through `server`.
+fn enroll_with(added_on: &Workspace, server: &Server, args: &[&str]) -> (totp_rs::Totp, String, Vec<String>) {
+    let added = operator(added_on, &[&["add"], args].concat());
     assert_eq!(added.code(), 0, "{added:#?}");
     assert!(
         !added_on.join(".authrun/operators.json").exists(),
@@ -268,7 +273,7 @@ fn enroll_alice_with_codes(added_on: &Workspace, server: &Server) -> (totp_rs::T
         .find(|line| line.contains("/enroll/"))
         .unwrap_or_else(|| panic!("no link: {added:#?}"));
     let path = format!("/enroll/{}", link.rsplit('/').next().unwrap_or_default());
-    let page = wait_for("the instance to know alice", || {
+    let page = wait_for("the instance to know the operator", || {
         let page = server.get(&path);
         (page.status == 200).then_some(page)
     });
@@ -286,6 +291,45 @@ fn enroll_alice_with_codes(added_on: &Workspace, server: &Server) -> (totp_rs::T
         .filter_map(|code| code.as_str().map(str::to_string))
         .collect();
     (phone, path, codes)
+}
+
+#[test]
+fn a_code_by_mail_asked_on_one_instance_works_once_on_either() {
+    let smtp = crate::common::SmtpServer::start();
+    let postgres = Postgres::start();
+    let mail = format!(
+        "email_codes = true\n[mail]\nhost = \"127.0.0.1\"\nport = {}\nsecurity = \"none\"\n\
+         from = \"authrun@example.com\"\n",
+        smtp.port
+    );
+    let (a, b) = (
+        operators_instance(&postgres, &mail),
+        operators_instance(&postgres, &mail),
+    );
+    let (server_a, server_b) = (serve_configured(&a, &[]), serve_configured(&b, &[]));
+    let (_, path, _) = enroll_with(&a, &server_b, &["carol", "--email", "carol@example.com"]);
+    wait_for("A to hear of the enrollment", || {
+        (server_a.get(&path).status == 404).then_some(())
+    });
+    let asked = server_a.post_form("/email-code", "user=carol");
+    assert_eq!(asked.status, 202, "{asked:?}");
+    let message = smtp.wait_for_messages(1).remove(0);
+    let code: String = message
+        .split("Your authrun code: ")
+        .nth(1)
+        .expect("a code in the mail")
+        .chars()
+        .take_while(char::is_ascii_digit)
+        .collect();
+    // Asked through A, used through B, refused afterwards on A.
+    let ran = server_b.post_form("/verify", &format!("user=carol&code={code}"));
+    assert_eq!(ran.status, 200, "{ran:?}");
+    assert_eq!(ran.json()["by"], "carol");
+    wait_for("the run to end", || {
+        (history(&server_a).last()?["status"] == "Deploy succeeded").then_some(())
+    });
+    let again = server_a.post_form("/login", &format!("user=carol&code={code}"));
+    assert_eq!(again.status, 401, "{again:?}");
 }
 
 #[test]
