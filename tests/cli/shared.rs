@@ -333,18 +333,25 @@ fn a_code_by_mail_asked_on_one_instance_works_once_on_either() {
 }
 
 #[test]
-fn a_backup_code_is_spent_once_across_two_instances() {
+fn an_operators_code_and_backup_code_are_spent_once_across_two_instances() {
     let postgres = Postgres::start();
     let (a, b) = (
         operators_instance(&postgres, ""),
         operators_instance(&postgres, ""),
     );
     let (server_a, server_b) = (serve_configured(&a, &[]), serve_configured(&b, &[]));
-    let (_, path, codes) = enroll_alice_with_codes(&a, &server_b);
+    let (phone, path, codes) = enroll_alice_with_codes(&a, &server_b);
     wait_for("A to hear of the enrollment", || {
         (server_a.get(&path).status == 404).then_some(())
     });
-    // Used on A, refused on B.
+    // Her TOTP code: used on A (a sign-in), refused on B.
+    let totp = phone.generate(now_unix() + 30);
+    let signed_in = server_a.post_form("/login", &format!("user=alice&code={totp}"));
+    assert_eq!(signed_in.status, 200, "{signed_in:?}");
+    let replayed = server_b.post_form("/login", &format!("user=alice&code={totp}"));
+    assert_eq!(replayed.status, 401, "{replayed:?}");
+    assert_eq!(replayed.json()["error"], "replayed_code");
+    // A backup code: used on A, refused on B.
     let ran = server_a.post_form("/verify", &format!("user=alice&code={}", codes[0]));
     assert_eq!(ran.status, 200, "{ran:?}");
     let again = server_b.post_form("/verify", &format!("user=alice&code={}", codes[0]));
