@@ -193,17 +193,39 @@ struct Counted {
     change: Option<String>,
 }
 
-/// Counts the lines of the log at `path` written since `since` (the current file: rotated ones are
-/// older than a day unless the log grows by `max_bytes` a day).
-fn tally_file(path: &Path, since: time::OffsetDateTime) -> io::Result<Tally> {
-    use std::io::BufRead;
+/// Counts the lines of the log at `path` written since `since`: the current file, then the rotated
+/// ones (`.1`, `.2`, ...) while each still begins within the window, so a rotation during the day
+/// does not hide the morning's attempts.
+fn tally_files(path: &Path, since: time::OffsetDateTime) -> io::Result<Tally> {
     let mut tally = Tally::default();
+    let mut reaches_back = tally_file(path, since, &mut tally)?;
+    let mut number = 1;
+    while reaches_back && number <= MAX_ROTATED_FILES {
+        match tally_file(&numbered(path, number), since, &mut tally) {
+            Ok(begins_in_window) => reaches_back = begins_in_window,
+            Err(error) if error.kind() == io::ErrorKind::NotFound => break,
+            Err(error) => return Err(error),
+        }
+        number += 1;
+    }
+    Ok(tally)
+}
+
+/// The most rotated files a log keeps (the limit `[audit] keep_files` is checked against).
+const MAX_ROTATED_FILES: usize = 1000;
+
+/// Adds the lines of one file written since `since` to `tally`; answers whether the file's first
+/// line is within the window too (so an older file may still hold some), or the file is empty.
+fn tally_file(path: &Path, since: time::OffsetDateTime, tally: &mut Tally) -> io::Result<bool> {
+    use std::io::BufRead;
     let file = File::open(path)?;
+    let mut first = None;
     for line in io::BufReader::new(file).lines() {
         let Ok(line) = serde_json::from_str::<Counted>(&line?) else {
             continue;
         };
         let recent = crate::model::time::parse_lenient(&line.time).is_some_and(|time| time >= since);
+        first.get_or_insert(recent);
         if !recent {
             continue;
         }
@@ -215,7 +237,7 @@ fn tally_file(path: &Path, since: time::OffsetDateTime) -> io::Result<Tally> {
             _ => {}
         }
     }
-    Ok(tally)
+    Ok(first.unwrap_or(true))
 }
 
 /// An append-only JSON-lines file, rotated by size.
@@ -290,7 +312,7 @@ impl AuditSink for AuditLog {
 
     async fn tally(&self, since: time::OffsetDateTime) -> Result<Tally, AuditError> {
         let path = Arc::clone(&self.path);
-        let tallied = tokio::task::spawn_blocking(move || tally_file(&path, since)).await;
+        let tallied = tokio::task::spawn_blocking(move || tally_files(&path, since)).await;
         tallied
             .unwrap_or_else(|join| Err(io::Error::other(join)))
             .map_err(|source| AuditError {
@@ -504,9 +526,13 @@ mod tests {
     use time::macros::datetime;
 
     fn attempt_line(log: &AuditLog, n: u8) {
+        attempt_line_at(log, n, datetime!(2026-11-25 12:00:00 UTC));
+    }
+
+    fn attempt_line_at(log: &AuditLog, n: u8, time: time::OffsetDateTime) {
         let client = ClientKey::of([192, 0, 2, n].into());
         let entry = AuditEntry {
-            time: datetime!(2026-11-25 12:00:00 UTC),
+            time,
             event: AuditEvent::Attempt {
                 client: &client,
                 action: Some("deploy"),
@@ -553,6 +579,30 @@ mod tests {
                 .len();
             assert!(len <= 360, "audit.log{suffix}: {len} bytes");
         }
+    }
+
+    #[tokio::test]
+    async fn the_tally_reads_rotated_files_that_reach_into_the_window() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.log");
+        let rotation = Rotation {
+            max_bytes: 360,
+            keep_files: 5,
+        };
+        let log = AuditLog::open(&path, Some(rotation)).unwrap();
+        // Three lines a file: audit.log.3 = 1-3, .2 = 4-6, .1 = 7-9, audit.log = 10.
+        for n in 1..=10 {
+            let time = if n <= 4 {
+                datetime!(2026-11-24 10:00:00 UTC)
+            } else {
+                datetime!(2026-11-25 12:00:00 UTC)
+            };
+            attempt_line_at(&log, n, time);
+        }
+        let tally = log.tally(datetime!(2026-11-24 12:00:00 UTC)).await.unwrap();
+        assert_eq!(tally.attempts.values().sum::<u64>(), 6, "{tally:?}");
+        let tally = log.tally(datetime!(2026-11-24 00:00:00 UTC)).await.unwrap();
+        assert_eq!(tally.attempts.values().sum::<u64>(), 10, "{tally:?}");
     }
 
     #[test]
