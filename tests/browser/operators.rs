@@ -430,8 +430,20 @@ async fn an_admin_adds_promotes_removes_and_unlocks_operators_on_the_admin_page(
     .await;
     assert_eq!(locked.status, 429, "{}", locked.text());
     scene.open("/admin").await;
-    let until = cell(browser, "carol", 8).await.unwrap_or_default();
-    assert!(until.starts_with("2026-11-25"), "carol's lock: {until:?}");
+    // Carol's lock ends at a date and time in the browser's zone, the UTC time in its title.
+    let lock = browser
+        .js(
+            "const t = document.querySelector('#operator-carol > :nth-child(8) time');\n\
+             return t && [t.getAttribute('datetime'), t.title, t.textContent];",
+            vec![],
+        )
+        .await;
+    assert!(
+        lock[0].as_str().is_some_and(|iso| iso.starts_with("2026-11-25T"))
+            && lock[1].as_str().is_some_and(|utc| utc.ends_with("UTC"))
+            && lock[2].as_str().is_some_and(|text| !text.contains('T')),
+        "carol's lock: {lock}"
+    );
     browser.save_screenshot("operators_admin_locked").await;
     click(browser, "#operator-carol button[aria-label='Unlock carol']").await;
     scene.wait_flash("success", "carol: unlocked.").await;

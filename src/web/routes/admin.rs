@@ -28,7 +28,7 @@ use crate::web::routes::assets::asset_version;
 use crate::web::routes::operators::{audit_operator, directory, signed_in};
 use crate::web::session::{BrowserSession, Flash, FlashKind};
 use crate::web::state::AppState;
-use crate::web::views::FlashView;
+use crate::web::views::{FlashView, TimeView};
 
 /// Who may administer: a signed-in admin (named), or the API token (`None`) where `token` allows it.
 async fn admin(
@@ -142,12 +142,46 @@ pub async fn stats(
 #[template(path = "admin.html")]
 struct AdminPage {
     admin: String,
-    operators: Vec<OperatorRow>,
+    operators: Vec<OperatorView>,
     /// A new enrollment link, shown once after add or reset.
     link: Option<(String, String)>,
     csrf: String,
     flash: Option<FlashView>,
     asset_version: &'static str,
+}
+
+/// One operator's row as the page shows it: times as dates the script turns into local time.
+struct OperatorView {
+    name: String,
+    role: &'static str,
+    email: Option<String>,
+    enrolled: bool,
+    backup_codes_left: usize,
+    last_sign_in: Option<TimeView>,
+    last_run: Option<TimeView>,
+    failures: u32,
+    locked_until: Option<TimeView>,
+}
+
+impl From<OperatorRow> for OperatorView {
+    fn from(row: OperatorRow) -> Self {
+        let shown = |text: Option<String>| {
+            text.as_deref()
+                .and_then(crate::model::time::parse_lenient)
+                .map(TimeView::date)
+        };
+        Self {
+            name: row.name,
+            role: row.role,
+            email: row.email,
+            enrolled: row.enrolled,
+            backup_codes_left: row.backup_codes_left,
+            last_sign_in: shown(row.last_sign_in),
+            last_run: shown(row.last_run),
+            failures: row.failures,
+            locked_until: shown(row.locked_until),
+        }
+    }
 }
 
 fn admin_page(
@@ -160,7 +194,7 @@ fn admin_page(
     let (csrf, cookie) = csrf::for_page(headers, state.config.server.cookies_secure());
     let page = AdminPage {
         admin: admin.to_string(),
-        operators: rows(state)?,
+        operators: rows(state)?.into_iter().map(OperatorView::from).collect(),
         link,
         csrf,
         flash: flash.as_ref().map(FlashView::new),
