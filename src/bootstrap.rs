@@ -21,7 +21,7 @@ use crate::store::file::history::FileHistory;
 use crate::store::file::operators::FileOperators;
 use crate::store::file::regulation::FileRegulation;
 use crate::store::file::sessions::FileSessions;
-use crate::store::postgres::{self, Database};
+use crate::store::postgres::{self, Database, PgAudit};
 use crate::store::run_output::RunOutputStore;
 use crate::store::session_table::SessionTable;
 use crate::store::{
@@ -59,6 +59,8 @@ struct Stores {
     session_table: Option<Arc<dyn SessionTable>>,
     /// Where runs' output is shared with other instances; none: in the log files only.
     run_output: Option<Arc<dyn RunOutputStore>>,
+    /// Where audit lines are copied for every instance's statistics; none: the file only.
+    audit_copy: Option<Database>,
 }
 
 /// Opens the state named by `[store]`: [`open`] for the files; for a database, migrates it, reads it
@@ -92,6 +94,7 @@ pub async fn start(config: Config, secret: &SecretKey, clock: SharedClock) -> Re
         sessions: opened.sessions,
         session_table: Some(opened.session_table as Arc<dyn SessionTable>),
         run_output: Some(opened.output as Arc<dyn RunOutputStore>),
+        audit_copy: Some(database),
     };
     assemble(config, secret, clock, stores)
 }
@@ -114,6 +117,7 @@ pub fn open(config: Config, secret: &SecretKey, clock: SharedClock) -> Result<Ap
         sessions: Arc::new(FileSessions::open(&config.state_dir.join("sessions.json"))?),
         session_table: None,
         run_output: None,
+        audit_copy: None,
     };
     assemble(config, secret, clock, stores)
 }
@@ -125,7 +129,8 @@ fn create_state_dir(config: &Config) -> Result<(), StartError> {
     })
 }
 
-/// Builds the services and the application state on `stores`; the audit log stays in its file.
+/// Builds the services and the application state on `stores`; the audit log is written to its file
+/// (and copied to the database with one).
 fn assemble(
     config: Config,
     secret: &SecretKey,
@@ -139,14 +144,19 @@ fn assemble(
         sessions,
         session_table,
         run_output,
+        audit_copy,
     } = stores;
-    let audit = Arc::new(AuditLog::open(&config.audit_file, Some(config.audit_rotation))?);
+    let file = AuditLog::open(&config.audit_file, Some(config.audit_rotation))?;
+    let audit: Arc<dyn AuditSink> = match audit_copy {
+        Some(database) => Arc::new(PgAudit::start(file, database)),
+        None => Arc::new(file),
+    };
     let metrics = Arc::new(Metrics::new());
     let counted = Arc::clone(&metrics);
     let notifier = Arc::new(Notifier::start(
         &config,
         Arc::clone(&clock),
-        Arc::clone(&audit) as Arc<dyn AuditSink>,
+        Arc::clone(&audit),
         Some(Arc::new(move |kind: &str, result: &str| {
             counted.notification(kind, result)
         })),

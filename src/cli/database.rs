@@ -1,12 +1,16 @@
 //! The commands that change shared state (`operator ...`, `unlock`) on the database, when `[store]
 //! kind = "postgres"`: each change is one transaction on the document's row, and the running instances
-//! hear of it (`NOTIFY`) and read it again.
+//! hear of it (`NOTIFY`) and read it again; their audit lines go to the database's audit table as well
+//! as to the file.
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::store::StoreError;
-use crate::store::postgres::{Database, Document, migrate};
+use crate::config::{Config, StoreSettings};
+use crate::model::audit::AuditEntry;
+use crate::store::file::audit::{AuditLog, encode};
+use crate::store::postgres::{self, Database, Document, migrate};
+use crate::store::{AuditError, StoreError};
 
 /// Changes the document `name` in the database `url` with `change` (nothing is saved when it refuses).
 pub fn edit<T, R>(
@@ -33,8 +37,30 @@ where
     })
 }
 
+/// Writes `entry` to the audit log file and, with `[store] kind = "postgres"`, copies it to the
+/// database. The file is the record: a line the database does not take is a warning on stderr (the
+/// change is made), and `store migrate --from files` copies it later.
+pub fn audit(config: &Config, entry: &AuditEntry<'_>) -> Result<(), AuditError> {
+    AuditLog::open(&config.audit_file, None).and_then(|log| log.record_now(entry))?;
+    if let StoreSettings::Postgres { url, .. } = &config.store {
+        let line = encode(entry);
+        let time = entry.time.into();
+        let copied = on_thread(url, |database| async move {
+            postgres::copy_audit_line(&database, time, line).await
+        });
+        if let Err(error) = copied {
+            eprintln!(
+                "warning: the audit line is in {} but not in the database ({error}); `authrun store \
+                 migrate --from files` copies it later",
+                config.audit_file.display()
+            );
+        }
+    }
+    Ok(())
+}
+
 /// Opens the document (migrating the database first, as a server starting would) and runs `work` on
-/// it, on a thread and runtime of their own: the command line's own runtime may not be blocked.
+/// it, on a thread and runtime of their own (see [`on_thread`]).
 fn on_database<T, R, F>(
     url: &str,
     name: &'static str,
@@ -42,6 +68,20 @@ fn on_database<T, R, F>(
 ) -> Result<R, StoreError>
 where
     T: Serialize + DeserializeOwned + Default + Clone + Send + 'static,
+    R: Send,
+    F: Future<Output = Result<R, StoreError>>,
+{
+    on_thread(url, |database| async move {
+        migrate(&database).await?;
+        let document = Document::open(database, name, true).await?;
+        work(document).await
+    })
+}
+
+/// Runs `work` on the database `url`, on a thread and runtime of their own: the command line's own
+/// runtime may not be blocked.
+fn on_thread<R, F>(url: &str, work: impl FnOnce(Database) -> F + Send) -> Result<R, StoreError>
+where
     R: Send,
     F: Future<Output = Result<R, StoreError>>,
 {
@@ -58,9 +98,7 @@ where
                     .map_err(|error| unreached(error.to_string()))?;
                 runtime.block_on(async {
                     let database = Database::new(url, 1)?;
-                    migrate(&database).await?;
-                    let document = Document::open(database, name, true).await?;
-                    work(document).await
+                    work(database).await
                 })
             })
             .join()

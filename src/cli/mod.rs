@@ -27,7 +27,6 @@ use crate::model::secret::generate_secret;
 use crate::notify;
 use crate::notify::mail::Mailer;
 use crate::runs::leftovers;
-use crate::store::file::audit::AuditLog;
 use crate::store::file::regulation;
 use crate::store::file::secret::{persist, resolve_secret};
 use crate::web::server;
@@ -323,8 +322,7 @@ fn unlock(file: Option<&Path>, client: Option<IpAddr>) -> ExitCode {
         time: SystemClock.now(),
         event: AuditEvent::Unlocked { client: key.as_ref() },
     };
-    let audited = AuditLog::open(&config.audit_file, None).and_then(|log| log.record_now(&entry));
-    if let Err(error) = audited {
+    if let Err(error) = database::audit(&config, &entry) {
         return fail(error, 1);
     }
     match (key, lifted) {

@@ -14,7 +14,6 @@ use crate::config::{AuthMode, Config, StoreSettings};
 use crate::model::audit::{AuditEntry, AuditEvent};
 use crate::model::operator::{Operators, Role};
 use crate::store::StoreError;
-use crate::store::file::audit::AuditLog;
 use crate::store::file::operators as file;
 
 use super::{database, fail};
@@ -94,7 +93,7 @@ pub fn run(config: &Config, command: OperatorCommand) -> ExitCode {
             until: None,
         },
     };
-    if let Err(error) = AuditLog::open(&config.audit_file, None).and_then(|log| log.record_now(&entry)) {
+    if let Err(error) = database::audit(config, &entry) {
         return fail(error, 1);
     }
     match token {

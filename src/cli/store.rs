@@ -9,7 +9,7 @@ use clap::{Subcommand, ValueEnum};
 
 use crate::config::{Config, StoreSettings};
 use crate::store::file::history::{self, HistoryFile};
-use crate::store::file::{operators, regulation};
+use crate::store::file::{audit, operators, regulation};
 use crate::store::postgres::Database;
 use crate::store::postgres::transfer::{self, FromFiles, Imported};
 
@@ -18,7 +18,7 @@ use super::fail;
 #[derive(Debug, Subcommand)]
 pub enum StoreCommand {
     /// Import the state of the files (the history, the used code step, the regulation state, the
-    /// operators) into the database of [store]. Running it again imports nothing twice.
+    /// operators, the audit log) into the database of [store]. Running it again imports nothing twice.
     Migrate {
         /// Where the state comes from.
         #[arg(long, value_enum)]
@@ -28,7 +28,7 @@ pub enum StoreCommand {
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
 pub enum Source {
-    /// The files in state_dir (history.json, regulation state, operators.json).
+    /// The files in state_dir (history.json, regulation state, operators.json) and the audit log.
     Files,
 }
 
@@ -75,6 +75,12 @@ fn read_files(config: &Config) -> Result<FromFiles, crate::store::StoreError> {
         history: HistoryFile::read(&config.history_file)?,
         regulation: regulation::read(&config.regulation_file)?,
         operators,
+        audit: audit::read_all(&config.audit_file).map_err(|error| {
+            crate::store::StoreError::Refused(format!(
+                "the audit log {} cannot be read: {error}",
+                config.audit_file.display()
+            ))
+        })?,
     })
 }
 
@@ -96,6 +102,28 @@ fn summary(imported: &Imported) -> String {
     if let Some(operators) = imported.operators {
         parts.push(document("operators", operators));
     }
+    let lines = |n: u64| {
+        if n == 1 {
+            "1 audit line".to_string()
+        } else {
+            format!("{n} audit lines")
+        }
+    };
+    let mut audit = match imported.audit_present {
+        0 => lines(imported.audit),
+        1 => format!("{} (1 was already in the database)", lines(imported.audit)),
+        present => format!(
+            "{} ({present} were already in the database)",
+            lines(imported.audit)
+        ),
+    };
+    if imported.audit_unreadable > 0 {
+        audit.push_str(&format!(
+            "; {} of the audit log not JSON with a time, left out",
+            lines(imported.audit_unreadable).replace(" audit", "")
+        ));
+    }
+    parts.push(audit);
     format!("{}.", parts.join(", "))
 }
 

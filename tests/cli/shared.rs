@@ -424,6 +424,15 @@ fn an_operator_added_on_the_command_line_enrolls_through_one_instance_and_runs_t
     let rows: serde_json::Value = serde_json::from_str(&listed.stdout).expect("JSON");
     assert_eq!(rows.as_array().map(Vec::len), Some(1), "{rows}");
     assert_eq!(rows[0]["name"], "bob");
+    // The command line's changes are in the database's audit log, beside the instance's line.
+    assert_eq!(
+        postgres.psql(
+            "authrun",
+            "SELECT string_agg((line->>'user') || ' ' || (line->>'change'), ', ' ORDER BY time) FROM audit \
+             WHERE line->>'event' = 'operator' AND line->>'by' IS NULL"
+        ),
+        "alice added, alice enrolled, bob added, alice removed"
+    );
 }
 
 #[test]
@@ -431,10 +440,14 @@ fn wrong_codes_for_one_operator_split_across_two_instances_lock_her_after_the_li
     let postgres = Postgres::start();
     // Every address of this machine is exempt from the global pause, and each attempt comes from an
     // address of its own: only the operator's lock (3 failures) stops the burst.
-    let extra = "\n[regulation]\nexempt_networks = [\"127.0.0.0/8\"]\n";
+    let token = "t0ken-for-the-admin-api";
+    let extra = format!(
+        "\n[regulation]\nexempt_networks = [\"127.0.0.0/8\"]\n[access]\napi_token_sha256 = \"{}\"\n",
+        authrun::auth::token::sha256_hex(token)
+    );
     let (a, b) = (
-        operators_instance(&postgres, extra),
-        operators_instance(&postgres, extra),
+        operators_instance(&postgres, &extra),
+        operators_instance(&postgres, &extra),
     );
     let servers = [serve_with_64_threads(&a), serve_with_64_threads(&b)];
     let (phone, path) = enroll_alice(&a, &servers[1]);
@@ -452,6 +465,24 @@ fn wrong_codes_for_one_operator_split_across_two_instances_lock_her_after_the_li
     let listed = operator(&b, &["list", "--json"]);
     let rows: serde_json::Value = serde_json::from_str(&listed.stdout).expect("JSON");
     assert!(rows[0]["locked_until"].is_string(), "{rows}");
+
+    // Either instance's statistics count both instances' attempts, as their two audit files do, and
+    // the one lockout.
+    let lines = [audit_lines(&a), audit_lines(&b)].concat();
+    for server in &servers {
+        let stats = server.get_with_token("/api/admin/stats", token);
+        assert_eq!(stats.status, 200, "{stats:?}");
+        let stats = stats.json();
+        for outcome in ["wrong", "locked"] {
+            assert_eq!(
+                stats["attempts_24h"][outcome].as_u64().unwrap_or(0),
+                audited(&lines, outcome),
+                "{outcome}: {stats}"
+            );
+        }
+        assert_eq!(stats["attempts_24h"]["wrong"], 3, "{stats}");
+        assert_eq!(stats["lockouts_24h"], 1, "{stats}");
+    }
 }
 
 /// Reads the event stream `response` until its text so far holds `wanted`; fails after 20 s.

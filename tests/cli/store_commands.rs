@@ -4,7 +4,9 @@
 use serde_json::{Value, json};
 
 use crate::common::postgres::Postgres;
-use crate::support::{Finished, SECRET, Workspace, authrun, now_unix, post_code, run, serve_configured};
+use crate::support::{
+    Finished, SECRET, Workspace, authrun, now_unix, post_code, run, serve_configured, wait_for,
+};
 
 /// `authrun ARGS` in `workspace`, with `[store]` naming `postgres` when given (through the environment,
 /// as an operator moving to the database would before changing the file).
@@ -35,6 +37,17 @@ fn files_of_one_instance(step: u64) -> Workspace {
         ".authrun/regulation.json",
         r#"{"paused_until": "2099-01-01T00:00:00Z", "pauses": 1}"#,
     );
+    // The audit log, rotated once, with a line cut short by a crash of an old version.
+    workspace.write(
+        ".authrun/audit.log.1",
+        "{\"time\":\"2026-02-01T09:29:00Z\",\"event\":\"attempt\",\"client\":\"192.0.2.7\",\"outcome\":\"wrong\"}\n\
+         {\"time\":\"2026-02-01T09:30:00Z\",\"event\":\"attempt\",\"client\":\"192.0.2.7\",\"outcome\":\"accepted\",\"run_id\":7}\n",
+    );
+    workspace.write(
+        ".authrun/audit.log",
+        "{\"time\":\"2026-02-02T09:30:00Z\",\"event\":\"attempt\",\"client\":\"192.0.2.8\",\"outcome\":\"accepted\",\"run_id\":8}\n\
+         {\"time\":\"2026-02-02T09:31:00Z\",\"event\":\"att\n",
+    );
     workspace
 }
 
@@ -62,7 +75,10 @@ fn store_migrate_imports_the_files_once_and_history_export_prints_the_same_histo
     );
     assert_eq!(first.code(), 0, "{first:#?}");
     assert!(
-        first.stdout.contains("Imported 3 runs, the regulation state."),
+        first.stdout.contains(
+            "Imported 3 runs, the regulation state, 3 audit lines; 1 line of the audit log not JSON \
+             with a time, left out."
+        ),
         "{}",
         first.stdout
     );
@@ -76,11 +92,21 @@ fn store_migrate_imports_the_files_once_and_history_export_prints_the_same_histo
         second
             .stdout
             .contains("Imported 0 runs (3 were already in the database)")
-            && second.stdout.contains("not the regulation state"),
+            && second.stdout.contains("not the regulation state")
+            && second
+                .stdout
+                .contains("0 audit lines (3 were already in the database)"),
         "{}",
         second.stdout
     );
     assert_eq!(postgres.psql("authrun", "SELECT count(*) FROM runs"), "3");
+    assert_eq!(
+        postgres.psql(
+            "authrun",
+            "SELECT string_agg(line->>'outcome', ',' ORDER BY time) FROM audit"
+        ),
+        "wrong,accepted,accepted"
+    );
     assert_eq!(
         postgres.psql("authrun", "SELECT step FROM used_steps WHERE secret = 'shared'"),
         step.to_string()
@@ -116,6 +142,34 @@ fn store_migrate_imports_the_files_once_and_history_export_prints_the_same_histo
         (status, answer["error"].as_str()),
         (429, Some("paused")),
         "{answer}"
+    );
+
+    // The instance's audit lines reach its file and the database; copying the file again (as after an
+    // outage of the database) adds each line once.
+    let readable = |name: &str| {
+        let text = workspace.read(name);
+        text.lines()
+            .filter(|line| serde_json::from_str::<Value>(line).is_ok())
+            .count()
+    };
+    // audit.log.1's two lines, the imported line of audit.log, the refusal.
+    let written = readable(".authrun/audit.log.1") + readable(".authrun/audit.log");
+    assert!(written >= 4, "the refusal is not in the file");
+    wait_for("the refusal to reach the database", || {
+        (postgres.psql("authrun", "SELECT count(*) FROM audit") == written.to_string()).then_some(())
+    });
+    let again = command(
+        &workspace,
+        Some(&postgres),
+        &["store", "migrate", "--from", "files"],
+    );
+    assert!(
+        again.stdout.contains(&format!("0 audit lines ({written} were")),
+        "{again:#?}"
+    );
+    assert_eq!(
+        postgres.psql("authrun", "SELECT count(*) FROM audit"),
+        written.to_string()
     );
 }
 

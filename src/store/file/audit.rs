@@ -322,12 +322,47 @@ impl AuditSink for AuditLog {
     }
 
     async fn record(&self, entry: &AuditEntry<'_>) -> Result<(), AuditError> {
-        let bytes = encode(entry);
-        self.with_appender(move |appender| appender.append(&bytes)).await
+        self.append(encode(entry)).await
     }
 }
 
-fn encode(entry: &AuditEntry<'_>) -> Vec<u8> {
+impl AuditLog {
+    /// Appends a line [`encode`] made, on the blocking pool.
+    pub async fn append(&self, line: Vec<u8>) -> Result<(), AuditError> {
+        self.with_appender(move |appender| appender.append(&line)).await
+    }
+}
+
+/// Every line of the log at `path` and of its rotated files, oldest first, without their newlines:
+/// what `store migrate` copies into the database.
+pub fn read_all(path: &Path) -> io::Result<Vec<Vec<u8>>> {
+    let mut files = Vec::new();
+    for number in (1..=MAX_ROTATED_FILES).rev() {
+        let rotated = numbered(path, number);
+        if rotated.exists() {
+            files.push(rotated);
+        }
+    }
+    files.push(path.to_path_buf());
+    let mut lines = Vec::new();
+    for file in files {
+        let bytes = match std::fs::read(&file) {
+            Ok(bytes) => bytes,
+            Err(error) if error.kind() == io::ErrorKind::NotFound => continue,
+            Err(error) => return Err(error),
+        };
+        lines.extend(
+            bytes
+                .split(|byte| *byte == b'\n')
+                .filter(|line| !line.iter().all(u8::is_ascii_whitespace))
+                .map(<[u8]>::to_vec),
+        );
+    }
+    Ok(lines)
+}
+
+/// The line `entry` is written as, newline included. Regulation events also go to the server log.
+pub fn encode(entry: &AuditEntry<'_>) -> Vec<u8> {
     if let AuditEvent::Regulation(event) = &entry.event {
         tracing::warn!(?event, "regulation");
     }

@@ -9,6 +9,7 @@
 //!
 //! The schema is created and changed by the migrations embedded in the binary ([`migrate`]), at start-up.
 
+mod audit;
 mod documents;
 mod lease;
 mod output;
@@ -23,6 +24,7 @@ use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use futures_util::StreamExt;
 use tokio_postgres::{AsyncMessage, NoTls};
 
+pub use audit::{PgAudit, copy_audit_line};
 pub use documents::Document;
 pub use lease::keep_leases;
 pub use output::PgOutput;
@@ -64,6 +66,11 @@ const MIGRATIONS: &[Migration] = &[
         version: 201,
         name: "runs' output",
         sql: include_str!("migrations/0201_run_output.sql"),
+    },
+    Migration {
+        version: 202,
+        name: "the audit log",
+        sql: include_str!("migrations/0202_audit.sql"),
     },
 ];
 

@@ -1,23 +1,30 @@
 //! Moving the state between the files and the database: `authrun store migrate --from files` imports
-//! the history, the used code step, the regulation state and the operators of one instance's files
-//! into the database, and `authrun history export` reads the history back in the history file's shape.
+//! the history, the used code step, the regulation state, the operators and the audit log of one
+//! instance's files into the database, and `authrun history export` reads the history back in the history file's shape.
 //!
 //! The import is one transaction under an advisory lock, and idempotent: a run already in the database
 //! (the same id and start, or for runs recorded without an id, the same action and start) is not
-//! imported again, and a document the database already holds is kept as it is. A run whose id the
+//! imported again, a document the database already holds is kept as it is, and an audit line is
+//! stored once (by its digest). A run whose id the
 //! database gives to another run stops the import: nothing is imported then.
 
 use serde::Serialize;
 
-use super::{CHANNEL, Database, failed, migrate};
+use std::time::SystemTime;
+
+use super::{CHANNEL, Database, audit, failed, migrate};
 use crate::model::operator::Operators;
 use crate::model::regulation::RegulationState;
 use crate::model::run::{RunRecord, RunStatus};
+use crate::model::time::parse_lenient;
 use crate::store::StoreError;
 use crate::store::file::history::HistoryFile;
 
 /// Taken by [`import`] for its transaction: two imports at once apply one after the other.
 const IMPORT_LOCK: i64 = 0x6175_7468_7275_6e02;
+
+/// Audit lines inserted in one statement.
+const AUDIT_CHUNK: usize = 1000;
 
 /// What one instance's files hold.
 #[derive(Debug)]
@@ -26,6 +33,8 @@ pub struct FromFiles {
     pub regulation: RegulationState,
     /// The operators file, when there is one.
     pub operators: Option<Operators>,
+    /// The audit log's lines, rotated files first, oldest first.
+    pub audit: Vec<Vec<u8>>,
 }
 
 /// What an import did.
@@ -39,6 +48,12 @@ pub struct Imported {
     pub regulation: bool,
     /// Whether the operators were imported; `None`: there were none to import.
     pub operators: Option<bool>,
+    /// Audit lines added to the database.
+    pub audit: u64,
+    /// Audit lines it already held.
+    pub audit_present: u64,
+    /// Audit lines left out: not JSON with a time.
+    pub audit_unreadable: u64,
 }
 
 /// Imports `files` into `database` (migrated first); `first_action` is the action the runs recorded
@@ -135,6 +150,21 @@ pub async fn import(
     imported.regulation = document(&transaction, "regulation", &files.regulation).await?;
     if let Some(operators) = &files.operators {
         imported.operators = Some(document(&transaction, "operators", operators).await?);
+    }
+    let mut readable = Vec::with_capacity(files.audit.len());
+    for line in files.audit {
+        let time = serde_json::from_slice::<serde_json::Value>(&line)
+            .ok()
+            .and_then(|value| value["time"].as_str().and_then(parse_lenient));
+        match time {
+            Some(time) => readable.push((SystemTime::from(time), line)),
+            None => imported.audit_unreadable += 1,
+        }
+    }
+    for chunk in readable.chunks(AUDIT_CHUNK) {
+        let added = audit::insert(&transaction, chunk).await?;
+        imported.audit += added;
+        imported.audit_present += chunk.len() as u64 - added;
     }
     // Running instances read everything again.
     for what in ["runs", "regulation", "operators"] {

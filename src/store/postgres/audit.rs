@@ -1,0 +1,244 @@
+//! The audit log of instances sharing a database: each instance writes its lines to its own file, as
+//! one instance does (the file stays the record an attempt waits for), and copies them to the table
+//! `audit` off the request path, so that the admin's statistics count every instance's attempts and
+//! lockouts.
+//!
+//! The copy goes through a bounded queue to one writer task, which inserts lines in batches. A line is
+//! stored once whatever copies it: the table keeps the SHA-256 of each line's bytes unique, so
+//! `store migrate --from files` run after a database outage fills in the lines the copy missed and
+//! adds nothing twice.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime};
+
+use parking_lot::Mutex;
+use sha2::{Digest, Sha256};
+use tokio::sync::{mpsc, oneshot};
+
+use super::{Database, failed};
+use crate::model::audit::{AuditEntry, Tally};
+use crate::store::file::audit::{AuditLog, encode};
+use crate::store::{AuditError, AuditSink, StoreError};
+
+/// Lines waiting for the writer; past this many, new lines reach only the file.
+const QUEUE: usize = 4096;
+/// Lines inserted in one statement.
+const BATCH: usize = 256;
+/// Tries for one batch, a second apart, before its lines are left to the files.
+const TRIES: u32 = 3;
+/// How long the statistics wait for the lines queued before them to be stored.
+const FLUSH_WAIT: Duration = Duration::from_secs(5);
+/// How often lines the database did not get are told in the server log.
+const REPORT_EVERY: Duration = Duration::from_secs(60);
+
+/// What the writer is given.
+enum Job {
+    Line {
+        time: SystemTime,
+        line: Vec<u8>,
+    },
+    /// Answered once every line queued before it was stored (or given up on).
+    Flush(oneshot::Sender<()>),
+}
+
+/// The file of this instance and the table of all.
+pub struct PgAudit {
+    file: AuditLog,
+    database: Database,
+    queue: mpsc::Sender<Job>,
+    missed: Arc<Missed>,
+}
+
+impl std::fmt::Debug for PgAudit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PgAudit")
+            .field("file", &self.file.path())
+            .finish_non_exhaustive()
+    }
+}
+
+impl PgAudit {
+    /// Writes to `file` and copies to `database` (migrated), from a writer task started here.
+    pub fn start(file: AuditLog, database: Database) -> Self {
+        let (queue, jobs) = mpsc::channel(QUEUE);
+        let missed = Arc::new(Missed::default());
+        tokio::spawn(write(database.clone(), jobs, Arc::clone(&missed)));
+        Self {
+            file,
+            database,
+            queue,
+            missed,
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl AuditSink for PgAudit {
+    async fn reserve(&self) -> Result<(), AuditError> {
+        self.file.reserve().await
+    }
+
+    async fn record(&self, entry: &AuditEntry<'_>) -> Result<(), AuditError> {
+        let line = encode(entry);
+        self.file.append(line.clone()).await?;
+        let job = Job::Line {
+            time: entry.time.into(),
+            line,
+        };
+        if self.queue.try_send(job).is_err() {
+            self.missed.add(1);
+        }
+        Ok(())
+    }
+
+    async fn tally(&self, since: time::OffsetDateTime) -> Result<Tally, AuditError> {
+        // The lines this instance queued before are counted too.
+        let (flushed, done) = oneshot::channel();
+        if self.queue.send(Job::Flush(flushed)).await.is_ok() {
+            let _ = tokio::time::timeout(FLUSH_WAIT, done).await;
+        }
+        tally(&self.database, since).await.map_err(|error| AuditError {
+            path: "the database's audit table".into(),
+            source: std::io::Error::other(error.to_string()),
+        })
+    }
+}
+
+/// Counts the attempts by outcome and the operators' locks every instance stored since `since`.
+async fn tally(database: &Database, since: time::OffsetDateTime) -> Result<Tally, StoreError> {
+    let client = database.client().await?;
+    let since: SystemTime = since.into();
+    let reading = |error: tokio_postgres::Error| failed("read", &error);
+    let mut tally = Tally::default();
+    let attempts = client
+        .query(
+            "SELECT line->>'outcome', sum(COALESCE((line->>'count')::bigint, 1))::bigint FROM audit
+             WHERE time >= $1 AND line->>'event' = 'attempt' AND line ? 'outcome'
+             GROUP BY 1",
+            &[&since],
+        )
+        .await
+        .map_err(reading)?;
+    for row in attempts {
+        let count: i64 = row.get(1);
+        tally
+            .attempts
+            .insert(row.get(0), u64::try_from(count).unwrap_or(0));
+    }
+    let locks: i64 = client
+        .query_one(
+            "SELECT count(*) FROM audit
+             WHERE time >= $1 AND line->>'event' = 'operator' AND line->>'change' = 'locked'",
+            &[&since],
+        )
+        .await
+        .map_err(reading)?
+        .get(0);
+    tally.lockouts = u64::try_from(locks).unwrap_or(0);
+    Ok(tally)
+}
+
+/// The writer: takes what is queued, up to [`BATCH`] lines at a time, and stores it.
+async fn write(database: Database, mut jobs: mpsc::Receiver<Job>, missed: Arc<Missed>) {
+    let mut lines = Vec::new();
+    let mut flushes = Vec::new();
+    while let Some(job) = jobs.recv().await {
+        let mut next = Some(job);
+        while let Some(job) = next.take() {
+            match job {
+                Job::Line { time, line } => lines.push((time, line)),
+                Job::Flush(done) => flushes.push(done),
+            }
+            if lines.len() < BATCH {
+                next = jobs.try_recv().ok();
+            }
+        }
+        if !lines.is_empty() {
+            store_batch(&database, &lines, &missed).await;
+            lines.clear();
+        }
+        for done in flushes.drain(..) {
+            let _ = done.send(());
+        }
+    }
+}
+
+/// Stores one batch, trying [`TRIES`] times; lines it cannot store are counted as missed.
+async fn store_batch(database: &Database, lines: &[(SystemTime, Vec<u8>)], missed: &Missed) {
+    let mut error = None;
+    for try_number in 1..=TRIES {
+        let stored = match database.client().await {
+            Ok(client) => insert(&client, lines).await,
+            Err(error) => Err(error),
+        };
+        match stored {
+            Ok(_) => return,
+            Err(failure) => error = Some(failure),
+        }
+        if try_number < TRIES {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    }
+    if let Some(error) = error {
+        tracing::debug!(%error, "audit lines not copied to the database");
+    }
+    missed.add(lines.len() as u64);
+}
+
+/// Inserts `lines` that the table does not hold yet; answers how many it added. Lines that are not
+/// JSON with a time are left out (the files hold them).
+pub(super) async fn insert<C: deadpool_postgres::GenericClient>(
+    client: &C,
+    lines: &[(SystemTime, Vec<u8>)],
+) -> Result<u64, StoreError> {
+    let mut times = Vec::with_capacity(lines.len());
+    let mut digests = Vec::with_capacity(lines.len());
+    let mut bodies = Vec::with_capacity(lines.len());
+    for (time, line) in lines {
+        let Ok(body) = serde_json::from_slice::<serde_json::Value>(line) else {
+            continue;
+        };
+        let line = line.strip_suffix(b"\n").unwrap_or(line);
+        times.push(*time);
+        digests.push(Sha256::digest(line).to_vec());
+        bodies.push(body);
+    }
+    client
+        .execute(
+            "INSERT INTO audit (time, digest, line)
+             SELECT * FROM UNNEST($1::timestamptz[], $2::bytea[], $3::jsonb[])
+             ON CONFLICT (digest) DO NOTHING",
+            &[&times, &digests, &bodies],
+        )
+        .await
+        .map_err(|error| failed("written", &error))
+}
+
+/// Copies one line to the database (migrated): for the command line, which writes no queue.
+pub async fn copy_audit_line(database: &Database, time: SystemTime, line: Vec<u8>) -> Result<(), StoreError> {
+    let client = database.client().await?;
+    insert(&client, &[(time, line)]).await.map(|_| ())
+}
+
+/// Lines the database did not get, told in the server log at most once a minute.
+#[derive(Debug, Default)]
+struct Missed {
+    count: AtomicU64,
+    reported: Mutex<Option<std::time::Instant>>,
+}
+
+impl Missed {
+    fn add(&self, lines: u64) {
+        let total = self.count.fetch_add(lines, Ordering::Relaxed) + lines;
+        let mut reported = self.reported.lock();
+        if reported.is_none_or(|at| at.elapsed() >= REPORT_EVERY) {
+            *reported = Some(std::time::Instant::now());
+            tracing::warn!(
+                lines = total,
+                "audit lines reached this instance's file but not the database; `authrun store migrate \
+                 --from files` copies them in later"
+            );
+        }
+    }
+}
