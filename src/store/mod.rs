@@ -279,7 +279,7 @@ pub trait AuditSink: Send + Sync + fmt::Debug {
     async fn record(&self, entry: &AuditEntry<'_>) -> Result<(), AuditError>;
 
     /// Counts the attempts by outcome and the operators' locks written since `since`.
-    async fn tally(&self, since: time::OffsetDateTime) -> Result<Tally, AuditError>;
+    async fn tally(&self, since: time::OffsetDateTime) -> Result<Tally, StoreError>;
 }
 
 /// The operators (`[auth] mode = "operators"`): who they are, their factors' secrets and hashes, their

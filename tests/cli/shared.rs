@@ -560,3 +560,78 @@ async fn a_viewer_on_one_instance_sees_the_live_output_of_a_run_the_other_runs_a
         (kept == next.to_string()).then_some(())
     });
 }
+
+#[test]
+fn without_its_database_sign_in_codes_and_enrollment_answer_503_and_work_once_it_is_back() {
+    let postgres = Postgres::start();
+    let token = "t0ken-for-the-admin-api";
+    let a = operators_instance(
+        &postgres,
+        &format!(
+            "[access]\napi_token_sha256 = \"{}\"\n",
+            authrun::auth::token::sha256_hex(token)
+        ),
+    );
+    let server = serve_configured(&a, &[]);
+    let (alice, _) = enroll_alice(&a, &server);
+    // Bob's enrollment is pending: his page (and so his secret) is read before the database goes.
+    let added = operator(&a, &["add", "bob"]);
+    assert_eq!(added.code(), 0, "{added:#?}");
+    let link = added
+        .stdout
+        .lines()
+        .find(|line| line.contains("/enroll/"))
+        .expect("a link");
+    let bob_path = format!("/enroll/{}", link.rsplit('/').next().unwrap_or_default());
+    let page = wait_for("the instance to know bob", || {
+        let page = server.get(&bob_path);
+        (page.status == 200).then_some(page)
+    });
+    let bob = totp_rs::Totp::from_url_unchecked(page.json()["otpauth_uri"].as_str().expect("a URI"))
+        .expect("a TOTP URI");
+
+    postgres.stop();
+    // The next step's code: enrollment used this one.
+    let alice_code = alice.generate(now_unix() + 30).to_string();
+    let bob_code = bob.generate(now_unix()).to_string();
+    let unavailable = |reply: &crate::support::Reply, what: &str| {
+        assert_eq!(
+            (reply.status, reply.json()["error"].as_str()),
+            (503, Some("store_unavailable")),
+            "{what}: {reply:?}\n{}",
+            server.stderr()
+        );
+    };
+    let signing_in = server.post_form("/login", &format!("user=alice&code={alice_code}"));
+    unavailable(&signing_in, "sign-in");
+    let running = server.post_form("/verify", &format!("user=alice&code={alice_code}"));
+    unavailable(&running, "a run");
+    let enrolling = server.post_form(&bob_path, &format!("code={bob_code}"));
+    unavailable(&enrolling, "enrollment");
+    // What is read from memory is still answered.
+    assert_eq!(server.get("/get_deploy_status").status, 200);
+    assert_eq!(server.get(&bob_path).status, 200);
+    let listed = server.get_with_token("/api/admin/operators", token);
+    assert_eq!(listed.status, 200, "{listed:?}");
+    assert_eq!(listed.json().as_array().map(Vec::len), Some(2));
+    // The statistics are counted in the database.
+    let stats = server.get_with_token("/api/admin/stats", token);
+    unavailable(&stats, "the statistics");
+
+    // Back: nothing was used up by the refused attempts, and no restart is needed.
+    postgres.start_server();
+    let signed_in = server.post_form("/login", &format!("user=alice&code={alice_code}"));
+    assert_eq!(signed_in.status, 200, "{signed_in:?}\n{}", server.stderr());
+    assert_eq!(signed_in.json()["user"], "alice");
+    let enrolled = server.post_form(&bob_path, &format!("code={bob_code}"));
+    assert_eq!(enrolled.status, 200, "{enrolled:?}\n{}", server.stderr());
+    assert_eq!(enrolled.json()["backup_codes"].as_array().map(Vec::len), Some(10));
+    // The refused attempts' audit lines waited for the database and are counted.
+    let audited_unavailable = audited(&audit_lines(&a), "unavailable");
+    assert_eq!(audited_unavailable, 2, "the sign-in and the run, in the file");
+    wait_for("the statistics to count the refusals", || {
+        let stats = server.get_with_token("/api/admin/stats", token);
+        (stats.status == 200 && stats.json()["attempts_24h"]["unavailable"] == audited_unavailable)
+            .then_some(())
+    });
+}

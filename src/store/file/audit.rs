@@ -25,7 +25,13 @@ use crate::model::audit::{AuditEntry, AuditEvent, Delivery, Outcome, Rotation, T
 use crate::model::regulation::RegulationEvent;
 use crate::model::time::format_time;
 use crate::store::file::atomic;
-use crate::store::{AuditError, AuditSink};
+use crate::store::{AuditError, AuditSink, StateFile, StoreError};
+
+/// The audit log, as errors name it.
+pub const AUDIT_LOG: StateFile = StateFile {
+    what: "audit log",
+    repair: "authrun only appends to it; move it aside to start a new one",
+};
 
 /// Space kept allocated past the end of the log: the lines of hundreds of attempts.
 const ROOM: u64 = 64 * 1024;
@@ -310,15 +316,12 @@ impl AuditSink for AuditLog {
         self.with_appender(Appender::reserve).await
     }
 
-    async fn tally(&self, since: time::OffsetDateTime) -> Result<Tally, AuditError> {
+    async fn tally(&self, since: time::OffsetDateTime) -> Result<Tally, StoreError> {
         let path = Arc::clone(&self.path);
         let tallied = tokio::task::spawn_blocking(move || tally_files(&path, since)).await;
         tallied
             .unwrap_or_else(|join| Err(io::Error::other(join)))
-            .map_err(|source| AuditError {
-                path: self.path.to_path_buf(),
-                source,
-            })
+            .map_err(|source| AUDIT_LOG.io(&self.path, "read", source))
     }
 
     async fn record(&self, entry: &AuditEntry<'_>) -> Result<(), AuditError> {

@@ -21,12 +21,13 @@ use crate::model::audit::{AuditEntry, Tally};
 use crate::store::file::audit::{AuditLog, encode};
 use crate::store::{AuditError, AuditSink, StoreError};
 
-/// Lines waiting for the writer; past this many, new lines reach only the file.
+/// Lines waiting for the writer (also while the database is away); past this many, new lines reach
+/// only the file.
 const QUEUE: usize = 4096;
 /// Lines inserted in one statement.
 const BATCH: usize = 256;
-/// Tries for one batch, a second apart, before its lines are left to the files.
-const TRIES: u32 = 3;
+/// The longest wait between tries while the database cannot be reached.
+const LONGEST_WAIT: Duration = Duration::from_secs(10);
 /// How long the statistics wait for the lines queued before them to be stored.
 const FLUSH_WAIT: Duration = Duration::from_secs(5);
 /// How often lines the database did not get are told in the server log.
@@ -92,16 +93,13 @@ impl AuditSink for PgAudit {
         Ok(())
     }
 
-    async fn tally(&self, since: time::OffsetDateTime) -> Result<Tally, AuditError> {
+    async fn tally(&self, since: time::OffsetDateTime) -> Result<Tally, StoreError> {
         // The lines this instance queued before are counted too.
         let (flushed, done) = oneshot::channel();
         if self.queue.send(Job::Flush(flushed)).await.is_ok() {
             let _ = tokio::time::timeout(FLUSH_WAIT, done).await;
         }
-        tally(&self.database, since).await.map_err(|error| AuditError {
-            path: "the database's audit table".into(),
-            source: std::io::Error::other(error.to_string()),
-        })
+        tally(&self.database, since).await
     }
 }
 
@@ -164,34 +162,57 @@ async fn write(database: Database, mut jobs: mpsc::Receiver<Job>, missed: Arc<Mi
     }
 }
 
-/// Stores one batch, trying [`TRIES`] times; lines it cannot store are counted as missed.
+/// Stores one batch. While the database cannot be reached the batch is tried again (after 1 s, doubling
+/// to [`LONGEST_WAIT`]) and new lines wait in the queue; a batch the database refuses is given up on.
 async fn store_batch(database: &Database, lines: &[(SystemTime, Vec<u8>)], missed: &Missed) {
-    let mut error = None;
-    for try_number in 1..=TRIES {
+    let mut wait = Duration::from_secs(1);
+    let mut away = false;
+    loop {
         let stored = match database.client().await {
-            Ok(client) => insert(&client, lines).await,
-            Err(error) => Err(error),
+            Ok(client) => insert_rows(&client, lines).await.map_err(Some),
+            Err(_) => Err(None),
         };
         match stored {
-            Ok(_) => return,
-            Err(failure) => error = Some(failure),
-        }
-        if try_number < TRIES {
-            tokio::time::sleep(Duration::from_secs(1)).await;
+            Ok(_) => {
+                if away {
+                    tracing::info!("audit lines reach the database again");
+                }
+                return;
+            }
+            Err(Some(error)) if error.as_db_error().is_some() => {
+                tracing::warn!(%error, "the database refused audit lines");
+                missed.add(lines.len() as u64);
+                return;
+            }
+            Err(_) => {
+                if !away {
+                    tracing::warn!(
+                        "the database cannot be reached; audit lines wait for it (at most {QUEUE} in the queue)"
+                    );
+                    away = true;
+                }
+                tokio::time::sleep(wait).await;
+                wait = (wait * 2).min(LONGEST_WAIT);
+            }
         }
     }
-    if let Some(error) = error {
-        tracing::debug!(%error, "audit lines not copied to the database");
-    }
-    missed.add(lines.len() as u64);
 }
 
 /// Inserts `lines` that the table does not hold yet; answers how many it added. Lines that are not
-/// JSON with a time are left out (the files hold them).
+/// JSON are left out (the files hold them).
 pub(super) async fn insert<C: deadpool_postgres::GenericClient>(
     client: &C,
     lines: &[(SystemTime, Vec<u8>)],
 ) -> Result<u64, StoreError> {
+    insert_rows(client, lines)
+        .await
+        .map_err(|error| failed("written", &error))
+}
+
+async fn insert_rows<C: deadpool_postgres::GenericClient>(
+    client: &C,
+    lines: &[(SystemTime, Vec<u8>)],
+) -> Result<u64, tokio_postgres::Error> {
     let mut times = Vec::with_capacity(lines.len());
     let mut digests = Vec::with_capacity(lines.len());
     let mut bodies = Vec::with_capacity(lines.len());
@@ -212,7 +233,6 @@ pub(super) async fn insert<C: deadpool_postgres::GenericClient>(
             &[&times, &digests, &bodies],
         )
         .await
-        .map_err(|error| failed("written", &error))
 }
 
 /// Copies one line to the database (migrated): for the command line, which writes no queue.
@@ -236,8 +256,8 @@ impl Missed {
             *reported = Some(std::time::Instant::now());
             tracing::warn!(
                 lines = total,
-                "audit lines reached this instance's file but not the database; `authrun store migrate \
-                 --from files` copies them in later"
+                "audit lines reached this instance's file but not the database (the queue was full, or \
+                 the database refused them); `authrun store migrate --from files` copies them in later"
             );
         }
     }

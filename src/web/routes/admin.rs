@@ -117,7 +117,11 @@ pub async fn stats(
     };
     let tally = state.gatekeeper.audit.tally(since).await.map_err(|error| {
         tracing::error!(%error, "the audit log could not be read for the statistics");
-        AppError::AuditUnavailable
+        if error.is_database() {
+            AppError::StoreUnavailable
+        } else {
+            AppError::AuditUnavailable
+        }
     })?;
     let mut runs_24h = BTreeMap::new();
     for record in state
