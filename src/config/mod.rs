@@ -89,6 +89,9 @@ pub struct Config {
     pub notify: Vec<NotifyRule>,
     /// Where the state lives (`[store]`).
     pub store: StoreSettings,
+    /// The files other secrets were read from (`mail.password_file`, `store.url_file`,
+    /// `notify[N].webhook_secret_file`), with their keys.
+    pub secret_files: Vec<(String, PathBuf)>,
 }
 
 /// Where the state lives, from `[store]`.
@@ -452,30 +455,40 @@ impl Config {
     /// Refuses a secret kept in a file that group or others can read. `authrun serve
     /// --insecure-permissions` skips this check, for development.
     pub fn check_secret_permissions(&self) -> Result<(), ConfigError> {
-        let (file, key) = match &self.secret {
+        let totp = match &self.secret {
             SecretSource::Configured { file: Some(file), .. } if Some(file) == self.file.as_ref() => {
-                (file, "totp.secret")
+                Some((file, "totp.secret", "the TOTP secret"))
             }
-            SecretSource::Configured { file: Some(file), .. } => (file, "totp.secret_file"),
-            SecretSource::Generated(file) if file.exists() => (file, "totp (generated secret)"),
-            _ => return Ok(()),
+            SecretSource::Configured { file: Some(file), .. } => {
+                Some((file, "totp.secret_file", "the TOTP secret"))
+            }
+            SecretSource::Generated(file) if file.exists() => {
+                Some((file, "totp (generated secret)", "the TOTP secret"))
+            }
+            _ => None,
         };
-        let mode = std::fs::metadata(file)
-            .map(|m| m.permissions().mode())
-            .unwrap_or(0);
-        if mode & 0o077 != 0 {
-            return Err(ConfigError {
-                origin: file.display().to_string(),
-                key: key.into(),
-                problem: format!(
-                    "the file holding the secret can be read by others (mode {:o})",
-                    mode & 0o777
-                ),
-                fix: format!(
-                    "run `chmod 600 {}`, or pass --insecure-permissions for development",
-                    file.display()
-                ),
-            });
+        let others = self
+            .secret_files
+            .iter()
+            .map(|(key, file)| (file, key.as_str(), "a secret"));
+        for (file, key, what) in totp.into_iter().chain(others) {
+            let mode = std::fs::metadata(file)
+                .map(|m| m.permissions().mode())
+                .unwrap_or(0);
+            if mode & 0o077 != 0 {
+                return Err(ConfigError {
+                    origin: file.display().to_string(),
+                    key: key.into(),
+                    problem: format!(
+                        "the file holding {what} can be read by others (mode {:o})",
+                        mode & 0o777
+                    ),
+                    fix: format!(
+                        "run `chmod 600 {}`, or pass --insecure-permissions for development",
+                        file.display()
+                    ),
+                });
+            }
         }
         Ok(())
     }

@@ -51,6 +51,7 @@ pub fn validate(raw: Schema, sources: &Sources, file: Option<&Path>) -> Result<C
         sources,
         base,
         action_ids,
+        secret_files: std::cell::RefCell::default(),
     };
     check.config(raw, file)
 }
@@ -61,6 +62,8 @@ struct Check<'a> {
     base: PathBuf,
     /// The ids written in `[[actions]]`, valid or not, to name an action in its errors.
     action_ids: Vec<String>,
+    /// The files secrets were read from, and their keys: their permissions are checked at start.
+    secret_files: std::cell::RefCell<Vec<(String, PathBuf)>>,
 }
 
 impl Check<'_> {
@@ -130,6 +133,7 @@ impl Check<'_> {
             mail,
             notify,
             store,
+            secret_files: self.secret_files.take(),
         })
     }
 
@@ -203,6 +207,15 @@ impl Check<'_> {
         }
     }
 
+    /// Notes that the secret of `key` is read from `path`.
+    fn secret_file(&self, key: &str, path: &Path) {
+        let shown = match list_entry(key) {
+            Some((list, index, field)) => format!("{list}[{}].{field}", index + 1),
+            None => key.to_string(),
+        };
+        self.secret_files.borrow_mut().push((shown, path.to_path_buf()));
+    }
+
     /// A secret given inline or in a file (`inline` and `file` name their keys); one from the environment
     /// replaces the other from the file. `what` names it in errors; its text never appears in them.
     fn secret_text(
@@ -229,6 +242,7 @@ impl Check<'_> {
         };
         if let Some(file) = file {
             let path = self.resolve(&file);
+            self.secret_file(file_key, &path);
             let text = std::fs::read_to_string(&path).map_err(|error| {
                 self.error(
                     file_key,
@@ -254,12 +268,7 @@ impl Check<'_> {
     fn error(&self, key: &str, problem: impl Into<String>, fix: impl Into<String>) -> ConfigError {
         let mut problem = problem.into();
         let mut shown = key.to_string();
-        if let Some((list, index, field)) = key
-            .split_once('.')
-            .filter(|(list, _)| ["actions", "notify"].contains(list))
-            .and_then(|(list, rest)| Some((list, rest.split_once('.')?)))
-            .and_then(|(list, (index, field))| Some((list, index.parse::<usize>().ok()?, field)))
-        {
+        if let Some((list, index, field)) = list_entry(key) {
             shown = format!("{list}[{}].{field}", index + 1);
             match self.action_ids.get(index).filter(|id| !id.is_empty()) {
                 Some(id) if list == "actions" && field != "id" => {
@@ -962,6 +971,7 @@ impl Check<'_> {
         };
         if let Some(file) = file {
             let path = self.resolve(&file);
+            self.secret_file("mail.password_file", &path);
             let text = std::fs::read_to_string(&path).map_err(|error| {
                 self.error(
                     "mail.password_file",
@@ -1110,6 +1120,7 @@ impl Check<'_> {
     /// The key of a webhook's signature, read at start.
     fn webhook_secret(&self, key: &str, file: &Path) -> Result<Vec<u8>, ConfigError> {
         let path = self.resolve(file);
+        self.secret_file(key, &path);
         let text = std::fs::read(&path).map_err(|error| {
             self.error(
                 key,
@@ -1127,6 +1138,16 @@ impl Check<'_> {
         }
         Ok(secret)
     }
+}
+
+/// `notify.0.webhook` as (`notify`, 0, `webhook`): a key of an entry of `[[actions]]` or `[[notify]]`,
+/// which errors show as `notify[1].webhook`.
+fn list_entry(key: &str) -> Option<(&str, usize, &str)> {
+    let (list, rest) = key
+        .split_once('.')
+        .filter(|(list, _)| ["actions", "notify"].contains(list))?;
+    let (index, field) = rest.split_once('.')?;
+    Some((list, index.parse().ok()?, field))
 }
 
 /// A value quoted in an error, unless it could be a TOTP secret typed into the wrong key.

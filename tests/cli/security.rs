@@ -107,6 +107,43 @@ fn a_readable_config_without_the_secret_in_it_is_fine() {
 }
 
 #[test]
+fn serve_refuses_a_mail_password_or_webhook_key_file_that_others_can_read() {
+    let workspace = Workspace::configured(DEPLOY_SCRIPT, "");
+    let config = workspace.read("authrun.toml");
+    workspace.write(
+        "authrun.toml",
+        &format!(
+            "{config}\n[mail]\nhost = \"127.0.0.1\"\nport = 2525\nsecurity = \"none\"\nusername = \"authrun\"\n\
+             password_file = \"smtp.password\"\nfrom = \"authrun@example.com\"\n\n[[notify]]\non = [\"failed\"]\n\
+             webhook = \"http://127.0.0.1:9/hook\"\nwebhook_secret_file = \"hook.key\"\n"
+        ),
+    );
+    let password = workspace.write("smtp.password", "correct-horse-battery\n");
+    let key = workspace.write("hook.key", "5f0c1e9a7d3b4c2e8f6a\n");
+    for (file, name) in [
+        (&key, "notify[1].webhook_secret_file"),
+        (&password, "mail.password_file"),
+    ] {
+        chmod(file, 0o640);
+        let out = serve_refused(&workspace);
+        assert_eq!(out.code(), 2, "{out:#?}");
+        let shown = file.display().to_string();
+        assert!(out.stderr.contains(name), "no key: {out:#?}");
+        assert!(
+            out.stderr.contains(&format!("chmod 600 {shown}")),
+            "no fix: {out:#?}"
+        );
+        assert!(
+            !out.stderr.contains("correct-horse") && !out.stderr.contains("5f0c1e9a"),
+            "a secret was printed: {out:#?}"
+        );
+        chmod(file, 0o600);
+    }
+    let server = serve_configured(&workspace, &[]);
+    assert_eq!(server.get("/healthz").status, 200);
+}
+
+#[test]
 fn unlock_lifts_one_clients_ban_in_a_running_server() {
     let workspace = Workspace::configured(DEPLOY_SCRIPT, "");
     let server = serve_configured(&workspace, &[]);
