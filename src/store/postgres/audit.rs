@@ -94,11 +94,15 @@ impl AuditSink for PgAudit {
     }
 
     async fn tally(&self, since: time::OffsetDateTime) -> Result<Tally, StoreError> {
-        // The lines this instance queued before are counted too.
+        // The lines this instance queued before are counted too, if they are stored soon (the queue
+        // may be full and the database away: the statistics wait a few seconds, not for ever).
         let (flushed, done) = oneshot::channel();
-        if self.queue.send(Job::Flush(flushed)).await.is_ok() {
-            let _ = tokio::time::timeout(FLUSH_WAIT, done).await;
-        }
+        let _ = tokio::time::timeout(FLUSH_WAIT, async {
+            if self.queue.send(Job::Flush(flushed)).await.is_ok() {
+                let _ = done.await;
+            }
+        })
+        .await;
         tally(&self.database, since).await
     }
 }
