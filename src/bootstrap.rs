@@ -148,7 +148,11 @@ fn assemble(
     } = stores;
     let file = AuditLog::open(&config.audit_file, Some(config.audit_rotation))?;
     let audit: Arc<dyn AuditSink> = match audit_copy {
-        Some(database) => Arc::new(PgAudit::start(file, database)),
+        Some(database) => Arc::new(PgAudit::start(
+            file,
+            database,
+            config.audit_rotation.database_lines(),
+        )),
         None => Arc::new(file),
     };
     let metrics = Arc::new(Metrics::new());

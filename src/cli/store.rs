@@ -72,6 +72,7 @@ fn read_files(config: &Config) -> Result<FromFiles, crate::store::StoreError> {
         None
     };
     Ok(FromFiles {
+        audit_keep: config.audit_rotation.database_lines(),
         history: HistoryFile::read(&config.history_file)?,
         regulation: regulation::read(&config.regulation_file)?,
         operators,

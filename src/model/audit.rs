@@ -169,6 +169,15 @@ pub struct Rotation {
     pub keep_files: usize,
 }
 
+impl Rotation {
+    /// The most lines a database keeps of the audit log: about what the files hold, the current one
+    /// and the rotated ones (a line is at least about 100 bytes).
+    pub fn database_lines(&self) -> i64 {
+        let bytes = self.max_bytes.saturating_mul(self.keep_files as u64 + 1);
+        i64::try_from(bytes / 100).unwrap_or(i64::MAX).max(1)
+    }
+}
+
 impl Default for Rotation {
     /// 10 MiB times 5: at about 120 bytes a line, the last 500,000 attempts.
     fn default() -> Self {
@@ -182,6 +191,17 @@ impl Default for Rotation {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_database_keeps_about_what_the_rotated_files_hold() {
+        // Six files of 10 MiB, lines of 100 bytes at least.
+        assert_eq!(Rotation::default().database_lines(), 629_145);
+        let tiny = Rotation {
+            max_bytes: 50,
+            keep_files: 1,
+        };
+        assert_eq!(tiny.database_lines(), 1);
+    }
 
     #[test]
     fn all_lists_every_outcome_at_its_own_place() {

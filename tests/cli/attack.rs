@@ -68,7 +68,7 @@ pub(super) fn read_answer(stream: &mut TcpStream) -> (u16, Value) {
 }
 
 /// One request from `source`, answered.
-fn post_from(server: &Server, source: Ipv4Addr, request: &[u8]) -> (u16, Value) {
+pub(super) fn post_from(server: &Server, source: Ipv4Addr, request: &[u8]) -> (u16, Value) {
     let mut stream = connect_from(&runtime(), source, server.addr);
     stream.write_all(request).expect("send the request");
     read_answer(&mut stream)

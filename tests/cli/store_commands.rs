@@ -3,9 +3,10 @@
 
 use serde_json::{Value, json};
 
+use crate::attack::{addresses, post_from, verify_request};
 use crate::common::postgres::Postgres;
 use crate::support::{
-    Finished, SECRET, Workspace, authrun, now_unix, post_code, run, serve_configured, wait_for,
+    Finished, SECRET, Workspace, authrun, now_unix, post_code, run, serve_configured, wait_for, wrong_code,
 };
 
 /// `authrun ARGS` in `workspace`, with `[store]` naming `postgres` when given (through the environment,
@@ -204,4 +205,73 @@ fn store_migrate_needs_a_database_configured() {
         "{}",
         refused.stderr
     );
+}
+
+#[test]
+fn the_database_keeps_about_as_many_audit_lines_as_the_rotated_files_hold() {
+    let postgres = Postgres::start();
+    let workspace = Workspace::configured("#!/bin/sh\necho deployed\n", "cooldown_seconds = 0");
+    // (1 + 1) files of 4,096 bytes: the database keeps 81 lines. Every address of this machine is exempt
+    // from the global pause, so wrong codes from several of them each write a line.
+    let config = workspace.read("authrun.toml");
+    workspace.write(
+        "authrun.toml",
+        &format!(
+            "{config}\n[audit]\nmax_bytes = 4096\nkeep_files = 1\n\n\
+             [regulation]\nexempt_networks = [\"127.0.0.0/8\"]\n"
+        ),
+    );
+    let lines: String = (0..200)
+        .map(|n| {
+            format!(
+                "{{\"time\":\"2026-02-01T{:02}:{:02}:00Z\",\"event\":\"attempt\",\"client\":\"192.0.2.{}\",\
+                 \"outcome\":\"wrong\"}}\n",
+                n / 60,
+                n % 60,
+                n % 250
+            )
+        })
+        .collect();
+    workspace.write(".authrun/audit.log", &lines);
+    let imported = command(
+        &workspace,
+        Some(&postgres),
+        &["store", "migrate", "--from", "files"],
+    );
+    assert_eq!(imported.code(), 0, "{imported:#?}");
+    let kept = || postgres.psql("authrun", "SELECT count(*) FROM audit");
+    assert_eq!(kept(), "81");
+    assert_eq!(
+        postgres.psql(
+            "authrun",
+            "SELECT to_char(min(time) AT TIME ZONE 'UTC', 'HH24:MI') FROM audit"
+        ),
+        "01:59",
+        "the newest lines are kept"
+    );
+
+    // A running instance trims too, once a tenth of that many lines came since it last did.
+    let config = workspace.read("authrun.toml");
+    workspace.write(
+        "authrun.toml",
+        &format!(
+            "{config}\n[store]\nkind = \"postgres\"\nurl = \"{}\"\n",
+            postgres.url()
+        ),
+    );
+    let server = serve_configured(&workspace, &[]);
+    let request = verify_request(&server, &wrong_code(), "");
+    for source in addresses(3, 10) {
+        let (status, answer) = post_from(&server, source, &request);
+        assert_eq!(status, 401, "{answer}");
+    }
+    wait_for("the oldest lines to go", || {
+        (postgres.psql(
+            "authrun",
+            "SELECT count(*) FROM audit WHERE time < '2026-02-01T02:07:00Z'",
+        ) == "0")
+            .then_some(())
+    });
+    let count: u64 = kept().parse().expect("a count");
+    assert!((81..=88).contains(&count), "{count} lines kept");
 }

@@ -3,7 +3,8 @@
 //! `audit` off the request path, so that the admin's statistics count every instance's attempts and
 //! lockouts.
 //!
-//! The copy goes through a bounded queue to one writer task, which inserts lines in batches. A line is
+//! The copy goes through a bounded queue to one writer task, which inserts lines in batches. The table
+//! keeps about as many lines as the rotated files do ([`database_lines`](crate::model::audit::Rotation::database_lines)): the oldest go. A line is
 //! stored once whatever copies it: the table keeps the SHA-256 of each line's bytes unique, so
 //! `store migrate --from files` run after a database outage fills in the lines the copy missed and
 //! adds nothing twice.
@@ -61,10 +62,11 @@ impl std::fmt::Debug for PgAudit {
 
 impl PgAudit {
     /// Writes to `file` and copies to `database` (migrated), from a writer task started here.
-    pub fn start(file: AuditLog, database: Database) -> Self {
+    /// Keeps at most `keep` lines in the table (the oldest go).
+    pub fn start(file: AuditLog, database: Database, keep: i64) -> Self {
         let (queue, jobs) = mpsc::channel(QUEUE);
         let missed = Arc::new(Missed::default());
-        tokio::spawn(write(database.clone(), jobs, Arc::clone(&missed)));
+        tokio::spawn(write(database.clone(), jobs, Arc::clone(&missed), keep));
         Self {
             file,
             database,
@@ -141,10 +143,12 @@ async fn tally(database: &Database, since: time::OffsetDateTime) -> Result<Tally
     Ok(tally)
 }
 
-/// The writer: takes what is queued, up to [`BATCH`] lines at a time, and stores it.
-async fn write(database: Database, mut jobs: mpsc::Receiver<Job>, missed: Arc<Missed>) {
+/// The writer: takes what is queued, up to [`BATCH`] lines at a time, and stores it; past a tenth of
+/// `keep` lines since it last looked, it deletes the lines beyond the newest `keep`.
+async fn write(database: Database, mut jobs: mpsc::Receiver<Job>, missed: Arc<Missed>, keep: i64) {
     let mut lines = Vec::new();
     let mut flushes = Vec::new();
+    let mut since_trim: i64 = 0;
     while let Some(job) = jobs.recv().await {
         let mut next = Some(job);
         while let Some(job) = next.take() {
@@ -158,7 +162,18 @@ async fn write(database: Database, mut jobs: mpsc::Receiver<Job>, missed: Arc<Mi
         }
         if !lines.is_empty() {
             store_batch(&database, &lines, &missed).await;
+            since_trim += lines.len() as i64;
             lines.clear();
+            if since_trim >= (keep / 10).max(1) {
+                since_trim = 0;
+                let trimmed = match database.client().await {
+                    Ok(client) => trim(&client, keep).await,
+                    Err(error) => Err(error),
+                };
+                if let Err(error) = trimmed {
+                    tracing::warn!(%error, "old audit lines could not be deleted from the database");
+                }
+            }
         }
         for done in flushes.drain(..) {
             let _ = done.send(());
@@ -237,6 +252,20 @@ async fn insert_rows<C: deadpool_postgres::GenericClient>(
             &[&times, &digests, &bodies],
         )
         .await
+}
+
+/// Deletes the lines beyond the newest `keep`; answers how many.
+pub(super) async fn trim<C: deadpool_postgres::GenericClient>(
+    client: &C,
+    keep: i64,
+) -> Result<u64, StoreError> {
+    client
+        .execute(
+            "DELETE FROM audit WHERE id <= (SELECT id FROM audit ORDER BY id DESC OFFSET $1 LIMIT 1)",
+            &[&keep],
+        )
+        .await
+        .map_err(|error| failed("written", &error))
 }
 
 /// Copies one line to the database (migrated): for the command line, which writes no queue.

@@ -29,6 +29,8 @@ const AUDIT_CHUNK: usize = 1000;
 /// What one instance's files hold.
 #[derive(Debug)]
 pub struct FromFiles {
+    /// The most audit lines the database keeps (the oldest beyond them are deleted after the import).
+    pub audit_keep: i64,
     pub history: HistoryFile,
     pub regulation: RegulationState,
     /// The operators file, when there is one.
@@ -166,6 +168,7 @@ pub async fn import(
         imported.audit += added;
         imported.audit_present += chunk.len() as u64 - added;
     }
+    audit::trim(&transaction, files.audit_keep).await?;
     // Running instances read everything again.
     for what in ["runs", "regulation", "operators"] {
         transaction
