@@ -86,7 +86,7 @@ pub async fn start(config: Config, secret: &SecretKey, clock: SharedClock) -> Re
     )
     .await?;
     postgres::listen(&database, opened.clone());
-    postgres::keep_leases(Arc::clone(&opened.runs), Arc::clone(&clock));
+    let leased = Arc::clone(&opened.runs);
     let stores = Stores {
         history: opened.runs,
         regulation: opened.regulation,
@@ -96,7 +96,14 @@ pub async fn start(config: Config, secret: &SecretKey, clock: SharedClock) -> Re
         run_output: Some(opened.output as Arc<dyn RunOutputStore>),
         audit_copy: Some(database),
     };
-    assemble(config, secret, clock, stores)
+    let state = assemble(config, secret, Arc::clone(&clock), stores)?;
+    let runner = Arc::clone(&state.runner);
+    let fence: postgres::Fence = Arc::new(move |id| {
+        // A run that ended meanwhile needs no stopping.
+        let _ = runner.interrupt(id, postgres::FENCED);
+    });
+    postgres::keep_leases(leased, clock, fence);
+    Ok(state)
 }
 
 /// Opens the state directory, the history (recovering runs a crash left "Deploying"), the regulation

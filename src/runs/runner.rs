@@ -44,6 +44,15 @@ use crate::runs::process;
 use crate::store::file::atomic;
 use crate::store::{Claim, ClaimError, RunClaim, RunStore, StoreError, Taken};
 
+/// Why a run is stopped before its script ends.
+#[derive(Debug, Clone)]
+enum StopRequest {
+    /// Someone cancelled it: it ends "Cancelled", recording who.
+    Cancelled(String),
+    /// authrun may not let it go on: it ends "Interrupted", its error saying why.
+    Interrupted(&'static str),
+}
+
 /// The run to cancel is not going (it ended, or never was).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[error("that run is not going")]
@@ -80,8 +89,8 @@ pub struct Runner {
     gate: Arc<Mutex<Gate>>,
     /// Tells the supervisor to stop the script (shutdown).
     stop: watch::Sender<bool>,
-    /// Tells the supervisor of a run to cancel it, and who asked.
-    cancel: watch::Sender<Option<(u64, String)>>,
+    /// Tells the supervisor of a run to stop it, and why.
+    cancel: watch::Sender<Option<(u64, StopRequest)>>,
     /// The newest run's live output.
     live: Mutex<Option<(u64, Arc<LiveOutput>)>>,
     /// The id of the last run that ended; waiters watch it.
@@ -275,7 +284,18 @@ impl Runner {
         if !self.lock().is_running(self.owner.index, id) {
             return Err(NotRunning);
         }
-        self.cancel.send_replace(Some((id, by)));
+        self.cancel.send_replace(Some((id, StopRequest::Cancelled(by))));
+        Ok(())
+    }
+
+    /// Stops run `id` as [`cancel`](Self::cancel) does, but it ends "Interrupted", its error saying
+    /// `why`: authrun itself may not let it go on.
+    pub fn interrupt(&self, id: u64, why: &'static str) -> Result<(), NotRunning> {
+        if !self.lock().is_running(self.owner.index, id) {
+            return Err(NotRunning);
+        }
+        self.cancel
+            .send_replace(Some((id, StopRequest::Interrupted(why))));
         Ok(())
     }
 
@@ -337,15 +357,27 @@ impl Runner {
         let mut stop = self.stop.subscribe();
         let mut cancel = self.cancel.subscribe();
         let mut record = record;
+        let mut interrupted_because = None;
         let timeout = self.clock.sleep_until(later(record.time, self.script.timeout));
         let ended = tokio::select! {
             status = child.wait() => Ok(status),
             () = timeout => Err(RunStatus::TimedOut),
             _ = stop.wait_for(|stop| *stop) => Err(RunStatus::Interrupted),
-            by = cancel.wait_for(|cancel| cancel.as_ref().is_some_and(|(run, _)| *run == id)) => {
-                record.cancelled_by = by.ok().and_then(|by| by.as_ref().map(|(_, by)| by.clone()));
-                record.cancelled_at = Some(self.clock.now());
-                Err(RunStatus::Cancelled)
+            request = cancel.wait_for(|cancel| cancel.as_ref().is_some_and(|(run, _)| *run == id)) => {
+                match request.ok().and_then(|request| request.as_ref().map(|(_, why)| why.clone())) {
+                    Some(StopRequest::Interrupted(why)) => {
+                        interrupted_because = Some(why);
+                        Err(RunStatus::Interrupted)
+                    }
+                    request => {
+                        record.cancelled_by = match request {
+                            Some(StopRequest::Cancelled(by)) => Some(by),
+                            _ => None,
+                        };
+                        record.cancelled_at = Some(self.clock.now());
+                        Err(RunStatus::Cancelled)
+                    }
+                }
             }
         };
         let (status, exit) = match ended {
@@ -375,6 +407,9 @@ impl Runner {
         }
         if let Some(note) = exit.and_then(process::signal_note) {
             record.error = Some(note);
+        }
+        if let Some(why) = interrupted_because {
+            record.error = Some(why.into());
         }
         record.signal = exit.and_then(|exit| std::os::unix::process::ExitStatusExt::signal(&exit));
         // Before the end is told, so whoever waits for it finds only the logs that are kept.

@@ -236,6 +236,12 @@ impl Runners {
         self.action(action).cancel(id, by)
     }
 
+    /// Stops run `id`, which ends "Interrupted" (see [`Runner::interrupt`]).
+    pub fn interrupt(&self, id: u64, why: &'static str) -> Result<(), NotRunning> {
+        let action = self.gate.lock().running_action(id).ok_or(NotRunning)?;
+        self.action(action).interrupt(id, why)
+    }
+
     /// Resolves when run `id` has ended and its final status is recorded (at once if it is not going).
     pub async fn wait_finished(&self, id: u64) {
         let running = self.gate.lock().running_action(id);

@@ -5,7 +5,7 @@
 use nix::sys::signal::Signal;
 use serde_json::Value;
 
-use crate::common::postgres::Postgres;
+use crate::common::postgres::{Postgres, Relay};
 use crate::common::process_ended;
 use crate::instances::{history, instance};
 use crate::support::{
@@ -98,5 +98,59 @@ fn a_run_whose_instance_is_killed_is_interrupted_by_the_other_which_keeps_its_co
         let history = history(&server_b);
         let run = history.iter().find(|run| run["id"].as_u64() == Some(second))?;
         (run["status"] == "Deploy succeeded").then_some(())
+    });
+}
+
+#[test]
+fn an_instance_cut_off_from_the_database_stops_its_run_before_the_other_takes_the_action_over() {
+    let postgres = Postgres::start();
+    let relay = Relay::to(&postgres);
+    let (a, b) = (
+        instance(&postgres, BLOCKING_SCRIPT, KEYS),
+        instance(&postgres, BLOCKING_SCRIPT, KEYS),
+    );
+    // A reaches the database through the relay, B directly.
+    let config = a.read("authrun.toml");
+    a.write(
+        "authrun.toml",
+        &config.replace(&postgres.url(), &relay.url(&postgres)),
+    );
+    with_lease(&a);
+    with_lease(&b);
+    let server_a = serve_configured(&a, &[]);
+    let server_b = serve_configured(&b, &[]);
+    let (status, answer) = post_code(&server_a, &code_now(SECRET));
+    assert_eq!(status, 200, "{answer}");
+    let run_id = answer["run_id"].as_u64().expect("a run id");
+    let script = wait_for_pid(&a, "script.pid");
+    wait_for("B to show A's run going", || {
+        (state(&server_b) == "running").then_some(())
+    });
+
+    relay.cut();
+    let run = wait_for("B to mark A's run interrupted", || {
+        let history = history(&server_b);
+        let run = history.iter().find(|run| run["id"].as_u64() == Some(run_id))?;
+        (run["status"] == "Interrupted").then(|| run.clone())
+    });
+    // By then A has stopped its script: the action never runs on two instances at once.
+    assert!(
+        process_ended(script),
+        "A's script (pid {script}) still runs while B freed the action: {run}\n{}",
+        server_a.stderr()
+    );
+    assert!(
+        server_a.stderr().contains("lease cannot be renewed"),
+        "{}",
+        server_a.stderr()
+    );
+
+    // A reaches the database again: it shows the run ended as B marked it (the first end written wins),
+    // and the action cooling down, not running.
+    relay.restore();
+    wait_for("A to show the run interrupted", || {
+        let history = history(&server_a);
+        let run = history.iter().find(|run| run["id"].as_u64() == Some(run_id))?;
+        (run["status"] == "Interrupted" && state(&server_a) == "cooling_down").then_some(())
     });
 }

@@ -179,3 +179,80 @@ fn ok(command: &mut Command, what: &str) -> String {
     );
     String::from_utf8_lossy(&output.stdout).into_owned()
 }
+
+/// A TCP relay in front of a database, on a port of its own, that the test can cut: one instance's
+/// connections to the database then fail while another's still work (a network partition).
+pub struct Relay {
+    pub port: u16,
+    cut: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    /// Both ends of every connection relayed, to shut them down when cut.
+    streams: std::sync::Arc<std::sync::Mutex<Vec<std::net::TcpStream>>>,
+}
+
+impl Relay {
+    /// Relays 127.0.0.1:`port` (its own, free) to `postgres`.
+    pub fn to(postgres: &Postgres) -> Self {
+        use std::net::{TcpListener, TcpStream};
+        use std::sync::atomic::Ordering;
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind the relay");
+        let port = listener.local_addr().expect("the relay's address").port();
+        let relay = Self {
+            port,
+            cut: Default::default(),
+            streams: Default::default(),
+        };
+        let (cut, streams, target) = (
+            std::sync::Arc::clone(&relay.cut),
+            std::sync::Arc::clone(&relay.streams),
+            format!("127.0.0.1:{}", postgres.port),
+        );
+        std::thread::spawn(move || {
+            for client in listener.incoming().flatten() {
+                if cut.load(Ordering::SeqCst) {
+                    // Cut off: the connection is closed at once.
+                    continue;
+                }
+                let Ok(server) = TcpStream::connect(&target) else {
+                    continue;
+                };
+                let pairs = [
+                    (client.try_clone(), server.try_clone()),
+                    (server.try_clone(), client.try_clone()),
+                ];
+                if let Ok(mut kept) = streams.lock() {
+                    kept.extend([client, server]);
+                }
+                for pair in pairs {
+                    if let (Ok(mut from), Ok(mut to)) = pair {
+                        std::thread::spawn(move || {
+                            let _ = std::io::copy(&mut from, &mut to);
+                            let _ = to.shutdown(std::net::Shutdown::Both);
+                        });
+                    }
+                }
+            }
+        });
+        relay
+    }
+
+    /// `url` of the database, through the relay.
+    pub fn url(&self, postgres: &Postgres) -> String {
+        postgres
+            .url()
+            .replace(&format!(":{}/", postgres.port), &format!(":{}/", self.port))
+    }
+
+    /// Closes every relayed connection and refuses new ones until [`Relay::restore`].
+    pub fn cut(&self) {
+        self.cut.store(true, std::sync::atomic::Ordering::SeqCst);
+        if let Ok(mut kept) = self.streams.lock() {
+            for stream in kept.drain(..) {
+                let _ = stream.shutdown(std::net::Shutdown::Both);
+            }
+        }
+    }
+
+    pub fn restore(&self) {
+        self.cut.store(false, std::sync::atomic::Ordering::SeqCst);
+    }
+}

@@ -5,11 +5,17 @@
 //! instance also looks, as often, for running rows whose lease has passed and marks them "Interrupted"
 //! (ended now; the cooldown still counts from the run's start), which frees the action.
 //!
+//! An instance that cannot renew a lease in time (it lost the database) stops that run's script itself
+//! before the lease ends (SIGTERM, then SIGKILL after the kill grace), and the run ends "Interrupted":
+//! so when another instance marks the run and frees the action, the script is no longer going.
+//!
 //! Times are read from the [`Clock`](crate::clock::Clock) of each instance, so their hosts' clocks must
 //! agree to well within the lease. An instance that could not reach the database marks nothing until
 //! it has reached it again for a whole lease: the others, cut off as long, have had that time to renew
 //! theirs.
 
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 use std::time::Duration;
 
 use time::OffsetDateTime;
@@ -23,17 +29,48 @@ use crate::store::{RunStore, StoreError};
 /// What an interrupted run's record says.
 const LOST: &str = "the instance running it stopped renewing its lease (it crashed, or lost the database)";
 
+/// What the lease keeper calls to stop a run of this instance whose lease it can no longer hold.
+pub type Fence = Arc<dyn Fn(u64) + Send + Sync>;
+
+/// What a run stopped by [`Fence`] says.
+pub const FENCED: &str = "this instance could not renew the run's lease (it lost the database), so it stopped the \
+                          script before another instance could take the action over";
+
+/// Longer than a renewal may take when the database does not answer (the pool's connect timeout).
+const RENEWAL_TIME: Duration = Duration::from_secs(5);
+
 /// Renews the leases of the runs this instance holds and interrupts the runs whose lease has run out,
-/// every third of the lease, for as long as the process runs.
-pub fn keep_leases(runs: std::sync::Arc<PgRuns>, clock: SharedClock) {
+/// every third of the lease, for as long as the process runs. A run of this instance whose lease would
+/// run out before the next renewal could be made (the database cannot be reached), or that another
+/// instance already marked, is stopped through `fence`: so two instances never run one action at once.
+pub fn keep_leases(runs: Arc<PgRuns>, clock: SharedClock, fence: Fence) {
     let every = (runs.lease() / 3).max(Duration::from_millis(100));
     tokio::spawn(async move {
         let mut reachable_since: Option<OffsetDateTime> = None;
+        let mut leases = Leases::default();
         loop {
             clock.sleep(every).await;
             let now = clock.now();
             runs.write_ended().await;
+            leases.follow(&runs, runs.held(), now);
             let renewed = renew(&runs, now).await;
+            if let Ok(renewal) = &renewed {
+                leases.renewed(renewal, later(now, runs.lease()));
+            }
+            let lost = match &renewed {
+                Ok(renewal) => renewal.taken.clone(),
+                Err(_) => leases.ending_before(later(clock.now(), every + RENEWAL_TIME)),
+            };
+            for id in lost {
+                if leases.fenced.insert(id) {
+                    tracing::error!(
+                        run = id,
+                        "this run's lease cannot be renewed; stopping its script so that no other instance \
+                         runs the action alongside it"
+                    );
+                    fence(u64::try_from(id).unwrap_or_default());
+                }
+            }
             if let Err(error) = &renewed {
                 tracing::warn!(%error, "the leases of this instance's runs could not be renewed");
                 reachable_since = None;
@@ -60,9 +97,61 @@ pub fn keep_leases(runs: std::sync::Arc<PgRuns>, clock: SharedClock) {
     });
 }
 
+/// The leases of the runs this instance holds, as far as it knows they reach.
+#[derive(Default)]
+struct Leases {
+    /// Each held run's lease end, as last written (or, before the first renewal, as claimed).
+    until: HashMap<i64, OffsetDateTime>,
+    /// The runs already stopped because their lease was lost.
+    fenced: HashSet<i64>,
+}
+
+impl Leases {
+    /// Follows the runs held now: a new one's lease ends a lease after its start.
+    fn follow(&mut self, runs: &PgRuns, held: Vec<i64>, now: OffsetDateTime) {
+        self.until.retain(|id, _| held.contains(id));
+        self.fenced.retain(|id| held.contains(id));
+        for id in held {
+            self.until.entry(id).or_insert_with(|| {
+                runs.record(u64::try_from(id).unwrap_or_default())
+                    .map_or(later(now, runs.lease()), |record| {
+                        later(record.time, runs.lease())
+                    })
+            });
+        }
+    }
+
+    fn renewed(&mut self, renewal: &Renewal, until: OffsetDateTime) {
+        for id in &renewal.renewed {
+            self.until.insert(*id, until);
+        }
+    }
+
+    /// The runs whose lease ends before `moment`.
+    fn ending_before(&self, moment: OffsetDateTime) -> Vec<i64> {
+        let mut ids: Vec<i64> = self
+            .until
+            .iter()
+            .filter(|(_, until)| **until <= moment)
+            .map(|(id, _)| *id)
+            .collect();
+        ids.sort_unstable();
+        ids
+    }
+}
+
+/// What a renewal did.
+#[derive(Debug, Default)]
+struct Renewal {
+    /// The held runs whose lease was moved on.
+    renewed: Vec<i64>,
+    /// The held runs another instance marked meanwhile, still going here.
+    taken: Vec<i64>,
+}
+
 /// Moves the leases of the runs this instance holds to `now` + the lease. A held run no longer running
-/// in the database was marked by another instance (this one could not renew in time): said in the log.
-async fn renew(runs: &PgRuns, now: OffsetDateTime) -> Result<(), StoreError> {
+/// in the database was marked by another instance (this one could not renew in time).
+async fn renew(runs: &PgRuns, now: OffsetDateTime) -> Result<Renewal, StoreError> {
     let held = runs.held();
     let client = runs.database().client().await?;
     if held.is_empty() {
@@ -71,7 +160,7 @@ async fn renew(runs: &PgRuns, now: OffsetDateTime) -> Result<(), StoreError> {
             .execute("SELECT 1", &[])
             .await
             .map_err(|error| failed("reached", &error))?;
-        return Ok(());
+        return Ok(Renewal::default());
     }
     let until: std::time::SystemTime = later(now, runs.lease()).into();
     let renewed: Vec<i64> = client
@@ -84,18 +173,16 @@ async fn renew(runs: &PgRuns, now: OffsetDateTime) -> Result<(), StoreError> {
         .iter()
         .map(|row| row.get(0))
         .collect();
-    for id in held.iter().filter(|id| !renewed.contains(id)) {
-        let ended_here = runs
-            .record(u64::try_from(*id).unwrap_or_default())
-            .is_some_and(|record| record.status != RunStatus::Deploying);
-        if !ended_here {
-            tracing::error!(
-                run = id,
-                "this run's lease ran out and another instance marked it interrupted; its script goes on here"
-            );
-        }
-    }
-    Ok(())
+    let taken = held
+        .iter()
+        .filter(|id| !renewed.contains(id))
+        .filter(|id| {
+            runs.record(u64::try_from(**id).unwrap_or_default())
+                .is_none_or(|record| record.status == RunStatus::Deploying)
+        })
+        .copied()
+        .collect();
+    Ok(Renewal { renewed, taken })
 }
 
 /// Marks "Interrupted" the running runs of other instances whose lease ended before `now`, in one

@@ -26,7 +26,7 @@ use tokio_postgres::{AsyncMessage, NoTls};
 
 pub use audit::{PgAudit, copy_audit_line};
 pub use documents::Document;
-pub use lease::keep_leases;
+pub use lease::{FENCED, Fence, keep_leases};
 pub use output::PgOutput;
 pub use runs::PgRuns;
 pub use sessions::PgSessions;
