@@ -431,8 +431,26 @@ fn check_config(file: Option<&Path>) -> ExitCode {
             println!("  store        files in {}", config.state_dir.display());
         }
         // The URL may hold a password: never printed.
-        StoreSettings::Postgres { pool_size, .. } => {
-            println!("  store        postgres, url set, pool of {pool_size} connections")
+        StoreSettings::Postgres { pool_size, lease, .. } => {
+            println!(
+                "  store        postgres, url set, pool of {pool_size} connections, leases of {} s",
+                lease.as_secs()
+            );
+            // A script stopped for a lost lease must be gone before the lease ends.
+            for action in config
+                .actions
+                .iter()
+                .filter(|action| action.script.kill_grace * 3 > *lease)
+            {
+                println!(
+                    "  note         action {}: kill_grace_seconds = {} is more than a third of [store] \
+                     lease_seconds = {}: a script stopped because its instance lost the database may \
+                     outlive its lease; raise lease_seconds or lower kill_grace_seconds",
+                    action.id,
+                    action.script.kill_grace.as_secs(),
+                    lease.as_secs()
+                );
+            }
         }
     }
     match &config.mail {

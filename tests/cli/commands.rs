@@ -182,6 +182,27 @@ fn check_config_refuses_a_short_secret_without_showing_it() {
 }
 
 #[test]
+fn check_config_notes_a_kill_grace_longer_than_a_third_of_the_database_lease() {
+    let note = "kill_grace_seconds = 20 is more than a third of [store] lease_seconds = 30";
+    for (grace, noted) in [(10, false), (20, true)] {
+        let workspace = Workspace::configured(DEPLOY_SCRIPT, &format!("kill_grace_seconds = {grace}"));
+        let config = workspace.read("authrun.toml");
+        workspace.write(
+            "authrun.toml",
+            &format!(
+                "{config}\n[store]\nkind = \"postgres\"\nurl = \"postgres://authrun@127.0.0.1:1/authrun\"\n"
+            ),
+        );
+        let out = run(authrun(workspace.path())
+            .args(["check-config", "--config"])
+            .arg(workspace.config()));
+        assert_eq!(out.code(), 0, "{out:#?}");
+        assert!(out.stdout.contains("leases of 30 s"), "{out:#?}");
+        assert_eq!(out.stdout.contains(note), noted, "kill grace {grace}: {out:#?}");
+    }
+}
+
+#[test]
 fn check_config_names_an_environment_variable_with_a_bad_value() {
     let workspace = Workspace::configured(DEPLOY_SCRIPT, "");
     let config = workspace.config();
