@@ -36,10 +36,10 @@ impl Postgres {
                 "chown the cluster's dir",
             );
         }
-        let postgres = Self {
+        let mut postgres = Self {
             dir,
             bin,
-            port: super::free_port(),
+            port: listening_port(),
             run_as,
         };
         postgres.tool(
@@ -55,23 +55,39 @@ impl Postgres {
                 "--no-sync",
             ],
         );
-        postgres.start_server();
+        // A port another cluster of a test running alongside took meanwhile: another port.
+        let mut tries = 1;
+        while let Err(failure) = postgres.try_start_server() {
+            assert!(tries < 5, "PostgreSQL does not start: {failure}");
+            postgres.port = listening_port();
+            tries += 1;
+        }
         postgres.psql("postgres", "CREATE DATABASE authrun");
         postgres
     }
 
     /// Starts the server (again, after [`Postgres::stop`]) and waits until it takes connections.
     pub fn start_server(&self) {
+        if let Err(failure) = self.try_start_server() {
+            panic!("PostgreSQL does not start again: {failure}");
+        }
+    }
+
+    fn try_start_server(&self) -> Result<String, String> {
         let options = format!(
             "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=200",
             self.port,
             self.dir.path().display()
         );
         let log = self.dir.path().join("server.log").display().to_string();
-        self.tool(
+        let started = self.try_tool(
             "pg_ctl",
             &["-D", &self.data(), "-o", &options, "-l", &log, "-w", "start"],
         );
+        started.map_err(|failure| {
+            let log = std::fs::read_to_string(&log).unwrap_or_default();
+            format!("{failure}\nserver log:\n{log}")
+        })
     }
 
     /// Stops the server (`pg_ctl stop -m fast`).
@@ -113,6 +129,12 @@ impl Postgres {
 
     /// Runs PostgreSQL's `name` with `args`, as the cluster's owner; fails the test when it fails.
     fn tool(&self, name: &str, args: &[&str]) -> String {
+        self.try_tool(name, args)
+            .unwrap_or_else(|failure| panic!("{failure}"))
+    }
+
+    /// Runs PostgreSQL's `name` with `args`, as the cluster's owner: its stdout, or what it said.
+    fn try_tool(&self, name: &str, args: &[&str]) -> Result<String, String> {
         let program = self.bin.join(name);
         let mut command = match self.run_as {
             Some(user) => {
@@ -123,7 +145,19 @@ impl Postgres {
             None => Command::new(&program),
         };
         command.args(args).current_dir(self.dir.path());
-        ok(&mut command, name)
+        run(&mut command, name)
+    }
+}
+
+/// A free port below the range the kernel hands out for outgoing connections and for `bind(0)`
+/// (32768 and up), so that no client connection of a test running alongside can take it before the
+/// cluster listens on it.
+fn listening_port() -> u16 {
+    loop {
+        let port = rand::random_range(20_000..32_000);
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
     }
 }
 
@@ -167,17 +201,23 @@ fn binaries() -> PathBuf {
 
 /// Runs `command`; its stdout, or the test fails with what it printed.
 fn ok(command: &mut Command, what: &str) -> String {
+    run(command, what).unwrap_or_else(|failure| panic!("{failure}"))
+}
+
+/// Runs `command`; its stdout, or what it printed.
+fn run(command: &mut Command, what: &str) -> Result<String, String> {
     let output = command
         .output()
         .unwrap_or_else(|error| panic!("{what} cannot be started: {error}"));
-    assert!(
-        output.status.success(),
-        "{what} failed ({}):\n{}\n{}",
-        output.status,
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8_lossy(&output.stdout).into_owned()
+    if !output.status.success() {
+        return Err(format!(
+            "{what} failed ({}):\n{}\n{}",
+            output.status,
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        ));
+    }
+    Ok(String::from_utf8_lossy(&output.stdout).into_owned())
 }
 
 /// A TCP relay in front of a database, on a port of its own, that the test can cut: one instance's
