@@ -79,6 +79,8 @@ const H2_SEND_BUFFER: usize = 64 * 1024;
 const MEMORY_CHECK: Duration = Duration::from_secs(2);
 /// Slots freed since the busiest moment that make a burst.
 const BURST_SLOTS: usize = 16;
+/// Checks after a burst at which memory is given back again, while nothing new comes.
+const SETTLE_CHECKS: usize = 3;
 
 /// Serves authrun on `listener` until `shutdown` resolves, then stops the running script (if any),
 /// records its status and gives the notifications still queued a short grace. The script is stopped
@@ -288,9 +290,10 @@ struct Slots {
     server: Arc<Semaphore>,
     /// The most slots in use at once since the memory was last given back.
     busiest: Arc<AtomicUsize>,
-    /// A burst ended and was trimmed, but connections were still closing then: trim once more when they
-    /// have settled (see [`Slots::burst_ended`]).
-    settling: Arc<std::sync::atomic::AtomicBool>,
+    /// Checks left, after a burst ended, at which memory is given back again while nothing new comes:
+    /// connections and their streams' tasks still closing free memory after the first trim (see
+    /// [`Slots::burst_ended`]).
+    settling: Arc<AtomicUsize>,
     /// Slots in use at the previous check.
     previous: Arc<AtomicUsize>,
     clients: Arc<ClientSlots>,
@@ -302,7 +305,7 @@ impl Slots {
             max: limits.max_connections,
             server: Arc::new(Semaphore::new(limits.max_connections)),
             busiest: Arc::new(AtomicUsize::new(0)),
-            settling: Arc::new(std::sync::atomic::AtomicBool::new(false)),
+            settling: Arc::new(AtomicUsize::new(0)),
             previous: Arc::new(AtomicUsize::new(0)),
             clients: Arc::new(ClientSlots {
                 cap: limits.max_connections_per_client,
@@ -330,23 +333,30 @@ impl Slots {
     }
 
     /// Whether memory should be given back now: a burst has ended since the last call (far fewer slots
-    /// are in use than at its height), or, after one ended, the connections still closing then have
-    /// settled (as many or fewer in use than at the previous call), so what they freed goes back too.
-    /// Called by one task only, every [`MEMORY_CHECK`].
+    /// are in use than at its height), or it ended at one of the last [`SETTLE_CHECKS`] calls and no
+    /// more slots are in use than at the previous call, so what its stragglers freed since (connections
+    /// still closing, their streams' tasks) goes back too. Called by one task only, every
+    /// [`MEMORY_CHECK`].
     fn burst_ended(&self) -> bool {
         let now = self.in_use();
         let previous = self.previous.swap(now, Ordering::Relaxed);
         if self.busiest.load(Ordering::Relaxed) >= now + BURST_SLOTS {
             self.busiest.store(now, Ordering::Relaxed);
-            // With connections still open, some may be closing: look again once they settle.
-            self.settling.store(now > 0, Ordering::Relaxed);
+            self.settling.store(SETTLE_CHECKS, Ordering::Relaxed);
             return true;
         }
-        if now <= previous && self.settling.swap(false, Ordering::Relaxed) {
-            self.busiest.store(now, Ordering::Relaxed);
-            return true;
+        let settling = self.settling.load(Ordering::Relaxed);
+        if settling == 0 {
+            return false;
         }
-        false
+        if now > previous {
+            // Something new is coming: no longer the burst's aftermath.
+            self.settling.store(0, Ordering::Relaxed);
+            return false;
+        }
+        self.settling.store(settling - 1, Ordering::Relaxed);
+        self.busiest.store(now, Ordering::Relaxed);
+        true
     }
 }
 
@@ -648,7 +658,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn memory_is_given_back_when_a_burst_ends_and_again_once_its_stragglers_have_closed() {
+    fn memory_is_given_back_when_a_burst_ends_and_again_while_its_stragglers_close() {
         let slots = Slots::new(&Limits {
             max_connections: 512,
             max_connections_per_client: 512,
@@ -658,26 +668,31 @@ mod tests {
         let peer = IpAddr::from([192, 0, 2, 1]);
         let mut held: Vec<Slot> = (0..100).map(|_| slots.take(peer).ok().expect("a slot")).collect();
         assert!(!slots.burst_ended(), "a burst going on");
-        // 80 close before the check, 20 are still closing: given back once.
-        held.truncate(20);
+        // 90 close before the check, 10 are still closing: given back now, and at the next checks.
+        held.truncate(10);
         assert!(slots.burst_ended());
-        // The stragglers close: given back again, once they have settled.
         held.clear();
-        assert!(slots.burst_ended());
+        for check in 1..=SETTLE_CHECKS {
+            assert!(slots.burst_ended(), "the stragglers' memory, check {check}");
+        }
         assert!(!slots.burst_ended(), "nothing new since");
         // A few connections come and go: no burst.
         let few: Vec<Slot> = (0..5).map(|_| slots.take(peer).ok().expect("a slot")).collect();
         assert!(!slots.burst_ended());
         drop(few);
         assert!(!slots.burst_ended());
-        // Another burst, whose last 10 connections close after the check: too few to be a burst of
-        // their own, given back all the same once they have settled.
+        // Another burst, then new connections while it settles: those end the aftermath.
         let mut held: Vec<Slot> = (0..100).map(|_| slots.take(peer).ok().expect("a slot")).collect();
         assert!(!slots.burst_ended());
         held.truncate(10);
         assert!(slots.burst_ended());
-        held.clear();
-        assert!(slots.burst_ended(), "the stragglers' memory");
+        let again: Vec<Slot> = (0..5).map(|_| slots.take(peer).ok().expect("a slot")).collect();
+        assert!(
+            !slots.burst_ended(),
+            "new connections are not the burst's stragglers"
+        );
         assert!(!slots.burst_ended());
+        drop(again);
+        drop(held);
     }
 }
