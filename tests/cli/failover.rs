@@ -9,7 +9,8 @@ use crate::common::postgres::{Postgres, Relay};
 use crate::common::process_ended;
 use crate::instances::{history, instance};
 use crate::support::{
-    SECRET, Server, code_at, code_now, now_unix, post_code, serve_configured, wait_for, wait_for_pid,
+    SECRET, Server, Workspace, code_at, code_now, now_unix, post_code, serve_configured, wait_for,
+    wait_for_pid,
 };
 
 /// A script that writes its pid and waits for a file that never comes.
@@ -19,13 +20,30 @@ const BLOCKING_SCRIPT: &str = "#!/bin/sh\necho $$ > script.pid\nwhile [ ! -f go 
 /// cannot pass while the test runs.
 const KEYS: &str = "cooldown_seconds = 3600";
 
-fn with_lease(workspace: &crate::support::Workspace) {
+fn with_lease(workspace: &Workspace) {
     let config = workspace.read("authrun.toml");
     workspace.write("authrun.toml", &format!("{config}lease_seconds = 2\n"));
 }
 
 fn state(server: &Server) -> Value {
     server.get("/get_deploy_status").json()["state"].clone()
+}
+
+/// Serves `a` and `b` with short leases and starts a run on A that B sees going: the servers, the run's
+/// id and its script's pid.
+fn run_on_a_seen_by_b(a: &Workspace, b: &Workspace) -> (Server, Server, u64, i32) {
+    with_lease(a);
+    with_lease(b);
+    let server_a = serve_configured(a, &[]);
+    let server_b = serve_configured(b, &[]);
+    let (status, answer) = post_code(&server_a, &code_now(SECRET));
+    assert_eq!(status, 200, "{answer}");
+    let run_id = answer["run_id"].as_u64().expect("a run id");
+    let script = wait_for_pid(a, "script.pid");
+    wait_for("B to show A's run going", || {
+        (state(&server_b) == "running").then_some(())
+    });
+    (server_a, server_b, run_id, script)
 }
 
 #[test]
@@ -35,17 +53,7 @@ fn a_run_whose_instance_is_killed_is_interrupted_by_the_other_which_keeps_its_co
         instance(&postgres, BLOCKING_SCRIPT, KEYS),
         instance(&postgres, BLOCKING_SCRIPT, KEYS),
     );
-    with_lease(&a);
-    with_lease(&b);
-    let mut server_a = serve_configured(&a, &[]);
-    let server_b = serve_configured(&b, &[]);
-    let (status, answer) = post_code(&server_a, &code_now(SECRET));
-    assert_eq!(status, 200, "{answer}");
-    let run_id = answer["run_id"].as_u64().expect("a run id");
-    let script = wait_for_pid(&a, "script.pid");
-    wait_for("B to show A's run going", || {
-        (state(&server_b) == "running").then_some(())
-    });
+    let (mut server_a, server_b, run_id, script) = run_on_a_seen_by_b(&a, &b);
 
     server_a.signal(Signal::SIGKILL);
     assert!(!server_a.wait_exit().success());
@@ -115,17 +123,7 @@ fn an_instance_cut_off_from_the_database_stops_its_run_before_the_other_takes_th
         "authrun.toml",
         &config.replace(&postgres.url(), &relay.url(&postgres)),
     );
-    with_lease(&a);
-    with_lease(&b);
-    let server_a = serve_configured(&a, &[]);
-    let server_b = serve_configured(&b, &[]);
-    let (status, answer) = post_code(&server_a, &code_now(SECRET));
-    assert_eq!(status, 200, "{answer}");
-    let run_id = answer["run_id"].as_u64().expect("a run id");
-    let script = wait_for_pid(&a, "script.pid");
-    wait_for("B to show A's run going", || {
-        (state(&server_b) == "running").then_some(())
-    });
+    let (server_a, server_b, run_id, script) = run_on_a_seen_by_b(&a, &b);
 
     relay.cut();
     let run = wait_for("B to mark A's run interrupted", || {

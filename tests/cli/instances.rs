@@ -14,6 +14,12 @@ const SLOW_SCRIPT: &str = "#!/bin/sh\nsleep 2\necho deployed\n";
 /// A workspace whose authrun keeps its state in `postgres`, with `script_keys` in `[script]`.
 pub(crate) fn instance(postgres: &Postgres, script: &str, script_keys: &str) -> Workspace {
     let workspace = Workspace::configured(script, script_keys);
+    on_database(&workspace, postgres);
+    workspace
+}
+
+/// Points `workspace`'s configuration at `postgres` (`[store] kind = "postgres"`).
+pub(crate) fn on_database(workspace: &Workspace, postgres: &Postgres) {
     let config = workspace.read("authrun.toml");
     workspace.write(
         "authrun.toml",
@@ -22,7 +28,6 @@ pub(crate) fn instance(postgres: &Postgres, script: &str, script_keys: &str) -> 
             postgres.url()
         ),
     );
-    workspace
 }
 
 /// The runs `server` shows in `/get_deploy_status`.

@@ -5,6 +5,7 @@ use serde_json::{Value, json};
 
 use crate::attack::{addresses, post_from, verify_request};
 use crate::common::postgres::Postgres;
+use crate::instances::on_database;
 use crate::support::{
     Finished, SECRET, Workspace, authrun, now_unix, post_code, run, serve_configured, wait_for, wrong_code,
 };
@@ -127,14 +128,7 @@ fn store_migrate_imports_the_files_once_and_history_export_prints_the_same_histo
     assert_eq!(from_database[1]["exit_code"], 0);
 
     // An instance on the database serves that history and holds the imported pause.
-    let config = workspace.read("authrun.toml");
-    workspace.write(
-        "authrun.toml",
-        &format!(
-            "{config}\n[store]\nkind = \"postgres\"\nurl = \"{}\"\n",
-            postgres.url()
-        ),
-    );
+    on_database(&workspace, &postgres);
     let server = serve_configured(&workspace, &[]);
     let status = server.get("/get_deploy_status").json();
     assert_eq!(status["history"].as_array().map(Vec::len), Some(3), "{status}");
@@ -251,14 +245,7 @@ fn the_database_keeps_about_as_many_audit_lines_as_the_rotated_files_hold() {
     );
 
     // A running instance trims too, once a tenth of that many lines came since it last did.
-    let config = workspace.read("authrun.toml");
-    workspace.write(
-        "authrun.toml",
-        &format!(
-            "{config}\n[store]\nkind = \"postgres\"\nurl = \"{}\"\n",
-            postgres.url()
-        ),
-    );
+    on_database(&workspace, &postgres);
     let server = serve_configured(&workspace, &[]);
     let request = verify_request(&server, &wrong_code(), "");
     for source in addresses(3, 10) {
