@@ -209,11 +209,9 @@ impl Check<'_> {
 
     /// Notes that the secret of `key` is read from `path`.
     fn secret_file(&self, key: &str, path: &Path) {
-        let shown = match list_entry(key) {
-            Some((list, index, field)) => format!("{list}[{}].{field}", index + 1),
-            None => key.to_string(),
-        };
-        self.secret_files.borrow_mut().push((shown, path.to_path_buf()));
+        self.secret_files
+            .borrow_mut()
+            .push((shown_key(key), path.to_path_buf()));
     }
 
     /// A secret given inline or in a file (`inline` and `file` name their keys); one from the environment
@@ -267,9 +265,7 @@ impl Check<'_> {
     /// (tables counted from 1, as a reader counts them), and the problem names the action.
     fn error(&self, key: &str, problem: impl Into<String>, fix: impl Into<String>) -> ConfigError {
         let mut problem = problem.into();
-        let mut shown = key.to_string();
         if let Some((list, index, field)) = list_entry(key) {
-            shown = format!("{list}[{}].{field}", index + 1);
             match self.action_ids.get(index).filter(|id| !id.is_empty()) {
                 Some(id) if list == "actions" && field != "id" => {
                     problem = format!("action `{id}`: {problem}");
@@ -279,7 +275,7 @@ impl Check<'_> {
         }
         ConfigError {
             origin: self.sources.origin(key),
-            key: shown,
+            key: shown_key(key),
             problem,
             fix: fix.into(),
         }
@@ -1137,6 +1133,14 @@ impl Check<'_> {
             ));
         }
         Ok(secret)
+    }
+}
+
+/// `key` as errors show it: `notify[1].webhook` for `notify.0.webhook`.
+fn shown_key(key: &str) -> String {
+    match list_entry(key) {
+        Some((list, index, field)) => format!("{list}[{}].{field}", index + 1),
+        None => key.to_string(),
     }
 }
 

@@ -3,7 +3,7 @@
 
 use serde_json::Value;
 
-use crate::support::{Workspace, authrun, run, serve_configured};
+use crate::support::{Workspace, authrun, link_path, operator, run, serve_configured};
 
 const OPERATORS: &str = "\n[auth]\nmode = \"operators\"\n";
 
@@ -14,14 +14,6 @@ fn workspace() -> Workspace {
     workspace
 }
 
-fn operator(workspace: &Workspace, args: &[&str]) -> crate::support::Finished {
-    run(authrun(workspace.path())
-        .arg("operator")
-        .args(args)
-        .arg("--config")
-        .arg(workspace.config()))
-}
-
 fn list(workspace: &Workspace) -> Vec<Value> {
     let listed = operator(workspace, &["list", "--json"]);
     assert_eq!(listed.code(), 0, "{listed:?}");
@@ -30,15 +22,6 @@ fn list(workspace: &Workspace) -> Vec<Value> {
         .as_array()
         .unwrap()
         .clone()
-}
-
-/// The path of the enrollment link a command printed.
-fn link_path(stdout: &str) -> String {
-    let link = stdout
-        .lines()
-        .find(|line| line.contains("/enroll/"))
-        .unwrap_or_else(|| panic!("no link in {stdout}"));
-    format!("/enroll/{}", link.rsplit('/').next().unwrap())
 }
 
 #[test]

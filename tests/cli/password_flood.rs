@@ -15,7 +15,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use serde_json::Value;
 
 use crate::attack::{connect_from, runtime};
-use crate::support::{DEPLOY_SCRIPT, Server, WAIT, Workspace, authrun, read_reply, run, serve_configured};
+use crate::support::{
+    DEPLOY_SCRIPT, Server, WAIT, Workspace, authrun, link_path, read_reply, run, serve_configured,
+};
 
 const FLOOD: usize = 50;
 const PASSWORD: &str = "correct horse battery staple";
@@ -39,12 +41,7 @@ fn enroll_alice(workspace: &Workspace, server: &Server) -> Vec<String> {
         .args(["operator", "add", "alice", "--config"])
         .arg(workspace.config()));
     assert_eq!(added.code(), 0, "{added:#?}");
-    let link = added
-        .stdout
-        .lines()
-        .find(|line| line.contains("/enroll/"))
-        .unwrap_or_else(|| panic!("no link: {added:#?}"));
-    let path = format!("/enroll/{}", link.rsplit('/').next().unwrap_or_default());
+    let path = link_path(&added.stdout);
     let page = server.get(&path).json();
     let uri = page["otpauth_uri"].as_str().expect("the otpauth URI");
     let phone = totp_rs::Totp::from_url_unchecked(uri).expect("a TOTP URI");

@@ -22,8 +22,8 @@ use crate::attack::{
 use crate::common::postgres::Postgres;
 use crate::instances::{history, instance};
 use crate::support::{
-    DEPLOY_SCRIPT, SECRET, Server, Workspace, authrun, code_at, now_unix, run, serve_configured, start_run,
-    wait_for, wrong_code,
+    DEPLOY_SCRIPT, SECRET, Server, Workspace, authrun, code_at, link_path, now_unix, operator, run,
+    serve_configured, start_run, wait_for, wrong_code,
 };
 
 const HTML: &str = "text/html,application/xhtml+xml,*/*;q=0.8";
@@ -227,15 +227,6 @@ fn a_burst_of_wrong_codes_split_across_two_instances_gets_no_more_checked_than_t
     );
 }
 
-/// `authrun operator ...` on `workspace`'s configuration.
-fn operator(workspace: &Workspace, args: &[&str]) -> crate::support::Finished {
-    run(authrun(workspace.path())
-        .arg("operator")
-        .args(args)
-        .arg("--config")
-        .arg(workspace.config()))
-}
-
 /// A workspace of an instance on `postgres` in operators mode, with `extra` configuration.
 fn operators_instance(postgres: &Postgres, extra: &str) -> Workspace {
     let workspace = instance(postgres, DEPLOY_SCRIPT, "cooldown_seconds = 0");
@@ -267,12 +258,7 @@ fn enroll_with(added_on: &Workspace, server: &Server, args: &[&str]) -> (totp_rs
         !added_on.join(".authrun/operators.json").exists(),
         "the operators are in the database, not in a file"
     );
-    let link = added
-        .stdout
-        .lines()
-        .find(|line| line.contains("/enroll/"))
-        .unwrap_or_else(|| panic!("no link: {added:#?}"));
-    let path = format!("/enroll/{}", link.rsplit('/').next().unwrap_or_default());
+    let path = link_path(&added.stdout);
     let page = wait_for("the instance to know the operator", || {
         let page = server.get(&path);
         (page.status == 200).then_some(page)
@@ -577,12 +563,7 @@ fn without_its_database_sign_in_codes_and_enrollment_answer_503_and_work_once_it
     // Bob's enrollment is pending: his page (and so his secret) is read before the database goes.
     let added = operator(&a, &["add", "bob"]);
     assert_eq!(added.code(), 0, "{added:#?}");
-    let link = added
-        .stdout
-        .lines()
-        .find(|line| line.contains("/enroll/"))
-        .expect("a link");
-    let bob_path = format!("/enroll/{}", link.rsplit('/').next().unwrap_or_default());
+    let bob_path = link_path(&added.stdout);
     let page = wait_for("the instance to know bob", || {
         let page = server.get(&bob_path);
         (page.status == 200).then_some(page)

@@ -500,3 +500,21 @@ pub fn wait_for_pid(workspace: &Workspace, file: &str) -> i32 {
             .and_then(|text| text.trim().parse().ok())
     })
 }
+
+/// `authrun operator ARGS` on `workspace`'s configuration.
+pub fn operator(workspace: &Workspace, args: &[&str]) -> Finished {
+    run(authrun(workspace.path())
+        .arg("operator")
+        .args(args)
+        .arg("--config")
+        .arg(workspace.config()))
+}
+
+/// The path of the enrollment link a command printed.
+pub fn link_path(stdout: &str) -> String {
+    let link = stdout
+        .lines()
+        .find(|line| line.contains("/enroll/"))
+        .unwrap_or_else(|| panic!("no link in {stdout}"));
+    format!("/enroll/{}", link.rsplit('/').next().unwrap_or_default())
+}

@@ -339,13 +339,12 @@ impl AuditLog {
 /// Every line of the log at `path` and of its rotated files, oldest first, without their newlines:
 /// what `store migrate` copies into the database.
 pub fn read_all(path: &Path) -> io::Result<Vec<Vec<u8>>> {
-    let mut files = Vec::new();
-    for number in (1..=MAX_ROTATED_FILES).rev() {
-        let rotated = numbered(path, number);
-        if rotated.exists() {
-            files.push(rotated);
-        }
-    }
+    // Rotation numbers the files without gaps: `.1` is the newest, the first missing one ends them.
+    let mut files: Vec<PathBuf> = (1..=MAX_ROTATED_FILES)
+        .map(|number| numbered(path, number))
+        .take_while(|rotated| rotated.exists())
+        .collect();
+    files.reverse();
     files.push(path.to_path_buf());
     let mut lines = Vec::new();
     for file in files {

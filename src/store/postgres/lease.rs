@@ -52,8 +52,9 @@ pub fn keep_leases(runs: Arc<PgRuns>, clock: SharedClock, fence: Fence) {
             clock.sleep(every).await;
             let now = clock.now();
             runs.write_ended().await;
-            leases.follow(&runs, runs.held(), now);
-            let renewed = renew(&runs, now).await;
+            let held = runs.held();
+            leases.follow(&runs, &held, now);
+            let renewed = renew(&runs, &held, now).await;
             if let Ok(renewal) = &renewed {
                 leases.renewed(renewal, later(now, runs.lease()));
             }
@@ -108,10 +109,10 @@ struct Leases {
 
 impl Leases {
     /// Follows the runs held now: a new one's lease ends a lease after its start.
-    fn follow(&mut self, runs: &PgRuns, held: Vec<i64>, now: OffsetDateTime) {
+    fn follow(&mut self, runs: &PgRuns, held: &[i64], now: OffsetDateTime) {
         self.until.retain(|id, _| held.contains(id));
         self.fenced.retain(|id| held.contains(id));
-        for id in held {
+        for &id in held {
             self.until.entry(id).or_insert_with(|| {
                 runs.record(u64::try_from(id).unwrap_or_default())
                     .map_or(later(now, runs.lease()), |record| {
@@ -151,8 +152,7 @@ struct Renewal {
 
 /// Moves the leases of the runs this instance holds to `now` + the lease. A held run no longer running
 /// in the database was marked by another instance (this one could not renew in time).
-async fn renew(runs: &PgRuns, now: OffsetDateTime) -> Result<Renewal, StoreError> {
-    let held = runs.held();
+async fn renew(runs: &PgRuns, held: &[i64], now: OffsetDateTime) -> Result<Renewal, StoreError> {
     let client = runs.database().client().await?;
     if held.is_empty() {
         // Still a round trip: it tells whether the database can be reached.
